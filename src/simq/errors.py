@@ -1,0 +1,40 @@
+"""Errors a user can cause.
+
+Every subclass carries one sentence that says what went wrong and how to fix it; the CLI
+prints that sentence and exits with status 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SimqError",
+    "ModelLoadError",
+    "UnknownModelError",
+    "UnsupportedModelError",
+    "MissingDependencyError",
+    "InvalidArgumentError",
+]
+
+
+class SimqError(Exception):
+    """Base class of all errors caused by user input rather than by a bug in SimQ."""
+
+
+class ModelLoadError(SimqError):
+    """A model file or directory is missing, unreadable or corrupt."""
+
+
+class UnknownModelError(SimqError):
+    """A `zoo:NAME` names no model in the zoo."""
+
+
+class UnsupportedModelError(SimqError):
+    """The model uses a construct SimQ cannot handle."""
+
+
+class MissingDependencyError(SimqError):
+    """An optional dependency (an extra) needed for this operation is not installed."""
+
+
+class InvalidArgumentError(SimqError):
+    """An option or argument has an invalid value."""

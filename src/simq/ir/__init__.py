@@ -1,0 +1,47 @@
+"""The SimQ IR: ONNX models held as `onnx_ir.Model`, their loading, cleanup and analysis."""
+
+from simq.ir._analysis import META_COST, META_ROLE, META_SHAPE, analyze
+from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
+from simq.ir._frontends import export_torch, load_transformers_dir
+from simq.ir._io import ModelSource, load, save
+from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature
+from simq.ir._structure import (
+    AttentionBlock,
+    ChannelGroup,
+    ChannelUse,
+    FFNBlock,
+    Linear,
+    NodeCost,
+    QuantizableNode,
+    RemovableBlock,
+    Structure,
+    TransformerLayer,
+)
+
+__all__ = [
+    "DEFAULT_DIM",
+    "META_COST",
+    "META_ROLE",
+    "META_SHAPE",
+    "AttentionBlock",
+    "ChannelGroup",
+    "ChannelUse",
+    "FFNBlock",
+    "FoldConstantsPass",
+    "Linear",
+    "ModelSource",
+    "NodeCost",
+    "QuantizableNode",
+    "RemovableBlock",
+    "Structure",
+    "TransformerLayer",
+    "analyze",
+    "cleanup",
+    "cleanup_passes",
+    "concrete_shapes",
+    "export_torch",
+    "load",
+    "load_transformers_dir",
+    "resolve_signature",
+    "save",
+]

@@ -1,0 +1,70 @@
+"""The cleanup pipeline every model goes through after loading and after each transformation."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+import onnxscript.optimizer
+
+__all__ = ["FoldConstantsPass", "cleanup", "cleanup_passes"]
+
+# Folding is bounded so that big weight-only expressions (e.g. a Transpose of an embedding
+# table) do not double the model's memory; shape arithmetic is always small.
+_FOLD_INPUT_LIMIT = 8 * 1024 * 1024
+_FOLD_OUTPUT_LIMIT = 8 * 1024 * 1024
+
+
+class FoldConstantsPass(ir.passes.InPlacePass):
+    """Folds constant subexpressions with onnxscript's optimizer, within size limits.
+
+    Args:
+        shapes_only: Fold only nodes whose outputs are not floating point (shape arithmetic),
+            so that every floating-point activation keeps its node and name.
+    """
+
+    def __init__(self, shapes_only: bool = False) -> None:
+        super().__init__()
+        self.shapes_only = shapes_only
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        result = onnxscript.optimizer.fold_constants(
+            model,
+            input_size_limit=_FOLD_INPUT_LIMIT,
+            output_size_limit=_FOLD_OUTPUT_LIMIT,
+            should_fold=_fold_only_shapes if self.shapes_only else lambda node: None,
+        )
+        return ir.passes.PassResult(model, result.modified)
+
+
+def _fold_only_shapes(node: ir.Node) -> bool | None:
+    if any(out.dtype is None or out.dtype.is_floating_point() for out in node.outputs):
+        return False
+    return None
+
+
+def cleanup_passes() -> ir.passes.PassManager:
+    """Return the cleanup pipeline as one pass.
+
+    The order matters: constant folding needs shapes, and dead-node removal cleans up what
+    folding left behind; names are fixed last so that every node and value can be referred to
+    by a unique name in a `Structure` and in search configs.
+    """
+    return ir.passes.PassManager(
+        [
+            common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+            common.ShapeInferencePass(),
+            FoldConstantsPass(),
+            common.IdentityEliminationPass(),
+            common.RemoveUnusedNodesPass(),
+            common.RemoveUnusedFunctionsPass(),
+            common.RemoveUnusedOpsetsPass(),
+            common.TopologicalSortPass(),
+            common.ShapeInferencePass(),
+            common.NameFixPass(),
+        ]
+    )
+
+
+def cleanup(model: ir.Model) -> ir.Model:
+    """Run the cleanup pipeline on `model` in place and return it."""
+    return cleanup_passes()(model).model

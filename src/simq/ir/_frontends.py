@@ -1,0 +1,141 @@
+"""Frontends: lower PyTorch and transformers models to the IR with the dynamo ONNX exporter."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+
+from simq.errors import MissingDependencyError, ModelLoadError, UnsupportedModelError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["export_torch", "load_transformers_dir"]
+
+_TORCH_HINT = "install the torch extra: pip install -c constraints.txt 'simq[torch]'"
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(f"Exporting PyTorch models needs torch; {_TORCH_HINT}.") from e
+    return torch
+
+
+def _wrap(module: torch.nn.Module, input_names: Sequence[str], output_names: Sequence[str]) -> torch.nn.Module:
+    """Adapt `module` to positional tensor inputs and a tuple of the named outputs.
+
+    torch.export handles positional arguments most reliably, and selecting outputs here keeps
+    auxiliary outputs (hidden states, attentions) out of the graph.
+    """
+    torch = _import_torch()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.inner(**dict(zip(input_names, args)))
+            if isinstance(out, torch.Tensor):
+                return (out,)
+            if isinstance(out, Mapping):
+                return tuple(out[name] for name in output_names)
+            return tuple(out)[: len(output_names)]
+
+    return Wrapped()
+
+
+def export_torch(
+    module: torch.nn.Module,
+    example_inputs: Mapping[str, torch.Tensor],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+) -> ir.Model:
+    """Lower a PyTorch module to the IR with the dynamo exporter.
+
+    Args:
+        module: The module, called with keyword arguments named like `example_inputs`. It may
+            return a tensor, a tuple, or a mapping (such as a transformers `ModelOutput`), from
+            which `output_names` are taken in order.
+        example_inputs: One example tensor per model input.
+        output_names: Names of the graph outputs.
+        dynamic_axes: For each input, the axes that stay symbolic and their names (axes with
+            the same name are the same dimension, e.g. ``{"input_ids": {0: "batch", 1: "seq"}}``).
+
+    Returns:
+        The exported model, not yet cleaned up.
+    """
+    torch = _import_torch()
+    dims: dict[str, Any] = {}
+    dynamic_shapes = tuple(
+        {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in (dynamic_axes or {}).get(name, {}).items()}
+        or None
+        for name in example_inputs
+    )
+    wrapped = _wrap(module.eval(), list(example_inputs), output_names)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                wrapped,
+                tuple(example_inputs.values()),
+                dynamo=True,
+                input_names=list(example_inputs),
+                output_names=list(output_names),
+                dynamic_shapes=(dynamic_shapes,) if dynamic_axes else None,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as e:
+            raise UnsupportedModelError(
+                f"torch.onnx.export could not lower {type(module).__name__} ({type(e).__name__}); "
+                "export it to ONNX yourself and pass the .onnx file."
+            ) from e
+    return program.model
+
+
+def load_transformers_dir(path: Path) -> ir.Model:
+    """Export a local transformers model directory (one with a ``config.json``).
+
+    Text models get inputs ``input_ids`` and ``attention_mask`` with dynamic batch and sequence
+    axes; vision models get ``pixel_values`` with a dynamic batch axis.
+    """
+    torch = _import_torch()
+    try:
+        import transformers
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(f"Loading a transformers directory needs transformers; {_TORCH_HINT}.") from e
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+        cls = getattr(transformers, architectures[0], None) if architectures else None
+        model = (cls or transformers.AutoModel).from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{path} is not a loadable transformers model directory ({e}); check its config.json and weights.") from e
+
+    main_input = getattr(model, "main_input_name", "input_ids")
+    if main_input == "input_ids":
+        seq = min(16, getattr(config, "max_position_embeddings", 16))
+        ids = torch.randint(0, getattr(config, "vocab_size", 100), (2, seq))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    elif main_input == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        channels = getattr(config, "num_channels", 3)
+        inputs = {"pixel_values": torch.randn(2, channels, size, size)}
+        axes = {"pixel_values": {0: "batch"}}
+    else:
+        raise UnsupportedModelError(
+            f"{path}: models whose main input is {main_input!r} are not supported; export it to ONNX yourself."
+        )
+    with torch.no_grad():
+        sample = model(**inputs)
+    output_name = "logits" if "logits" in sample else next(iter(sample.keys()))
+    return export_torch(model, inputs, [output_name], axes)

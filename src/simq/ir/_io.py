@@ -1,0 +1,103 @@
+"""Loading models from files, transformers directories and the zoo; saving them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import onnx_ir as ir
+
+from simq.errors import InvalidArgumentError, ModelLoadError
+from simq.ir._cleanup import cleanup
+from simq.ir._frontends import load_transformers_dir
+
+__all__ = ["ModelSource", "load", "save"]
+
+# Above this many bytes of weights, `save` writes them to a side file (protobuf caps a single
+# message at 2 GiB).
+_EXTERNAL_DATA_THRESHOLD = 1 << 30
+
+
+class ModelSource(Protocol):
+    """Anything that resolves a ``zoo:NAME`` to an ONNX file (such as `simq.zoo.Zoo`)."""
+
+    def path(self, name: str) -> Path: ...
+
+
+def load(source: str | os.PathLike[str], *, zoo: ModelSource | None = None, clean: bool = True) -> ir.Model:
+    """Load a model into the IR.
+
+    Args:
+        source: An ``.onnx`` file (external data is read from beside it), a local transformers
+            model directory (exported with the dynamo exporter), or ``zoo:NAME``.
+        zoo: Resolves ``zoo:NAME`` sources; required for them.
+        clean: Run the cleanup pipeline (shape inference, constant folding, dead-node removal,
+            topological sort, unique names), which structure analysis expects.
+
+    Raises:
+        ModelLoadError: The file is missing, unreadable or not a valid model.
+    """
+    text = os.fspath(source)
+    if text.startswith("zoo:"):
+        if zoo is None:
+            raise InvalidArgumentError(f"{text}: zoo models need a zoo to resolve them; pass zoo=simq.zoo.Zoo().")
+        path = zoo.path(text[len("zoo:") :])
+    else:
+        path = Path(text)
+    model = _load_path(path)
+    return cleanup(model) if clean else model
+
+
+def _load_path(path: Path) -> ir.Model:
+    if not path.exists():
+        raise ModelLoadError(f"{path} does not exist; give an .onnx file, a transformers model directory or zoo:NAME.")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a directory without config.json; give an .onnx file or a transformers model directory.")
+        return load_transformers_dir(path)
+    try:
+        model = ir.load(path)
+    except PermissionError as e:
+        raise ModelLoadError(f"{path} is not readable ({e.strerror}); check its permissions.") from e
+    except Exception as e:
+        raise ModelLoadError(f"{path} is not a valid ONNX model ({type(e).__name__}); check that the file is complete.") from e
+    _check_external_data(model, path)
+    return model
+
+
+def _check_external_data(model: ir.Model, path: Path) -> None:
+    """Fail now, with a clear message, on weights whose side file is missing or truncated.
+
+    onnx_ir maps external data lazily, so without this a missing file would surface much later
+    as an unrelated error.
+    """
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if not isinstance(tensor, ir.ExternalTensor):
+            continue
+        data_file = Path(tensor.path)
+        if not data_file.is_file():
+            raise ModelLoadError(f"{path} keeps its weights in {data_file}, which is missing; copy it next to the model.")
+        end = (tensor.offset or 0) + (tensor.length or 0)
+        if data_file.stat().st_size < end:
+            raise ModelLoadError(f"{data_file} is shorter than {path} says; the weights file is truncated.")
+
+
+def save(model: ir.Model, path: str | os.PathLike[str]) -> Path:
+    """Save `model` as ONNX; weights go to ``<name>.data`` beside it when they exceed 1 GiB.
+
+    The file is written under a temporary name and renamed, so an interrupted save never
+    leaves a half-written model at `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    tmp = path.with_name(f".{path.name}.partial")
+    if weight_bytes > _EXTERNAL_DATA_THRESHOLD:
+        data_name = f"{path.name}.data"
+        ir.save(model, tmp, external_data=data_name)
+    else:
+        ir.save(model, tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,250 @@
+"""Finding transformer layers (attention + FFN on one residual stream) from the graph alone.
+
+Attention is anchored on Softmax: the scores MatMul behind it has two activation operands,
+each traced back through head reshapes/transposes/scaling to a projection; the MatMul after it
+is traced forward to the output projection. An FFN is a projection whose output reaches a
+second projection only through elementwise ops, with the second projecting back to the first's
+input width. Nothing depends on the names an exporter happens to emit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import onnx_ir as ir
+
+from simq.ir._patterns import ELEMENTWISE_UNARY, dynamic_inputs, is_scalar_const, linear_at, single_consumer
+from simq.ir._structure import AttentionBlock, FFNBlock, Linear, TransformerLayer
+
+__all__ = ["find_attention_blocks", "find_ffn_blocks", "find_layers"]
+
+_NORMALIZATIONS = frozenset({"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization"})
+# Ops allowed between a projection and the scores/values MatMul: head split/merge and scaling.
+_HEAD_PLUMBING = frozenset({"Reshape", "Transpose", "Mul", "Div", "Squeeze", "Unsqueeze", "Cast"})
+# Ops allowed between the scores MatMul and the Softmax (scale, masks, bias) or after it.
+_SCORE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Where", "Cast", "IsNaN", "Dropout", "Identity"})
+_MAX_WALK = 8
+
+
+def _projection_behind(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
+    """Walk back from an operand of the scores/values MatMul to the projection producing it."""
+    plumbing: list[ir.Node] = []
+    for _ in range(_MAX_WALK):
+        node = value.producer()
+        if node is None:
+            return None
+        if node.op_type in ("MatMul", "Gemm"):
+            linear = linear_at(node)
+            return (linear, plumbing) if linear is not None else None
+        if node.op_type == "Add":  # the bias Add of a MatMul projection
+            for operand in dynamic_inputs(node):
+                producer = operand.producer()
+                linear = linear_at(producer) if producer is not None else None
+                if linear is not None and linear.bias_node == node.name:
+                    return linear, plumbing
+            return None
+        if node.op_type not in _HEAD_PLUMBING:
+            return None
+        if node.op_type in ("Mul", "Div") and not any(is_scalar_const(v) for v in node.inputs):
+            return None
+        plumbing.append(node)
+        value = node.inputs[0]
+    return None
+
+
+def _scores_matmul(softmax: ir.Node) -> ir.Node | None:
+    """The MatMul of two activations that produces the attention scores behind `softmax`."""
+    frontier = [softmax.inputs[0]]
+    for _ in range(_MAX_WALK):
+        next_frontier = []
+        for value in frontier:
+            node = value.producer()
+            if node is None:
+                continue
+            if node.op_type == "MatMul" and len(dynamic_inputs(node)) == 2:
+                return node
+            if node.op_type in _SCORE_OPS:
+                next_frontier.extend(dynamic_inputs(node))
+        frontier = next_frontier
+    return None
+
+
+def _values_matmul(softmax: ir.Node) -> ir.Node | None:
+    """The MatMul that applies the attention probabilities to the values."""
+    frontier = [softmax.outputs[0]]
+    for _ in range(_MAX_WALK):
+        next_frontier = []
+        for value in frontier:
+            for use in value.uses():
+                node = use.node
+                if node.op_type == "MatMul" and use.idx == 0 and len(dynamic_inputs(node)) == 2:
+                    return node
+                if node.op_type in _SCORE_OPS:
+                    next_frontier.extend(node.outputs)
+        frontier = next_frontier
+    return None
+
+
+def _projection_after(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
+    """Walk forward from the attention output through the head merge to the output projection."""
+    plumbing: list[ir.Node] = []
+    for _ in range(_MAX_WALK):
+        node = single_consumer(value)
+        if node is None:
+            return None
+        if node.op_type in ("MatMul", "Gemm"):
+            linear = linear_at(node)
+            return (linear, plumbing) if linear is not None else None
+        if node.op_type not in ("Reshape", "Transpose"):
+            return None
+        plumbing.append(node)
+        value = node.outputs[0]
+    return None
+
+
+def _residual(graph_nodes: Mapping[str, ir.Node], linear: Linear) -> tuple[str | None, str | None, str]:
+    """The residual Add after a block's last projection: (add node, block input, block output).
+
+    In a post-norm block (BERT) the block input comes out of a normalization and the Add
+    feeds another one, whose output is then the block output; in a pre-norm block (ViT) the
+    Add output is.
+    """
+    out_node = graph_nodes[linear.bias_node or linear.node]
+    out = out_node.outputs[0]
+    add = single_consumer(out)
+    if add is None or add.op_type != "Add":
+        return None, None, linear.output
+    skip = next((v for v in add.inputs if v is not out), None)
+    if skip is None or skip.const_value is not None or skip.shape != out.shape and skip.shape is not None and out.shape is not None and len(skip.shape) != len(out.shape):
+        return None, None, linear.output
+    output = add.outputs[0]
+    norm = single_consumer(output)
+    skip_producer = skip.producer()
+    if norm is not None and norm.op_type in _NORMALIZATIONS and skip_producer is not None and skip_producer.op_type == norm.op_type:
+        output = norm.outputs[0]
+    return add.name, skip.name, output.name
+
+
+def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> list[AttentionBlock]:
+    """Every multi-head self-attention block, in topological order."""
+    nodes = {node.name: node for node in model.graph}
+    blocks = []
+    for softmax in (n for n in model.graph if n.op_type == "Softmax"):
+        scores, weighted = _scores_matmul(softmax), _values_matmul(softmax)
+        if scores is None or weighted is None:
+            continue
+        q, k, v = (_projection_behind(x) for x in (scores.inputs[0], scores.inputs[1], weighted.inputs[1]))
+        out = _projection_after(weighted.outputs[0])
+        if q is None or k is None or v is None or out is None:
+            continue
+        score_shape = shapes.get(scores.outputs[0].name)
+        if score_shape is None or len(score_shape) != 4:
+            continue
+        num_heads = score_shape[1]
+        if not (q[0].out_features == k[0].out_features == v[0].out_features) or q[0].out_features % num_heads:
+            continue  # grouped-query attention and friends are not handled yet
+        plumbing = q[1] + k[1] + v[1]
+        hidden = q[0].out_features
+        splits = tuple(
+            n.name for n in plumbing
+            if n.op_type == "Reshape" and shapes.get(n.inputs[0].name, (0,))[-1] == hidden
+            and len(shapes.get(n.outputs[0].name, ())) == 4
+        )  # fmt: skip
+        merges = [n for n in out[1] if n.op_type == "Reshape"]
+        if not merges:
+            continue
+        add, block_input, block_output = _residual(nodes, out[0])
+        blocks.append(
+            AttentionBlock(
+                q=q[0], k=k[0], v=v[0], out=out[0],
+                num_heads=int(num_heads), head_size=q[0].out_features // int(num_heads),
+                head_reshapes=splits, merge_reshape=merges[-1].name,
+                head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
+                softmax=softmax.name, residual_add=add, input=block_input, output=block_output,
+            )
+        )  # fmt: skip
+    return blocks
+
+
+def _activation_path(start: ir.Value, up: Linear) -> tuple[list[ir.Node], Linear] | None:
+    """Follow `start` through elementwise ops to a projection back to `up`'s input width.
+
+    The region is collected first and checked afterwards, because an op such as the final Mul
+    of ``x * sigmoid(1.702 * x)`` is reached from ``x`` before its other operand is.
+    """
+    region: list[ir.Node] = []
+    frontier = [start]
+    down: tuple[ir.Node, Linear] | None = None
+    while frontier:
+        value = frontier.pop()
+        if value.is_graph_output():
+            return None
+        for use in value.uses():
+            node = use.node
+            if node in region or (down is not None and node is down[0]):
+                continue
+            if node.op_type in ("MatMul", "Gemm") and use.idx == 0:
+                linear = linear_at(node)
+                if linear is None or down is not None:
+                    return None
+                if linear.in_features != up.out_features or linear.out_features != up.in_features:
+                    return None
+                down = (node, linear)
+            elif node.op_type in ELEMENTWISE_UNARY:
+                region.append(node)
+                frontier.extend(node.outputs)
+            else:
+                return None
+    region_values = {start.name} | {o.name for n in region for o in n.outputs}
+    for node in region:
+        if not all(v.name in region_values or is_scalar_const(v) for v in node.inputs if v is not None):
+            return None
+    if down is None or not region or down[0].inputs[0].name not in region_values:
+        return None
+    return region, down[1]
+
+
+def find_ffn_blocks(model: ir.Model) -> list[FFNBlock]:
+    """Every feed-forward block (up projection, activation, down projection), in order."""
+    nodes = {node.name: node for node in model.graph}
+    blocks = []
+    for node in model.graph:
+        up = linear_at(node)
+        if up is None:
+            continue
+        path = _activation_path(nodes[up.bias_node or up.node].outputs[0], up)
+        if path is None:
+            continue
+        activation, down = path
+        add, block_input, block_output = _residual(nodes, down)
+        blocks.append(
+            FFNBlock(
+                up=up, down=down, activation=tuple(n.name for n in activation), width=up.out_features,
+                residual_add=add, input=block_input, output=block_output,
+            )
+        )  # fmt: skip
+    return blocks
+
+
+def find_layers(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> tuple[TransformerLayer, ...]:
+    """Transformer layers: an attention block whose output is an FFN block's input.
+
+    Layers are numbered in topological order; consecutive layers where one's output is the
+    next one's input form a stack (one tower of a multi-modal model is one stack).
+    """
+    ffn_by_input = {f.input: f for f in find_ffn_blocks(model) if f.input is not None}
+    layers: list[TransformerLayer] = []
+    stack_of_output: dict[str, int] = {}
+    stacks = 0
+    for attention in find_attention_blocks(model, shapes):
+        ffn = ffn_by_input.get(attention.output)
+        if attention.input is None or ffn is None:
+            continue
+        stack = stack_of_output.get(attention.input)
+        if stack is None:
+            stack, stacks = stacks, stacks + 1
+        stack_of_output[ffn.output] = stack
+        layers.append(
+            TransformerLayer(index=len(layers), stack=stack, attention=attention, ffn=ffn, input=attention.input, output=ffn.output)
+        )
+    return tuple(layers)
