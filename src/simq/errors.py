@@ -13,6 +13,7 @@ __all__ = [
     "UnsupportedModelError",
     "MissingDependencyError",
     "InvalidArgumentError",
+    "OutputError",
 ]
 
 
@@ -38,3 +39,7 @@ class MissingDependencyError(SimqError):
 
 class InvalidArgumentError(SimqError):
     """An option or argument has an invalid value."""
+
+
+class OutputError(SimqError):
+    """An output file or directory cannot be written."""

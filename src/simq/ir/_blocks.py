@@ -16,12 +16,22 @@ __all__ = ["find_removable_blocks", "value_graph"]
 _TRAILING = frozenset({"Relu", "LeakyRelu", "Clip", "HardSwish", "Gelu"})
 
 
+# Their outputs depend on the input's shape, not on its data.
+_SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
 def value_graph(model: ir.Model) -> nx.DiGraph:
-    """A directed graph over value names: an edge from each node input to each node output."""
+    """Data dependencies between values: an edge from each node input to each node output.
+
+    Shape and Size read no data, so they cut the dependency: a position embedding computed
+    from the token embedding's length does not make the two a residual pair.
+    """
     graph = nx.DiGraph()
     for node in model.graph:
         for out in node.outputs:
             graph.add_node(out.name)
+            if node.op_type in _SHAPE_ONLY:
+                continue
             for value in dynamic_inputs(node):
                 graph.add_edge(value.name, out.name)
     for value in model.graph.inputs:
@@ -30,8 +40,25 @@ def value_graph(model: ir.Model) -> nx.DiGraph:
 
 
 def _between(graph: nx.DiGraph, start: str, end: str) -> set[str]:
-    """Values on some path from `start` to `end` (both excluded from the start side)."""
+    """Values on some path from `start` to `end` (`end` included, `start` not)."""
     return (nx.descendants(graph, start) & (nx.ancestors(graph, end) | {end})) - {start}
+
+
+def _dead_after_drop(graph: nx.DiGraph, values: set[str], output: str) -> set[str]:
+    """The part of `values` that nothing outside the block reads once `output` is rewired.
+
+    Values that also feed later blocks (an attention mask computed inside the first layer,
+    say) survive the drop and are left out.
+    """
+    dead = set(values)
+    changed = True
+    while changed:
+        changed = False
+        for value in list(dead):
+            if value != output and any(user not in dead for user in graph.successors(value)):
+                dead.discard(value)
+                changed = True
+    return dead
 
 
 def find_removable_blocks(
@@ -46,6 +73,7 @@ def find_removable_blocks(
     for layer in layers:
         values = _between(graph, layer.input, layer.output)
         inside_layers |= values
+        values = _dead_after_drop(graph, values, layer.output)
         nodes = tuple(producer[v] for v in sorted(values, key=order.__getitem__))
         blocks.append(
             RemovableBlock(len(blocks), "transformer-layer", layer.input, layer.output, nodes, layer=layer.index)
@@ -71,6 +99,7 @@ def find_removable_blocks(
             if after is not None and after.op_type in _TRAILING:
                 output = after.outputs[0]
                 values.add(output.name)
+            values = _dead_after_drop(graph, values, output.name)
             nodes = tuple(producer[v] for v in sorted(values, key=order.__getitem__))
             blocks.append(RemovableBlock(len(blocks), "residual", skip.name, output.name, nodes))
             break

@@ -36,10 +36,10 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, result.modified)
 
 
-def _fold_only_shapes(node: ir.Node) -> bool | None:
-    if any(out.dtype is None or out.dtype.is_floating_point() for out in node.outputs):
-        return False
-    return None
+def _fold_only_shapes(node: ir.Node) -> bool:
+    # True overrides the folder's default refusals (it never folds ConstantOfShape, for one),
+    # which shape arithmetic needs; integer shape tensors are tiny.
+    return not any(out.dtype is None or out.dtype.is_floating_point() for out in node.outputs)
 
 
 def cleanup_passes() -> ir.passes.PassManager:

@@ -1,0 +1,64 @@
+"""Entry point: argument parsing, subcommand dispatch and the error contract.
+
+Errors a user can cause (`SimqError`) print one line and exit with status 2; a traceback is
+shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from simq import __version__
+from simq.cli import _inspect
+from simq.errors import SimqError
+
+__all__ = ["main"]
+
+_COMMANDS = (_inspect,)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with status 2 on bad usage already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="simq", description="Hardware-aware model compiler.")
+    parser.add_argument("--version", action="version", version=f"simq {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command in _COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `simq` command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        # Library loggers (the constant folder's, the exporter's) speak to developers, not users.
+        logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("onnxscript").setLevel(logging.ERROR)
+    err = Console(stderr=True)
+    try:
+        return args.run(args) or 0
+    except SimqError as e:
+        if args.debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
