@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -53,12 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimqError as e:
         if args.debug:
             raise
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

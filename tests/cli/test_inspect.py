@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from simq.cli import main
+
+CNN = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, 8, 8] x) => (float[N, 5] y) {
+    c = Conv <pads = [1, 1, 1, 1]> (x, w)
+    r = Relu(c)
+    p = GlobalAveragePool(r)
+    f = Flatten(p)
+    y = Gemm <transB = 1> (f, fc)
+}
+"""
+
+
+@pytest.fixture
+def cnn_file(tmp_path):
+    proto = onnx.parser.parse_model(CNN)
+    rng = np.random.default_rng(0)
+    for name, shape in (("w", (16, 3, 3, 3)), ("fc", (5, 16))):
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    path = tmp_path / "cnn.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+def test_inspect_json(cnn_file, capsys):
+    assert main(["inspect", str(cnn_file), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["signature"] == {"x": [1, 3, 8, 8]}
+    assert data["params"] == 16 * 27 + 5 * 16
+    assert data["macs"] == 16 * 64 * 27 + 5 * 16
+    assert [g["prunable"] for g in data["channel_groups"]] == [True, False]
+
+
+def test_inspect_table_and_dot(cnn_file, tmp_path, capsys):
+    dot = tmp_path / "g.dot"
+    assert main(["inspect", str(cnn_file), "--input-shape", "x=4x3x8x8", "--dot", str(dot)]) == 0
+    out = capsys.readouterr().out
+    assert "x=4x3x8x8" in out and "Channel groups" in out and "Quantizable nodes" in out
+    text = dot.read_text()
+    assert text.startswith("digraph model {") and text.count("->") == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["inspect", "missing.onnx"], "does not exist"),
+        (["inspect", "zoo:bert-huge"], "unknown zoo model"),
+        (["inspect", "{cnn}", "--input-shape", "x=1by3"], "NAME=DIMS"),
+        (["inspect", "{cnn}", "--input-shape", "y=1x3"], "inputs are x"),
+        (["inspect", "{cnn}", "--input-shape", "x=1x3"], "rank 4"),
+        (["inspect", "{cnn}", "--layer", "0"], "--dot"),
+        (["inspect", "{cnn}", "--dot", "/nonexistent-dir/g.dot"], "cannot write"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(argv, message, cnn_file, tmp_path):
+    argv = [a.replace("{cnn}", str(cnn_file)) for a in argv]
+    result = subprocess.run(
+        [sys.executable, "-m", "simq", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model" * 50)
+    assert main(["inspect", str(bad)]) == 2
+    assert "not a valid ONNX model" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="does not exist"):
+        main(["--debug", "inspect", str(tmp_path / "missing.onnx")])
