@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.debug:
         # Library loggers (the constant folder's, the exporter's) speak to developers, not users.
-        logging.getLogger().setLevel(logging.ERROR)
-        logging.getLogger("onnxscript").setLevel(logging.ERROR)
+        for name in ("", "onnxscript", "torch", "transformers"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     err = Console(stderr=True)
     try:
         return args.run(args) or 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,6 +81,10 @@ def export_torch(
         for name in example_inputs
     )
     wrapped = _wrap(module.eval(), list(example_inputs), output_names)
+    # The exporter warns about every optional op library it lacks (torchvision's, say).
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -98,6 +103,8 @@ def export_torch(
                 f"torch.onnx.export could not lower {type(module).__name__} ({type(e).__name__}); "
                 "export it to ONNX yourself and pass the .onnx file."
             ) from e
+        finally:
+            exporter_log.setLevel(level)
     return program.model
 
 
@@ -112,6 +119,8 @@ def load_transformers_dir(path: Path) -> ir.Model:
         import transformers
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(f"Loading a transformers directory needs transformers; {_TORCH_HINT}.") from e
+    progress_bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a weight-loading bar means nothing to our users
     try:
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
         architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
@@ -119,6 +128,9 @@ def load_transformers_dir(path: Path) -> ir.Model:
         model = (cls or transformers.AutoModel).from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         raise ModelLoadError(f"{path} is not a loadable transformers model directory ({e}); check its config.json and weights.") from e
+    finally:
+        if progress_bars:
+            transformers.utils.logging.enable_progress_bar()
 
     main_input = getattr(model, "main_input_name", "input_ids")
     if main_input == "input_ids":
