@@ -102,7 +102,9 @@ def _projection_after(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
     return None
 
 
-def _residual(graph_nodes: Mapping[str, ir.Node], linear: Linear) -> tuple[str | None, str | None, str]:
+def _residual(
+    graph_nodes: Mapping[str, ir.Node], linear: Linear, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[str | None, str | None, str]:
     """The residual Add after a block's last projection: (add node, block input, block output).
 
     In a post-norm block (BERT) the block input comes out of a normalization and the Add
@@ -115,7 +117,7 @@ def _residual(graph_nodes: Mapping[str, ir.Node], linear: Linear) -> tuple[str |
     if add is None or add.op_type != "Add":
         return None, None, linear.output
     skip = next((v for v in add.inputs if v is not out), None)
-    if skip is None or skip.const_value is not None or skip.shape != out.shape and skip.shape is not None and out.shape is not None and len(skip.shape) != len(out.shape):
+    if skip is None or skip.const_value is not None or shapes.get(skip.name) != shapes.get(out.name):
         return None, None, linear.output
     output = add.outputs[0]
     norm = single_consumer(output)
@@ -153,7 +155,7 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
         merges = [n for n in out[1] if n.op_type == "Reshape"]
         if not merges:
             continue
-        add, block_input, block_output = _residual(nodes, out[0])
+        add, block_input, block_output = _residual(nodes, out[0], shapes)
         blocks.append(
             AttentionBlock(
                 q=q[0], k=k[0], v=v[0], out=out[0],
@@ -204,7 +206,7 @@ def _activation_path(start: ir.Value, up: Linear) -> tuple[list[ir.Node], Linear
     return region, down[1]
 
 
-def find_ffn_blocks(model: ir.Model) -> list[FFNBlock]:
+def find_ffn_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> list[FFNBlock]:
     """Every feed-forward block (up projection, activation, down projection), in order."""
     nodes = {node.name: node for node in model.graph}
     blocks = []
@@ -216,7 +218,7 @@ def find_ffn_blocks(model: ir.Model) -> list[FFNBlock]:
         if path is None:
             continue
         activation, down = path
-        add, block_input, block_output = _residual(nodes, down)
+        add, block_input, block_output = _residual(nodes, down, shapes)
         blocks.append(
             FFNBlock(
                 up=up, down=down, activation=tuple(n.name for n in activation), width=up.out_features,
@@ -232,7 +234,7 @@ def find_layers(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> tuple
     Layers are numbered in topological order; consecutive layers where one's output is the
     next one's input form a stack (one tower of a multi-modal model is one stack).
     """
-    ffn_by_input = {f.input: f for f in find_ffn_blocks(model) if f.input is not None}
+    ffn_by_input = {f.input: f for f in find_ffn_blocks(model, shapes) if f.input is not None}
     layers: list[TransformerLayer] = []
     stack_of_output: dict[str, int] = {}
     stacks = 0
