@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
-from simq.errors import MissingDependencyError, ModelLoadError, UnsupportedModelError
+from simq.errors import InvalidArgumentError, MissingDependencyError, ModelLoadError, UnsupportedModelError
 
 if TYPE_CHECKING:
     import torch
@@ -72,8 +72,16 @@ def export_torch(
 
     Returns:
         The exported model, not yet cleaned up.
+
+    Raises:
+        InvalidArgumentError: A dynamic axis has size 1 in the example; the exporter would
+            specialise it to 1, so examples need a batch (and sequence) of at least 2.
     """
     torch = _import_torch()
+    for name, axes in (dynamic_axes or {}).items():
+        for axis in axes:
+            if example_inputs[name].shape[axis] < 2:
+                raise InvalidArgumentError(f"example input {name!r} has size 1 on dynamic axis {axis}; use at least 2 so the exporter keeps it symbolic.")
     dims: dict[str, Any] = {}
     dynamic_shapes = tuple(
         {axis: dims.setdefault(dim, torch.export.Dim(dim)) for axis, dim in (dynamic_axes or {}).get(name, {}).items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -87,17 +88,19 @@ def _check_external_data(model: ir.Model, path: Path) -> None:
 def save(model: ir.Model, path: str | os.PathLike[str]) -> Path:
     """Save `model` as ONNX; weights go to ``<name>.data`` beside it when they exceed 1 GiB.
 
-    The file is written under a temporary name and renamed, so an interrupted save never
-    leaves a half-written model at `path`.
+    Everything is written into a temporary folder beside `path` and then moved into place, so
+    an interrupted save leaves the previous model (if any) intact and no partial files behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
-    tmp = path.with_name(f".{path.name}.partial")
-    if weight_bytes > _EXTERNAL_DATA_THRESHOLD:
-        data_name = f"{path.name}.data"
-        ir.save(model, tmp, external_data=data_name)
-    else:
-        ir.save(model, tmp)
-    os.replace(tmp, path)
+    data_name = f"{path.name}.data"
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        if weight_bytes > _EXTERNAL_DATA_THRESHOLD:
+            ir.save(model, staged, external_data=data_name)
+            os.replace(staged.with_name(data_name), path.with_name(data_name))
+        else:
+            ir.save(model, staged)
+        os.replace(staged, path)
     return path

