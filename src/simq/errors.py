@@ -14,6 +14,7 @@ __all__ = [
     "MissingDependencyError",
     "InvalidArgumentError",
     "OutputError",
+    "InvalidConfigError",
 ]
 
 
@@ -43,3 +44,7 @@ class InvalidArgumentError(SimqError):
 
 class OutputError(SimqError):
     """An output file or directory cannot be written."""
+
+
+class InvalidConfigError(SimqError):
+    """A search config names an unknown knob, has a value out of its domain, or is inconsistent."""

@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from simq.ir._blocks import find_removable_blocks
 from simq.ir._channels import find_channel_groups
-from simq.ir._cost import find_quantizable, node_cost, parameter_count
+from simq.ir._cost import find_quantizable, node_cost, parameter_count, weight_sizes
 from simq.ir._shapes import concrete_shapes, resolve_signature
 from simq.ir._structure import ChannelGroup, Structure, TransformerLayer
 from simq.ir._transformers import find_layers
@@ -63,6 +63,7 @@ def analyze(model: ir.Model, signature: Mapping[str, tuple[int, ...]] | None = N
         channel_groups=groups,
         removable_blocks=blocks,
         quantizable=quantizable,
+        weights=weight_sizes(model),
         costs=costs,
     )
 

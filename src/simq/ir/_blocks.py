@@ -61,6 +61,18 @@ def _dead_after_drop(graph: nx.DiGraph, values: set[str], output: str) -> set[st
     return dead
 
 
+def _owned_weights(model: ir.Model, nodes: tuple[str, ...]) -> tuple[str, ...]:
+    """Initializers that only `nodes` read."""
+    inside = set(nodes)
+    owned = []
+    for name in nodes:
+        for value in model.graph.node(name).inputs:
+            if value is not None and value.name in model.graph.initializers and value.name not in owned:
+                if all(use.node.name in inside for use in value.uses()):
+                    owned.append(value.name)
+    return tuple(owned)
+
+
 def find_removable_blocks(
     model: ir.Model, shapes: Mapping[str, tuple[int, ...]], layers: Sequence[TransformerLayer]
 ) -> tuple[RemovableBlock, ...]:
@@ -76,7 +88,9 @@ def find_removable_blocks(
         values = _dead_after_drop(graph, values, layer.output)
         nodes = tuple(producer[v] for v in sorted(values, key=order.__getitem__))
         blocks.append(
-            RemovableBlock(len(blocks), "transformer-layer", layer.input, layer.output, nodes, layer=layer.index)
+            RemovableBlock(
+                len(blocks), "transformer-layer", layer.input, layer.output, nodes, _owned_weights(model, nodes), layer=layer.index
+            )
         )
     for node in model.graph:
         if node.op_type != "Add" or node.outputs[0].name in inside_layers:
@@ -101,7 +115,7 @@ def find_removable_blocks(
                 values.add(output.name)
             values = _dead_after_drop(graph, values, output.name)
             nodes = tuple(producer[v] for v in sorted(values, key=order.__getitem__))
-            blocks.append(RemovableBlock(len(blocks), "residual", skip.name, output.name, nodes))
+            blocks.append(RemovableBlock(len(blocks), "residual", skip.name, output.name, nodes, _owned_weights(model, nodes)))
             break
     return tuple(blocks)
 

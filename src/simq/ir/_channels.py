@@ -181,6 +181,8 @@ def _visit(node: ir.Node, t: _Tracker, shapes: Mapping[str, tuple[int, ...]]) ->
         in_shape, out_shape = shapes.get(node.inputs[0].name), shapes.get(out.name)
         # Pooled features (N, C, 1, 1) -> (N, C) keep channels on axis 1.
         if in_shape and out_shape and len(out_shape) == 2 and in_shape[:2] == out_shape and all(d == 1 for d in in_shape[2:]):
+            if op == "Reshape":  # its constant target may spell out the width
+                t.use(spaces[0], ChannelUse(node.name, "carrier", None, 1))
             t.of_value[out.name] = spaces[0]
             return
     for s in spaces:

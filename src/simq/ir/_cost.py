@@ -10,7 +10,7 @@ import onnx_ir as ir
 from simq.ir._patterns import const, dynamic_inputs
 from simq.ir._structure import NodeCost, QuantizableNode
 
-__all__ = ["find_quantizable", "node_cost", "parameter_count"]
+__all__ = ["find_quantizable", "node_cost", "parameter_count", "weight_sizes"]
 
 
 def _is_weight(value: ir.Value | None) -> bool:
@@ -22,6 +22,11 @@ def _is_weight(value: ir.Value | None) -> bool:
         and value.dtype.is_floating_point()
         and value.const_value.size > 1
     )
+
+
+def weight_sizes(model: ir.Model) -> dict[str, int]:
+    """Element count of each parameter tensor: floating-point initializers, scalars excluded."""
+    return {v.name: v.const_value.size for v in model.graph.initializers.values() if _is_weight(v)}
 
 
 def parameter_count(model: ir.Model) -> tuple[int, int]:

@@ -59,6 +59,9 @@ class AttentionBlock:
         num_heads, head_size: Heads and their width (``q.out_features == num_heads * head_size``).
         head_reshapes: The Reshape nodes that split Q, K and V into heads.
         merge_reshape: The Reshape that merges heads again before ``out``.
+        reshapes: Every Reshape between the projections and the attention MatMuls (head
+            splits, merges, and the exporter's transposition reshapes), whose shape constants
+            may carry the head count.
         head_transposes: The Transposes that move the head axis.
         softmax: The Softmax node.
         residual_add: The Add that adds the block's output to its input (None if absent).
@@ -73,6 +76,7 @@ class AttentionBlock:
     head_size: int
     head_reshapes: tuple[str, ...]
     merge_reshape: str
+    reshapes: tuple[str, ...]
     head_transposes: tuple[str, ...]
     softmax: str
     residual_add: str | None
@@ -127,7 +131,8 @@ class ChannelUse:
             rows), ``"consumer"`` (its input channels are the group's: the next weight's input
             axis), or ``"carrier"`` (it carries the channels elementwise; per-channel
             parameters such as a BatchNorm's or a depthwise Conv's must be sliced too).
-        tensor: The initializer to slice, or None when the node has no per-channel parameter.
+        tensor: The initializer to slice, or None for a Reshape whose constant target shape
+            holds the channel count at `axis`.
         axis: The axis of `tensor` that indexes the group's channels.
     """
 
@@ -177,6 +182,7 @@ class RemovableBlock:
     Attributes:
         kind: ``"transformer-layer"`` or ``"residual"`` (e.g. a ResNet identity block).
         nodes: The nodes that become dead when the block is dropped.
+        weights: Initializers read only by `nodes`, which go away with the block.
         layer: The `TransformerLayer.index` for transformer layers.
     """
 
@@ -185,6 +191,7 @@ class RemovableBlock:
     input: str
     output: str
     nodes: tuple[str, ...]
+    weights: tuple[str, ...]
     layer: int | None = None
 
 
@@ -227,6 +234,7 @@ class Structure:
             counted once; scalars excluded).
         macs: Multiply-accumulates of one inference at `signature`.
         op_counts: Nodes per op type.
+        weights: Element count of every parameter tensor (the ones `params` sums).
     """
 
     signature: Mapping[str, tuple[int, ...]]
@@ -238,6 +246,7 @@ class Structure:
     channel_groups: tuple[ChannelGroup, ...]
     removable_blocks: tuple[RemovableBlock, ...]
     quantizable: tuple[QuantizableNode, ...]
+    weights: Mapping[str, int] = field(repr=False)
     costs: tuple[NodeCost, ...] = field(repr=False)
 
     def cost(self, node: str) -> NodeCost:
@@ -252,4 +261,5 @@ class Structure:
         data = dataclasses.asdict(self)
         data["signature"] = {k: list(v) for k, v in self.signature.items()}
         data["op_counts"] = dict(self.op_counts)
+        data["weights"] = dict(self.weights)
         return data

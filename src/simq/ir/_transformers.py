@@ -161,6 +161,7 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
                 q=q[0], k=k[0], v=v[0], out=out[0],
                 num_heads=int(num_heads), head_size=q[0].out_features // int(num_heads),
                 head_reshapes=splits, merge_reshape=merges[-1].name,
+                reshapes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Reshape"),
                 head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
                 softmax=softmax.name, residual_add=add, input=block_input, output=block_output,
             )

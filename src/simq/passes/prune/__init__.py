@@ -1,0 +1,27 @@
+"""Elastic structured pruning: attention heads, FFN width, depth and CNN channels.
+
+Each pass reads its knobs from one config and is an `onnx_ir` pass; `prune` validates a
+config, runs them in order (widths before depth) and cleans up. Importance and the Gram
+matrices for least-squares reconstruction come from `collect_stats`, run once per model.
+"""
+
+from simq.passes.prune._pipeline import PruneOptions, predicted_params, prune, pruning_knobs, pruning_passes
+from simq.passes.prune._stats import PruningStats, collect_stats
+from simq.passes.prune.channels import PruneChannelsPass
+from simq.passes.prune.depth import DropBlocksPass
+from simq.passes.prune.ffn import PruneFFNPass
+from simq.passes.prune.heads import PruneHeadsPass
+
+__all__ = [
+    "DropBlocksPass",
+    "PruneChannelsPass",
+    "PruneFFNPass",
+    "PruneHeadsPass",
+    "PruneOptions",
+    "PruningStats",
+    "collect_stats",
+    "predicted_params",
+    "prune",
+    "pruning_knobs",
+    "pruning_passes",
+]

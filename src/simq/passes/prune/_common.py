@@ -1,0 +1,82 @@
+"""What the pruning passes share: choosing units, reading configs, slicing projections."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from simq.errors import InvalidConfigError
+from simq.ir import Linear, Structure
+from simq.passes._edit import array_of, input_index, set_input
+from simq.passes.prune._refit import refit
+
+__all__ = ["Order", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
+
+#: ``"importance"`` keeps the top-k units by calibration importance; ``"first"`` keeps the first
+#: k, for supernets trained to be elastic, whose units are already ordered by importance.
+Order = Literal["importance", "first"]
+
+
+def depth_knob(block: int) -> str:
+    return f"depth.{block}"
+
+
+def grid(size: int, steps: int = 8) -> tuple[int, ...]:
+    """Keep counts offered to the search: `steps` even fractions of `size`, ascending."""
+    return tuple(sorted({max(1, round(size * i / steps)) for i in range(1, steps + 1)}))
+
+
+def keep_indices(importance: np.ndarray | None, size: int, k: int, order: Order) -> np.ndarray:
+    """Ascending indices of the `k` units to keep out of `size`."""
+    if order == "first":
+        return np.arange(k)
+    if importance is None:
+        raise InvalidConfigError("importance-ordered pruning needs calibration statistics; pass stats= or use order='first'.")
+    return np.sort(np.argsort(-np.asarray(importance), kind="stable")[:k])
+
+
+def dropped_layers(structure: Structure, config: Mapping[str, Hashable]) -> set[int]:
+    """Transformer layers the config drops (their width knobs are then moot)."""
+    return {
+        b.layer for b in structure.removable_blocks if b.layer is not None and config.get(depth_knob(b.index), False)
+    }
+
+
+def bias_site(graph: ir.Graph, linear: Linear) -> tuple[ir.Node, int] | None:
+    """The node and input position that hold the projection's bias."""
+    if linear.bias is None:
+        return None
+    node = graph.node(linear.bias_node or linear.node)
+    return node, input_index(node, linear.bias)
+
+
+def slice_linear_outputs(graph: ir.Graph, linear: Linear, keep: np.ndarray) -> None:
+    """Keep only output features `keep` of a projection (weight columns and bias)."""
+    node = graph.node(linear.node)
+    axis = 1 if linear.weight_layout == "in_out" else 0
+    set_input(graph, node, 1, np.take(array_of(node.inputs[1]), keep, axis=axis))
+    site = bias_site(graph, linear)
+    if site is not None:
+        bias_node, index = site
+        set_input(graph, bias_node, index, array_of(bias_node.inputs[index])[keep])
+
+
+def slice_linear_inputs(
+    graph: ir.Graph, linear: Linear, keep: np.ndarray, gram: np.ndarray | None = None
+) -> None:
+    """Keep only input features `keep` of a projection; with `gram`, refit it by least squares."""
+    node = graph.node(linear.node)
+    w = array_of(node.inputs[1])
+    w_io = w if linear.weight_layout == "in_out" else w.T
+    site = bias_site(graph, linear)
+    if gram is None:
+        new_w = w_io[keep]
+    else:
+        bias = array_of(site[0].inputs[site[1]]) if site is not None else None
+        new_w, new_b = refit(gram, keep, w_io, bias)
+        if site is not None:
+            set_input(graph, site[0], site[1], new_b)
+    set_input(graph, node, 1, new_w if linear.weight_layout == "in_out" else new_w.T)

@@ -1,0 +1,138 @@
+"""The pruning pipeline as data: its knobs, its passes, applying a config, predicting its size."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from simq.errors import InvalidConfigError
+from simq.ir import Structure, cleanup
+from simq.passes._knobs import Knob, check_config
+from simq.passes.prune._common import Order, depth_knob, dropped_layers
+from simq.passes.prune._stats import PruningStats
+from simq.passes.prune.channels import PruneChannelsPass
+from simq.passes.prune.depth import DropBlocksPass
+from simq.passes.prune.ffn import PruneFFNPass
+from simq.passes.prune.heads import PruneHeadsPass
+
+__all__ = ["PruneOptions", "predicted_params", "prune", "pruning_knobs", "pruning_passes"]
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """How units are chosen and whether consumers are refit (see `Order`)."""
+
+    order: Order = "importance"
+    reconstruct: bool = False
+
+
+def pruning_knobs(structure: Structure) -> list[Knob]:
+    """Every pruning knob of the model: heads, FFN widths, channel groups, depth."""
+    return (
+        PruneHeadsPass.knobs(structure)
+        + PruneFFNPass.knobs(structure)
+        + PruneChannelsPass.knobs(structure)
+        + DropBlocksPass.knobs(structure)
+    )
+
+
+def pruning_passes(
+    structure: Structure, config: Mapping[str, Hashable], stats: PruningStats | None, options: PruneOptions
+) -> list[ir.passes.PassBase]:
+    """The passes that apply `config`, in order: widths first, then depth."""
+    kw = {"order": options.order, "reconstruct": options.reconstruct}
+    return [
+        PruneHeadsPass(structure, config, stats, **kw),
+        PruneFFNPass(structure, config, stats, **kw),
+        PruneChannelsPass(structure, config, stats, **kw),
+        DropBlocksPass(structure, config),
+    ]
+
+
+def _normalized(structure: Structure, config: Mapping[str, Hashable]) -> dict[str, Hashable]:
+    """Check `config` and fill in defaults; zero heads is allowed only in a dropped layer."""
+    config = dict(config)
+    dropped = dropped_layers(structure, config)
+    for layer in structure.layers:
+        if config.get(f"heads.{layer.index}") == 0:
+            if layer.index not in dropped:
+                raise InvalidConfigError(
+                    f"heads.{layer.index}=0 removes every head of layer {layer.index} but keeps the layer; "
+                    "drop it with its depth knob or keep at least one head."
+                )
+            config[f"heads.{layer.index}"] = layer.attention.num_heads
+    return check_config(config, pruning_knobs(structure))
+
+
+class _ForgetShapesPass(ir.passes.InPlacePass):
+    """Clears intermediate shapes, which pruning made stale, so inference recomputes them."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        outputs = set(map(id, model.graph.outputs))
+        for node in model.graph:
+            for value in node.outputs:
+                if id(value) not in outputs:
+                    value.shape = None
+        return ir.passes.PassResult(model, True)
+
+
+def prune(
+    model: ir.Model,
+    structure: Structure,
+    config: Mapping[str, Hashable],
+    stats: PruningStats | None = None,
+    options: PruneOptions = PruneOptions(),
+) -> ir.Model:
+    """Apply a pruning config to `model` in place and clean it up.
+
+    Args:
+        model: A fresh copy of the model `structure` was computed on.
+        config: Knob values; knobs it leaves out keep their default (no pruning).
+
+    Raises:
+        InvalidConfigError: Unknown knob, value out of its domain, or a width change on
+            nothing (reported by the passes).
+    """
+    config = _normalized(structure, config)
+    passes = pruning_passes(structure, config, stats, options)
+    if not any(config[k.name] != k.default for k in pruning_knobs(structure)):
+        return model
+    ir.passes.PassManager([*passes, _ForgetShapesPass()])(model)
+    return cleanup(model)
+
+
+def predicted_params(structure: Structure, config: Mapping[str, Hashable]) -> int:
+    """Parameters the pruned model will have, from the analysis alone (no graph is built).
+
+    Every parameter tensor shrinks by the kept fraction of each pruned axis it has; tensors
+    owned by a dropped block vanish.
+    """
+    config = _normalized(structure, config)
+    factor = {name: 1.0 for name in structure.weights}
+    dropped = dropped_layers(structure, config)
+
+    def scale(tensor: str | None, kept: int, total: int) -> None:
+        if tensor is not None and tensor in factor:
+            factor[tensor] *= kept / total
+
+    for layer in structure.layers:
+        if layer.index in dropped:
+            continue
+        f, a = layer.ffn, layer.attention
+        k = config[f"ffn.{layer.index}"]
+        for tensor in (f.up.weight, f.up.bias, f.down.weight):
+            scale(tensor, k, f.width)
+        h = config[f"heads.{layer.index}"]
+        for tensor in (a.q.weight, a.q.bias, a.k.weight, a.k.bias, a.v.weight, a.v.bias, a.out.weight):
+            scale(tensor, h, a.num_heads)
+    for group in structure.channel_groups:
+        if group.prunable:
+            for tensor in {u.tensor for u in group.uses}:
+                scale(tensor, config[f"channels.{group.index}"], group.size)
+    for block in structure.removable_blocks:
+        if config[depth_knob(block.index)]:
+            for tensor in block.weights:
+                factor[tensor] = 0.0
+    return round(sum(structure.weights[name] * f for name, f in factor.items()))

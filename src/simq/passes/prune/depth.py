@@ -1,0 +1,56 @@
+"""DropBlocksPass: remove whole residual blocks (transformer layers, ResNet identity blocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import onnx_ir as ir
+
+from simq.ir import Structure
+from simq.passes._knobs import Knob
+from simq.passes.prune._common import depth_knob
+
+__all__ = ["DropBlocksPass"]
+
+
+class DropBlocksPass(ir.passes.InPlacePass):
+    """Drops every removable block whose `depth.<block>` knob is True.
+
+    Changes: every consumer of the block's output (and the graph output, if it is one, under
+    its old name) reads the block's input instead; the block's nodes become dead and the
+    cleanup pipeline removes them.
+    """
+
+    def __init__(self, structure: Structure, config: Mapping[str, Hashable]) -> None:
+        super().__init__()
+        self.structure, self.config = structure, config
+
+    @staticmethod
+    def knobs(structure: Structure) -> list[Knob]:
+        return [
+            Knob(depth_knob(b.index), (False, True), False, f"drop {b.kind} {b.layer if b.layer is not None else b.index}")
+            for b in structure.removable_blocks
+        ]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        values = {v.name: v for v in graph.inputs} | {v.name: v for n in graph for v in n.outputs}
+        modified = False
+        # Later blocks first: a dropped block's input may be an earlier dropped block's output.
+        for block in sorted(self.structure.removable_blocks, key=lambda b: -b.index):
+            if not self.config.get(depth_knob(block.index), False):
+                continue
+            old, new = values[block.output], values[block.input]
+            if old.is_graph_output():
+                # Keep the model's output name: route the input through an Identity named like it.
+                identity = ir.node("Identity", [new])
+                graph.append(identity)
+                name = old.name
+                old.name = f"{name}.dropped"
+                identity.outputs[0].name = name
+                identity.outputs[0].dtype, identity.outputs[0].shape = old.dtype, old.shape
+                new = identity.outputs[0]
+            ir.convenience.replace_all_uses_with(old, new, replace_graph_outputs=True)
+            values[block.output] = new
+            modified = True
+        return ir.passes.PassResult(model, modified)

@@ -1,0 +1,71 @@
+"""PruneFFNPass: keep k intermediate neurons of each transformer FFN."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import onnx_ir as ir
+
+from simq.errors import InvalidConfigError
+from simq.ir import Structure
+from simq.passes._knobs import Knob
+from simq.passes.prune._common import Order, dropped_layers, grid, keep_indices, slice_linear_inputs, slice_linear_outputs
+from simq.passes.prune._stats import PruningStats
+
+__all__ = ["PruneFFNPass"]
+
+
+class PruneFFNPass(ir.passes.InPlacePass):
+    """Keeps the `ffn.<layer>` most important neurons of each FFN.
+
+    Changes: the up projection's weight columns and bias entries, and the down projection's
+    weight rows; with ``reconstruct``, the down projection's kept rows and bias are refit by
+    least squares so the block reproduces its unpruned output on calibration data.
+
+    Args:
+        structure: The analysis of the unpruned model.
+        config: Knob values; ``ffn.<layer>`` keys are read, and layers dropped by a
+            ``depth.<block>`` knob are left alone.
+        stats: Calibration statistics (importance, and Grams for ``reconstruct``).
+        order: Which neurons to keep (see `Order`).
+        reconstruct: Refit the down projection.
+    """
+
+    def __init__(
+        self,
+        structure: Structure,
+        config: Mapping[str, Hashable],
+        stats: PruningStats | None = None,
+        *,
+        order: Order = "importance",
+        reconstruct: bool = False,
+    ) -> None:
+        super().__init__()
+        if reconstruct and stats is None:
+            raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
+        self.structure, self.config, self.stats = structure, config, stats
+        self.order, self.reconstruct = order, reconstruct
+
+    @staticmethod
+    def knobs(structure: Structure) -> list[Knob]:
+        return [
+            Knob(f"ffn.{layer.index}", grid(layer.ffn.width), layer.ffn.width, f"FFN neurons kept in layer {layer.index}")
+            for layer in structure.layers
+        ]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        dropped = dropped_layers(self.structure, self.config)
+        modified = False
+        for layer in self.structure.layers:
+            ffn = layer.ffn
+            k = self.config.get(f"ffn.{layer.index}", ffn.width)
+            if k == ffn.width or layer.index in dropped:
+                continue
+            importance = self.stats.ffn[layer.index] if self.stats is not None else None
+            keep = keep_indices(importance, ffn.width, k, self.order)
+            slice_linear_outputs(graph, ffn.up, keep)
+            gram = self.stats.grams[ffn.down.node] if self.reconstruct else None
+            slice_linear_inputs(graph, ffn.down, keep, gram)
+            modified = True
+        return ir.passes.PassResult(model, modified)

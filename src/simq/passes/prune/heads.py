@@ -1,0 +1,136 @@
+"""PruneHeadsPass: keep h attention heads of each transformer layer."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from simq.errors import InvalidConfigError, UnsupportedModelError
+from simq.ir import AttentionBlock, Structure
+from simq.passes._edit import array_of, set_input
+from simq.passes._knobs import Knob
+from simq.passes.prune._common import Order, dropped_layers, keep_indices, slice_linear_inputs, slice_linear_outputs
+from simq.passes.prune._stats import PruningStats
+
+__all__ = ["PruneHeadsPass"]
+
+
+class PruneHeadsPass(ir.passes.InPlacePass):
+    """Keeps the `heads.<layer>` most important attention heads of each layer.
+
+    Changes: the Q, K and V projections' weight columns and biases of dropped heads, the
+    output projection's weight rows (refit by least squares with ``reconstruct``), and every
+    shape constant in the attention block that carries the head count.
+
+    Args:
+        structure: The analysis of the unpruned model.
+        config: Knob values; ``heads.<layer>`` keys are read, and layers dropped by a
+            ``depth.<block>`` knob are left alone.
+        stats: Calibration statistics (importance, and Grams for ``reconstruct``).
+        order: Which heads to keep (see `Order`).
+        reconstruct: Refit the output projection.
+    """
+
+    def __init__(
+        self,
+        structure: Structure,
+        config: Mapping[str, Hashable],
+        stats: PruningStats | None = None,
+        *,
+        order: Order = "importance",
+        reconstruct: bool = False,
+    ) -> None:
+        super().__init__()
+        if reconstruct and stats is None:
+            raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
+        self.structure, self.config, self.stats = structure, config, stats
+        self.order, self.reconstruct = order, reconstruct
+
+    @staticmethod
+    def knobs(structure: Structure) -> list[Knob]:
+        return [
+            Knob(
+                f"heads.{layer.index}",
+                tuple(range(1, layer.attention.num_heads + 1)),
+                layer.attention.num_heads,
+                f"attention heads kept in layer {layer.index}",
+            )
+            for layer in structure.layers
+        ]
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        dropped = dropped_layers(self.structure, self.config)
+        modified = False
+        for layer in self.structure.layers:
+            a = layer.attention
+            h = self.config.get(f"heads.{layer.index}", a.num_heads)
+            if layer.index in dropped or h == a.num_heads:
+                continue
+            if h == 0:
+                raise InvalidConfigError(
+                    f"heads.{layer.index}=0 removes every head of layer {layer.index}; drop the layer with its depth knob instead."
+                )
+            importance = self.stats.heads[layer.index] if self.stats is not None else None
+            heads = keep_indices(importance, a.num_heads, h, self.order)
+            channels = (heads[:, None] * a.head_size + np.arange(a.head_size)).ravel()
+            for linear in (a.q, a.k, a.v):
+                slice_linear_outputs(graph, linear, channels)
+            gram = self.stats.grams[a.out.node] if self.reconstruct else None
+            slice_linear_inputs(graph, a.out, channels, gram)
+            for name in a.reshapes:
+                _rewrite_reshape(graph, graph.node(name), a, h)
+            modified = True
+        return ir.passes.PassResult(model, modified)
+
+
+def _head_axis(node: ir.Node, a: AttentionBlock) -> int:
+    """The axis of a Reshape's target shape whose size scales with the head count.
+
+    Head splits (B, S, H*D) -> (B, S, H, D) carry it on axis 2; the merge back to (B, S, H*D) on
+    axis 2 as well; the exporter's reshapes between (B, H, S, D) and (B*H, S, D) on axis 1 or 0.
+    """
+    rank_in = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    rank_out = len(node.outputs[0].shape) if node.outputs[0].shape is not None else None
+    if node.name in a.head_reshapes or node.name == a.merge_reshape:
+        return 2
+    if rank_out == 4:
+        return 1
+    if rank_out == 3 and rank_in == 4:
+        return 0
+    raise UnsupportedModelError(f"reshape {node.name} in an attention block has an unexpected rank; heads cannot be pruned here.")
+
+
+def _rewrite_reshape(graph: ir.Graph, node: ir.Node, a: AttentionBlock, h: int) -> None:
+    """Scale the head count in a Reshape's target shape from ``a.num_heads`` to `h`.
+
+    Entries -1 (inferred) and 0 (copied) need no change; nor do entries computed at run time
+    from Shape, which follow the pruned tensors by themselves.
+    """
+    axis = _head_axis(node, a)
+    shape_value = node.inputs[1]
+    owner, index, position = node, 1, axis
+    if shape_value.const_value is None:
+        concat = shape_value.producer()
+        if concat is None or concat.op_type != "Concat":
+            return  # computed from Shape: adapts by itself
+        for i, part in enumerate(concat.inputs):
+            length = part.shape[0] if part.shape is not None and len(part.shape) == 1 else 1
+            if position < length:
+                if part.const_value is None:
+                    return
+                owner, index = concat, i
+                break
+            position -= length
+        else:
+            return
+    target = array_of(owner.inputs[index]).copy()
+    entry = int(target.reshape(-1)[position])
+    if entry in (-1, 0):
+        return
+    if entry % a.num_heads:
+        raise UnsupportedModelError(f"reshape {node.name} has {entry} on its head axis, not a multiple of {a.num_heads} heads.")
+    target.reshape(-1)[position] = entry // a.num_heads * h
+    set_input(graph, owner, index, target)
