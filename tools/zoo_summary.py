@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+import simq.ir as sir
 from simq.zoo import Zoo, default_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,8 @@ def main() -> None:
             theirs = info.get("test_accuracy")
             accuracy = f"{ours:.4f} (PyTorch {theirs:.4f})" if theirs is not None else f"{ours:.4f}"
         inputs = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in entry.signature.items())
-        rows.append(f"| `{name}` | {entry.description} | {inputs} | {info['params']:,} | {accuracy} |")
+        graph_params = sir.analyze(sir.load(zoo.path(name)), entry.signature).params
+        rows.append(f"| `{name}` | {entry.description} | {inputs} | {info['params']:,} | {graph_params:,} | {accuracy} |")
         sections.append(f"## `zoo:{name}`\n\n{entry.description}\n\n```\n{summary.rstrip()}\n```\n")
         print(f"{name}: ready in {built:.1f} s", file=sys.stderr)
 
@@ -77,11 +79,13 @@ def main() -> None:
             "",
             "Written by `python tools/zoo_summary.py` (each section is `simq inspect zoo:NAME`).",
             "Accuracy is on the model's test split, through ONNX Runtime, beside the PyTorch pipeline",
-            "it was exported from. Parameters are the PyTorch module's own count; `simq inspect`",
-            "counts the ONNX graph's floating-point initializers, and the two must agree.",
+            "it was exported from. PyTorch parameters are the module's own count; graph parameters are",
+            "what `simq inspect` counts in the ONNX graph (floating-point initializers). They agree except",
+            "where the exporter folds each BatchNorm (2C parameters) into its Conv's bias (C): the ResNets",
+            "and CNNs; and CLIP, whose scalar logit scale feeds neither embedding output.",
             "",
-            "| model | what it is | default inputs | parameters | test accuracy |",
-            "|---|---|---|---|---|",
+            "| model | what it is | default inputs | PyTorch parameters | graph parameters | test accuracy |",
+            "|---|---|---|---|---|---|",
             *rows,
             "",
             *sections,

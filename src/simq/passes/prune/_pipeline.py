@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from simq.errors import InvalidConfigError
+from simq.errors import InvalidConfigError, SimqError
 from simq.ir import Structure, cleanup
 from simq.passes._knobs import Knob, check_config
 from simq.passes.prune._common import Order, depth_knob, dropped_layers
@@ -97,9 +97,21 @@ def prune(
     """
     config = _normalized(structure, config)
     passes = pruning_passes(structure, config, stats, options)
-    if not any(config[k.name] != k.default for k in pruning_knobs(structure)):
+    changed = [k.name for k in pruning_knobs(structure) if config[k.name] != k.default]
+    if not changed:
         return model
-    ir.passes.PassManager([*passes, _ForgetShapesPass()])(model)
+    if stats is None and (options.reconstruct or options.order == "importance") and any(not n.startswith("depth.") for n in changed):
+        raise InvalidConfigError("importance-ordered pruning and reconstruction need calibration statistics; pass stats= or use order='first'.")
+    try:
+        ir.passes.PassManager([*passes, _ForgetShapesPass()])(model)
+    except ir.passes.PassError as e:
+        # The pass manager wraps errors twice; a user's mistake should read as itself.
+        cause = e
+        while cause.__cause__ is not None and isinstance(cause, ir.passes.PassError):
+            cause = cause.__cause__
+        if isinstance(cause, SimqError):
+            raise cause from None
+        raise
     return cleanup(model)
 
 
