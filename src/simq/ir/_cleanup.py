@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import onnxscript.optimizer
@@ -27,13 +29,24 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         self.shapes_only = shapes_only
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        result = onnxscript.optimizer.fold_constants(
+        # The folder warns whenever it cannot evaluate a node it merely tried to fold; that is
+        # not an error here, so keep it from users' terminals for the duration of the call.
+        folder_log = logging.getLogger("onnxscript.optimizer._constant_folding")
+        level = folder_log.level
+        folder_log.setLevel(logging.ERROR)
+        try:
+            result = self._fold(model)
+        finally:
+            folder_log.setLevel(level)
+        return ir.passes.PassResult(model, result.modified)
+
+    def _fold(self, model: ir.Model) -> ir.passes.PassResult:
+        return onnxscript.optimizer.fold_constants(
             model,
             input_size_limit=_FOLD_INPUT_LIMIT,
             output_size_limit=_FOLD_OUTPUT_LIMIT,
             should_fold=_fold_only_shapes if self.shapes_only else lambda node: None,
         )
-        return ir.passes.PassResult(model, result.modified)
 
 
 def _fold_only_shapes(node: ir.Node) -> bool:

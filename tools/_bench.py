@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmarks: same-run interleaved latency, paired accuracy, tables."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+THREADS = 2
+
+
+def ort_session(model: ir.Model, threads: int = THREADS) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def interleaved_latency(
+    sessions: Mapping[str, ort.InferenceSession],
+    feed: Mapping[str, np.ndarray],
+    rounds: int = 7,
+    per_round: int = 8,
+    rewarm: int = 3,
+) -> dict[str, list[float]]:
+    """Per-call latencies (ms) of every session, measured in interleaved blocks.
+
+    Each round visits every session in turn; after each switch a few untimed calls re-warm the
+    caches (the first calls after a model switch run slow), then `per_round` calls are timed.
+    The order rotates between rounds so that no model always follows the same one.
+    """
+    names = list(sessions)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for session in sessions.values():
+        for _ in range(rewarm * 2):
+            session.run(None, dict(feed))
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            session = sessions[name]
+            for _ in range(rewarm):
+                session.run(None, dict(feed))
+            for _ in range(per_round):
+                start = time.perf_counter()
+                session.run(None, dict(feed))
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float]) -> float:
+    """Interquartile range relative to the median."""
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return (q3 - q1) / statistics.median(values)
+
+
+def predictions(session: ort.InferenceSession, batches: Iterable[tuple[dict[str, np.ndarray], np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Arg-max predictions and labels over a labelled dataset."""
+    preds, labels = [], []
+    for inputs, y in batches:
+        preds.append(session.run(None, inputs)[0].argmax(-1))
+        labels.append(y)
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def paired_delta(correct: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Accuracy difference in points and its 95 % half-interval, paired on the same examples."""
+    d = correct.astype(float) - reference.astype(float)
+    return 100 * d.mean(), 100 * 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
