@@ -44,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
         _write_dot(loaded.model, structure, args.dot, args.layer)
     if args.json:
         payload = {"model": loaded.source, **structure.to_dict()}
-        console.print_json(json.dumps(payload), highlight=False) if console.is_terminal else print(json.dumps(payload, indent=1))
+        if console.is_terminal:
+            console.print_json(json.dumps(payload))
+        else:  # plain JSON for pipes and files
+            print(json.dumps(payload, indent=1))
     else:
         _print_summary(console, loaded.source, structure)
         if args.dot is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import onnx_ir as ir
 
@@ -98,9 +96,3 @@ def linear_at(node: ir.Node) -> Linear | None:
         bias_node=bias_node.name if bias_node is not None else None,
         output=output.name,
     )
-
-
-def value_shape(shapes: Mapping[str, tuple[int, ...]], value: ir.Value | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    return shapes.get(value.name)
