@@ -12,8 +12,9 @@ from simq.errors import InvalidConfigError
 from simq.ir import Linear, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes.prune._refit import refit
+from simq.passes.prune._stats import PruningStats
 
-__all__ = ["Order", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
+__all__ = ["Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
 
 #: ``"importance"`` keeps the top-k units by calibration importance; ``"first"`` keeps the first
 #: k, for supernets trained to be elastic, whose units are already ordered by importance.
@@ -80,3 +81,30 @@ def slice_linear_inputs(
         if site is not None:
             set_input(graph, site[0], site[1], new_b)
     set_input(graph, node, 1, new_w if linear.weight_layout == "in_out" else new_w.T)
+
+
+class WidthPass(ir.passes.InPlacePass):
+    """Shared constructor of the passes that keep the k most important units of something.
+
+    Args:
+        structure: The analysis of the unpruned model.
+        config: Knob values; the pass reads its own, and the depth knobs to skip dropped layers.
+        stats: Calibration statistics (importance, and Grams for ``reconstruct``).
+        order: Which units to keep (see `Order`).
+        reconstruct: Refit the consuming projections by least squares.
+    """
+
+    def __init__(
+        self,
+        structure: Structure,
+        config: Mapping[str, Hashable],
+        stats: PruningStats | None = None,
+        *,
+        order: Order = "importance",
+        reconstruct: bool = False,
+    ) -> None:
+        super().__init__()
+        if reconstruct and stats is None:
+            raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
+        self.structure, self.config, self.stats = structure, config, stats
+        self.order, self.reconstruct = order, reconstruct

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 
 from simq.ir import Linear, Structure
+from simq.passes._taps import tapped_runs
 
 __all__ = ["PruningStats", "collect_stats", "weight_in_out"]
 
@@ -143,21 +143,11 @@ def collect_stats(
                     )
                     tap(use.node, group.size, refittable)
 
-    clone = model.clone()
-    values = {v.name: v for n in clone.graph for v in n.outputs}
-    outputs = {v.name for v in clone.graph.outputs}
-    for name in taps:
-        if name not in outputs:
-            clone.graph.outputs.append(values[name])
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(ir.to_proto(clone).SerializeToString(), options, providers=["CPUExecutionProvider"])
     tap_names = list(taps)
     out_weights = {layer.index: weight_in_out(graph, layer.attention.out) for layer in structure.layers}
 
-    for feed in batches:
+    for feed, results in tapped_runs(model, tap_names, batches):
         mask = feed.get("attention_mask")
-        results = dict(zip(tap_names, session.run(tap_names, dict(feed))))
         for name, acc in taps.items():
             acc.add(_rows(results[name], mask))
         for layer in structure.layers:

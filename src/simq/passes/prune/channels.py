@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-
 import numpy as np
 import onnx_ir as ir
 
-from simq.errors import InvalidConfigError
 from simq.ir import ChannelGroup, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import Knob
-from simq.passes.prune._common import Order, grid, keep_indices
+from simq.passes.prune._common import WidthPass, grid, keep_indices
 from simq.passes.prune._refit import refit
-from simq.passes.prune._stats import PruningStats
 
 __all__ = ["PruneChannelsPass"]
 
 
-class PruneChannelsPass(ir.passes.InPlacePass):
+class PruneChannelsPass(WidthPass):
     """Keeps the `channels.<group>` most important channels of each prunable group.
 
     Changes: the producers' weight rows and biases, the carriers' per-channel parameters (and
@@ -26,21 +22,6 @@ class PruneChannelsPass(ir.passes.InPlacePass):
     feature Reshape's constant width. With ``reconstruct``, consumers that are Gemm/MatMul or
     1x1 convolutions are refit by least squares; wider kernels are only sliced.
     """
-
-    def __init__(
-        self,
-        structure: Structure,
-        config: Mapping[str, Hashable],
-        stats: PruningStats | None = None,
-        *,
-        order: Order = "importance",
-        reconstruct: bool = False,
-    ) -> None:
-        super().__init__()
-        if reconstruct and stats is None:
-            raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
-        self.structure, self.config, self.stats = structure, config, stats
-        self.order, self.reconstruct = order, reconstruct
 
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:

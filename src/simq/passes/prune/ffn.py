@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-
 import onnx_ir as ir
 
-from simq.errors import InvalidConfigError
 from simq.ir import Structure
 from simq.passes._knobs import Knob
-from simq.passes.prune._common import Order, dropped_layers, grid, keep_indices, slice_linear_inputs, slice_linear_outputs
-from simq.passes.prune._stats import PruningStats
+from simq.passes.prune._common import (
+    WidthPass,
+    dropped_layers,
+    grid,
+    keep_indices,
+    slice_linear_inputs,
+    slice_linear_outputs,
+)
 
 __all__ = ["PruneFFNPass"]
 
 
-class PruneFFNPass(ir.passes.InPlacePass):
+class PruneFFNPass(WidthPass):
     """Keeps the `ffn.<layer>` most important neurons of each FFN.
 
     Changes: the up projection's weight columns and bias entries, and the down projection's
@@ -30,21 +33,6 @@ class PruneFFNPass(ir.passes.InPlacePass):
         order: Which neurons to keep (see `Order`).
         reconstruct: Refit the down projection.
     """
-
-    def __init__(
-        self,
-        structure: Structure,
-        config: Mapping[str, Hashable],
-        stats: PruningStats | None = None,
-        *,
-        order: Order = "importance",
-        reconstruct: bool = False,
-    ) -> None:
-        super().__init__()
-        if reconstruct and stats is None:
-            raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
-        self.structure, self.config, self.stats = structure, config, stats
-        self.order, self.reconstruct = order, reconstruct
 
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:

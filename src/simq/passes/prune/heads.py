@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-
 import numpy as np
 import onnx_ir as ir
 
@@ -11,13 +9,18 @@ from simq.errors import InvalidConfigError, UnsupportedModelError
 from simq.ir import AttentionBlock, Structure
 from simq.passes._edit import array_of, set_input
 from simq.passes._knobs import Knob
-from simq.passes.prune._common import Order, dropped_layers, keep_indices, slice_linear_inputs, slice_linear_outputs
-from simq.passes.prune._stats import PruningStats
+from simq.passes.prune._common import (
+    WidthPass,
+    dropped_layers,
+    keep_indices,
+    slice_linear_inputs,
+    slice_linear_outputs,
+)
 
 __all__ = ["PruneHeadsPass"]
 
 
-class PruneHeadsPass(ir.passes.InPlacePass):
+class PruneHeadsPass(WidthPass):
     """Keeps the `heads.<layer>` most important attention heads of each layer.
 
     Changes: the Q, K and V projections' weight columns and biases of dropped heads, the
@@ -32,21 +35,6 @@ class PruneHeadsPass(ir.passes.InPlacePass):
         order: Which heads to keep (see `Order`).
         reconstruct: Refit the output projection.
     """
-
-    def __init__(
-        self,
-        structure: Structure,
-        config: Mapping[str, Hashable],
-        stats: PruningStats | None = None,
-        *,
-        order: Order = "importance",
-        reconstruct: bool = False,
-    ) -> None:
-        super().__init__()
-        if reconstruct and stats is None:
-            raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
-        self.structure, self.config, self.stats = structure, config, stats
-        self.order, self.reconstruct = order, reconstruct
 
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:
