@@ -1,6 +1,6 @@
 """The SimQ IR: ONNX models held as `onnx_ir.Model`, their loading, cleanup and analysis."""
 
-from simq.ir._analysis import META_COST, META_ROLE, META_SHAPE, analyze
+from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analyze
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import export_torch, load_transformers_dir
 from simq.ir._io import ModelSource, load, save
@@ -21,6 +21,7 @@ from simq.ir._structure import (
 __all__ = [
     "DEFAULT_DIM",
     "META_COST",
+    "META_KEPT",
     "META_ROLE",
     "META_SHAPE",
     "AttentionBlock",

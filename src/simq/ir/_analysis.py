@@ -14,7 +14,7 @@ from simq.ir._shapes import concrete_shapes, resolve_signature
 from simq.ir._structure import ChannelGroup, Structure, TransformerLayer
 from simq.ir._transformers import find_layers
 
-__all__ = ["META_COST", "META_ROLE", "META_SHAPE", "analyze"]
+__all__ = ["META_COST", "META_KEPT", "META_ROLE", "META_SHAPE", "analyze"]
 
 #: `node.meta` key of the node's `NodeCost`.
 META_COST = "simq.cost"
@@ -22,6 +22,9 @@ META_COST = "simq.cost"
 META_ROLE = "simq.role"
 #: `value.meta` key of the value's concrete shape for the analysed signature.
 META_SHAPE = "simq.shape"
+#: `value.meta` key a pruning pass leaves on an activation it narrowed: the original channels
+#: kept, so ranges calibrated on the unpruned model still apply to it.
+META_KEPT = "simq.kept_channels"
 
 
 def analyze(model: ir.Model, signature: Mapping[str, tuple[int, ...]] | None = None) -> Structure:

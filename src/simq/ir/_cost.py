@@ -88,7 +88,11 @@ def find_quantizable(model: ir.Model) -> tuple[QuantizableNode, ...]:
         if op in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
             weight = node.inputs[1]
             if _is_weight(weight):
-                found.append(QuantizableNode(node.name, op, "weighted", weight.name))
+                shape = weight.const_value.shape
+                in_features = None
+                if op in ("MatMul", "Gemm") and len(shape) == 2:
+                    in_features = shape[1] if op == "Gemm" and node.attributes.get_int("transB", 0) else shape[0]
+                found.append(QuantizableNode(node.name, op, "weighted", weight.name, in_features))
             elif op == "MatMul" and len(dynamic_inputs(node)) == 2:
                 found.append(QuantizableNode(node.name, op, "dynamic", None))
         elif op == "Gather" and _is_weight(node.inputs[0]) and const(node.inputs[0]).ndim == 2:

@@ -204,12 +204,15 @@ class QuantizableNode:
             weight, Gather from an embedding table); ``"dynamic"`` when both operands are
             activations (the attention MatMuls).
         weight: The weight initializer for weighted nodes.
+        in_features: Inputs reduced per output for weighted MatMul/Gemm (the axis a blocked
+            weight quantization groups along); None otherwise.
     """
 
     node: str
     op_type: str
     kind: Literal["weighted", "dynamic"]
     weight: str | None
+    in_features: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import Linear, Structure
+from simq.ir import META_KEPT, Linear, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes.prune._refit import refit
 from simq.passes.prune._stats import PruningStats
@@ -68,8 +68,12 @@ def slice_linear_outputs(graph: ir.Graph, linear: Linear, keep: np.ndarray) -> N
 def slice_linear_inputs(
     graph: ir.Graph, linear: Linear, keep: np.ndarray, gram: np.ndarray | None = None
 ) -> None:
-    """Keep only input features `keep` of a projection; with `gram`, refit it by least squares."""
+    """Keep only input features `keep` of a projection; with `gram`, refit it by least squares.
+
+    The narrowed activation remembers which original channels it kept (`META_KEPT`).
+    """
     node = graph.node(linear.node)
+    node.inputs[0].meta[META_KEPT] = keep
     w = array_of(node.inputs[1])
     w_io = w if linear.weight_layout == "in_out" else w.T
     site = bias_site(graph, linear)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from simq.ir import ChannelGroup, Structure
+from simq.ir import META_KEPT, ChannelGroup, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import Knob
 from simq.passes.prune._common import WidthPass, grid, keep_indices
@@ -52,6 +52,8 @@ class PruneChannelsPass(WidthPass):
                     set_input(graph, node, 1, target)
                 continue
             index = input_index(node, use.tensor)
+            if use.role == "consumer":
+                node.inputs[0].meta[META_KEPT] = keep
             gram = self.stats.grams.get(use.node) if self.reconstruct and self.stats is not None else None
             if use.role == "consumer" and gram is not None:
                 _refit_consumer(graph, node, index, use.axis, keep, gram)

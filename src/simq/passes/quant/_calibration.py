@@ -1,0 +1,91 @@
+"""Activation ranges, collected once on the FP32 model through ONNX Runtime.
+
+Ranges are kept per channel, so the range of a tensor that pruning narrowed can be derived
+from the channels it kept, without calibrating the sub-network again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from simq.ir import Structure
+from simq.passes._taps import tapped_runs
+
+__all__ = ["Calibration", "TensorRange", "activation_inputs", "calibrate"]
+
+
+@dataclass(frozen=True)
+class TensorRange:
+    """Per-channel minimum and maximum of one activation, channels on its last axis."""
+
+    low: np.ndarray
+    high: np.ndarray
+
+    def bounds(self, kept: Sequence[int] | None = None) -> tuple[float, float]:
+        """The per-tensor range, over the `kept` channels only if given; always contains 0."""
+        low, high = (self.low, self.high) if kept is None else (self.low[kept], self.high[kept])
+        return min(float(low.min()), 0.0), max(float(high.max()), 0.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Ranges of the activations that quantizable nodes read, by value name."""
+
+    ranges: Mapping[str, TensorRange]
+
+    def save(self, path: Path) -> None:
+        arrays = {f"{k}/low": r.low for k, r in self.ranges.items()} | {f"{k}/high": r.high for k, r in self.ranges.items()}
+        tmp = path.with_name(path.name + ".partial.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        with np.load(path) as data:
+            names = {key.rsplit("/", 1)[0] for key in data.files}
+            return cls({n: TensorRange(data[f"{n}/low"], data[f"{n}/high"]) for n in names})
+
+
+def activation_inputs(model: ir.Model, structure: Structure) -> list[str]:
+    """Names of the activations read by quantizable nodes (each once)."""
+    names: dict[str, None] = {}
+    for q in structure.quantizable:
+        node = model.graph.node(q.node)
+        inputs = node.inputs[:2] if q.kind == "dynamic" else node.inputs[:1] if q.op_type != "Gather" else ()
+        for value in inputs:
+            if value is not None and value.const_value is None:
+                names[value.name] = None
+    return list(names)
+
+
+def _channels_last(x: np.ndarray) -> np.ndarray:
+    """(rows, channels): NCHW tensors put channels last; others keep their last axis."""
+    if x.ndim == 4 and x.shape[1] != x.shape[-1]:
+        return x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+def calibrate(
+    model: ir.Model,
+    structure: Structure,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    on_batch: Callable[[], None] | None = None,
+) -> Calibration:
+    """Run calibration batches once and record per-channel ranges of every quantizable input."""
+    names = activation_inputs(model, structure)
+    low: dict[str, np.ndarray] = {}
+    high: dict[str, np.ndarray] = {}
+    for _, taps in tapped_runs(model, names, batches):
+        for name, x in taps.items():
+            rows = _channels_last(np.asarray(x, dtype=np.float32))
+            lo, hi = rows.min(0), rows.max(0)
+            low[name] = np.minimum(low[name], lo) if name in low else lo
+            high[name] = np.maximum(high[name], hi) if name in high else hi
+        if on_batch is not None:
+            on_batch()
+    return Calibration({n: TensorRange(low[n], high[n]) for n in names if n in low})

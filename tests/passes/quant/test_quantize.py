@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import simq.ir as sir
+from simq.errors import InvalidConfigError
+from simq.passes.prune import prune
+from simq.passes.quant import INT4_BLOCK, QuantizePass, calibrate, ort_static, quant_knob, quantize
+
+LINEAR = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 64] x) => (float[N, 8] y) {
+    y = MatMul(x, w)
+}
+"""
+
+
+def _run(model: ir.Model, feed) -> list[np.ndarray]:
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)
+
+
+@pytest.fixture
+def linear():
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model(LINEAR)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(rng.standard_normal((64, 8)).astype(np.float32), "w"))
+    model = sir.cleanup(ir.from_proto(proto))
+    batches = [{"x": (rng.standard_normal((32, 64)) * np.linspace(1, 4, 64)).astype(np.float32)} for _ in range(4)]
+    return model, sir.analyze(model, {"x": (1, 64)}), batches
+
+
+def test_int8_node_matches_onnxruntime_quantization(linear):
+    """Expected: ORT's own static QDQ quantization of the same node, same calibration data."""
+    model, structure, batches = linear
+    node = model.graph.node(0).name
+    ours = quantize(model.clone(), structure, {quant_knob(node): "int8"}, calibrate(model, structure, batches))
+    theirs = ort_static(model, batches)
+    scale = lambda m, suffix: next(  # noqa: E731
+        v.const_value.numpy() for v in m.graph.initializers.values() if v.name.endswith(suffix)
+    )
+    np.testing.assert_allclose(scale(ours, "x.scale"), scale(theirs, "x_scale"), rtol=1e-5)
+    feed = batches[0]
+    fp32, ours_out, theirs_out = _run(model, feed)[0], _run(ours, feed)[0], _run(theirs, feed)[0]
+    assert np.abs(ours_out - fp32).max() > 0  # it did quantize
+    assert np.abs(ours_out - theirs_out).max() <= 2 * np.abs(theirs_out - fp32).max() + 1e-5
+
+
+def test_all_fp32_policy_is_the_identity(linear):
+    model, structure, batches = linear
+    node = model.graph.node(0).name
+    out = quantize(model.clone(), structure, {quant_knob(node): "fp32"}, calibrate(model, structure, batches))
+    assert [n.op_type for n in out.graph] == ["MatMul"]
+    np.testing.assert_array_equal(_run(out, batches[0])[0], _run(model, batches[0])[0])
+
+
+def test_int4_weights_use_blocked_dequantize(linear):
+    model, structure, batches = linear
+    node = model.graph.node(0).name
+    out = quantize(model.clone(), structure, {quant_knob(node): "int4w"}, calibrate(model, structure, batches))
+    dq = next(n for n in out.graph if n.op_type == "DequantizeLinear")
+    assert dq.inputs[0].dtype == ir.DataType.INT4 and dq.attributes.get_int("block_size") == INT4_BLOCK
+    assert out.opset_imports[""] == 21
+    fp32, q = _run(model, batches[0])[0], _run(out, batches[0])[0]
+    assert np.abs(q - fp32).max() < 0.2 * np.abs(fp32).max()
+
+
+def test_invalid_policies(linear):
+    model, structure, batches = linear
+    calibration = calibrate(model, structure, batches)
+    node = model.graph.node(0).name
+    with pytest.raises(InvalidConfigError, match="unknown knob"):
+        quantize(model.clone(), structure, {"quant.nope": "int8"}, calibration)
+    with pytest.raises(InvalidConfigError, match="cannot be 'int2'"):
+        quantize(model.clone(), structure, {quant_knob(node): "int2"}, calibration)
+    no_int4 = lambda op, precision: precision != "int4w"  # noqa: E731 - a target without INT4
+    with pytest.raises(InvalidConfigError, match="cannot be 'int4w'"):
+        quantize(model.clone(), structure, {quant_knob(node): "int4w"}, calibration, supports=no_int4)
+
+
+def test_knob_domains(zoo):
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    structure = sir.analyze(model, zoo.entry("bert-tiny").signature)
+    domains = {k.name: k.domain for k in QuantizePass.knobs(structure)}
+    dynamic = [q.node for q in structure.quantizable if q.kind == "dynamic"]
+    weighted = [q.node for q in structure.quantizable if q.kind == "weighted" and q.op_type == "MatMul"]
+    assert all(domains[quant_knob(n)] == ("fp32", "int8") for n in dynamic)
+    assert all(domains[quant_knob(n)] == ("fp32", "int8", "int4w") for n in weighted)
+    assert not any(q.op_type == "Gather" and quant_knob(q.node) in domains for q in structure.quantizable)
+
+
+@pytest.fixture(scope="module")
+def bert(zoo):
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    structure = sir.analyze(model, zoo.entry("bert-tiny").signature)
+    calibration = calibrate(model, structure, (x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)))
+    feed = next(zoo.data("bert-tiny", "test").batches(8))[0]
+    return model, structure, calibration, feed
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("precision", ["int8", "int4w"])
+def test_quantized_model_agrees_on_onnxruntime_and_openvino(bert, precision, tmp_path):
+    ov = pytest.importorskip("openvino")
+    model, structure, calibration, feed = bert
+    policy = {k.name: precision for k in QuantizePass.knobs(structure) if precision in k.domain}
+    quantized = quantize(model.clone(), structure, policy, calibration)
+    path = sir.save(quantized, tmp_path / "q.onnx")
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    compiled = ov.Core().compile_model(str(path), "CPU")
+    got = compiled(feed)[compiled.outputs[0]]
+    np.testing.assert_allclose(got, want, atol=2e-2 * np.abs(want).max())
+
+
+def test_policy_composes_with_pruning(bert, zoo):
+    """Ranges calibrated on the unpruned model serve the pruned one (over its kept channels)."""
+    model, structure, calibration, feed = bert
+    pruned = prune(model.clone(), structure, {"ffn.0": 128, "heads.1": 1}, options=_first())
+    after = sir.analyze(pruned, zoo.entry("bert-tiny").signature)
+    policy = {k.name: "int8" for k in QuantizePass.knobs(after)}
+    down = after.layers[0].ffn.down.node
+    assert pruned.graph.node(down).inputs[0].meta[sir.META_KEPT].tolist() == list(range(128))
+    quantized = quantize(pruned.clone(), after, policy, calibration)
+    fp32, q = _run(pruned, feed)[0], _run(quantized, feed)[0]
+    cosine = (fp32 * q).sum() / np.linalg.norm(fp32) / np.linalg.norm(q)
+    assert cosine > 0.99
+
+
+def _first():
+    from simq.passes.prune import PruneOptions
+
+    return PruneOptions(order="first")
