@@ -87,3 +87,16 @@ def test_corrupt_file_is_a_clear_error(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         main(["--debug", "inspect", str(tmp_path / "missing.onnx")])
+
+
+def test_inspect_sensitivity_is_computed_once_and_cached(cnn_file, tmp_path, capsys):
+    argv = ["inspect", str(cnn_file), "--json", "--sensitivity", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)["sensitivity"]
+    assert len(first) == 2  # the Conv and the Gemm
+    assert all(v >= 0 for v in first.values())
+    cached = list((tmp_path / "cache" / "sensitivity").glob("*.json"))
+    assert len(cached) == 1
+    cached[0].write_text(json.dumps({k: 1.0 for k in first}))  # a second run must read the cache
+    assert main(argv) == 0
+    assert set(json.loads(capsys.readouterr().out)["sensitivity"].values()) == {1.0}

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 from rich.console import Console
 
@@ -27,6 +28,29 @@ class LoadedModel:
     source: str
     model: ir.Model
     signature: dict[str, tuple[int, ...]] | None
+    path: Path | None  # the ONNX file, when there is one
+
+    def calibration_batches(self, args: argparse.Namespace, count: int, batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+        """Calibration feeds: the zoo model's calibration split, else seeded random inputs."""
+        if self.source.startswith("zoo:"):
+            from simq.zoo import Zoo
+
+            data = Zoo(args.cache_dir).data(self.source[len("zoo:") :], "calibration")
+            return [x for x, _ in data.batches(batch_size)][:count]
+        rng = np.random.default_rng(0)
+        signature = simq_ir.resolve_signature(self.model, self.signature)
+        feeds = []
+        for _ in range(count):
+            feed = {}
+            for value in self.model.graph.inputs:
+                shape = (batch_size, *signature[value.name][1:])
+                dtype = value.dtype.numpy()
+                if np.issubdtype(dtype, np.integer):
+                    feed[value.name] = rng.integers(0, 2 if "mask" in value.name else 100, shape).astype(dtype)
+                else:
+                    feed[value.name] = rng.standard_normal(shape).astype(dtype)
+            feeds.append(feed)
+        return feeds
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +88,7 @@ def _parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
     """Load ``args.model`` (building a zoo model on first use) with its input signature."""
-    source: str | Path = args.model
+    source: Path = Path(args.model)
     signature: dict[str, tuple[int, ...]] = {}
     if args.model.startswith("zoo:"):
         from simq.zoo import Zoo  # the zoo pulls in example dependencies; only zoo sources need it
@@ -76,4 +100,4 @@ def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
     signature.update(_parse_shapes(args.input_shape))
     with console.status(f"loading {args.model}"):
         model = simq_ir.load(source)
-    return LoadedModel(args.model, model, signature or None)
+    return LoadedModel(args.model, model, signature or None, source if source.suffix == ".onnx" else None)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
 
 import onnx_ir as ir
+import platformdirs
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from simq import ir as simq_ir
-from simq.cli._common import add_model_arguments, load_model
+from simq.cli._common import LoadedModel, add_model_arguments, load_model
 from simq.errors import InvalidArgumentError, OutputError
 from simq.ir import Structure
 
@@ -30,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the full analysis as JSON")
     parser.add_argument("--dot", type=Path, metavar="FILE", help="write the graph for Graphviz to FILE")
     parser.add_argument("--layer", type=int, metavar="N", help="with --dot: only transformer layer N")
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also quantize each node alone to INT8 and report the output error (zoo models use their "
+        "calibration data, other models seeded random inputs; cached per model file)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -42,14 +51,19 @@ def run(args: argparse.Namespace) -> int:
     structure = simq_ir.analyze(loaded.model, loaded.signature)
     if args.dot is not None:
         _write_dot(loaded.model, structure, args.dot, args.layer)
+    scores = _sensitivity(args, loaded, structure, status_console) if args.sensitivity else None
     if args.json:
         payload = {"model": loaded.source, **structure.to_dict()}
+        if scores is not None:
+            payload["sensitivity"] = scores
         if console.is_terminal:
             console.print_json(json.dumps(payload))
         else:  # plain JSON for pipes and files
             print(json.dumps(payload, indent=1))
     else:
         _print_summary(console, loaded.source, structure)
+        if scores is not None:
+            _print_sensitivity(console, structure, scores)
         if args.dot is not None:
             console.print(f"graph written to {args.dot}")
     return 0
@@ -134,6 +148,53 @@ def _print_summary(console: Console, source: str, s: Structure) -> None:
         share = qmacs[(op, kind)] / s.macs if s.macs else 0.0
         quant.add_row(op, kind, str(count), f"{share:.1%}")
     console.print(quant)
+
+
+def _sensitivity(args: argparse.Namespace, loaded: LoadedModel, structure: Structure, console: Console) -> dict[str, float]:
+    """Per-node INT8 sensitivity, cached beside the zoo cache under the model file's hash."""
+    from simq.passes.quant import QuantizePass, calibrate, sensitivity
+
+    cache = None
+    if loaded.path is not None:
+        digest = hashlib.sha256(loaded.path.read_bytes()).hexdigest()[:16]
+        root = Path(args.cache_dir) if args.cache_dir else Path(platformdirs.user_cache_dir("simq"))
+        cache = root / "sensitivity" / f"{digest}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+    batches = loaded.calibration_batches(args, count=8)
+    nodes = len(QuantizePass.knobs(structure))
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("calibrating", total=len(batches))
+        calibration = calibrate(loaded.model, structure, batches, on_batch=lambda: progress.advance(task))
+        task = progress.add_task("quantizing one node at a time", total=nodes)
+        scores = sensitivity(loaded.model, structure, calibration, batches[:2], on_node=lambda: progress.advance(task))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".partial")
+        tmp.write_text(json.dumps(scores))
+        tmp.replace(cache)
+    return scores
+
+
+def _print_sensitivity(console: Console, s: Structure, scores: dict[str, float]) -> None:
+    table = Table(title="INT8 sensitivity (1 - output cosine, only this node quantized)", title_justify="left")
+    for col in ("node", "op", "role", "share of MACs", "sensitivity"):
+        table.add_column(col, justify="right" if col in ("share of MACs", "sensitivity") else "left")
+    costs = {c.node: c for c in s.costs}
+    roles = _roles_by_node(s)
+    for node, score in sorted(scores.items(), key=lambda kv: -kv[1]):
+        share = costs[node].macs / s.macs if s.macs else 0.0
+        table.add_row(node, costs[node].op_type, roles.get(node, ""), f"{share:.1%}", f"{score:.2e}")
+    console.print(table)
+
+
+def _roles_by_node(s: Structure) -> dict[str, str]:
+    roles = {}
+    for layer in s.layers:
+        a, f = layer.attention, layer.ffn
+        for name, linear in (("q", a.q), ("k", a.k), ("v", a.v), ("out", a.out), ("ffn up", f.up), ("ffn down", f.down)):
+            roles[linear.node] = f"layer {layer.index} {name}"
+    return roles
 
 
 def _dot_id(name: str) -> str:
