@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -29,25 +29,35 @@ def interleaved_latency(
     per_round: int = 8,
     rewarm: int = 3,
 ) -> dict[str, list[float]]:
+    """`interleaved_calls` for ONNX Runtime sessions on one feed."""
+    return interleaved_calls({n: (lambda s=s: s.run(None, dict(feed))) for n, s in sessions.items()}, rounds, per_round, rewarm)
+
+
+def interleaved_calls(
+    calls: Mapping[str, Callable[[], object]],
+    rounds: int = 7,
+    per_round: int = 8,
+    rewarm: int = 3,
+) -> dict[str, list[float]]:
     """Per-call latencies (ms) of every session, measured in interleaved blocks.
 
     Each round visits every session in turn; after each switch a few untimed calls re-warm the
     caches (the first calls after a model switch run slow), then `per_round` calls are timed.
     The order rotates between rounds so that no model always follows the same one.
     """
-    names = list(sessions)
+    names = list(calls)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for session in sessions.values():
+    for call in calls.values():
         for _ in range(rewarm * 2):
-            session.run(None, dict(feed))
+            call()
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            session = sessions[name]
+            call = calls[name]
             for _ in range(rewarm):
-                session.run(None, dict(feed))
+                call()
             for _ in range(per_round):
                 start = time.perf_counter()
-                session.run(None, dict(feed))
+                call()
                 times[name].append((time.perf_counter() - start) * 1e3)
     return times
 
@@ -81,3 +91,26 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def openvino_call(path: str, feed: Mapping[str, np.ndarray], threads: int = THREADS) -> Callable[[], object]:
+    """A latency-hinted, single-stream OpenVINO CPU inference of `path` on `feed`."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)}
+    )
+    request = compiled.create_infer_request()
+    inputs = dict(feed)
+    return lambda: request.infer(inputs)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

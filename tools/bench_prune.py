@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,16 @@ from rich.console import Console
 from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import interleaved_latency, median, ort_session, paired_delta, predictions, spread, table  # noqa: E402
+from _bench import (  # noqa: E402
+    cpu_name,
+    interleaved_latency,
+    median,
+    ort_session,
+    paired_delta,
+    predictions,
+    spread,
+    table,
+)
 
 import simq.ir as sir  # noqa: E402
 from simq.passes.prune import PruneOptions, collect_stats, prune  # noqa: E402
@@ -30,16 +38,6 @@ from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def uniform(structure: sir.Structure, heads: int | None = None, ffn: int | None = None, drop: tuple[int, ...] = ()) -> dict:

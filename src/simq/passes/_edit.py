@@ -33,7 +33,8 @@ def set_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> 
     while name in graph.initializers:
         n += 1
         name = f"{base}.{n}"
-    value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array), name=name))
+    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
+    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
     graph.register_initializer(value)
     node.replace_input_with(index, value)
     return value

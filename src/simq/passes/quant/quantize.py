@@ -31,8 +31,6 @@ def quant_knob(node: str) -> str:
 
 
 def _domain(q: QuantizableNode, in_features: int | None, supports: Supports | None) -> tuple[str, ...]:
-    if q.op_type == "Gather":
-        return ("fp32",)  # a dequantized table is rebuilt every run; not worth it on CPU
     options = ["fp32", "int8"]
     if q.kind == "weighted" and q.op_type in ("MatMul", "Gemm") and in_features and in_features % INT4_BLOCK == 0:
         options.append("int4w")
@@ -48,7 +46,8 @@ class QuantizePass(ir.passes.InPlacePass):
     share one pair), the weight is stored as int8 with one symmetric scale per output channel
     and read through DequantizeLinear. ``int4w``: weight-only, int4 in blocks of `INT4_BLOCK`
     along the input axis, read through a blocked DequantizeLinear (opset 21); activations stay
-    FP32 (ONNX Runtime fuses this into MatMulNBits).
+    FP32 (ONNX Runtime fuses this into MatMulNBits). An embedding Gather in ``int8`` reads an
+    int8 table and dequantizes the gathered rows.
 
     Changes: inserts Q/DQ nodes and replaces float weights by integer ones; the model's default
     opset becomes 21 when an INT4 weight is added.
@@ -91,7 +90,9 @@ class QuantizePass(ir.passes.InPlacePass):
             if precision == "fp32":
                 continue
             node = graph.node(q.node)
-            if precision == "int8":
+            if q.op_type == "Gather":
+                _quantized_table(graph, node)
+            elif precision == "int8":
                 inputs = (0, 1) if q.kind == "dynamic" else (0,)
                 for index in inputs:
                     node.replace_input_with(index, self._qdq(graph, node, node.inputs[index], shared))
@@ -136,7 +137,8 @@ def _constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType 
     while name in graph.initializers:
         n += 1
         name = f"{base}.{n}"
-    value = ir.Value(name=name, const_value=ir.tensor(array, dtype=dtype, name=name))
+    tensor = ir.tensor(array, dtype=dtype, name=name)
+    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
     graph.register_initializer(value)
     return value
 
@@ -171,6 +173,31 @@ def _dequantized_weight(graph: ir.Graph, node: ir.Node, q: QuantizableNode, *, i
     dequantize.outputs[0].dtype, dequantize.outputs[0].shape = weight.dtype, weight.shape
     graph.insert_before(node, [dequantize])
     node.replace_input_with(1, dequantize.outputs[0])
+
+
+def _quantized_table(graph: ir.Graph, node: ir.Node) -> None:
+    """Gather rows of an int8 table and dequantize only the rows gathered (one scale per table).
+
+    Dequantizing the whole table before the Gather would rebuild it in FP32 on every run.
+    """
+    table = node.inputs[0]
+    w = array_of(table).astype(np.float32)
+    scale = np.float32(max(float(np.abs(w).max()), 1e-8) / 127.0)
+    quantized = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    node.replace_input_with(0, _constant(graph, f"{table.name}.int8", quantized))
+    out = node.outputs[0]
+    if out.is_graph_output():
+        raise InvalidConfigError(f"{node.name} produces a graph output; leave it in fp32.")
+    uses = list(out.uses())
+    s = _constant(graph, f"{table.name}.scale", np.array(scale, np.float32))
+    z = _constant(graph, f"{table.name}.zero_point", np.array(0, np.int8))
+    dequantize = ir.node("DequantizeLinear", [out, s, z], name=f"{node.name}.dequantize")
+    dequantize.outputs[0].name = f"{out.name}.dequantized"
+    dequantize.outputs[0].dtype, dequantize.outputs[0].shape = out.dtype, out.shape
+    out.type = ir.TensorType(ir.DataType.INT8)  # a new type: clones share the old one
+    graph.insert_after(node, [dequantize])
+    for use in uses:
+        use.node.replace_input_with(use.idx, dequantize.outputs[0])
 
 
 def _require_opset(model: ir.Model, version: int) -> None:
