@@ -98,19 +98,21 @@ def openvino_call(path: str, feed: Mapping[str, np.ndarray], threads: int = THRE
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(
-        path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads)}
-    )
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(threads),
+        "INFERENCE_PRECISION_HINT": "f32",  # else BF16-capable CPUs run "FP32" models in BF16
+    }
+    compiled = core.compile_model(path, "CPU", config)
     request = compiled.create_infer_request()
     inputs = dict(feed)
     return lambda: request.infer(inputs)
 
 
 def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    """CPU model and the ISA extensions that matter for integer kernels, as the targets see them."""
+    from simq.targets import TargetRegistry
+
+    fingerprint = TargetRegistry().get("ort-cpu").fingerprint()
+    return f"{fingerprint.cpu} ({', '.join(fingerprint.isa) or 'no SIMD flags found'})"

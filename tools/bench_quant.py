@@ -205,9 +205,10 @@ def main() -> None:
     note_lines = "\n".join(f"- {n}" for n in notes)
     doc = f"""# Quantization
 
-Written by `python tools/bench_quant.py`{" --quick" if args.quick else ""}. Machine: {cpu_name()}, {os.cpu_count()} cores
-(AVX2, no AVX-512/VNNI); ONNX Runtime {ort.__version__} (CPU provider, full optimisation); OpenVINO CPU
-(latency hint, one stream); 2 threads, batch 1. Accuracy Δ is paired on the test split against FP32 with
+Written by `python tools/bench_quant.py`{" --quick" if args.quick else ""}. Machine: {cpu_name()}, {os.cpu_count()} cores;
+ONNX Runtime {ort.__version__} (CPU provider, full optimisation); OpenVINO CPU (latency hint, one stream,
+FP32 inference precision: this CPU has AVX512-BF16, on which OpenVINO would otherwise run FP32 models in
+BF16); 2 threads, batch 1. Accuracy Δ is paired on the test split against FP32 with
 its 95 % interval; output cosine is 1 - the mean per-example cosine distance of the outputs to FP32;
 latency ratios are to FP32 on the same runtime in the same run ({rounds} interleaved rounds); size is the
 serialised ONNX file.
@@ -219,7 +220,7 @@ embedding Gathers); ONNX Runtime's `quantize_static` also puts Q/DQ on other ops
 residual Adds among them), and that version loses 22 points on the real MiniLM (output cosine 0.35).
 Which of those extra ops does the damage is not isolated here; the per-node choice is the point. INT4 weights use the standard blocked
 `DequantizeLinear` (opset 21, block 32), which ONNX Runtime fuses into MatMulNBits and OpenVINO
-runs as well; at batch 1 on this AVX2 CPU they save size but little time.
+runs as well; at batch 1 on this CPU they save size but little time.
 
 Notes:
 {note_lines}

@@ -15,6 +15,8 @@ __all__ = [
     "InvalidArgumentError",
     "OutputError",
     "InvalidConfigError",
+    "UnknownTargetError",
+    "ArtifactError",
 ]
 
 
@@ -48,3 +50,11 @@ class OutputError(SimqError):
 
 class InvalidConfigError(SimqError):
     """A search config names an unknown knob, has a value out of its domain, or is inconsistent."""
+
+
+class UnknownTargetError(SimqError):
+    """No built-in or plugged-in target has this name."""
+
+
+class ArtifactError(SimqError):
+    """A runtime rejected an artifact, or an artifact is missing or unreadable."""

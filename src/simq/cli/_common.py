@@ -15,7 +15,7 @@ from rich.console import Console
 from simq import ir as simq_ir
 from simq.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "load_model"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "load_model", "parse_shapes"]
 
 #: The built-in default model: real weights and real data, small enough for minutes-long runs.
 DEFAULT_MODEL = "zoo:minilm-tweets"
@@ -76,7 +76,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for item in items:
         match = _SHAPE.match(item)
@@ -97,7 +97,7 @@ def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
         name = args.model[len("zoo:") :]
         signature = dict(zoo.entry(name).signature)
         source = zoo.path(name)  # builds the model on first use, with its own progress display
-    signature.update(_parse_shapes(args.input_shape))
+    signature.update(parse_shapes(args.input_shape))
     with console.status(f"loading {args.model}"):
         model = simq_ir.load(source)
     return LoadedModel(args.model, model, signature or None, source if source.suffix == ".onnx" else None)

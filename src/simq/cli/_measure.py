@@ -1,0 +1,80 @@
+"""`simq measure ARTIFACT --target T`: warm-up, timed repeats, median and spread."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from simq import ir as simq_ir
+from simq.cli._common import parse_shapes
+from simq.errors import ArtifactError, InvalidArgumentError
+from simq.targets import TargetRegistry
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "measure",
+        help="time a model on a target (warm-up, repeats, median and spread)",
+        description="Lower an ONNX model for a target and time it: warm-up calls, then timed repeats; "
+        "reports the median and the interquartile spread. Inputs are seeded random tensors of the "
+        "model's shapes (batch 1, 128 for other symbolic axes) unless --input-shape is given.",
+    )
+    parser.add_argument("artifact", type=Path, help="an .onnx file")
+    parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
+    parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
+        raise InvalidArgumentError("--repeats and --threads must be at least 1 and --warmup at least 0.")
+    if args.artifact.suffix != ".onnx":
+        raise ArtifactError(f"{args.artifact} is not an .onnx file; simq measure takes the ONNX model and lowers it itself.")
+    target = TargetRegistry().get(args.target, threads=args.threads)
+    model = simq_ir.load(args.artifact, clean=False)
+    signature = simq_ir.resolve_signature(model, parse_shapes(args.input_shape))
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for value in model.graph.inputs:
+        if value.name not in signature:
+            continue
+        dtype = value.dtype.numpy()
+        shape = signature[value.name]
+        if np.issubdtype(dtype, np.integer):
+            inputs[value.name] = rng.integers(0, 2 if "mask" in value.name else 100, shape).astype(dtype)
+        else:
+            inputs[value.name] = rng.standard_normal(shape).astype(dtype)
+    with Console(stderr=True).status(f"measuring on {target.name}"), tempfile.TemporaryDirectory() as tmp:
+        artifact = target.lower(model, Path(tmp))
+        stats = target.measure(artifact, inputs, args.warmup, args.repeats)
+    fingerprint = target.fingerprint()
+    result = {
+        "artifact": str(args.artifact),
+        "target": target.name,
+        "median_ms": stats.median,
+        "spread": stats.spread,
+        "repeats": stats.repeats,
+        "inputs": {k: list(v.shape) for k, v in inputs.items()},
+        "fingerprint": fingerprint.__dict__,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in inputs.items())
+        Console().print(
+            f"{args.artifact} on {target.name} ({fingerprint.runtime} {fingerprint.runtime_version.split('-')[0]}, "
+            f"{args.threads} threads), {shapes}: median {stats.median:.3f} ms, spread (IQR/median) "
+            f"{stats.spread:.1%}, {stats.repeats} repeats after {args.warmup} warm-up"
+        )
+    return 0

@@ -1,0 +1,39 @@
+"""Reading the CPU: model name and the ISA extensions that decide which integer kernels run."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+__all__ = ["cpu_description"]
+
+# /proc/cpuinfo flag -> the name we report. VNNI and AMX are what make INT8 pay off on x86.
+_ISA_FLAGS = {
+    "avx2": "avx2",
+    "fma": "fma",
+    "avx512f": "avx512",
+    "avx512_vnni": "avx512-vnni",
+    "avx_vnni": "avx-vnni",
+    "amx_int8": "amx-int8",
+    "amx_bf16": "amx-bf16",
+    "asimd": "neon",
+    "asimddp": "dotprod",
+}
+
+
+def cpu_description() -> tuple[str, tuple[str, ...], int]:
+    """(CPU model, ISA flags we care about, logical cores)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features"):
+                flags |= set(value.split())
+    except OSError:
+        pass
+    isa = tuple(sorted(name for flag, name in _ISA_FLAGS.items() if flag in flags))
+    return model, isa, os.cpu_count() or 1

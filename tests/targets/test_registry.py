@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import simq.ir as sir
+from simq.errors import ArtifactError, MissingDependencyError, UnknownTargetError
+from simq.targets import Artifact, Target, TargetRegistry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8] x) => (float[N, 4] y) {
+    h = MatMul(x, w)
+    y = Relu(h)
+}
+"""
+
+
+@pytest.fixture
+def tiny():
+    proto = onnx.parser.parse_model(MODEL)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((8, 4), np.float32), "w"))
+    return sir.cleanup(ir.from_proto(proto)), {"x": np.ones((1, 8), np.float32)}
+
+
+@pytest.mark.parametrize("name", ["ort-cpu", pytest.param("openvino-cpu", marks=pytest.mark.openvino)])
+def test_built_in_targets_lower_and_run(name, tiny, tmp_path):
+    model, feed = tiny
+    target = TargetRegistry().get(name)
+    assert isinstance(target, Target)
+    artifact = target.lower(model, tmp_path)
+    assert all(f.is_file() for f in artifact.files)
+    stats = target.measure(artifact, feed, warmup=1, repeats=5)
+    assert stats.repeats == 5 and stats.median > 0
+    assert target.fingerprint() == target.fingerprint()  # stable across calls
+    assert target.supports("MatMul", "int8") and not target.supports("Softmax", "int8")
+
+
+def test_unknown_target_suggests_a_name():
+    with pytest.raises(UnknownTargetError, match="did you mean 'ort-cpu'"):
+        TargetRegistry().get("ort_cpu")
+
+
+def test_target_whose_runtime_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails
+    with pytest.raises(MissingDependencyError, match="simq\\[openvino\\]"):
+        TargetRegistry().get("openvino-cpu").fingerprint()
+
+
+@pytest.mark.parametrize("name", ["ort-cpu", pytest.param("openvino-cpu", marks=pytest.mark.openvino)])
+def test_rejected_artifact_is_a_clear_error(name, tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"definitely not a model")
+    target = TargetRegistry().get(name)
+    artifact = Artifact(name, bad, bad, (bad,))
+    with pytest.raises(ArtifactError, match="rejected"):
+        target.measure(artifact, {"x": np.ones((1, 8), np.float32)}, warmup=0, repeats=1)
+
+
+def test_plugin_target_is_found_through_its_entry_point(tiny, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(ROOT / "examples" / "simq-edge-target")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    registry = TargetRegistry()
+    monkeypatch.syspath_prepend(str(site))
+    info = registry.available()["edge-cpu"]
+    assert info.provider == "simq-edge-target"
+    target = registry.get("edge-cpu", threads=4)
+    assert target.fingerprint().threads == 1
+    model, feed = tiny
+    artifact = target.lower(model, tmp_path / "out")
+    assert target.measure(artifact, feed, warmup=1, repeats=3).repeats == 3
