@@ -25,13 +25,7 @@ class PruneFFNPass(WidthPass):
     weight rows; with ``reconstruct``, the down projection's kept rows and bias are refit by
     least squares so the block reproduces its unpruned output on calibration data.
 
-    Args:
-        structure: The analysis of the unpruned model.
-        config: Knob values; ``ffn.<layer>`` keys are read, and layers dropped by a
-            ``depth.<block>`` knob are left alone.
-        stats: Calibration statistics (importance, and Grams for ``reconstruct``).
-        order: Which neurons to keep (see `Order`).
-        reconstruct: Refit the down projection.
+    Options as in `WidthPass`.
     """
 
     @staticmethod

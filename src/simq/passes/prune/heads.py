@@ -27,13 +27,7 @@ class PruneHeadsPass(WidthPass):
     output projection's weight rows (refit by least squares with ``reconstruct``), and every
     shape constant in the attention block that carries the head count.
 
-    Args:
-        structure: The analysis of the unpruned model.
-        config: Knob values; ``heads.<layer>`` keys are read, and layers dropped by a
-            ``depth.<block>`` knob are left alone.
-        stats: Calibration statistics (importance, and Grams for ``reconstruct``).
-        order: Which heads to keep (see `Order`).
-        reconstruct: Refit the output projection.
+    Options as in `WidthPass`.
     """
 
     @staticmethod
