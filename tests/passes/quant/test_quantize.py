@@ -9,7 +9,7 @@ import pytest
 import simq.ir as sir
 from simq.errors import InvalidConfigError
 from simq.passes.prune import prune
-from simq.passes.quant import INT4_BLOCK, QuantizePass, calibrate, ort_static, quant_knob, quantize
+from simq.passes.quant import INT4_BLOCK, Calibration, QuantizePass, calibrate, ort_static, quant_knob, quantize
 
 LINEAR = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -77,6 +77,8 @@ def test_invalid_policies(linear):
         quantize(model.clone(), structure, {"quant.nope": "int8"}, calibration)
     with pytest.raises(InvalidConfigError, match="cannot be 'int2'"):
         quantize(model.clone(), structure, {quant_knob(node): "int2"}, calibration)
+    with pytest.raises(InvalidConfigError, match="no calibration range"):
+        quantize(model.clone(), structure, {quant_knob(node): "int8"}, Calibration({}))
     no_int4 = lambda op, precision: precision != "int4w"  # noqa: E731 - a target without INT4
     with pytest.raises(InvalidConfigError, match="cannot be 'int4w'"):
         quantize(model.clone(), structure, {quant_knob(node): "int4w"}, calibration, supports=no_int4)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from simq.errors import InvalidConfigError, SimqError
+from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
 from simq.passes._knobs import Knob, check_config
+from simq.passes._run import run_passes
 from simq.passes.prune._common import Order, depth_knob, dropped_layers
 from simq.passes.prune._stats import PruningStats
 from simq.passes.prune.channels import PruneChannelsPass
@@ -51,7 +52,7 @@ def pruning_passes(
     ]
 
 
-def _normalized(structure: Structure, config: Mapping[str, Hashable]) -> dict[str, Hashable]:
+def _normalized(structure: Structure, config: Mapping[str, Hashable], knobs: list[Knob]) -> dict[str, Hashable]:
     """Check `config` and fill in defaults; zero heads is allowed only in a dropped layer."""
     config = dict(config)
     dropped = dropped_layers(structure, config)
@@ -63,7 +64,7 @@ def _normalized(structure: Structure, config: Mapping[str, Hashable]) -> dict[st
                     "drop it with its depth knob or keep at least one head."
                 )
             config[f"heads.{layer.index}"] = layer.attention.num_heads
-    return check_config(config, pruning_knobs(structure))
+    return check_config(config, knobs)
 
 
 class _ForgetShapesPass(ir.passes.InPlacePass):
@@ -92,26 +93,17 @@ def prune(
         config: Knob values; knobs it leaves out keep their default (no pruning).
 
     Raises:
-        InvalidConfigError: Unknown knob, value out of its domain, or a width change on
-            nothing (reported by the passes).
+        InvalidConfigError: Unknown knob, value out of its domain, every head of a kept layer
+            removed, or importance order / reconstruction asked for without statistics.
     """
-    config = _normalized(structure, config)
-    passes = pruning_passes(structure, config, stats, options)
-    changed = [k.name for k in pruning_knobs(structure) if config[k.name] != k.default]
+    knobs = pruning_knobs(structure)
+    config = _normalized(structure, config, knobs)
+    changed = [k.name for k in knobs if config[k.name] != k.default]
     if not changed:
         return model
     if stats is None and (options.reconstruct or options.order == "importance") and any(not n.startswith("depth.") for n in changed):
         raise InvalidConfigError("importance-ordered pruning and reconstruction need calibration statistics; pass stats= or use order='first'.")
-    try:
-        ir.passes.PassManager([*passes, _ForgetShapesPass()])(model)
-    except ir.passes.PassError as e:
-        # The pass manager wraps errors twice; a user's mistake should read as itself.
-        cause = e
-        while cause.__cause__ is not None and isinstance(cause, ir.passes.PassError):
-            cause = cause.__cause__
-        if isinstance(cause, SimqError):
-            raise cause from None
-        raise
+    run_passes([*pruning_passes(structure, config, stats, options), _ForgetShapesPass()], model)
     return cleanup(model)
 
 
@@ -121,7 +113,7 @@ def predicted_params(structure: Structure, config: Mapping[str, Hashable]) -> in
     Every parameter tensor shrinks by the kept fraction of each pruned axis it has; tensors
     owned by a dropped block vanish.
     """
-    config = _normalized(structure, config)
+    config = _normalized(structure, config, pruning_knobs(structure))
     factor = {name: 1.0 for name in structure.weights}
     dropped = dropped_layers(structure, config)
 

@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping
 import onnx_ir as ir
 
 from simq.ir import Structure, cleanup
+from simq.passes._run import run_passes
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant.quantize import QuantizePass, Supports
 
@@ -26,5 +27,5 @@ def quantize(
         InvalidConfigError: A knob names no quantizable node, or a precision the node or the
             target does not support.
     """
-    QuantizePass(structure, policy, calibration, supports)(model)
+    run_passes([QuantizePass(structure, policy, calibration, supports)], model)
     return cleanup(model)
