@@ -1,15 +1,20 @@
 """Hardware targets: lowering, fingerprints, honest latency measurement, found by name."""
 
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_calls
+from simq.targets._costmodel import CostModel, Prediction
+from simq.targets._features import features
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Artifact",
+    "CostModel",
     "Fingerprint",
     "LatencyStats",
+    "Prediction",
     "Target",
     "TargetInfo",
     "TargetRegistry",
+    "features",
     "time_calls",
 ]

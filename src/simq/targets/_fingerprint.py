@@ -14,6 +14,7 @@ _ISA_FLAGS = {
     "fma": "fma",
     "avx512f": "avx512",
     "avx512_vnni": "avx512-vnni",
+    "avx512_bf16": "avx512-bf16",
     "avx_vnni": "avx-vnni",
     "amx_int8": "amx-int8",
     "amx_bf16": "amx-bf16",
