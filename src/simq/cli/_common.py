@@ -15,7 +15,7 @@ from rich.console import Console
 from simq import ir as simq_ir
 from simq.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "load_model", "parse_shapes"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "load_model", "parse_shapes", "random_feed"]
 
 #: The built-in default model: real weights and real data, small enough for minutes-long runs.
 DEFAULT_MODEL = "zoo:minilm-tweets"
@@ -39,18 +39,21 @@ class LoadedModel:
             return [x for x, _ in data.batches(batch_size)][:count]
         rng = np.random.default_rng(0)
         signature = simq_ir.resolve_signature(self.model, self.signature)
-        feeds = []
-        for _ in range(count):
-            feed = {}
-            for value in self.model.graph.inputs:
-                shape = (batch_size, *signature[value.name][1:])
-                dtype = value.dtype.numpy()
-                if np.issubdtype(dtype, np.integer):
-                    feed[value.name] = rng.integers(0, 2 if "mask" in value.name else 100, shape).astype(dtype)
-                else:
-                    feed[value.name] = rng.standard_normal(shape).astype(dtype)
-            feeds.append(feed)
-        return feeds
+        batched = {name: (batch_size, *shape[1:]) for name, shape in signature.items()}
+        return [random_feed(self.model, batched, rng) for _ in range(count)]
+
+
+def random_feed(model: ir.Model, signature: dict[str, tuple[int, ...]], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Seeded inputs of the given shapes: token ids below 100 (masks 0/1) or standard normal floats."""
+    dtypes = {value.name: value.dtype.numpy() for value in model.graph.inputs}
+    feed = {}
+    for name, shape in signature.items():
+        dtype = dtypes[name]
+        if np.issubdtype(dtype, np.integer):
+            feed[name] = rng.integers(0, 2 if "mask" in name else 100, shape).astype(dtype)
+        else:
+            feed[name] = rng.standard_normal(shape).astype(dtype)
+    return feed
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

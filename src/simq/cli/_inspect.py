@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_summary(console, loaded.source, structure)
         if scores is not None:
-            _print_sensitivity(console, structure, scores)
+            _print_sensitivity(console, loaded.model, structure, scores)
         if args.dot is not None:
             console.print(f"graph written to {args.dot}")
     return 0
@@ -176,25 +176,16 @@ def _sensitivity(args: argparse.Namespace, loaded: LoadedModel, structure: Struc
     return scores
 
 
-def _print_sensitivity(console: Console, s: Structure, scores: dict[str, float]) -> None:
+def _print_sensitivity(console: Console, model: ir.Model, s: Structure, scores: dict[str, float]) -> None:
     table = Table(title="INT8 sensitivity (1 - output cosine, only this node quantized)", title_justify="left")
     for col in ("node", "op", "role", "share of MACs", "sensitivity"):
         table.add_column(col, justify="right" if col in ("share of MACs", "sensitivity") else "left")
     costs = {c.node: c for c in s.costs}
-    roles = _roles_by_node(s)
     for node, score in sorted(scores.items(), key=lambda kv: -kv[1]):
         share = costs[node].macs / s.macs if s.macs else 0.0
-        table.add_row(node, costs[node].op_type, roles.get(node, ""), f"{share:.1%}", f"{score:.2e}")
+        role = model.graph.node(node).meta.get(simq_ir.META_ROLE, "")  # left there by analyze()
+        table.add_row(node, costs[node].op_type, role, f"{share:.1%}", f"{score:.2e}")
     console.print(table)
-
-
-def _roles_by_node(s: Structure) -> dict[str, str]:
-    roles = {}
-    for layer in s.layers:
-        a, f = layer.attention, layer.ffn
-        for name, linear in (("q", a.q), ("k", a.k), ("v", a.v), ("out", a.out), ("ffn up", f.up), ("ffn down", f.down)):
-            roles[linear.node] = f"layer {layer.index} {name}"
-    return roles
 
 
 def _dot_id(name: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from rich.console import Console
 
 from simq import ir as simq_ir
-from simq.cli._common import parse_shapes
+from simq.cli._common import parse_shapes, random_feed
 from simq.errors import ArtifactError, InvalidArgumentError
 from simq.targets import TargetRegistry
 
@@ -44,17 +44,7 @@ def run(args: argparse.Namespace) -> int:
     target = TargetRegistry().get(args.target, threads=args.threads)
     model = simq_ir.load(args.artifact, clean=False)
     signature = simq_ir.resolve_signature(model, parse_shapes(args.input_shape))
-    rng = np.random.default_rng(0)
-    inputs = {}
-    for value in model.graph.inputs:
-        if value.name not in signature:
-            continue
-        dtype = value.dtype.numpy()
-        shape = signature[value.name]
-        if np.issubdtype(dtype, np.integer):
-            inputs[value.name] = rng.integers(0, 2 if "mask" in value.name else 100, shape).astype(dtype)
-        else:
-            inputs[value.name] = rng.standard_normal(shape).astype(dtype)
+    inputs = random_feed(model, signature, np.random.default_rng(0))
     with Console(stderr=True).status(f"measuring on {target.name}"), tempfile.TemporaryDirectory() as tmp:
         artifact = target.lower(model, Path(tmp))
         stats = target.measure(artifact, inputs, args.warmup, args.repeats)
