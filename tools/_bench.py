@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
+
+from simq.targets import interleave
 
 THREADS = 2
 
@@ -39,27 +40,8 @@ def interleaved_calls(
     per_round: int = 8,
     rewarm: int = 3,
 ) -> dict[str, list[float]]:
-    """Per-call latencies (ms) of every session, measured in interleaved blocks.
-
-    Each round visits every session in turn; after each switch a few untimed calls re-warm the
-    caches (the first calls after a model switch run slow), then `per_round` calls are timed.
-    The order rotates between rounds so that no model always follows the same one.
-    """
-    names = list(calls)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for call in calls.values():
-        for _ in range(rewarm * 2):
-            call()
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            call = calls[name]
-            for _ in range(rewarm):
-                call()
-            for _ in range(per_round):
-                start = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return times
+    """`simq.targets.interleave` with the benchmarks' longer defaults."""
+    return interleave(calls, rounds, per_round, rewarm)
 
 
 def median(values: Sequence[float]) -> float:

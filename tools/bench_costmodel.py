@@ -39,7 +39,7 @@ from _bench import cpu_name, interleaved_calls, table  # noqa: E402
 import simq.ir as sir  # noqa: E402
 from simq.passes import Knob, Pipeline  # noqa: E402
 from simq.passes.quant import calibrate  # noqa: E402
-from simq.targets import CostModel, TargetRegistry, features  # noqa: E402
+from simq.targets import CostModel, TargetRegistry, features, paired_ratio  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,23 +117,11 @@ def measure_model(zoo: Zoo, name: str, count: int, repeats: int, store: Measurem
                 times = interleaved_calls({"reference": references[t], "candidate": target.runner(artifact, feed)}, ROUNDS, PER_ROUND, rewarm=2)
                 row[t] = {
                     "candidate_ms": statistics.median(times["candidate"]), "reference_ms": statistics.median(times["reference"]),
-                    "ratio": paired_ratio(times["candidate"], times["reference"]),
+                    "ratio": paired_ratio(times["candidate"], times["reference"], PER_ROUND),
                 }  # fmt: skip
             row["seconds"] = time.perf_counter() - start
             store.add(row)
             progress.advance(task)
-
-
-def paired_ratio(candidate: list[float], reference: list[float]) -> float:
-    """Median over rounds of the candidate's round median over the reference's round median.
-
-    Pairing each round with its neighbour block cancels disturbances shorter than a round.
-    """
-    ratios = [
-        statistics.median(candidate[i : i + PER_ROUND]) / statistics.median(reference[i : i + PER_ROUND])
-        for i in range(0, len(candidate), PER_ROUND)
-    ]
-    return statistics.median(ratios)
 
 
 def labels(rows: list[dict], target: str) -> np.ndarray:
@@ -179,7 +167,7 @@ def main() -> None:
     if args.transfer:
         measure_model(zoo, "minilm-tweets", args.transfer, 0, store, seed=3)
 
-    rows, repeat_rows, repeatability = [], [], []
+    rows, repeatability = [], []
     for name in models:
         first = sorted((r for r in store.rows if r["model"] == name and r["repeat"] == 0), key=lambda r: r["index"])
         train, test = first[: args.train], first[args.train : count]

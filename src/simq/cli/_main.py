@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from simq import __version__
-from simq.cli import _inspect, _measure, _targets
+from simq.cli import _compile, _inspect, _measure, _targets
 from simq.errors import SimqError
 
 __all__ = ["main"]
 
-_COMMANDS = (_inspect, _targets, _measure)
+_COMMANDS = (_compile, _inspect, _targets, _measure)
 
 
 class _Parser(argparse.ArgumentParser):

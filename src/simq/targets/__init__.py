@@ -4,6 +4,7 @@ from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_
 from simq.targets._costmodel import CostModel, Prediction
 from simq.targets._features import features
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
+from simq.targets._timing import interleave, paired_ratio
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -16,5 +17,7 @@ __all__ = [
     "TargetInfo",
     "TargetRegistry",
     "features",
+    "interleave",
+    "paired_ratio",
     "time_calls",
 ]

@@ -1,0 +1,187 @@
+"""`simq compile MODEL --target T`: search pruning and quantization jointly, emit the Pareto set."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from simq import ir as simq_ir
+from simq.cli._common import LoadedModel, add_model_arguments, load_model, random_feed
+from simq.errors import InvalidArgumentError
+from simq.eval import AccuracyEvaluator, Evaluator, FidelityEvaluator, load_evaluator
+from simq.passes import Pipeline
+from simq.passes.prune import collect_stats
+from simq.passes.quant import calibrate, ort_dynamic, ort_static
+from simq.search import ALGORITHMS, OBJECTIVES, CompileOptions, Job, compile_model, describe, train_cost_model
+from simq.targets import CostModel, TargetRegistry
+
+__all__ = ["register", "run"]
+
+_CALIBRATION_BATCHES = 8  # x 16 examples
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compile",
+        help="search pruning + quantization for a target; write the Pareto-optimal artifacts",
+        description="Search elastic pruning (heads, FFN width, depth, channels) and per-node precision jointly "
+        "for one target, and write the Pareto-optimal compiled models to --out: pareto/<id>/ (artifact + "
+        "manifest.json), pareto.csv and report.html. Every evaluation is committed to --out/simq.sqlite as it "
+        "finishes; --resume continues a killed run.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
+    parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
+    parser.add_argument("--objectives", default="accuracy,latency,size", help=f"two or three of {','.join(OBJECTIVES)} (default all three)")
+    parser.add_argument("--budget", type=int, default=40, help="candidates to validate: build, evaluate, measure (default 40)")
+    parser.add_argument("--out", type=Path, default=Path("simq-out"), help="output folder (default simq-out)")
+    parser.add_argument("--algorithm", default="linas", choices=list(ALGORITHMS), help="search algorithm (default linas)")
+    parser.add_argument("--population", type=int, default=10, help="candidates validated per generation (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-accuracy-drop", type=float, help="keep only candidates at most this many points below FP32")
+    parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this fast")
+    parser.add_argument(
+        "--evaluator", metavar="MODULE:FUNCTION",
+        help="score candidates with FUNCTION(onnx_path) -> float, higher is better (default: accuracy on the zoo "
+        "model's labels, else output cosine to the FP32 model)",
+    )  # fmt: skip
+    parser.add_argument("--latency", choices=["measured", "predicted"], default="measured", help="measure every candidate (default) or predict with the target's cost model")
+    parser.add_argument("--cost-model", type=Path, help="folder of the target's cost model (trained there on first use; default OUT/costmodel)")
+    parser.add_argument("--cost-model-samples", type=int, default=30, help="random sub-networks measured to train a new cost model (default 30)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--no-prune", action="store_true", help="search quantization only")
+    parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
+    parser.set_defaults(run=run)
+
+
+def _options(args: argparse.Namespace) -> CompileOptions:
+    options = CompileOptions(
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        budget=args.budget, algorithm=args.algorithm, population=args.population, seed=args.seed,
+        max_accuracy_drop=args.max_accuracy_drop, max_latency_ms=args.max_latency_ms, latency=args.latency,
+    )  # fmt: skip
+    options.check()
+    if args.threads < 1:
+        raise InvalidArgumentError("--threads must be at least 1.")
+    if args.no_prune and args.no_quantize:
+        raise InvalidArgumentError("--no-prune and --no-quantize leave nothing to search.")
+    if args.cost_model_samples < 4:
+        raise InvalidArgumentError("--cost-model-samples must be at least 4.")
+    return options
+
+
+def _data(loaded: LoadedModel, args: argparse.Namespace, split: str):
+    """The zoo model's split (inputs, labels or None), else None."""
+    if not loaded.source.startswith("zoo:"):
+        return None
+    from simq.zoo import Zoo
+
+    data = Zoo(args.cache_dir).data(loaded.source[len("zoo:") :], split)
+    return data.inputs, data.labels
+
+
+def _evaluators(loaded: LoadedModel, args: argparse.Namespace, reference: Path, signature) -> tuple[Evaluator, Evaluator | None]:
+    """(search evaluator, final evaluator): the user's; labelled accuracy; or fidelity to FP32."""
+    if args.evaluator:
+        return load_evaluator(args.evaluator), None
+    validation, test = _data(loaded, args, "validation"), _data(loaded, args, "test")
+    if validation is not None and validation[1] is not None:
+        return AccuracyEvaluator(*validation), AccuracyEvaluator(*test)
+    if validation is not None:
+        return FidelityEvaluator(reference, validation[0]), FidelityEvaluator(reference, test[0])
+    rng = np.random.default_rng(1)
+    batched = {name: (64, *shape[1:]) for name, shape in signature.items()}
+    return FidelityEvaluator(reference, random_feed(loaded.model, batched, rng)), None
+
+
+def run(args: argparse.Namespace) -> int:
+    options = _options(args)
+    console = Console(stderr=True)
+    target = TargetRegistry().get(args.target, threads=args.threads)
+    loaded = load_model(args, console)
+    model = loaded.model
+    signature = simq_ir.resolve_signature(model, loaded.signature)
+    with console.status("analysing, calibrating and ranking units (once per model)"):
+        structure = simq_ir.analyze(model, signature)
+        batches = loaded.calibration_batches(args, _CALIBRATION_BATCHES)
+        calibration = calibrate(model, structure, batches) if not args.no_quantize else None
+        stats = collect_stats(model, structure, batches) if not args.no_prune else None
+    pipeline = Pipeline(
+        model, structure, calibration=calibration, stats=stats, supports=target.supports,
+        prune=not args.no_prune, quantize=not args.no_quantize,
+    )  # fmt: skip
+    if not pipeline.knobs:
+        raise InvalidArgumentError(f"{args.model} offers nothing to search: no prunable structure or quantizable node was found.")
+    test = _data(loaded, args, "test")
+    feed = {k: v[:1] for k, v in test[0].items()} if test is not None else random_feed(model, signature, np.random.default_rng(0))
+    baselines = {} if args.no_quantize else {"ORT dynamic INT8": lambda: ort_dynamic(model), "ORT static INT8": lambda: ort_static(model, batches)}
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = simq_ir.save(model, Path(tmp) / "reference.onnx")
+        evaluator, final_evaluator = _evaluators(loaded, args, reference, signature)
+        job = Job(args.model, model, structure, pipeline, target, feed, evaluator, final_evaluator, baselines)
+        with _progress(console) as progress:
+            if options.latency == "predicted":
+                job.cost_model = _cost_model(args, job, target, progress)
+            result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
+    _summary(console, result, pipeline, evaluator)
+    return 0
+
+
+def _cost_model(args, job: Job, target, progress) -> CostModel:
+    folder = args.cost_model or args.out / "costmodel"
+    if (folder / "costmodel.json").exists():
+        return CostModel.load(folder, target.fingerprint())
+    model = train_cost_model(job, args.cost_model_samples, args.seed, progress)
+    model.save(folder)
+    return model
+
+
+class _progress:
+    """A progress bar per phase, called as ``progress(phase, done, total)``."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        )  # fmt: skip
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        labels = {"search": "validating candidates", "final": "re-measuring the Pareto set", "cost model": "measuring the cost model's samples"}
+        if phase not in self.tasks:
+            self.tasks[phase] = self.bar.add_task(labels.get(phase, phase), total=total)
+        self.bar.update(self.tasks[phase], completed=done, total=total)
+
+
+def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator) -> None:
+    out = Console()
+    table = Table(title=f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)")
+    for column in ("id", evaluator.name, "latency ms", "× FP32", "size MB", "config"):
+        table.add_column(column, overflow="fold")
+    rows = [(result.reference, "FP32")] + [(b, b.config["baseline"]) for b in result.baselines] + [(r, None) for r in result.pareto if r.kind != "reference"]
+    reference_size = result.reference.metrics["size_bytes"]
+    for record, label in rows:
+        m = record.metrics
+        accuracy = m.get("final_accuracy", m.get("accuracy"))
+        table.add_row(
+            str(record.id), "" if accuracy is None else f"{accuracy:.2f}",
+            f"{m.get('final_latency_ms', m.get('latency_ms', float('nan'))):.2f}",
+            f"{m.get('final_latency_ratio', m.get('latency_ratio', float('nan'))):.2f}",
+            f"{m['size_bytes'] / 1e6:.1f} ({m['size_bytes'] / reference_size:.2f}x)",
+            label or describe(record.config, pipeline.knobs),
+        )  # fmt: skip
+    out.print(table)
+    console.print(f"wrote {result.out / 'pareto'}/, {result.out / 'pareto.csv'} and {result.report}")

@@ -1,0 +1,10 @@
+"""Evaluators: how good a candidate is, as one number where higher is better.
+
+Scores are in points: accuracy in percent on labelled data, fidelity as the mean output cosine
+to the FP32 model in percent (100 = identical), or whatever a user evaluator returns. A
+constraint such as "at most 1 point below the reference" reads the same for all of them.
+"""
+
+from simq.eval._evaluators import AccuracyEvaluator, Evaluator, FidelityEvaluator, UserEvaluator, load_evaluator
+
+__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "UserEvaluator", "load_evaluator"]

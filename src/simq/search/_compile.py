@@ -1,0 +1,370 @@
+"""`compile`: search a pipeline's space for one target and emit the Pareto-optimal artifacts.
+
+Order of work: the FP32 reference and the off-the-shelf baselines are evaluated once; the
+search algorithm then asks for candidates, each built, lowered, evaluated, measured and
+committed to the store as it finishes; finally the Pareto set is lowered into ``pareto/``,
+re-measured in one interleaved pass with the reference and the baselines, scored on the final
+split, and written up (``pareto.csv``, ``report.html``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from simq.errors import InvalidArgumentError, OutputError, SimqError
+from simq.eval import Evaluator
+from simq.ir import Structure, analyze
+from simq.passes import Pipeline, defaults
+from simq.search._algorithms import ALGORITHMS, FAILED, Goal, make_algorithm
+from simq.search._pareto import pareto_front
+from simq.search._report import write_report
+from simq.search._space import SearchSpace
+from simq.search._store import Record, Store, config_key
+from simq.targets import CostModel, Target, features, interleave, paired_ratio
+
+__all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "compile_model"]
+
+#: Objectives a user may ask for, and the metric each minimises.
+OBJECTIVES = {"accuracy": "accuracy", "latency": "latency_ratio", "size": "size_ratio"}
+_ROUNDS, _PER_ROUND = 5, 4
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to search.
+
+    Attributes:
+        objectives: Two or three of ``accuracy``, ``latency``, ``size``.
+        budget: Candidates to validate (build, evaluate, measure), besides reference and baselines.
+        algorithm: ``linas`` (default), ``nsga2`` or ``random``.
+        population: Candidates validated per batch (generation).
+        max_accuracy_drop: At most this many points below the reference's score.
+        max_latency_ms: At most this latency.
+        latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
+    """
+
+    objectives: tuple[str, ...] = ("accuracy", "latency", "size")
+    budget: int = 40
+    algorithm: str = "linas"
+    population: int = 10
+    seed: int = 0
+    max_accuracy_drop: float | None = None
+    max_latency_ms: float | None = None
+    latency: Literal["measured", "predicted"] = "measured"
+
+    def check(self) -> None:
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown:
+            raise InvalidArgumentError(f"unknown objective {unknown[0]!r}; choose two or three of {', '.join(OBJECTIVES)}.")
+        if len(set(self.objectives)) != len(self.objectives) or not 2 <= len(self.objectives) <= 3:
+            raise InvalidArgumentError("give two or three different objectives, e.g. accuracy,latency,size.")
+        if self.budget < 1:
+            raise InvalidArgumentError(f"--budget must be at least 1 (got {self.budget}).")
+        if self.population < 2:
+            raise InvalidArgumentError(f"--population must be at least 2 (got {self.population}).")
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidArgumentError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
+            raise InvalidArgumentError("--max-accuracy-drop cannot be negative.")
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            raise InvalidArgumentError("--max-latency-ms must be positive.")
+        if self.latency not in ("measured", "predicted"):
+            raise InvalidArgumentError("latency is 'measured' or 'predicted'.")
+
+    @property
+    def needs_accuracy(self) -> bool:
+        return "accuracy" in self.objectives or self.max_accuracy_drop is not None
+
+
+@dataclass
+class Job:
+    """What to compile, with everything computed once per model.
+
+    Attributes:
+        name: How the model is named in reports (e.g. ``zoo:minilm-tweets``).
+        model: The FP32 model.
+        structure: Its analysis at `signature`.
+        pipeline: The passes and their knobs (the search space).
+        target: Where it runs.
+        feed: Batch-1 inputs for latency.
+        evaluator: Scores candidates during the search (e.g. the validation split).
+        final_evaluator: Scores the Pareto set and baselines at the end (e.g. the test split).
+        baselines: Off-the-shelf models to compare with, by name (built lazily).
+        cost_model: The target's latency predictor, for ``latency="predicted"``.
+    """
+
+    name: str
+    model: ir.Model
+    structure: Structure
+    pipeline: Pipeline
+    target: Target
+    feed: Mapping[str, np.ndarray]
+    evaluator: Evaluator | None = None
+    final_evaluator: Evaluator | None = None
+    baselines: Mapping[str, Callable[[], ir.Model]] = field(default_factory=dict)
+    cost_model: CostModel | None = None
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    out: Path
+    pareto: list[Record]
+    reference: Record
+    baselines: list[Record]
+    report: Path
+    evaluated: int
+
+
+def _model_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+class _Compiler:
+    def __init__(self, job: Job, options: CompileOptions, out: Path, resume: bool, progress: Progress | None) -> None:
+        self.job, self.options, self.out, self.progress = job, options, out, progress or (lambda *_: None)
+        self.fingerprint = job.target.fingerprint().key()
+        if options.needs_accuracy and job.evaluator is None:
+            raise InvalidArgumentError("the accuracy objective or --max-accuracy-drop needs an evaluator.")
+        if options.latency == "predicted" and job.cost_model is None:
+            raise InvalidArgumentError("predicted latency needs a cost model for the target.")
+        self.work = out / "work"
+        self.work.mkdir(exist_ok=True)
+        self.store = Store(out / Store.FILENAME)
+        self.store.bind(self._settings(), resume)
+        self.space = SearchSpace(job.pipeline)
+        self._reference_runner = None
+        self._reference_ms: list[float] = []
+
+    def _settings(self) -> dict:
+        o = self.options
+        return {
+            "model": self.job.name,
+            "model_hash": hashlib.sha256(ir.to_proto(self.job.model).SerializeToString()).hexdigest(),
+            "target": self.fingerprint,
+            "knobs": [k.name for k in self.job.pipeline.knobs],
+            "evaluator": self.job.evaluator.name if self.job.evaluator else None,
+            **{k: v for k, v in asdict(o).items() if k != "budget"},
+        }
+
+    # evaluating one model
+
+    def evaluate(self, model_fn: Callable[[], ir.Model], config: Mapping[str, Hashable], kind: str, predicted=None) -> Record:
+        """The stored record of `config`, or build, evaluate and commit it now."""
+        found = self.store.find(config)
+        if found is not None:
+            return found
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        model_hash = error = None
+        try:
+            model = model_fn()
+            with tempfile.TemporaryDirectory(dir=self.work) as tmp:
+                artifact = self.job.target.lower(model, Path(tmp))
+                model_hash = _model_hash(artifact.onnx)
+                metrics["size_bytes"] = float(sum(f.stat().st_size for f in artifact.files))
+                if self.options.needs_accuracy:
+                    metrics["accuracy"] = self.job.evaluator.evaluate(artifact.onnx)
+                metrics.update(self._latency(model, artifact, model_hash))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 (one candidate's failure, e.g. a user evaluator, is recorded, not fatal)
+            error = _first_line(e)
+            if kind == "reference":
+                raise (e if isinstance(e, SimqError) else SimqError(f"the FP32 model cannot be evaluated: {error}")) from e
+        return self.store.add(
+            config, kind=kind, metrics=metrics, fingerprint=self.fingerprint, seconds=time.perf_counter() - start,
+            predicted=predicted, model_hash=model_hash, error=error,
+        )  # fmt: skip
+
+    def _latency(self, model: ir.Model, artifact, model_hash: str) -> dict[str, float]:
+        if self.options.latency == "predicted":
+            ms = self.job.cost_model.predict(features(model, analyze(model, dict(self.job.structure.signature)))).latency_ms
+            return {"latency_ms": ms}
+        cached = self.store.measurement(model_hash, self.fingerprint)
+        if cached is None:
+            if self._reference_runner is None:
+                reference = self.job.target.lower(self.job.model, self.work / "reference")
+                self._reference_runner = self.job.target.runner(reference, self.job.feed)
+            times = interleave({"reference": self._reference_runner, "candidate": self.job.target.runner(artifact, self.job.feed)}, _ROUNDS, _PER_ROUND)
+            self._reference_ms.append(statistics.median(times["reference"]))
+            ratio = paired_ratio(times["candidate"], times["reference"], _PER_ROUND)
+            cached = (ratio, ratio * statistics.median(self._reference_ms))
+            self.store.add_measurement(model_hash, self.fingerprint, *cached)
+        return {"latency_ratio": cached[0], "latency_ms": cached[1]}
+
+    # the search
+
+    def run(self) -> CompileResult:
+        o = self.options
+        reference = self.evaluate(lambda: self.job.model, defaults(self.job.pipeline.knobs), "reference")
+        for name, build in self.job.baselines.items():
+            self.evaluate(build, {"baseline": name}, "baseline")
+        goal = self._goal(reference)
+        algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
+        seen: set[str] = {config_key(reference.config)}
+        validated, stalled = 0, 0
+        self.progress("search", 0, o.budget)
+        while validated < o.budget and stalled < 50:
+            asked = algorithm.ask()
+            xs, ms = [], []
+            new = 0
+            for x in asked:
+                if validated >= o.budget:
+                    break
+                config = self.space.decode(x)
+                key = config_key(config)
+                if key not in seen:
+                    seen.add(key)
+                    validated += 1
+                    new += 1
+                record = self.evaluate(lambda c=config: self.job.pipeline.build(c), config, "candidate" if key != config_key(reference.config) else "reference")
+                xs.append(x)
+                ms.append(self._metric_vector(record, reference, goal))
+                self.progress("search", validated, o.budget)
+            stalled = 0 if new else stalled + 1
+            if xs:
+                algorithm.tell(np.array(xs), np.array(ms))
+        return self._finish(reference, goal)
+
+    def _goal(self, reference: Record) -> Goal:
+        o = self.options
+        metrics = list(OBJECTIVES[name] for name in o.objectives)
+        limits: dict[int, float] = {}
+        if o.max_accuracy_drop is not None:
+            if "accuracy" not in metrics:
+                metrics.append("accuracy")
+            limits[metrics.index("accuracy")] = -(reference.metrics["accuracy"] - o.max_accuracy_drop)
+        if o.max_latency_ms is not None:
+            if "latency_ratio" not in metrics:
+                metrics.append("latency_ratio")
+            limits[metrics.index("latency_ratio")] = o.max_latency_ms / reference.metrics["latency_ms"]
+        return Goal(tuple(metrics), tuple(range(len(o.objectives))), limits)
+
+    def _metric_vector(self, record: Record, reference: Record, goal: Goal) -> np.ndarray:
+        values = minimised(record, reference)
+        return np.array([values.get(name, FAILED) for name in goal.metrics])
+
+    # the end: Pareto set, re-measurement, artifacts, report
+
+    def _finish(self, reference: Record, goal: Goal) -> CompileResult:
+        candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
+        m = np.array([self._metric_vector(r, reference, goal) for r in candidates])
+        feasible = np.all(goal.constraint_values(m) <= 0, axis=1)
+        front = [candidates[i] for i in pareto_front(goal.objective_values(m), feasible)]
+        baselines = [r for r in self.store.records("baseline") if r.status == "ok"]
+        self._remeasure(front, reference, baselines)
+        front = [self.store.get(r.id) for r in front]
+        baselines = [self.store.get(r.id) for r in baselines]
+        reference = self.store.get(reference.id)
+        report = write_report(self.out, self.store, self.options, self.job, reference, baselines, front, goal)
+        shutil.rmtree(self.work, ignore_errors=True)
+        evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
+        return CompileResult(self.out, front, reference, baselines, report, evaluated)
+
+    def _remeasure(self, front: list[Record], reference: Record, baselines: list[Record]) -> None:
+        """Lower the Pareto set into ``pareto/``, then time it with the reference and the baselines
+        in one interleaved pass and score everything on the final split."""
+        staging = self.out / "pareto.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        builders: dict[int, Callable[[], ir.Model]] = {reference.id: lambda: self.job.model}
+        builders.update({r.id: (lambda c=r.config: self.job.pipeline.build(c)) for r in front})
+        builders.update({r.id: self.job.baselines[r.config["baseline"]] for r in baselines})
+        artifacts = {}
+        for done, (record_id, build) in enumerate(builders.items()):
+            self.progress("final", done, len(builders))
+            folder = staging / str(record_id) if record_id in {r.id for r in front} else self.work / f"final-{record_id}"
+            artifacts[record_id] = self.job.target.lower(build(), folder)
+        self.progress("final", len(builders), len(builders))
+        final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
+        if self.options.latency == "measured":
+            runners = {i: self.job.target.runner(a, self.job.feed) for i, a in artifacts.items()}
+            times = interleave(runners, _ROUNDS, _PER_ROUND)
+            for i in artifacts:
+                final[i]["final_latency_ms"] = statistics.median(times[i])
+                final[i]["final_latency_ratio"] = paired_ratio(times[i], times[reference.id], _PER_ROUND)
+            del runners
+        if self.job.final_evaluator is not None:
+            for i, a in artifacts.items():
+                final[i]["final_accuracy"] = self.job.final_evaluator.evaluate(a.onnx)
+        for record in front:
+            manifest = {
+                "id": record.id, "model": self.job.name, "target": self.job.target.name,
+                "fingerprint": asdict(self.job.target.fingerprint()), "config": record.config,
+                "metrics": {**record.metrics, **final[record.id]}, "reference": {**reference.metrics, **final[reference.id]},
+                "model_hash": _model_hash(artifacts[record.id].onnx),
+                "files": [str(f.relative_to(staging / str(record.id))) for f in artifacts[record.id].files],
+            }  # fmt: skip
+            (staging / str(record.id) / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        pareto = self.out / "pareto"
+        old = self.out / "pareto.old"
+        if pareto.exists():
+            pareto.rename(old)
+        staging.rename(pareto)
+        shutil.rmtree(old, ignore_errors=True)
+        for i, metrics in final.items():
+            self.store.set_artifact(i, str(pareto / str(i)) if i in {r.id for r in front} else None, metrics)
+
+
+def minimised(record: Record, reference: Record) -> dict[str, float]:
+    """A record's metrics in minimisation form, relative to the reference where that reads better."""
+    if record.status != "ok":
+        return {}
+    m = record.metrics
+    values = {"size_ratio": m["size_bytes"] / reference.metrics["size_bytes"]}
+    if "accuracy" in m:
+        values["accuracy"] = -m["accuracy"]
+    if "latency_ratio" in m:
+        values["latency_ratio"] = m["latency_ratio"]
+    elif "latency_ms" in m:
+        values["latency_ratio"] = m["latency_ms"] / reference.metrics["latency_ms"]
+    return values
+
+
+def compile_model(job: Job, options: CompileOptions, out: Path, *, resume: bool = False, progress: Progress | None = None) -> CompileResult:
+    """Search `job`'s space for its target and write the Pareto-optimal artifacts to `out`.
+
+    Args:
+        resume: Continue the run already in `out` (finished evaluations are reused, not repeated).
+        progress: Called as ``progress(phase, done, total)`` with phase ``"search"`` or ``"final"``.
+
+    Raises:
+        InvalidArgumentError: Bad options, or `out` holds another run (without `resume`).
+        OutputError: `out` cannot be written.
+    """
+    options.check()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".simq-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot write to {out}: {e.strerror or e}.") from None
+    compiler = _Compiler(job, options, out, resume, progress)
+    try:
+        return compiler.run()
+    finally:
+        compiler.store.close()

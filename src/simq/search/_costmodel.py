@@ -1,0 +1,41 @@
+"""Training a target's latency predictor on measured random sub-networks of a job's space."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from simq.ir import analyze
+from simq.search._space import SearchSpace
+from simq.targets import CostModel, features, interleave, paired_ratio
+
+__all__ = ["train_cost_model"]
+
+_ROUNDS, _PER_ROUND = 5, 4
+
+
+def train_cost_model(job, samples: int, seed: int, progress: Callable[[str, int, int], None] | None = None) -> CostModel:
+    """Measure `samples` random candidates of `job`'s space (each interleaved with the FP32 model,
+    labelled by its paired ratio times the run's FP32 median) and fit a `CostModel` on them."""
+    progress = progress or (lambda *_: None)
+    space, target = SearchSpace(job.pipeline), job.target
+    rng = np.random.default_rng(seed)
+    signature = dict(job.structure.signature)
+    rows, ratios, reference_ms = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = target.runner(target.lower(job.model, Path(tmp) / "reference"), job.feed)
+        for i, x in enumerate(space.sample(rng, samples)):
+            progress("cost model", i, samples)
+            model = job.pipeline.build(space.decode(x))
+            artifact = target.lower(model, Path(tmp) / str(i))
+            times = interleave({"reference": reference, "candidate": target.runner(artifact, job.feed)}, _ROUNDS, _PER_ROUND)
+            reference_ms.append(statistics.median(times["reference"]))
+            ratios.append(paired_ratio(times["candidate"], times["reference"], _PER_ROUND))
+            rows.append(features(model, analyze(model, signature)))
+        progress("cost model", samples, samples)
+    scale = statistics.median(reference_ms)
+    return CostModel(target.fingerprint(), seed=seed).fit(rows, [r * scale for r in ratios])

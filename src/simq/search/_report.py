@@ -1,0 +1,200 @@
+"""What a compile run leaves for people: ``pareto.csv`` and ``report.html`` (plots and tables)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from simq.passes import Knob
+from simq.search._pareto import hypervolume
+from simq.search._store import Record, Store
+
+__all__ = ["describe", "hypervolume_curve", "write_report"]
+
+#: Accuracy drop (points) that bounds the hypervolume when no --max-accuracy-drop is given.
+DEFAULT_DROP_SPAN = 5.0
+
+
+def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
+    """A one-line summary of a config: what was pruned and how nodes run."""
+    if "baseline" in config:
+        return str(config["baseline"])
+    by_kind: dict[str, list[Knob]] = {}
+    for knob in knobs:
+        by_kind.setdefault(knob.name.split(".")[0], []).append(knob)
+    parts = []
+    depth = by_kind.get("depth", [])
+    if depth:
+        parts.append(f"blocks dropped {sum(bool(config.get(k.name)) for k in depth)}/{len(depth)}")
+    for kind, label in (("heads", "heads"), ("ffn", "FFN"), ("channels", "channels")):
+        knobs_of_kind = by_kind.get(kind, [])
+        if knobs_of_kind:
+            kept = sum(config.get(k.name, k.default) for k in knobs_of_kind)
+            total = sum(k.default for k in knobs_of_kind)
+            parts.append(f"{label} {kept / total:.0%}")
+    precisions = Counter(config.get(k.name, k.default) for k in by_kind.get("quant", []))
+    if precisions:
+        parts.append(" ".join(f"{p} {precisions[p]}" for p in ("int8", "int4w", "fp32") if precisions[p]))
+    return " · ".join(parts)
+
+
+def _normalised(record: Record, reference: Record, objectives: Sequence[str], final: bool = False) -> np.ndarray | None:
+    """(accuracy drop in points, latency ratio, size ratio), restricted to `objectives`."""
+    if record.status != "ok":
+        return None
+    m, r = record.metrics, reference.metrics
+    values = {"size": m["size_bytes"] / r["size_bytes"]}
+    if "accuracy" in m:
+        key = "final_accuracy" if final and "final_accuracy" in m and "final_accuracy" in r else "accuracy"
+        values["accuracy"] = r[key] - m[key]
+    if final and "final_latency_ratio" in m:
+        values["latency"] = m["final_latency_ratio"]
+    elif "latency_ratio" in m:
+        values["latency"] = m["latency_ratio"]
+    elif "latency_ms" in m:
+        values["latency"] = m["latency_ms"] / r["latency_ms"]
+    return np.array([values[o] for o in objectives])
+
+
+def reference_point(objectives: Sequence[str], drop_span: float) -> np.ndarray:
+    """Hypervolume bound: the FP32 model's latency and size, and `drop_span` points of accuracy."""
+    return np.array([drop_span if o == "accuracy" else 1.0 for o in objectives])
+
+
+def hypervolume_curve(records: Sequence[Record], reference: Record, objectives: Sequence[str], drop_span: float = DEFAULT_DROP_SPAN) -> list[float]:
+    """Hypervolume of the candidates validated so far, after each validated candidate (in order)."""
+    point = reference_point(objectives, drop_span)
+    values, curve = [], []
+    for record in records:
+        if record.kind != "candidate":
+            continue
+        v = _normalised(record, reference, objectives)
+        if v is not None and (drop_span is None or "accuracy" not in objectives or v[objectives.index("accuracy")] <= drop_span):
+            values.append(v)
+        curve.append(hypervolume(np.array(values), point) if values else 0.0)
+    return curve
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _plots(records, reference, baselines, front, objectives, curve, accuracy_name) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    ok = [r for r in records if r.status == "ok" and r.kind == "candidate"]
+    labels = {"accuracy": f"{accuracy_name} drop (points)", "latency": "latency / FP32", "size": "size / FP32"}
+    pairs = [(objectives[0], objectives[1])] + ([(objectives[2], objectives[1]), (objectives[0], objectives[2])] if len(objectives) == 3 else [])
+    for y_name, x_name in pairs:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        if ok:
+            pts = np.array([_normalised(r, reference, objectives) for r in ok])
+            ax.scatter(pts[:, objectives.index(x_name)], pts[:, objectives.index(y_name)], c="0.75", s=14, label="validated candidates")
+        pts = np.array([_normalised(r, reference, objectives, final=True) for r in front])
+        ax.scatter(pts[:, objectives.index(x_name)], pts[:, objectives.index(y_name)], c="tab:blue", s=30, label="Pareto set (final measurement)")
+        for b in baselines:
+            v = _normalised(b, reference, objectives, final=True)
+            ax.scatter(v[objectives.index(x_name)], v[objectives.index(y_name)], marker="s", s=50, label=b.config["baseline"])
+        ax.scatter([0 if x_name == "accuracy" else 1.0], [0 if y_name == "accuracy" else 1.0], marker="*", s=120, c="k", label="FP32")
+        ax.set_xlabel(labels[x_name])
+        ax.set_ylabel(labels[y_name])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        plots.append((f"{labels[y_name]} against {labels[x_name]}", _png(fig)))
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(curve) + 1), curve, c="tab:blue")
+    ax.set_xlabel("validated candidates")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    plots.append(("Hypervolume over validated candidates", _png(fig)))
+    plt.close(fig)
+    return plots
+
+
+def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
+    m, r = record.metrics, reference.metrics
+
+    def pick(final: str, searched: str):
+        return m.get(final, m.get(searched))
+
+    accuracy = pick("final_accuracy", "accuracy")
+    reference_accuracy = r.get("final_accuracy", r.get("accuracy")) if "final_accuracy" in m else r.get("accuracy")
+    latency_ratio = m.get("final_latency_ratio", m.get("latency_ratio"))
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "accuracy": None if accuracy is None else round(accuracy, 3),
+        "accuracy_drop": None if accuracy is None or reference_accuracy is None else round(reference_accuracy - accuracy, 3),
+        "search_accuracy": None if m.get("accuracy") is None else round(m["accuracy"], 3),
+        "latency_ms": round(pick("final_latency_ms", "latency_ms"), 3),
+        "latency_ratio": None if latency_ratio is None else round(latency_ratio, 4),
+        "size_mb": round(m["size_bytes"] / 1e6, 3),
+        "size_ratio": round(m["size_bytes"] / r["size_bytes"], 4),
+        "config": describe(record.config, knobs),
+        "artifact": record.artifact or "",
+    }
+
+
+def write_report(out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal) -> Path:
+    """Write ``pareto.csv`` and ``report.html``; returns the report's path."""
+    knobs = job.pipeline.knobs
+    rows = [_row(r, reference, knobs) for r in sorted(front, key=lambda r: r.metrics.get("final_latency_ratio", r.metrics.get("latency_ms", 0)))]
+    with (out / "pareto.csv.partial").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "pareto.csv.partial").replace(out / "pareto.csv")
+
+    records = store.records()
+    objectives = list(options.objectives)
+    span = options.max_accuracy_drop if options.max_accuracy_drop is not None else DEFAULT_DROP_SPAN
+    curve = hypervolume_curve(records, reference, objectives, span)
+    accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
+    plots = _plots(records, reference, baselines, front, objectives, curve, accuracy_name) if front else []
+    table_rows = [_row(reference, reference, knobs) | {"config": "FP32 reference"}] + [_row(b, reference, knobs) for b in baselines] + rows
+    headers = list(table_rows[0])
+    failed = [r for r in records if r.status != "ok"]
+    fingerprint = job.target.fingerprint()
+    point = reference_point(objectives, span)
+    parts = [
+        f"<h1>SimQ compile: {html.escape(job.name)} for {html.escape(job.target.name)}</h1>",
+        f"<p>Target fingerprint: {html.escape(fingerprint.key())}<br>",
+        f"Objectives: {', '.join(objectives)} · algorithm {options.algorithm} · seed {options.seed} · "
+        f"{len([r for r in records if r.kind == 'candidate'])} candidates validated (population {options.population}) · "
+        f"latency {options.latency} · {accuracy_name} by {html.escape(type(job.evaluator).__name__) if job.evaluator else 'none'}"
+        + (f" · at most {options.max_accuracy_drop} points below FP32" if options.max_accuracy_drop is not None else "")
+        + (f" · at most {options.max_latency_ms} ms" if options.max_latency_ms is not None else "")
+        + "</p>",
+        "<p>Latency: the Pareto set, the FP32 reference and the baselines re-measured in one interleaved pass "
+        "(ratios are medians of per-round ratios to FP32). Accuracy: search values on the search split; "
+        "<code>accuracy</code> is the final split where there is one.</p>",
+        f"<p>Hypervolume reference point ({', '.join(objectives)}): {', '.join(f'{v:g}' for v in point)} "
+        "(accuracy as points below FP32, latency and size as ratios to FP32). "
+        f"Final hypervolume {curve[-1] if curve else 0:.4f}.</p>",
+        "<table border=1 cellpadding=3 style='border-collapse:collapse;font-size:13px'><tr>"
+        + "".join(f"<th>{h}</th>" for h in headers) + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape('' if row[h] is None else str(row[h]))}</td>" for h in headers) + "</tr>" for row in table_rows)
+        + "</table>",
+    ]  # fmt: skip
+    for title, png in plots:
+        parts.append(f"<h3>{html.escape(title)}</h3><img src='data:image/png;base64,{png}'>")
+    if failed:
+        parts.append(f"<h3>{len(failed)} failed evaluations</h3><ul>" + "".join(f"<li>#{r.id}: {html.escape(r.error or '')}</li>" for r in failed[:50]) + "</ul>")
+    report = out / "report.html"
+    (out / "report.html.partial").write_text("<!doctype html><meta charset='utf-8'><title>SimQ report</title><body style='font-family:sans-serif'>" + "\n".join(parts))
+    (out / "report.html.partial").replace(report)
+    return report

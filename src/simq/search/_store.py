@@ -1,0 +1,182 @@
+"""The result store: one SQLite database per compile run, one committed row per evaluation.
+
+A killed run loses nothing it finished: every candidate is committed as it completes, and a
+resumed run finds it by its config. Latency measurements are keyed by the candidate model's
+hash and the target fingerprint, so an identical model is never measured twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simq.errors import InvalidArgumentError, OutputError
+
+__all__ = ["Record", "Store", "config_key"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    config_key TEXT UNIQUE NOT NULL,
+    config TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    metrics TEXT NOT NULL,
+    predicted TEXT NOT NULL,
+    model_hash TEXT,
+    fingerprint TEXT NOT NULL,
+    artifact TEXT,
+    seconds REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    model_hash TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    latency_ratio REAL NOT NULL,
+    latency_ms REAL NOT NULL,
+    PRIMARY KEY (model_hash, fingerprint)
+);
+"""
+
+
+def config_key(config: Mapping[str, Hashable]) -> str:
+    """A canonical string for a config (knob order does not matter)."""
+    return json.dumps(dict(sorted(config.items())), separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One evaluated candidate.
+
+    Attributes:
+        kind: ``"reference"`` (the FP32 model), ``"baseline"`` (an off-the-shelf recipe) or
+            ``"candidate"`` (a searched config).
+        status: ``"ok"``, or ``"error"`` with `error` saying why.
+        metrics: Measured values: the evaluator's score, ``latency_ratio`` to the reference,
+            ``latency_ms``, ``size_bytes``.
+        predicted: What the predictors said before it was validated (LINAS), if anything.
+    """
+
+    id: int
+    config: dict[str, Any]
+    kind: str
+    status: str
+    error: str | None
+    metrics: dict[str, float]
+    predicted: dict[str, float]
+    model_hash: str | None
+    fingerprint: str
+    artifact: str | None
+    seconds: float
+
+
+class Store:
+    """Results of one compile run in ``DIR/simq.sqlite``."""
+
+    FILENAME = "simq.sqlite"
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(path)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise OutputError(f"cannot open the result store {path}: {e}") from None
+        self.path = path
+
+    def close(self) -> None:
+        self._db.close()
+
+    # run settings: what the store was created for, checked on resume
+
+    def settings(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM run")}
+
+    def bind(self, settings: Mapping[str, Any], resume: bool) -> None:
+        """Record the run's settings, or check that a resumed run has the same ones.
+
+        Raises:
+            InvalidArgumentError: The store holds another run (without `resume`), or a run
+                with different settings.
+        """
+        saved = self.settings()
+        if saved and not resume:
+            raise InvalidArgumentError(f"{self.path.parent} already holds a compile run; pass --resume to continue it or choose another --out.")
+        if saved:
+            changed = [k for k in settings if k in saved and saved[k] != json.loads(json.dumps(settings[k]))]
+            if changed:
+                detail = ", ".join(f"{k}: {saved[k]!r} then, {settings[k]!r} now" for k in changed)
+                raise InvalidArgumentError(f"cannot resume: the run in {self.path.parent} was started with other settings ({detail}).")
+            return
+        with self._db:
+            self._db.executemany("INSERT INTO run VALUES (?, ?)", [(k, json.dumps(v)) for k, v in settings.items()])
+
+    # candidates
+
+    def find(self, config: Mapping[str, Hashable]) -> Record | None:
+        row = self._db.execute("SELECT * FROM candidates WHERE config_key = ?", (config_key(config),)).fetchone()
+        return self._record(row) if row else None
+
+    def add(
+        self,
+        config: Mapping[str, Hashable],
+        *,
+        kind: str,
+        metrics: Mapping[str, float],
+        fingerprint: str,
+        seconds: float,
+        predicted: Mapping[str, float] | None = None,
+        model_hash: str | None = None,
+        error: str | None = None,
+    ) -> Record:
+        """Commit one evaluated candidate (or its failure) and return it."""
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO candidates (config_key, config, kind, status, error, metrics, predicted, model_hash, fingerprint, seconds)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    config_key(config), json.dumps(dict(config)), kind, "error" if error else "ok", error,
+                    json.dumps(dict(metrics)), json.dumps(dict(predicted or {})), model_hash, fingerprint, seconds,
+                ),
+            )  # fmt: skip
+        return self.get(cursor.lastrowid)
+
+    def get(self, record_id: int) -> Record:
+        row = self._db.execute("SELECT * FROM candidates WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise KeyError(record_id)
+        return self._record(row)
+
+    def records(self, kind: str | None = None) -> list[Record]:
+        query, args = ("SELECT * FROM candidates ORDER BY id", ()) if kind is None else ("SELECT * FROM candidates WHERE kind = ? ORDER BY id", (kind,))
+        return [self._record(row) for row in self._db.execute(query, args)]
+
+    def set_artifact(self, record_id: int, artifact: str | None, metrics: Mapping[str, float]) -> None:
+        """Where a Pareto candidate's artifact was written, and its final (re-measured) metrics."""
+        record = self.get(record_id)
+        with self._db:
+            self._db.execute(
+                "UPDATE candidates SET artifact = ?, metrics = ? WHERE id = ?",
+                (artifact, json.dumps({**record.metrics, **metrics}), record_id),
+            )
+
+    # measurements
+
+    def measurement(self, model_hash: str, fingerprint: str) -> tuple[float, float] | None:
+        row = self._db.execute(
+            "SELECT latency_ratio, latency_ms FROM measurements WHERE model_hash = ? AND fingerprint = ?", (model_hash, fingerprint)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def add_measurement(self, model_hash: str, fingerprint: str, latency_ratio: float, latency_ms: float) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)", (model_hash, fingerprint, latency_ratio, latency_ms))
+
+    @staticmethod
+    def _record(row: tuple) -> Record:
+        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds) = row
+        return Record(id_, json.loads(config), kind, status, error, json.loads(metrics), json.loads(predicted), model_hash, fingerprint, artifact, seconds)
