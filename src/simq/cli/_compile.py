@@ -174,12 +174,12 @@ def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator)
     rows = [(result.reference, "FP32")] + [(b, b.config["baseline"]) for b in result.baselines] + [(r, None) for r in result.pareto if r.kind != "reference"]
     reference_size = result.reference.metrics["size_bytes"]
     for record, label in rows:
-        m = record.metrics
-        accuracy = m.get("final_accuracy", m.get("accuracy"))
+        m, f = record.metrics, record.final
+        accuracy = f.get("accuracy", m.get("accuracy"))
         table.add_row(
             str(record.id), "" if accuracy is None else f"{accuracy:.2f}",
-            f"{m.get('final_latency_ms', m.get('latency_ms', float('nan'))):.2f}",
-            f"{m.get('final_latency_ratio', m.get('latency_ratio', float('nan'))):.2f}",
+            f"{f.get('latency_ms', m.get('latency_ms', float('nan'))):.2f}",
+            f"{f.get('latency_ratio', m.get('latency_ratio', float('nan'))):.2f}",
             f"{m['size_bytes'] / 1e6:.1f} ({m['size_bytes'] / reference_size:.2f}x)",
             label or describe(record.config, pipeline.knobs),
         )  # fmt: skip

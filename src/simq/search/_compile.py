@@ -304,17 +304,18 @@ class _Compiler:
             runners = {i: self.job.target.runner(a, self.job.feed) for i, a in artifacts.items()}
             times = interleave(runners, _ROUNDS, _PER_ROUND)
             for i in artifacts:
-                final[i]["final_latency_ms"] = statistics.median(times[i])
-                final[i]["final_latency_ratio"] = paired_ratio(times[i], times[reference.id], _PER_ROUND)
+                final[i]["latency_ms"] = statistics.median(times[i])
+                final[i]["latency_ratio"] = paired_ratio(times[i], times[reference.id], _PER_ROUND)
             del runners
         if self.job.final_evaluator is not None:
             for i, a in artifacts.items():
-                final[i]["final_accuracy"] = self.job.final_evaluator.evaluate(a.onnx)
+                final[i]["accuracy"] = self.job.final_evaluator.evaluate(a.onnx)
         for record in front:
             manifest = {
                 "id": record.id, "model": self.job.name, "target": self.job.target.name,
                 "fingerprint": asdict(self.job.target.fingerprint()), "config": record.config,
-                "metrics": {**record.metrics, **final[record.id]}, "reference": {**reference.metrics, **final[reference.id]},
+                "metrics": record.metrics, "final": final[record.id],
+                "reference": {"metrics": reference.metrics, "final": final[reference.id]},
                 "model_hash": _model_hash(artifacts[record.id].onnx),
                 "files": [str(f.relative_to(staging / str(record.id))) for f in artifacts[record.id].files],
             }  # fmt: skip
@@ -326,7 +327,7 @@ class _Compiler:
         staging.rename(pareto)
         shutil.rmtree(old, ignore_errors=True)
         for i, metrics in final.items():
-            self.store.set_artifact(i, str(pareto / str(i)) if i in {r.id for r in front} else None, metrics)
+            self.store.set_final(i, str(pareto / str(i)) if i in {r.id for r in front} else None, metrics)
 
 
 def minimised(record: Record, reference: Record) -> dict[str, float]:

@@ -46,16 +46,19 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
 
 
 def _normalised(record: Record, reference: Record, objectives: Sequence[str], final: bool = False) -> np.ndarray | None:
-    """(accuracy drop in points, latency ratio, size ratio), restricted to `objectives`."""
+    """(accuracy drop in points, latency ratio, size ratio), restricted to `objectives`.
+
+    With `final`, the end-of-run values where both the record and the reference have them.
+    """
     if record.status != "ok":
         return None
     m, r = record.metrics, reference.metrics
+    f, rf = (record.final, reference.final) if final else ({}, {})
     values = {"size": m["size_bytes"] / r["size_bytes"]}
     if "accuracy" in m:
-        key = "final_accuracy" if final and "final_accuracy" in m and "final_accuracy" in r else "accuracy"
-        values["accuracy"] = r[key] - m[key]
-    if final and "final_latency_ratio" in m:
-        values["latency"] = m["final_latency_ratio"]
+        values["accuracy"] = rf["accuracy"] - f["accuracy"] if "accuracy" in f and "accuracy" in rf else r["accuracy"] - m["accuracy"]
+    if "latency_ratio" in f:
+        values["latency"] = f["latency_ratio"]
     elif "latency_ratio" in m:
         values["latency"] = m["latency_ratio"]
     elif "latency_ms" in m:
@@ -126,22 +129,24 @@ def _plots(records, reference, baselines, front, objectives, curve, accuracy_nam
 
 
 def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
-    m, r = record.metrics, reference.metrics
+    """One table row: end-of-run values where there are some, else the search's."""
+    m, f, r, rf = record.metrics, record.final, reference.metrics, reference.final
+    final_accuracy = "accuracy" in f and "accuracy" in rf
+    accuracy = f["accuracy"] if final_accuracy else m.get("accuracy")
+    reference_accuracy = rf["accuracy"] if final_accuracy else r.get("accuracy")
+    latency_ratio = f.get("latency_ratio", m.get("latency_ratio"))
 
-    def pick(final: str, searched: str):
-        return m.get(final, m.get(searched))
+    def rounded(value, digits):
+        return None if value is None else round(value, digits)
 
-    accuracy = pick("final_accuracy", "accuracy")
-    reference_accuracy = r.get("final_accuracy", r.get("accuracy")) if "final_accuracy" in m else r.get("accuracy")
-    latency_ratio = m.get("final_latency_ratio", m.get("latency_ratio"))
     return {
         "id": record.id,
         "kind": record.kind,
-        "accuracy": None if accuracy is None else round(accuracy, 3),
+        "accuracy": rounded(accuracy, 3),
         "accuracy_drop": None if accuracy is None or reference_accuracy is None else round(reference_accuracy - accuracy, 3),
-        "search_accuracy": None if m.get("accuracy") is None else round(m["accuracy"], 3),
-        "latency_ms": round(pick("final_latency_ms", "latency_ms"), 3),
-        "latency_ratio": None if latency_ratio is None else round(latency_ratio, 4),
+        "search_accuracy": rounded(m.get("accuracy"), 3),
+        "latency_ms": rounded(f.get("latency_ms", m.get("latency_ms")), 3),
+        "latency_ratio": rounded(latency_ratio, 4),
         "size_mb": round(m["size_bytes"] / 1e6, 3),
         "size_ratio": round(m["size_bytes"] / r["size_bytes"], 4),
         "config": describe(record.config, knobs),
@@ -152,7 +157,7 @@ def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
 def write_report(out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal) -> Path:
     """Write ``pareto.csv`` and ``report.html``; returns the report's path."""
     knobs = job.pipeline.knobs
-    rows = [_row(r, reference, knobs) for r in sorted(front, key=lambda r: r.metrics.get("final_latency_ratio", r.metrics.get("latency_ms", 0)))]
+    rows = sorted((_row(r, reference, knobs) for r in front), key=lambda row: row["latency_ratio"] or row["latency_ms"])
     with (out / "pareto.csv.partial").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     model_hash TEXT,
     fingerprint TEXT NOT NULL,
     artifact TEXT,
-    seconds REAL NOT NULL
+    seconds REAL NOT NULL,
+    final TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS measurements (
     model_hash TEXT NOT NULL,
@@ -60,6 +61,9 @@ class Record:
         metrics: Measured values: the evaluator's score, ``latency_ratio`` to the reference,
             ``latency_ms``, ``size_bytes``.
         predicted: What the predictors said before it was validated (LINAS), if anything.
+        final: The end-of-run values for the Pareto set, the reference and the baselines:
+            ``latency_ms``/``latency_ratio`` from the one interleaved pass, and
+            ``accuracy`` on the final split.
     """
 
     id: int
@@ -73,6 +77,7 @@ class Record:
     fingerprint: str
     artifact: str | None
     seconds: float
+    final: dict[str, float]
 
 
 class Store:
@@ -155,14 +160,10 @@ class Store:
         query, args = ("SELECT * FROM candidates ORDER BY id", ()) if kind is None else ("SELECT * FROM candidates WHERE kind = ? ORDER BY id", (kind,))
         return [self._record(row) for row in self._db.execute(query, args)]
 
-    def set_artifact(self, record_id: int, artifact: str | None, metrics: Mapping[str, float]) -> None:
-        """Where a Pareto candidate's artifact was written, and its final (re-measured) metrics."""
-        record = self.get(record_id)
+    def set_final(self, record_id: int, artifact: str | None, final: Mapping[str, float]) -> None:
+        """Where a Pareto candidate's artifact was written, and its end-of-run values."""
         with self._db:
-            self._db.execute(
-                "UPDATE candidates SET artifact = ?, metrics = ? WHERE id = ?",
-                (artifact, json.dumps({**record.metrics, **metrics}), record_id),
-            )
+            self._db.execute("UPDATE candidates SET artifact = ?, final = ? WHERE id = ?", (artifact, json.dumps(dict(final)), record_id))
 
     # measurements
 
@@ -178,5 +179,8 @@ class Store:
 
     @staticmethod
     def _record(row: tuple) -> Record:
-        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds) = row
-        return Record(id_, json.loads(config), kind, status, error, json.loads(metrics), json.loads(predicted), model_hash, fingerprint, artifact, seconds)
+        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds, final) = row
+        return Record(
+            id_, json.loads(config), kind, status, error, json.loads(metrics), json.loads(predicted), model_hash,
+            fingerprint, artifact, seconds, json.loads(final),
+        )  # fmt: skip

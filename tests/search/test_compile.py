@@ -1,0 +1,165 @@
+"""`simq compile` end to end on tiny zoo models: artifacts, manifests, resume, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+from simq.cli import main
+from simq.eval import AccuracyEvaluator
+from simq.search import Store
+
+MODEL = "zoo:digits-cnn"
+
+
+def _args(zoo, out: Path, *extra: str) -> list[str]:
+    return ["compile", MODEL, "--cache-dir", str(zoo.cache_dir), "--out", str(out), "--population", "3", *extra]
+
+
+def _candidates(out: Path) -> list[tuple]:
+    with sqlite3.connect(out / Store.FILENAME) as db:
+        return db.execute("SELECT id, config_key, metrics, seconds FROM candidates WHERE kind = 'candidate' ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def compiled(zoo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compile")
+    assert main(_args(zoo, out, "--budget", "6")) == 0
+    return out
+
+
+def test_pareto_artifacts_load_and_their_manifests_match_a_re_evaluation(zoo, compiled):
+    folders = sorted(p for p in (compiled / "pareto").iterdir())
+    assert folders and (compiled / "report.html").stat().st_size > 10_000
+    rows = (compiled / "pareto.csv").read_text().splitlines()
+    assert len(rows) == len(folders) + 1
+    test = zoo.data("digits-cnn", "test")
+    evaluator = AccuracyEvaluator(test.inputs, test.labels)
+    for folder in folders:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        onnx_file = folder / "model.onnx"
+        ort.InferenceSession(str(onnx_file))  # loads
+        assert manifest["final"]["accuracy"] == pytest.approx(evaluator.evaluate(onnx_file))
+        assert manifest["metrics"]["size_bytes"] == onnx_file.stat().st_size
+        assert manifest["fingerprint"]["target"] == "ort-cpu" and manifest["config"]
+    assert len(_candidates(compiled)) == 6
+
+
+def test_the_same_output_folder_needs_resume_and_the_same_settings(zoo, compiled, capsys):
+    assert main(_args(zoo, compiled, "--budget", "6")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(_args(zoo, compiled, "--budget", "6", "--resume", "--seed", "5")) == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_resume_after_completion_repeats_nothing_and_extends_the_budget(zoo, compiled):
+    before = _candidates(compiled)
+    assert main(_args(zoo, compiled, "--budget", "8", "--resume")) == 0
+    after = _candidates(compiled)
+    assert after[: len(before)] == before and len(after) == 8
+
+
+_COUNTING_EVALUATOR = """
+import hashlib, os, onnxruntime as ort, numpy as np
+from sklearn.datasets import load_digits
+
+def score(path):
+    with open(os.environ["SIMQ_TEST_LOG"], "a") as log:
+        log.write(hashlib.sha256(open(path, "rb").read()).hexdigest() + "\\n")
+    digits = load_digits()
+    x = (digits.images[:200] / 16.0).astype(np.float32)[:, None]
+    session = ort.InferenceSession(path)
+    return float((session.run(None, {session.get_inputs()[0].name: x})[0].argmax(1) == digits.target[:200]).mean() * 100)
+
+calls = 0
+
+def flaky(path):
+    global calls
+    calls += 1
+    if calls > 1 and calls % 2 == 0:
+        raise RuntimeError("this candidate could not be scored")
+    return 1.0
+
+def broken(path):
+    raise RuntimeError("no data here")
+"""
+
+
+@pytest.fixture
+def evaluator_module(tmp_path, monkeypatch):
+    (tmp_path / "user_eval.py").write_text(textwrap.dedent(_COUNTING_EVALUATOR))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_an_evaluation(zoo, tmp_path, evaluator_module):
+    out, log = tmp_path / "run", tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": str(evaluator_module), "SIMQ_TEST_LOG": str(log)}
+    args = _args(zoo, out, "--budget", "10", "--evaluator", "user_eval:score", "--objectives", "accuracy,size")
+    process = subprocess.Popen([sys.executable, "-m", "simq", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / Store.FILENAME).exists() and len(_candidates(out)) >= 4:
+            break
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    finished = _candidates(out)
+    assert 4 <= len(finished) < 10, "the run should have been killed mid-search"
+    resumed = subprocess.run([sys.executable, "-m", "simq", *args, "--resume"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    final = _candidates(out)
+    assert final[: len(finished)] == finished and len(final) == 10
+    hashes = log.read_text().split()
+    # Every model was scored once, except the reference and the Pareto set, scored again at the end.
+    search_calls = hashes[: len(hashes) - len(list((out / "pareto").iterdir()))]
+    assert len(search_calls) == len(set(search_calls))
+
+
+def test_an_evaluator_error_on_one_candidate_is_recorded_not_fatal(zoo, tmp_path, evaluator_module):
+    out = tmp_path / "flaky"
+    assert main(_args(zoo, out, "--budget", "4", "--evaluator", "user_eval:flaky", "--no-prune")) == 0
+    with sqlite3.connect(out / Store.FILENAME) as db:
+        errors = db.execute("SELECT error FROM candidates WHERE status = 'error'").fetchall()
+    assert errors and all("could not be scored" in e[0] for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--objectives", "accuracy,speed"], "unknown objective 'speed'"),
+        (["--budget", "0"], "--budget must be at least 1"),
+        (["--evaluator", "user_eval:broken"], "FP32 model cannot be evaluated"),
+        (["--evaluator", "no_such_module:f"], "cannot import evaluator module"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(zoo, tmp_path, evaluator_module, capsys, extra, message):
+    assert main(_args(zoo, tmp_path / "out", "--budget", "2", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_unwritable_output_is_a_clear_error(zoo, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(_args(zoo, blocker / "out", "--budget", "2")) == 2
+    assert "cannot write to" in capsys.readouterr().err
+
+
+def test_the_same_seed_gives_the_same_pareto_set_with_predicted_latency(zoo, tmp_path):
+    cost_model = tmp_path / "costmodel"
+    sets = []
+    for run in ("a", "b"):
+        args = _args(zoo, tmp_path / run, "--budget", "8", "--latency", "predicted", "--cost-model", str(cost_model), "--cost-model-samples", "6")
+        assert main(args) == 0
+        sets.append(sorted(json.loads((p / "manifest.json").read_text())["config"].__repr__() for p in (tmp_path / run / "pareto").iterdir()))
+    assert sets[0] == sets[1] and (cost_model / "costmodel.json").exists()
