@@ -160,7 +160,7 @@ class _progress:
         return self.bar.__exit__(*exc)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        labels = {"search": "validating candidates", "final": "re-measuring the Pareto set", "cost model": "measuring the cost model's samples"}
+        labels = {"search": "validating candidates", "final": "Pareto set: lowering, timing, scoring", "cost model": "measuring the cost model's samples"}
         if phase not in self.tasks:
             self.tasks[phase] = self.bar.add_task(labels.get(phase, phase), total=total)
         self.bar.update(self.tasks[phase], completed=done, total=total)

@@ -18,7 +18,6 @@ from pymoo.core.problem import Problem
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
-from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.optimize import minimize
 from pymoo.problems.static import StaticProblem
 
@@ -54,10 +53,10 @@ class Goal:
         return np.stack([m[:, i] - bound for i, bound in self.limits.items()], axis=1)
 
 
-def _nsga2(space: SearchSpace, pop_size: int) -> NSGA2:
+def _nsga2(space: SearchSpace, pop_size: int, seed: int) -> NSGA2:
     return NSGA2(
         pop_size=pop_size,
-        sampling=IntegerRandomSampling(),
+        sampling=space.pymoo_sampling(seed),
         crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
         mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
         repair=space.pymoo_repair(),
@@ -87,7 +86,7 @@ class Nsga2:
 
     def __init__(self, space: SearchSpace, goal: Goal, batch: int, seed: int) -> None:
         self.goal, self.problem = goal, _problem(space, goal)
-        self.algorithm = _nsga2(space, batch)
+        self.algorithm = _nsga2(space, batch, seed)
         self.algorithm.setup(self.problem, seed=seed, termination=("n_gen", 10**9))
         self._asked = None
 
@@ -144,13 +143,11 @@ class Linas:
         x = np.array([self.x[i] for i in valid])
         m = np.array([self.m[i] for i in valid])
         predictors = [self._fit(x, m[:, j]) for j in range(m.shape[1])]
-        result = minimize(
-            _Predicted(self.space, self.goal, predictors),
-            _nsga2(self.space, self.inner_population),
-            ("n_gen", self.generations),
-            seed=self.seed * 1000 + self.iteration,
-            verbose=False,
-        )
+        seed = self.seed * 1000 + self.iteration
+        inner = _nsga2(self.space, self.inner_population, seed)
+        # Start from everything validated (the real front among it) plus fresh samples.
+        inner.initialization.sampling = np.vstack([x, self.space.sample(self.rng, self.inner_population)]).astype(float)
+        result = minimize(_Predicted(self.space, self.goal, predictors), inner, ("n_gen", self.generations), seed=seed, verbose=False)
         seen = {self.space.key(v) for v in self.x}
         chosen, keys = [], set()
         # The final population is sorted by rank and crowding: take the best new ones.
@@ -172,11 +169,22 @@ class Linas:
     def _fit(self, x: np.ndarray, y: np.ndarray):
         from catboost import CatBoostRegressor
 
+        if np.ptp(y) == 0:  # catboost refuses a constant target; so would any regressor
+            return _Constant(float(y[0]))
+
         model = CatBoostRegressor(
             iterations=300, depth=4, learning_rate=0.08, random_seed=self.seed, verbose=False,
             thread_count=1, allow_writing_files=False,
         )  # fmt: skip
         return model.fit(x, y)
+
+
+class _Constant:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.full(len(x), self.value)
 
 
 ALGORITHMS = {"random": RandomSearch, "nsga2": Nsga2, "linas": Linas}

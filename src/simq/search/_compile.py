@@ -293,12 +293,20 @@ class _Compiler:
         builders: dict[int, Callable[[], ir.Model]] = {reference.id: lambda: self.job.model}
         builders.update({r.id: (lambda c=r.config: self.job.pipeline.build(c)) for r in front})
         builders.update({r.id: self.job.baselines[r.config["baseline"]] for r in baselines})
+        steps = len(builders) * (2 if self.job.final_evaluator is not None else 1) + 1
+        done = 0
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            self.progress("final", done, steps)
+
+        self.progress("final", 0, steps)
         artifacts = {}
-        for done, (record_id, build) in enumerate(builders.items()):
-            self.progress("final", done, len(builders))
+        for record_id, build in builders.items():
             folder = staging / str(record_id) if record_id in {r.id for r in front} else self.work / f"final-{record_id}"
             artifacts[record_id] = self.job.target.lower(build(), folder)
-        self.progress("final", len(builders), len(builders))
+            step()
         final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
         if self.options.latency == "measured":
             runners = {i: self.job.target.runner(a, self.job.feed) for i, a in artifacts.items()}
@@ -307,9 +315,11 @@ class _Compiler:
                 final[i]["latency_ms"] = statistics.median(times[i])
                 final[i]["latency_ratio"] = paired_ratio(times[i], times[reference.id], _PER_ROUND)
             del runners
+        step()
         if self.job.final_evaluator is not None:
             for i, a in artifacts.items():
                 final[i]["accuracy"] = self.job.final_evaluator.evaluate(a.onnx)
+                step()
         for record in front:
             manifest = {
                 "id": record.id, "model": self.job.name, "target": self.job.target.name,

@@ -6,6 +6,7 @@ from collections.abc import Hashable, Mapping
 
 import numpy as np
 from pymoo.core.repair import Repair
+from pymoo.core.sampling import Sampling
 
 from simq.passes import Pipeline
 from simq.search._store import config_key
@@ -44,14 +45,36 @@ class SearchSpace:
         return config_key(self.decode(x))
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """`count` uniformly random vectors, repaired."""
-        return np.array([self.repair(rng.integers(0, self.upper + 1)) for _ in range(count)])
+        """`count` random vectors, repaired, spread from light to heavy compression.
+
+        Drawing every knob uniformly would change half of them in every candidate (drop half
+        the layers, ...), so nearly all samples would be heavily compressed and alike. Instead
+        each candidate draws a share p ~ U(0, 1) and moves each knob away from its default
+        with probability p, to a uniformly random value of its domain.
+        """
+        defaults = self.encode({})
+        rows = []
+        for _ in range(count):
+            share = rng.uniform()
+            moved = rng.uniform(size=self.size) < share
+            rows.append(self.repair(np.where(moved, rng.integers(0, self.upper + 1), defaults)))
+        return np.array(rows)
+
+    def pymoo_sampling(self, seed: int) -> Sampling:
+        """`sample` as pymoo's initial population."""
+        space, rng = self, np.random.default_rng(seed)
+
+        class _SpaceSampling(Sampling):
+            def _do(self, problem, n_samples, **kwargs):
+                return space.sample(rng, n_samples).astype(float)
+
+        return _SpaceSampling()
 
     def pymoo_repair(self) -> Repair:
         space = self
 
         class _SpaceRepair(Repair):
-            def _do(self, problem, X, **kwargs):  # noqa: N803 (pymoo's name)
+            def _do(self, problem, X, **kwargs):
                 return np.array([space.repair(x) for x in X], dtype=float)
 
         return _SpaceRepair()

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import simq.ir as sir
+from simq.errors import InvalidConfigError
+from simq.passes import Pipeline, defaults
+from simq.passes.prune import collect_stats
+from simq.passes.quant import calibrate
+
+
+def _pipeline(zoo, name: str) -> tuple[Pipeline, dict]:
+    model = sir.load(f"zoo:{name}", zoo=zoo)
+    structure = sir.analyze(model, dict(zoo.entry(name).signature))
+    batches = [x for x, _ in zoo.data(name, "calibration").batches(16)][:2]
+    pipeline = Pipeline(model, structure, calibration=calibrate(model, structure, batches), stats=collect_stats(model, structure, batches))
+    return pipeline, batches[0]
+
+
+def _run(model: ir.Model, feed: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, feed)
+
+
+@pytest.fixture(scope="module")
+def bert(zoo):
+    return _pipeline(zoo, "bert-tiny")
+
+
+def test_knobs_are_the_passes_knobs_and_defaults_build_the_same_model(bert):
+    pipeline, feed = bert
+    kinds = {k.name.split(".")[0] for k in pipeline.knobs}
+    assert kinds == {"heads", "ffn", "depth", "quant"}
+    reference = _run(pipeline.model, feed)
+    rebuilt = _run(pipeline.build(defaults(pipeline.knobs)), feed)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, rebuilt))
+
+
+def test_repair_resets_what_a_dropped_layer_makes_moot(bert):
+    pipeline, feed = bert
+    layer = pipeline.structure.layers[1]
+    block = next(b for b in pipeline.structure.removable_blocks if b.layer == layer.index)
+    out_node = f"quant.{layer.attention.out.node}"
+    config = {f"depth.{block.index}": True, f"heads.{layer.index}": 1, f"ffn.{layer.index}": layer.ffn.width // 8, out_node: "int8"}
+    repaired = pipeline.repair(config)
+    assert repaired[f"heads.{layer.index}"] == layer.attention.num_heads
+    assert repaired[f"ffn.{layer.index}"] == layer.ffn.width
+    assert repaired[out_node] == "fp32"
+    # The repaired and the unrepaired config build the same model.
+    a, b = _run(pipeline.build(config), feed), _run(pipeline.build(repaired), feed)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(InvalidConfigError, match="unknown knob"):
+        pipeline.repair({"heads.99": 1})
+
+
+def test_int4_falls_back_to_int8_when_pruning_leaves_no_whole_block(zoo):
+    pipeline, feed = _pipeline(zoo, "digits-vit")
+    smallest = {k.name: k.domain[0] for k in pipeline.knobs if k.name.split(".")[0] in ("heads", "ffn")}
+    int4 = {k.name: "int4w" for k in pipeline.knobs if "int4w" in k.domain}
+    assert int4, "digits-vit should offer INT4 weights"
+    repaired = pipeline.repair({**smallest, **int4})
+    assert any(repaired[name] == "int8" for name in int4), "some input width should stop being a multiple of the INT4 block"
+    outputs = _run(pipeline.build({**smallest, **int4}), feed)
+    assert np.isfinite(outputs[0]).all()
