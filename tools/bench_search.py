@@ -7,7 +7,7 @@ the same latency function and the comparison is between algorithms, not between 
 noise. Hypervolume is computed after every validated candidate, over (accuracy drop in points,
 latency / FP32, size / FP32) with reference point (5, 1, 1). Writes docs/SEARCH.md and a plot.
 
-Usage: python tools/bench_search.py [--budget 60] [--seeds 3] [--work DIR]
+Usage: python tools/bench_search.py [--budget 45] [--seeds 3] [--work DIR]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, algorithm: str, seed: int) -> tuple[list[float
         "compile", "zoo:minilm-tweets", "--target", "ort-cpu", "--objectives", ",".join(OBJECTIVES),
         "--budget", str(args.budget), "--population", str(args.population), "--algorithm", algorithm, "--seed", str(seed),
         "--latency", "predicted", "--cost-model", str(args.work / "costmodel"), "--cost-model-samples", str(args.cost_model_samples),
-        "--out", str(out),
+        "--out", str(out), "--no-baselines",
     ]  # fmt: skip
     if args.cache_dir:
         command += ["--cache-dir", str(args.cache_dir)]
@@ -67,8 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=os.environ.get("SIMQ_CACHE_DIR"))
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "search")
-    parser.add_argument("--budget", type=int, default=60)
-    parser.add_argument("--population", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=45)
+    parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cost-model-samples", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "SEARCH.md")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import onnx_ir as ir
 import pytest
 
 import simq.ir as sir
+from simq.cli import main
 from simq.errors import ArtifactError, MissingDependencyError, UnknownTargetError
 from simq.targets import Artifact, Target, TargetRegistry
 
@@ -65,7 +67,7 @@ def test_rejected_artifact_is_a_clear_error(name, tmp_path):
         target.measure(artifact, {"x": np.ones((1, 8), np.float32)}, warmup=0, repeats=1)
 
 
-def test_plugin_target_is_found_through_its_entry_point(tiny, tmp_path, monkeypatch):
+def test_plugin_target_is_found_through_its_entry_point_and_compiled_for(tiny, zoo, tmp_path, monkeypatch):
     site = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
@@ -81,3 +83,8 @@ def test_plugin_target_is_found_through_its_entry_point(tiny, tmp_path, monkeypa
     model, feed = tiny
     artifact = target.lower(model, tmp_path / "out")
     assert target.measure(artifact, feed, warmup=1, repeats=3).repeats == 3
+    out = tmp_path / "compiled"
+    args = ["compile", "zoo:digits-cnn", "--cache-dir", str(zoo.cache_dir), "--target", "edge-cpu", "--budget", "2", "--population", "2", "--out", str(out)]
+    assert main(args) == 0
+    manifests = [json.loads(p.read_text()) for p in out.glob("pareto/*/manifest.json")]
+    assert manifests and all(m["fingerprint"]["target"] == "edge-cpu" and m["fingerprint"]["threads"] == 1 for m in manifests)

@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the ORT dynamic and static INT8 baselines")
     parser.set_defaults(run=run)
 
 
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"{args.model} offers nothing to search: no prunable structure or quantizable node was found.")
     test = _data(loaded, args, "test")
     feed = {k: v[:1] for k, v in test[0].items()} if test is not None else random_feed(model, signature, np.random.default_rng(0))
-    baselines = {} if args.no_quantize else {"ORT dynamic INT8": lambda: ort_dynamic(model), "ORT static INT8": lambda: ort_static(model, batches)}
+    baselines = {} if args.no_quantize or args.no_baselines else {"ORT dynamic INT8": lambda: ort_dynamic(model), "ORT static INT8": lambda: ort_static(model, batches)}
     with tempfile.TemporaryDirectory() as tmp:
         reference = simq_ir.save(model, Path(tmp) / "reference.onnx")
         evaluator, final_evaluator = _evaluators(loaded, args, reference, signature)

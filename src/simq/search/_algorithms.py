@@ -131,6 +131,8 @@ class Linas:
         self.space, self.goal, self.batch, self.seed = space, goal, batch, seed
         self.generations, self.inner_population = generations, inner_population
         self.rng = np.random.default_rng(seed)
+        #: What the predictors said of the candidates of the last ask, by config key (minimisation form).
+        self.predictions: dict[str, dict[str, float]] = {}
         self.x: list[np.ndarray] = []
         self.m: list[np.ndarray] = []
         self.iteration = 0
@@ -158,6 +160,8 @@ class Linas:
                 keys.add(key)
             if len(chosen) == self.batch:
                 break
+        predicted = np.stack([p.predict(np.array(chosen)) for p in predictors], axis=1)
+        self.predictions = {self.space.key(v): dict(zip(self.goal.metrics, map(float, row))) for v, row in zip(chosen, predicted)}
         if len(chosen) < self.batch:  # the predictors agree on too few: explore the rest at random
             chosen.extend(self.space.sample(self.rng, self.batch - len(chosen)))
         return np.array(chosen)

@@ -171,7 +171,9 @@ class _Compiler:
 
     # evaluating one model
 
-    def evaluate(self, model_fn: Callable[[], ir.Model], config: Mapping[str, Hashable], kind: str, predicted=None) -> Record:
+    def evaluate(
+        self, model_fn: Callable[[], ir.Model], config: Mapping[str, Hashable], kind: str, predicted: Mapping[str, float] | None = None
+    ) -> Record:
         """The stored record of `config`, or build, evaluate and commit it now."""
         found = self.store.find(config)
         if found is not None:
@@ -184,13 +186,13 @@ class _Compiler:
             with tempfile.TemporaryDirectory(dir=self.work) as tmp:
                 artifact = self.job.target.lower(model, Path(tmp))
                 model_hash = _model_hash(artifact.onnx)
-                metrics["size_bytes"] = float(sum(f.stat().st_size for f in artifact.files))
+                metrics["size_bytes"] = float(artifact.size_bytes)
                 if self.options.needs_accuracy:
                     metrics["accuracy"] = self.job.evaluator.evaluate(artifact.onnx)
                 metrics.update(self._latency(model, artifact, model_hash))
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # noqa: BLE001 (one candidate's failure, e.g. a user evaluator, is recorded, not fatal)
+        except Exception as e:  # one candidate's failure (e.g. in a user evaluator) is recorded, not fatal
             error = _first_line(e)
             if kind == "reference":
                 raise (e if isinstance(e, SimqError) else SimqError(f"the FP32 model cannot be evaluated: {error}")) from e
@@ -240,7 +242,9 @@ class _Compiler:
                     seen.add(key)
                     validated += 1
                     new += 1
-                record = self.evaluate(lambda c=config: self.job.pipeline.build(c), config, "candidate" if key != config_key(reference.config) else "reference")
+                kind = "candidate" if key != config_key(reference.config) else "reference"
+                predicted = _readable(getattr(algorithm, "predictions", {}).get(key))
+                record = self.evaluate(lambda c=config: self.job.pipeline.build(c), config, kind, predicted)
                 xs.append(x)
                 ms.append(self._metric_vector(record, reference, goal))
                 self.progress("search", validated, o.budget)
@@ -251,7 +255,7 @@ class _Compiler:
 
     def _goal(self, reference: Record) -> Goal:
         o = self.options
-        metrics = list(OBJECTIVES[name] for name in o.objectives)
+        metrics = [OBJECTIVES[name] for name in o.objectives]
         limits: dict[int, float] = {}
         if o.max_accuracy_drop is not None:
             if "accuracy" not in metrics:
@@ -338,6 +342,13 @@ class _Compiler:
         shutil.rmtree(old, ignore_errors=True)
         for i, metrics in final.items():
             self.store.set_final(i, str(pareto / str(i)) if i in {r.id for r in front} else None, metrics)
+
+
+def _readable(predicted: Mapping[str, float] | None) -> dict[str, float] | None:
+    """Predictions in minimisation form, with accuracy turned back into a score."""
+    if not predicted:
+        return None
+    return {name: -value if name == "accuracy" else value for name, value in predicted.items()}
 
 
 def minimised(record: Record, reference: Record) -> dict[str, float]:

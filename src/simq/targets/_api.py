@@ -41,6 +41,11 @@ class Artifact:
     onnx: Path
     files: tuple[Path, ...] = field(default=())
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of what the runtime loads: the ONNX it came from counts only if it is loaded itself."""
+        return sum(f.stat().st_size for f in self.files if f != self.onnx or f == self.path)
+
 
 @dataclass(frozen=True)
 class LatencyStats:
