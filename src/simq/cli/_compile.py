@@ -180,7 +180,7 @@ def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator)
         table.add_row(
             str(record.id), "" if accuracy is None else f"{accuracy:.2f}",
             f"{f.get('latency_ms', m.get('latency_ms', float('nan'))):.2f}",
-            f"{f.get('latency_ratio', m.get('latency_ratio', float('nan'))):.2f}",
+            f"{f.get('latency_ratio', m.get('latency_ratio', m['latency_ms'] / result.reference.metrics['latency_ms'])):.2f}",
             f"{m['size_bytes'] / 1e6:.1f} ({m['size_bytes'] / reference_size:.2f}x)",
             label or describe(record.config, pipeline.knobs),
         )  # fmt: skip

@@ -134,7 +134,7 @@ def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
     final_accuracy = "accuracy" in f and "accuracy" in rf
     accuracy = f["accuracy"] if final_accuracy else m.get("accuracy")
     reference_accuracy = rf["accuracy"] if final_accuracy else r.get("accuracy")
-    latency_ratio = f.get("latency_ratio", m.get("latency_ratio"))
+    latency_ratio = f.get("latency_ratio", m.get("latency_ratio", m["latency_ms"] / r["latency_ms"]))
 
     def rounded(value, digits):
         return None if value is None else round(value, digits)
@@ -164,7 +164,7 @@ def _html_table(rows: list[dict[str, object]]) -> str:
 def write_report(out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal) -> Path:
     """Write ``pareto.csv`` and ``report.html``; returns the report's path."""
     knobs = job.pipeline.knobs
-    rows = sorted((_row(r, reference, knobs) for r in front), key=lambda row: row["latency_ratio"] or row["latency_ms"])
+    rows = sorted((_row(r, reference, knobs) for r in front), key=lambda row: row["latency_ratio"])
     with (out / "pareto.csv.partial").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
