@@ -119,10 +119,11 @@ class _Predicted(Problem):
 class Linas:
     """LINAS: NSGA-II guided by lightly trained predictors.
 
-    The first batch is random. After that, each ask trains one catboost regressor per tracked
-    metric on every validated candidate, runs NSGA-II on the predictors for `generations`
-    generations (`inner_population` each), and returns the predicted front's best `batch`
-    candidates not validated yet.
+    Until four candidates are validated it asks for random ones (`SearchSpace.sample`). After
+    that, each ask trains one catboost regressor per tracked metric on every validated
+    candidate, runs NSGA-II on the predictors for `generations` generations (`inner_population`
+    each, starting from the validated candidates), and returns the predicted front's best
+    `batch` candidates not validated yet.
     """
 
     def __init__(
@@ -160,8 +161,10 @@ class Linas:
                 keys.add(key)
             if len(chosen) == self.batch:
                 break
-        predicted = np.stack([p.predict(np.array(chosen)) for p in predictors], axis=1)
-        self.predictions = {self.space.key(v): dict(zip(self.goal.metrics, map(float, row))) for v, row in zip(chosen, predicted)}
+        self.predictions = {}
+        if chosen:
+            predicted = np.stack([p.predict(np.array(chosen)) for p in predictors], axis=1)
+            self.predictions = {self.space.key(v): dict(zip(self.goal.metrics, map(float, row))) for v, row in zip(chosen, predicted)}
         if len(chosen) < self.batch:  # the predictors agree on too few: explore the rest at random
             chosen.extend(self.space.sample(self.rng, self.batch - len(chosen)))
         return np.array(chosen)
@@ -173,9 +176,8 @@ class Linas:
     def _fit(self, x: np.ndarray, y: np.ndarray):
         from catboost import CatBoostRegressor
 
-        if np.ptp(y) == 0:  # catboost refuses a constant target; so would any regressor
+        if np.ptp(y) == 0:  # catboost refuses a constant target
             return _Constant(float(y[0]))
-
         model = CatBoostRegressor(
             iterations=300, depth=4, learning_rate=0.08, random_seed=self.seed, verbose=False,
             thread_count=1, allow_writing_files=False,
