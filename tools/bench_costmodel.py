@@ -21,6 +21,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -115,14 +116,16 @@ def measure_model(zoo: Zoo, name: str, count: int, repeats: int, store: Measurem
                 "model": name, "index": index, "repeat": repeat, "config": pipeline.repair(configs[index]),
                 "features": features(candidate, sir.analyze(candidate, signature)),
             }  # fmt: skip
+            folder = Path(tmp) / f"{index}-{repeat}"
             for t, target in targets.items():
-                artifact = target.lower(candidate, Path(tmp) / f"{index}-{repeat}" / t)
+                artifact = target.lower(candidate, folder / t)
                 gc.collect()
                 times = interleaved_calls({"reference": references[t], "candidate": target.runner(artifact, feed)}, ROUNDS, PER_ROUND, rewarm=2)
                 row[t] = {
                     "candidate_ms": statistics.median(times["candidate"]), "reference_ms": statistics.median(times["reference"]),
                     "ratio": paired_ratio(times["candidate"], times["reference"], PER_ROUND),
                 }  # fmt: skip
+            shutil.rmtree(folder)  # a bert-base candidate is ~0.8 GB on disk for both targets
             row["seconds"] = time.perf_counter() - start
             store.add(row)
             progress.advance(task)
@@ -146,6 +149,19 @@ def fit_and_test(train: list[dict], test: list[dict], target: str, fingerprint, 
     fit_seconds = time.perf_counter() - start
     predicted = np.array([p.latency_ms for p in model.predict_many([r["features"] for r in test])])
     return scores(predicted, test_y), fit_seconds
+
+
+def transfer_section(rows: list[list[str]], metric_headers: list[str]) -> str:
+    if not rows:
+        return "The transfer experiment (train on minilm-tweets, test on bert-base) was not run (`--transfer 0`).\n"
+    return f"""## Transfer: trained on one model, tested on another
+
+{table(["trained on", "candidates", "tested on", "candidates", "target", *metric_headers], rows)}
+
+Features are absolute (MACs, bytes, counts), and trees do not extrapolate: a predictor trained on
+a model six times smaller cannot predict latencies outside the range it saw. The within-model
+predictors are what `simq compile` uses (it trains on the candidates it measures).
+"""
 
 
 def fmt(s: dict[str, float]) -> list[str]:
@@ -229,14 +245,7 @@ predictor checked against one measurement; `docs/MEASURE.md` has the spread of a
 
 {table(["model", "target", "pairs", *metric_headers], repeatability)}
 
-## Transfer: trained on one model, tested on another
-
-{table(["trained on", "candidates", "tested on", "candidates", "target", *metric_headers], transfer_rows)}
-
-Features are absolute (MACs, bytes, counts), and trees do not extrapolate: a predictor trained on
-a model six times smaller cannot predict latencies outside the range it saw. The within-model
-predictors are what `simq compile` uses (it trains on the candidates it measures).
-"""
+{transfer_section(transfer_rows, metric_headers)}"""
     args.out.write_text(doc)
     console.print(f"wrote {args.out}")
 
