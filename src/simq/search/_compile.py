@@ -32,13 +32,12 @@ from simq.search._pareto import pareto_front
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
-from simq.targets import CostModel, Target, features, interleave, paired_ratio
+from simq.targets import CostModel, Target, compare, features, interleave, paired_ratio
 
 __all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "compile_model"]
 
 #: Objectives a user may ask for, and the metric each minimises.
 OBJECTIVES = {"accuracy": "accuracy", "latency": "latency_ratio", "size": "size_ratio"}
-_ROUNDS, _PER_ROUND = 5, 4
 
 Progress = Callable[[str, int, int], None]
 
@@ -210,9 +209,8 @@ class _Compiler:
             if self._reference_runner is None:
                 reference = self.job.target.lower(self.job.model, self.work / "reference")
                 self._reference_runner = self.job.target.runner(reference, self.job.feed)
-            times = interleave({"reference": self._reference_runner, "candidate": self.job.target.runner(artifact, self.job.feed)}, _ROUNDS, _PER_ROUND)
-            self._reference_ms.append(statistics.median(times["reference"]))
-            ratio = paired_ratio(times["candidate"], times["reference"], _PER_ROUND)
+            ratio, reference_ms = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
+            self._reference_ms.append(reference_ms)
             cached = (ratio, ratio * statistics.median(self._reference_ms))
             self.store.add_measurement(model_hash, self.fingerprint, *cached)
         return {"latency_ratio": cached[0], "latency_ms": cached[1]}
@@ -314,10 +312,10 @@ class _Compiler:
         final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
         if self.options.latency == "measured":
             runners = {i: self.job.target.runner(a, self.job.feed) for i, a in artifacts.items()}
-            times = interleave(runners, _ROUNDS, _PER_ROUND)
+            times = interleave(runners)
             for i in artifacts:
                 final[i]["latency_ms"] = statistics.median(times[i])
-                final[i]["latency_ratio"] = paired_ratio(times[i], times[reference.id], _PER_ROUND)
+                final[i]["latency_ratio"] = paired_ratio(times[i], times[reference.id])
             del runners
         step()
         if self.job.final_evaluator is not None:

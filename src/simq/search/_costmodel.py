@@ -11,11 +11,9 @@ import numpy as np
 
 from simq.ir import analyze
 from simq.search._space import SearchSpace
-from simq.targets import CostModel, features, interleave, paired_ratio
+from simq.targets import CostModel, compare, features
 
 __all__ = ["train_cost_model"]
-
-_ROUNDS, _PER_ROUND = 5, 4
 
 
 def train_cost_model(job, samples: int, seed: int, progress: Callable[[str, int, int], None] | None = None) -> CostModel:
@@ -32,9 +30,9 @@ def train_cost_model(job, samples: int, seed: int, progress: Callable[[str, int,
             progress("cost model", i, samples)
             model = job.pipeline.build(space.decode(x))
             artifact = target.lower(model, Path(tmp) / str(i))
-            times = interleave({"reference": reference, "candidate": target.runner(artifact, job.feed)}, _ROUNDS, _PER_ROUND)
-            reference_ms.append(statistics.median(times["reference"]))
-            ratios.append(paired_ratio(times["candidate"], times["reference"], _PER_ROUND))
+            ratio, ms = compare(reference, target.runner(artifact, job.feed))
+            ratios.append(ratio)
+            reference_ms.append(ms)
             rows.append(features(model, analyze(model, signature)))
         progress("cost model", samples, samples)
     scale = statistics.median(reference_ms)

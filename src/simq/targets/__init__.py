@@ -4,7 +4,7 @@ from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_
 from simq.targets._costmodel import CostModel, Prediction
 from simq.targets._features import features
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
-from simq.targets._timing import interleave, paired_ratio
+from simq.targets._timing import compare, interleave, paired_ratio
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -16,6 +16,7 @@ __all__ = [
     "Target",
     "TargetInfo",
     "TargetRegistry",
+    "compare",
     "features",
     "interleave",
     "paired_ratio",

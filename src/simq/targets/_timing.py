@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["interleave", "paired_ratio"]
+__all__ = ["PER_ROUND", "ROUNDS", "compare", "interleave", "paired_ratio"]
+
+#: Default protocol: rounds, and timed calls per model per round.
+ROUNDS, PER_ROUND = 5, 4
 
 
 def interleave(
-    calls: Mapping[str, Callable[[], Any]], rounds: int = 5, per_round: int = 4, rewarm: int = 2
+    calls: Mapping[str, Callable[[], Any]], rounds: int = ROUNDS, per_round: int = PER_ROUND, rewarm: int = 2
 ) -> dict[str, list[float]]:
     """Per-call latencies (ms) of every call, measured in interleaved blocks.
 
@@ -37,7 +40,7 @@ def interleave(
     return times
 
 
-def paired_ratio(candidate: Sequence[float], reference: Sequence[float], per_round: int) -> float:
+def paired_ratio(candidate: Sequence[float], reference: Sequence[float], per_round: int = PER_ROUND) -> float:
     """Median over rounds of (candidate's round median / reference's round median).
 
     Pairing each round with its neighbouring block cancels disturbances shorter than a round,
@@ -49,3 +52,9 @@ def paired_ratio(candidate: Sequence[float], reference: Sequence[float], per_rou
         statistics.median(candidate[i : i + per_round]) / statistics.median(reference[i : i + per_round])
         for i in range(0, len(candidate), per_round)
     )
+
+
+def compare(reference: Callable[[], Any], candidate: Callable[[], Any]) -> tuple[float, float]:
+    """Time `candidate` interleaved with `reference`: (paired ratio, reference's median ms)."""
+    times = interleave({"reference": reference, "candidate": candidate})
+    return paired_ratio(times["candidate"], times["reference"]), statistics.median(times["reference"])
