@@ -79,7 +79,7 @@ def hypervolume_curve(records: Sequence[Record], reference: Record, objectives: 
         if record.kind != "candidate":
             continue
         v = _normalised(record, reference, objectives)
-        if v is not None and (drop_span is None or "accuracy" not in objectives or v[objectives.index("accuracy")] <= drop_span):
+        if v is not None and ("accuracy" not in objectives or v[objectives.index("accuracy")] <= drop_span):
             values.append(v)
         curve.append(hypervolume(np.array(values), point) if values else 0.0)
     return curve
