@@ -27,7 +27,9 @@ def _args(zoo, out: Path, *extra: str) -> list[str]:
 
 def _candidates(out: Path) -> list[tuple]:
     with sqlite3.connect(out / Store.FILENAME) as db:
-        return db.execute("SELECT id, config_key, metrics, seconds FROM candidates WHERE kind = 'candidate' ORDER BY id").fetchall()
+        return db.execute(
+            "SELECT id, config_key, metrics, seconds FROM candidates WHERE kind = 'candidate' ORDER BY id"
+        ).fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,10 @@ def test_resume_after_completion_repeats_nothing_and_extends_the_budget(zoo, com
     after = _candidates(compiled)
     assert after[: len(before)] == before and len(after) == 8
     with sqlite3.connect(compiled / Store.FILENAME) as db:
-        predicted = [json.loads(p) for (p,) in db.execute("SELECT predicted FROM candidates WHERE kind = 'candidate' ORDER BY id")]
+        predicted = [
+            json.loads(p)
+            for (p,) in db.execute("SELECT predicted FROM candidates WHERE kind = 'candidate' ORDER BY id")
+        ]
     # LINAS's third generation came from its predictors, and they are kept beside the measurements.
     assert set(predicted[-1]) == {"accuracy", "latency_ratio", "size_ratio"} and not predicted[0]
 
@@ -109,7 +114,9 @@ def test_a_killed_run_resumes_without_losing_or_repeating_an_evaluation(zoo, tmp
     out, log = tmp_path / "run", tmp_path / "calls.log"
     env = {**os.environ, "PYTHONPATH": str(evaluator_module), "SIMQ_TEST_LOG": str(log)}
     args = _args(zoo, out, "--budget", "10", "--evaluator", "user_eval:score", "--objectives", "accuracy,size")
-    process = subprocess.Popen([sys.executable, "-m", "simq", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simq", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if (out / Store.FILENAME).exists() and len(_candidates(out)) >= 4:
@@ -119,7 +126,9 @@ def test_a_killed_run_resumes_without_losing_or_repeating_an_evaluation(zoo, tmp
     process.wait()
     finished = _candidates(out)
     assert 4 <= len(finished) < 10, "the run should have been killed mid-search"
-    resumed = subprocess.run([sys.executable, "-m", "simq", *args, "--resume"], env=env, capture_output=True, text=True, check=False)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "simq", *args, "--resume"], env=env, capture_output=True, text=True, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr
     final = _candidates(out)
     assert final[: len(finished)] == finished and len(final) == 10
@@ -142,6 +151,7 @@ def test_an_evaluator_error_on_one_candidate_is_recorded_not_fatal(zoo, tmp_path
     [
         (["--objectives", "accuracy,speed"], "unknown objective 'speed'"),
         (["--budget", "0"], "--budget must be at least 1"),
+        (["--time-limit", "0"], "--time-limit must be positive"),
         (["--evaluator", "user_eval:broken"], "FP32 model cannot be evaluated"),
         (["--evaluator", "no_such_module:f"], "cannot import evaluator module"),
     ],
@@ -163,7 +173,35 @@ def test_the_same_seed_gives_the_same_pareto_set_with_predicted_latency(zoo, tmp
     cost_model = tmp_path / "costmodel"
     sets = []
     for run in ("a", "b"):
-        args = _args(zoo, tmp_path / run, "--budget", "8", "--latency", "predicted", "--cost-model", str(cost_model), "--cost-model-samples", "6")
+        args = _args(
+            zoo,
+            tmp_path / run,
+            "--budget",
+            "8",
+            "--latency",
+            "predicted",
+            "--cost-model",
+            str(cost_model),
+            "--cost-model-samples",
+            "6",
+        )
         assert main(args) == 0
-        sets.append(sorted(json.loads((p / "manifest.json").read_text())["config"].__repr__() for p in (tmp_path / run / "pareto").iterdir()))
+        sets.append(
+            sorted(
+                json.loads((p / "manifest.json").read_text())["config"].__repr__()
+                for p in (tmp_path / run / "pareto").iterdir()
+            )
+        )
     assert sets[0] == sets[1] and (cost_model / "costmodel.json").exists()
+
+
+def test_a_time_limit_stops_the_search_with_a_valid_pareto_set_and_resume_goes_on(zoo, tmp_path, capsys):
+    out = tmp_path / "limited"
+    assert main(_args(zoo, out, "--budget", "6", "--time-limit", "0.0001")) == 0
+    assert "stopped at its time limit" in capsys.readouterr().err
+    stopped = _candidates(out)
+    assert len(stopped) < 6
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in (out / "pareto").iterdir()]
+    assert manifests and all(m["final"]["latency_ratio"] > 0 for m in manifests)
+    assert main(_args(zoo, out, "--budget", "6", "--resume")) == 0
+    assert _candidates(out)[: len(stopped)] == stopped and len(_candidates(out)) == 6

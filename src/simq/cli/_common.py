@@ -30,7 +30,9 @@ class LoadedModel:
     signature: dict[str, tuple[int, ...]] | None
     path: Path | None  # the ONNX file, when there is one
 
-    def calibration_batches(self, args: argparse.Namespace, count: int, batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+    def calibration_batches(
+        self, args: argparse.Namespace, count: int, batch_size: int = 16
+    ) -> list[dict[str, np.ndarray]]:
         """Calibration feeds: the zoo model's calibration split, else seeded random inputs."""
         if self.source.startswith("zoo:"):
             from simq.zoo import Zoo
@@ -43,7 +45,9 @@ class LoadedModel:
         return [random_feed(self.model, batched, rng) for _ in range(count)]
 
 
-def random_feed(model: ir.Model, signature: dict[str, tuple[int, ...]], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_feed(
+    model: ir.Model, signature: dict[str, tuple[int, ...]], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Seeded inputs of the given shapes: token ids below 100 (masks 0/1) or standard normal floats."""
     dtypes = {value.name: value.dtype.numpy() for value in model.graph.inputs}
     feed = {}

@@ -38,22 +38,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
     parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
-    parser.add_argument("--objectives", default="accuracy,latency,size", help=f"two or three of {','.join(OBJECTIVES)} (default all three)")
-    parser.add_argument("--budget", type=int, default=40, help="candidates to validate: build, evaluate, measure (default 40)")
+    parser.add_argument(
+        "--objectives",
+        default="accuracy,latency,size",
+        help=f"two or three of {','.join(OBJECTIVES)} (default all three)",
+    )
+    parser.add_argument(
+        "--budget", type=int, default=40, help="candidates to validate: build, evaluate, measure (default 40)"
+    )
     parser.add_argument("--out", type=Path, default=Path("simq-out"), help="output folder (default simq-out)")
-    parser.add_argument("--algorithm", default="linas", choices=list(ALGORITHMS), help="search algorithm (default linas)")
+    parser.add_argument(
+        "--algorithm", default="linas", choices=list(ALGORITHMS), help="search algorithm (default linas)"
+    )
     parser.add_argument("--population", type=int, default=10, help="candidates validated per generation (default 10)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-accuracy-drop", type=float, help="keep only candidates at most this many points below FP32")
+    parser.add_argument(
+        "--max-accuracy-drop", type=float, help="keep only candidates at most this many points below FP32"
+    )
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this fast")
     parser.add_argument(
         "--evaluator", metavar="MODULE:FUNCTION",
         help="score candidates with FUNCTION(onnx_path) -> float, higher is better (default: accuracy on the zoo "
         "model's labels, else output cosine to the FP32 model)",
     )  # fmt: skip
-    parser.add_argument("--latency", choices=["measured", "predicted"], default="measured", help="measure every candidate (default) or predict with the target's cost model")
-    parser.add_argument("--cost-model", type=Path, help="folder of the target's cost model (trained there on first use; default OUT/costmodel)")
-    parser.add_argument("--cost-model-samples", type=int, default=30, help="random sub-networks measured to train a new cost model (default 30)")
+    parser.add_argument(
+        "--latency",
+        choices=["measured", "predicted"],
+        default="measured",
+        help="measure every candidate (default) or predict with the target's cost model",
+    )
+    parser.add_argument(
+        "--cost-model",
+        type=Path,
+        help="folder of the target's cost model (trained there on first use; default OUT/costmodel)",
+    )
+    parser.add_argument(
+        "--cost-model-samples",
+        type=int,
+        default=30,
+        help="random sub-networks measured to train a new cost model (default 30)",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="start no new candidate after this many minutes (per invocation); the Pareto set of what was validated is then written as usual",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
@@ -66,6 +94,7 @@ def _options(args: argparse.Namespace) -> CompileOptions:
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         budget=args.budget, algorithm=args.algorithm, population=args.population, seed=args.seed,
         max_accuracy_drop=args.max_accuracy_drop, max_latency_ms=args.max_latency_ms, latency=args.latency,
+        time_limit=args.time_limit * 60 if args.time_limit is not None else None,
     )  # fmt: skip
     options.check()
     if args.threads < 1:
@@ -87,7 +116,9 @@ def _data(loaded: LoadedModel, args: argparse.Namespace, split: str):
     return data.inputs, data.labels
 
 
-def _evaluators(loaded: LoadedModel, args: argparse.Namespace, reference: Path, signature) -> tuple[Evaluator, Evaluator | None]:
+def _evaluators(
+    loaded: LoadedModel, args: argparse.Namespace, reference: Path, signature
+) -> tuple[Evaluator, Evaluator | None]:
     """(search evaluator, final evaluator): the user's; labelled accuracy; or fidelity to FP32."""
     if args.evaluator:
         return load_evaluator(args.evaluator), None
@@ -118,10 +149,20 @@ def run(args: argparse.Namespace) -> int:
         prune=not args.no_prune, quantize=not args.no_quantize,
     )  # fmt: skip
     if not pipeline.knobs:
-        raise InvalidArgumentError(f"{args.model} offers nothing to search: no prunable structure or quantizable node was found.")
+        raise InvalidArgumentError(
+            f"{args.model} offers nothing to search: no prunable structure or quantizable node was found."
+        )
     test = _data(loaded, args, "test")
-    feed = {k: v[:1] for k, v in test[0].items()} if test is not None else random_feed(model, signature, np.random.default_rng(0))
-    baselines = {} if args.no_quantize or args.no_baselines else {"ORT dynamic INT8": lambda: ort_dynamic(model), "ORT static INT8": lambda: ort_static(model, batches)}
+    feed = (
+        {k: v[:1] for k, v in test[0].items()}
+        if test is not None
+        else random_feed(model, signature, np.random.default_rng(0))
+    )
+    baselines = (
+        {}
+        if args.no_quantize or args.no_baselines
+        else {"ORT dynamic INT8": lambda: ort_dynamic(model), "ORT static INT8": lambda: ort_static(model, batches)}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         reference = simq_ir.save(model, Path(tmp) / "reference.onnx")
         evaluator, final_evaluator = _evaluators(loaded, args, reference, signature)
@@ -161,7 +202,11 @@ class _progress:
         return self.bar.__exit__(*exc)
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        labels = {"search": "validating candidates", "final": "Pareto set: lowering, timing, scoring", "cost model": "measuring the cost model's samples"}
+        labels = {
+            "search": "validating candidates",
+            "final": "Pareto set: lowering, timing, scoring",
+            "cost model": "measuring the cost model's samples",
+        }
         if phase not in self.tasks:
             self.tasks[phase] = self.bar.add_task(labels.get(phase, phase), total=total)
         self.bar.update(self.tasks[phase], completed=done, total=total)
@@ -172,7 +217,11 @@ def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator)
     table = Table(title=f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)")
     for column in ("id", evaluator.name, "latency ms", "× FP32", "size MB", "config"):
         table.add_column(column, overflow="fold")
-    rows = [(result.reference, "FP32")] + [(b, b.config["baseline"]) for b in result.baselines] + [(r, None) for r in result.pareto if r.kind != "reference"]
+    rows = (
+        [(result.reference, "FP32")]
+        + [(b, b.config["baseline"]) for b in result.baselines]
+        + [(r, None) for r in result.pareto if r.kind != "reference"]
+    )
     reference_size = result.reference.metrics["size_bytes"]
     for record, label in rows:
         m, f = record.metrics, record.final
@@ -185,4 +234,8 @@ def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator)
             label or describe(record.config, pipeline.knobs),
         )  # fmt: skip
     out.print(table)
+    if result.stopped_early:
+        console.print(
+            f"the search stopped at its {result.stopped_early}; --resume (with a larger --budget or --time-limit) continues it"
+        )
     console.print(f"wrote {result.out / 'pareto'}/, {result.out / 'pareto.csv'} and {result.report}")

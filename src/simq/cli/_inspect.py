@@ -150,7 +150,9 @@ def _print_summary(console: Console, source: str, s: Structure) -> None:
     console.print(quant)
 
 
-def _sensitivity(args: argparse.Namespace, loaded: LoadedModel, structure: Structure, console: Console) -> dict[str, float]:
+def _sensitivity(
+    args: argparse.Namespace, loaded: LoadedModel, structure: Structure, console: Console
+) -> dict[str, float]:
     """Per-node INT8 sensitivity, cached beside the zoo cache under the model file's hash."""
     from simq.passes.quant import QuantizePass, calibrate, sensitivity
 
@@ -198,11 +200,17 @@ def to_dot(model: ir.Model, structure: Structure, layer: int | None = None) -> s
     if layer is not None:
         blocks = [b for b in structure.removable_blocks if b.layer == layer]
         if not blocks:
-            raise InvalidArgumentError(f"--layer {layer}: the model has {len(structure.layers)} transformer layers (0-based).")
+            raise InvalidArgumentError(
+                f"--layer {layer}: the model has {len(structure.layers)} transformer layers (0-based)."
+            )
         keep = set(blocks[0].nodes)
         nodes = [n for n in nodes if n.name in keep]
     names = {n.name for n in nodes}
-    lines = ["digraph model {", "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontsize=10];']
+    lines = [
+        "digraph model {",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontsize=10];',
+    ]
     for node in nodes:
         role = node.meta.get(simq_ir.META_ROLE)
         label = node.op_type + (f"\n{role}" if role else "")  # JSON's \n escape is DOT's line break

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.warmup < 0 or args.threads < 1:
         raise InvalidArgumentError("--repeats and --threads must be at least 1 and --warmup at least 0.")
     if args.artifact.suffix != ".onnx":
-        raise ArtifactError(f"{args.artifact} is not an .onnx file; simq measure takes the ONNX model and lowers it itself.")
+        raise ArtifactError(
+            f"{args.artifact} is not an .onnx file; simq measure takes the ONNX model and lowers it itself."
+        )
     target = TargetRegistry().get(args.target, threads=args.threads)
     model = simq_ir.load(args.artifact, clean=False)
     signature = simq_ir.resolve_signature(model, parse_shapes(args.input_shape))

@@ -65,7 +65,9 @@ def _nsga2(space: SearchSpace, pop_size: int, seed: int) -> NSGA2:
 
 
 def _problem(space: SearchSpace, goal: Goal) -> Problem:
-    return Problem(n_var=space.size, n_obj=len(goal.objectives), n_ieq_constr=len(goal.limits), xl=0, xu=space.upper, vtype=int)
+    return Problem(
+        n_var=space.size, n_obj=len(goal.objectives), n_ieq_constr=len(goal.limits), xl=0, xu=space.upper, vtype=int
+    )
 
 
 class RandomSearch:
@@ -106,7 +108,9 @@ class _Predicted(Problem):
     """The objectives and constraints as the predictors see them (cheap: no model is built)."""
 
     def __init__(self, space: SearchSpace, goal: Goal, predictors: list) -> None:
-        super().__init__(n_var=space.size, n_obj=len(goal.objectives), n_ieq_constr=len(goal.limits), xl=0, xu=space.upper, vtype=int)
+        super().__init__(
+            n_var=space.size, n_obj=len(goal.objectives), n_ieq_constr=len(goal.limits), xl=0, xu=space.upper, vtype=int
+        )
         self.goal, self.predictors = goal, predictors
 
     def _evaluate(self, x, out, *args, **kwargs):
@@ -119,7 +123,8 @@ class _Predicted(Problem):
 class Linas:
     """LINAS: NSGA-II guided by lightly trained predictors.
 
-    Until four candidates are validated it asks for random ones (`SearchSpace.sample`). After
+    Its first batch is `SearchSpace.initial` (the uniform precision policies, then random
+    candidates); until four candidates are validated it asks for random ones. After
     that, each ask trains one catboost regressor per tracked metric on every validated
     candidate, runs NSGA-II on the predictors for `generations` generations (`inner_population`
     each, starting from the validated candidates), and returns the predicted front's best
@@ -141,6 +146,8 @@ class Linas:
     def ask(self) -> np.ndarray:
         self.iteration += 1
         valid = [i for i, m in enumerate(self.m) if np.all(m < FAILED)]
+        if self.iteration == 1:
+            return self.space.initial(self.rng, self.batch)
         if len(valid) < 4:
             return self.space.sample(self.rng, self.batch)
         x = np.array([self.x[i] for i in valid])
@@ -150,7 +157,9 @@ class Linas:
         inner = _nsga2(self.space, self.inner_population, seed)
         # Start from everything validated (the real front among it) plus fresh samples.
         inner.initialization.sampling = np.vstack([x, self.space.sample(self.rng, self.inner_population)]).astype(float)
-        result = minimize(_Predicted(self.space, self.goal, predictors), inner, ("n_gen", self.generations), seed=seed, verbose=False)
+        result = minimize(
+            _Predicted(self.space, self.goal, predictors), inner, ("n_gen", self.generations), seed=seed, verbose=False
+        )
         seen = {self.space.key(v) for v in self.x}
         chosen, keys = [], set()
         # The final population is sorted by rank and crowding: take the best new ones.
@@ -164,7 +173,9 @@ class Linas:
         self.predictions = {}
         if chosen:
             predicted = np.stack([p.predict(np.array(chosen)) for p in predictors], axis=1)
-            self.predictions = {self.space.key(v): dict(zip(self.goal.metrics, map(float, row))) for v, row in zip(chosen, predicted)}
+            self.predictions = {
+                self.space.key(v): dict(zip(self.goal.metrics, map(float, row))) for v, row in zip(chosen, predicted)
+            }
         if len(chosen) < self.batch:  # the predictors agree on too few: explore the rest at random
             chosen.extend(self.space.sample(self.rng, self.batch - len(chosen)))
         return np.array(chosen)

@@ -32,7 +32,7 @@ from simq.search._pareto import pareto_front
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
-from simq.targets import CostModel, Target, compare, features, interleave, paired_ratio
+from simq.targets import CostModel, Target, compare, features, interleave
 
 __all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "compile_model"]
 
@@ -54,6 +54,8 @@ class CompileOptions:
         max_accuracy_drop: At most this many points below the reference's score.
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
+        time_limit: Seconds after which no new candidate is started (this invocation; a resumed
+            run gets its own). The Pareto set of what was validated is then written as usual.
     """
 
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
@@ -64,11 +66,14 @@ class CompileOptions:
     max_accuracy_drop: float | None = None
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
+    time_limit: float | None = None
 
     def check(self) -> None:
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown:
-            raise InvalidArgumentError(f"unknown objective {unknown[0]!r}; choose two or three of {', '.join(OBJECTIVES)}.")
+            raise InvalidArgumentError(
+                f"unknown objective {unknown[0]!r}; choose two or three of {', '.join(OBJECTIVES)}."
+            )
         if len(set(self.objectives)) != len(self.objectives) or not 2 <= len(self.objectives) <= 3:
             raise InvalidArgumentError("give two or three different objectives, e.g. accuracy,latency,size.")
         if self.budget < 1:
@@ -81,6 +86,8 @@ class CompileOptions:
             raise InvalidArgumentError("--max-accuracy-drop cannot be negative.")
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
             raise InvalidArgumentError("--max-latency-ms must be positive.")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise InvalidArgumentError("--time-limit must be positive.")
         if self.latency not in ("measured", "predicted"):
             raise InvalidArgumentError("latency is 'measured' or 'predicted'.")
 
@@ -126,6 +133,8 @@ class CompileResult:
     baselines: list[Record]
     report: Path
     evaluated: int
+    #: Why the search stopped before its budget (``"time limit"``), or None.
+    stopped_early: str | None = None
 
 
 def _model_hash(path: Path) -> str:
@@ -165,13 +174,17 @@ class _Compiler:
             "target": self.fingerprint,
             "knobs": [k.name for k in self.job.pipeline.knobs],
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
-            **{k: v for k, v in asdict(o).items() if k != "budget"},
+            **{k: v for k, v in asdict(o).items() if k not in ("budget", "time_limit")},
         }
 
     # evaluating one model
 
     def evaluate(
-        self, model_fn: Callable[[], ir.Model], config: Mapping[str, Hashable], kind: str, predicted: Mapping[str, float] | None = None
+        self,
+        model_fn: Callable[[], ir.Model],
+        config: Mapping[str, Hashable],
+        kind: str,
+        predicted: Mapping[str, float] | None = None,
     ) -> Record:
         """The stored record of `config`, or build, evaluate and commit it now."""
         found = self.store.find(config)
@@ -194,7 +207,9 @@ class _Compiler:
         except Exception as e:  # one candidate's failure (e.g. in a user evaluator) is recorded, not fatal
             error = _first_line(e)
             if kind == "reference":
-                raise (e if isinstance(e, SimqError) else SimqError(f"the FP32 model cannot be evaluated: {error}")) from e
+                raise (
+                    e if isinstance(e, SimqError) else SimqError(f"the FP32 model cannot be evaluated: {error}")
+                ) from e
         return self.store.add(
             config, kind=kind, metrics=metrics, fingerprint=self.fingerprint, seconds=time.perf_counter() - start,
             predicted=predicted, model_hash=model_hash, error=error,
@@ -202,7 +217,9 @@ class _Compiler:
 
     def _latency(self, model: ir.Model, artifact, model_hash: str) -> dict[str, float]:
         if self.options.latency == "predicted":
-            ms = self.job.cost_model.predict(features(model, analyze(model, dict(self.job.structure.signature)))).latency_ms
+            ms = self.job.cost_model.predict(
+                features(model, analyze(model, dict(self.job.structure.signature)))
+            ).latency_ms
             return {"latency_ms": ms}
         cached = self.store.measurement(model_hash, self.fingerprint)
         if cached is None:
@@ -219,15 +236,16 @@ class _Compiler:
 
     def run(self) -> CompileResult:
         o = self.options
+        deadline = time.monotonic() + o.time_limit if o.time_limit is not None else None
         reference = self.evaluate(lambda: self.job.model, defaults(self.job.pipeline.knobs), "reference")
         for name, build in self.job.baselines.items():
             self.evaluate(build, {"baseline": name}, "baseline")
         goal = self._goal(reference)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
         seen: set[str] = {config_key(reference.config)}
-        validated, stalled = 0, 0
+        validated, stalled, stopped_early = 0, 0, None
         self.progress("search", 0, o.budget)
-        while validated < o.budget and stalled < 50:
+        while validated < o.budget and stalled < 50 and stopped_early is None:
             asked = algorithm.ask()
             xs, ms = [], []
             new = 0
@@ -236,6 +254,9 @@ class _Compiler:
                     break
                 config = self.space.decode(x)
                 key = config_key(config)
+                if deadline is not None and time.monotonic() > deadline and self.store.find(config) is None:
+                    stopped_early = "time limit"
+                    break
                 if key not in seen:
                     seen.add(key)
                     validated += 1
@@ -249,7 +270,7 @@ class _Compiler:
             stalled = 0 if new else stalled + 1
             if xs:
                 algorithm.tell(np.array(xs), np.array(ms))
-        return self._finish(reference, goal)
+        return self._finish(reference, goal, stopped_early)
 
     def _goal(self, reference: Record) -> Goal:
         o = self.options
@@ -271,7 +292,7 @@ class _Compiler:
 
     # the end: Pareto set, re-measurement, artifacts, report
 
-    def _finish(self, reference: Record, goal: Goal) -> CompileResult:
+    def _finish(self, reference: Record, goal: Goal, stopped_early: str | None) -> CompileResult:
         candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
         m = np.array([self._metric_vector(r, reference, goal) for r in candidates])
         feasible = np.all(goal.constraint_values(m) <= 0, axis=1)
@@ -284,7 +305,7 @@ class _Compiler:
         report = write_report(self.out, self.store, self.options, self.job, reference, baselines, front, goal)
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
-        return CompileResult(self.out, front, reference, baselines, report, evaluated)
+        return CompileResult(self.out, front, reference, baselines, report, evaluated, stopped_early)
 
     def _remeasure(self, front: list[Record], reference: Record, baselines: list[Record]) -> None:
         """Lower the Pareto set into ``pareto/``, then time it with the reference and the baselines
@@ -306,17 +327,27 @@ class _Compiler:
         self.progress("final", 0, steps)
         artifacts = {}
         for record_id, build in builders.items():
-            folder = staging / str(record_id) if record_id in {r.id for r in front} else self.work / f"final-{record_id}"
+            folder = (
+                staging / str(record_id) if record_id in {r.id for r in front} else self.work / f"final-{record_id}"
+            )
             artifacts[record_id] = self.job.target.lower(build(), folder)
             step()
         final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
         if self.options.latency == "measured":
-            runners = {i: self.job.target.runner(a, self.job.feed) for i, a in artifacts.items()}
-            times = interleave(runners)
-            for i in artifacts:
-                final[i]["latency_ms"] = statistics.median(times[i])
-                final[i]["latency_ratio"] = paired_ratio(times[i], times[reference.id])
-            del runners
+            # Each model timed in its own blocks with FP32: a long interleave of every model
+            # would stretch a round over seconds and loosen the pairing.
+            reference_runner = self.job.target.runner(artifacts[reference.id], self.job.feed)
+            ratios, reference_ms = {reference.id: 1.0}, []
+            for i, artifact in artifacts.items():
+                if i != reference.id:
+                    ratios[i], ms = compare(reference_runner, self.job.target.runner(artifact, self.job.feed))
+                    reference_ms.append(ms)
+            if not reference_ms:  # only the reference is left to time
+                reference_ms = interleave({"reference": reference_runner})["reference"]
+            for i, ratio in ratios.items():
+                final[i]["latency_ratio"] = ratio
+                final[i]["latency_ms"] = ratio * statistics.median(reference_ms)
+            del reference_runner
         step()
         if self.job.final_evaluator is not None:
             for i, a in artifacts.items():
@@ -364,7 +395,9 @@ def minimised(record: Record, reference: Record) -> dict[str, float]:
     return values
 
 
-def compile_model(job: Job, options: CompileOptions, out: Path, *, resume: bool = False, progress: Progress | None = None) -> CompileResult:
+def compile_model(
+    job: Job, options: CompileOptions, out: Path, *, resume: bool = False, progress: Progress | None = None
+) -> CompileResult:
     """Search `job`'s space for its target and write the Pareto-optimal artifacts to `out`.
 
     Args:

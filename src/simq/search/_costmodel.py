@@ -16,7 +16,9 @@ from simq.targets import CostModel, compare, features
 __all__ = ["train_cost_model"]
 
 
-def train_cost_model(job, samples: int, seed: int, progress: Callable[[str, int, int], None] | None = None) -> CostModel:
+def train_cost_model(
+    job, samples: int, seed: int, progress: Callable[[str, int, int], None] | None = None
+) -> CostModel:
     """Measure `samples` random candidates of `job`'s space (each interleaved with the FP32 model,
     labelled by its paired ratio times the run's FP32 median) and fit a `CostModel` on them."""
     progress = progress or (lambda *_: None)

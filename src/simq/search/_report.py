@@ -56,7 +56,9 @@ def _normalised(record: Record, reference: Record, objectives: Sequence[str], fi
     f, rf = (record.final, reference.final) if final else ({}, {})
     values = {"size": m["size_bytes"] / r["size_bytes"]}
     if "accuracy" in m:
-        values["accuracy"] = rf["accuracy"] - f["accuracy"] if "accuracy" in f and "accuracy" in rf else r["accuracy"] - m["accuracy"]
+        values["accuracy"] = (
+            rf["accuracy"] - f["accuracy"] if "accuracy" in f and "accuracy" in rf else r["accuracy"] - m["accuracy"]
+        )
     if "latency_ratio" in f:
         values["latency"] = f["latency_ratio"]
     elif "latency_ratio" in m:
@@ -71,7 +73,9 @@ def reference_point(objectives: Sequence[str], drop_span: float) -> np.ndarray:
     return np.array([drop_span if o == "accuracy" else 1.0 for o in objectives])
 
 
-def hypervolume_curve(records: Sequence[Record], reference: Record, objectives: Sequence[str], drop_span: float = DEFAULT_DROP_SPAN) -> list[float]:
+def hypervolume_curve(
+    records: Sequence[Record], reference: Record, objectives: Sequence[str], drop_span: float = DEFAULT_DROP_SPAN
+) -> list[float]:
     """Hypervolume of the candidates validated so far, after each validated candidate (in order)."""
     point = reference_point(objectives, drop_span)
     values, curve = [], []
@@ -100,18 +104,41 @@ def _plots(records, reference, baselines, front, objectives, curve, accuracy_nam
     plots = []
     ok = [r for r in records if r.status == "ok" and r.kind == "candidate"]
     labels = {"accuracy": f"{accuracy_name} drop (points)", "latency": "latency / FP32", "size": "size / FP32"}
-    pairs = [(objectives[0], objectives[1])] + ([(objectives[2], objectives[1]), (objectives[0], objectives[2])] if len(objectives) == 3 else [])
+    pairs = [(objectives[0], objectives[1])] + (
+        [(objectives[2], objectives[1]), (objectives[0], objectives[2])] if len(objectives) == 3 else []
+    )
     for y_name, x_name in pairs:
         fig, ax = plt.subplots(figsize=(6, 4.2))
         if ok:
             pts = np.array([_normalised(r, reference, objectives) for r in ok])
-            ax.scatter(pts[:, objectives.index(x_name)], pts[:, objectives.index(y_name)], c="0.75", s=14, label="validated candidates")
+            ax.scatter(
+                pts[:, objectives.index(x_name)],
+                pts[:, objectives.index(y_name)],
+                c="0.75",
+                s=14,
+                label="validated candidates",
+            )
         pts = np.array([_normalised(r, reference, objectives, final=True) for r in front])
-        ax.scatter(pts[:, objectives.index(x_name)], pts[:, objectives.index(y_name)], c="tab:blue", s=30, label="Pareto set (final measurement)")
+        ax.scatter(
+            pts[:, objectives.index(x_name)],
+            pts[:, objectives.index(y_name)],
+            c="tab:blue",
+            s=30,
+            label="Pareto set (final measurement)",
+        )
         for b in baselines:
             v = _normalised(b, reference, objectives, final=True)
-            ax.scatter(v[objectives.index(x_name)], v[objectives.index(y_name)], marker="s", s=50, label=b.config["baseline"])
-        ax.scatter([0 if x_name == "accuracy" else 1.0], [0 if y_name == "accuracy" else 1.0], marker="*", s=120, c="k", label="FP32")
+            ax.scatter(
+                v[objectives.index(x_name)], v[objectives.index(y_name)], marker="s", s=50, label=b.config["baseline"]
+            )
+        ax.scatter(
+            [0 if x_name == "accuracy" else 1.0],
+            [0 if y_name == "accuracy" else 1.0],
+            marker="*",
+            s=120,
+            c="k",
+            label="FP32",
+        )
         ax.set_xlabel(labels[x_name])
         ax.set_ylabel(labels[y_name])
         ax.grid(alpha=0.3)
@@ -143,7 +170,9 @@ def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
         "id": record.id,
         "kind": record.kind,
         "accuracy": rounded(accuracy, 3),
-        "accuracy_drop": None if accuracy is None or reference_accuracy is None else round(reference_accuracy - accuracy, 3),
+        "accuracy_drop": None
+        if accuracy is None or reference_accuracy is None
+        else round(reference_accuracy - accuracy, 3),
         "search_accuracy": rounded(m.get("accuracy"), 3),
         "latency_ms": rounded(f.get("latency_ms", m.get("latency_ms")), 3),
         "latency_ratio": rounded(latency_ratio, 4),
@@ -157,11 +186,18 @@ def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
 def _html_table(rows: list[dict[str, object]]) -> str:
     headers = list(rows[0])
     head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if row[h] is None else str(row[h]))}</td>" for h in headers) + "</tr>" for row in rows)
-    return f"<table border=1 cellpadding=3 style='border-collapse:collapse;font-size:13px'><tr>{head}</tr>{body}</table>"
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape('' if row[h] is None else str(row[h]))}</td>" for h in headers) + "</tr>"
+        for row in rows
+    )
+    return (
+        f"<table border=1 cellpadding=3 style='border-collapse:collapse;font-size:13px'><tr>{head}</tr>{body}</table>"
+    )
 
 
-def write_report(out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal) -> Path:
+def write_report(
+    out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal
+) -> Path:
     """Write ``pareto.csv`` and ``report.html``; returns the report's path."""
     knobs = job.pipeline.knobs
     rows = sorted((_row(r, reference, knobs) for r in front), key=lambda row: row["latency_ratio"])
@@ -177,7 +213,11 @@ def write_report(out: Path, store: Store, options, job, reference: Record, basel
     curve = hypervolume_curve(records, reference, objectives, span)
     accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
     plots = _plots(records, reference, baselines, front, objectives, curve, accuracy_name) if front else []
-    table_rows = [_row(reference, reference, knobs) | {"config": "FP32 reference"}] + [_row(b, reference, knobs) for b in baselines] + rows
+    table_rows = (
+        [_row(reference, reference, knobs) | {"config": "FP32 reference"}]
+        + [_row(b, reference, knobs) for b in baselines]
+        + rows
+    )
     failed = [r for r in records if r.status != "ok"]
     point = reference_point(objectives, span)
     settings = [
@@ -207,8 +247,15 @@ def write_report(out: Path, store: Store, options, job, reference: Record, basel
     for title, png in plots:
         parts.append(f"<h3>{html.escape(title)}</h3><img src='data:image/png;base64,{png}'>")
     if failed:
-        parts.append(f"<h3>{len(failed)} failed evaluations</h3><ul>" + "".join(f"<li>#{r.id}: {html.escape(r.error or '')}</li>" for r in failed[:50]) + "</ul>")
+        parts.append(
+            f"<h3>{len(failed)} failed evaluations</h3><ul>"
+            + "".join(f"<li>#{r.id}: {html.escape(r.error or '')}</li>" for r in failed[:50])
+            + "</ul>"
+        )
     report = out / "report.html"
-    (out / "report.html.partial").write_text("<!doctype html><meta charset='utf-8'><title>SimQ report</title><body style='font-family:sans-serif'>" + "\n".join(parts))
+    (out / "report.html.partial").write_text(
+        "<!doctype html><meta charset='utf-8'><title>SimQ report</title><body style='font-family:sans-serif'>"
+        + "\n".join(parts)
+    )
     (out / "report.html.partial").replace(report)
     return report

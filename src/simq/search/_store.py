@@ -110,12 +110,16 @@ class Store:
         """
         saved = self.settings()
         if saved and not resume:
-            raise InvalidArgumentError(f"{self.path.parent} already holds a compile run; pass --resume to continue it or choose another --out.")
+            raise InvalidArgumentError(
+                f"{self.path.parent} already holds a compile run; pass --resume to continue it or choose another --out."
+            )
         if saved:
             changed = [k for k in settings if k in saved and saved[k] != json.loads(json.dumps(settings[k]))]
             if changed:
                 detail = ", ".join(f"{k}: {saved[k]!r} then, {settings[k]!r} now" for k in changed)
-                raise InvalidArgumentError(f"cannot resume: the run in {self.path.parent} was started with other settings ({detail}).")
+                raise InvalidArgumentError(
+                    f"cannot resume: the run in {self.path.parent} was started with other settings ({detail})."
+                )
             return
         with self._db:
             self._db.executemany("INSERT INTO run VALUES (?, ?)", [(k, json.dumps(v)) for k, v in settings.items()])
@@ -157,29 +161,42 @@ class Store:
         return self._record(row)
 
     def records(self, kind: str | None = None) -> list[Record]:
-        query, args = ("SELECT * FROM candidates ORDER BY id", ()) if kind is None else ("SELECT * FROM candidates WHERE kind = ? ORDER BY id", (kind,))
+        query, args = (
+            ("SELECT * FROM candidates ORDER BY id", ())
+            if kind is None
+            else ("SELECT * FROM candidates WHERE kind = ? ORDER BY id", (kind,))
+        )
         return [self._record(row) for row in self._db.execute(query, args)]
 
     def set_final(self, record_id: int, artifact: str | None, final: Mapping[str, float]) -> None:
         """Where a Pareto candidate's artifact was written, and its end-of-run values."""
         with self._db:
-            self._db.execute("UPDATE candidates SET artifact = ?, final = ? WHERE id = ?", (artifact, json.dumps(dict(final)), record_id))
+            self._db.execute(
+                "UPDATE candidates SET artifact = ?, final = ? WHERE id = ?",
+                (artifact, json.dumps(dict(final)), record_id),
+            )
 
     # measurements
 
     def measurement(self, model_hash: str, fingerprint: str) -> tuple[float, float] | None:
         row = self._db.execute(
-            "SELECT latency_ratio, latency_ms FROM measurements WHERE model_hash = ? AND fingerprint = ?", (model_hash, fingerprint)
+            "SELECT latency_ratio, latency_ms FROM measurements WHERE model_hash = ? AND fingerprint = ?",
+            (model_hash, fingerprint),
         ).fetchone()
         return (row[0], row[1]) if row else None
 
     def add_measurement(self, model_hash: str, fingerprint: str, latency_ratio: float, latency_ms: float) -> None:
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)", (model_hash, fingerprint, latency_ratio, latency_ms))
+            self._db.execute(
+                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
+                (model_hash, fingerprint, latency_ratio, latency_ms),
+            )
 
     @staticmethod
     def _record(row: tuple) -> Record:
-        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds, final) = row
+        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds, final) = (
+            row
+        )
         return Record(
             id_, json.loads(config), kind, status, error, json.loads(metrics), json.loads(predicted), model_hash,
             fingerprint, artifact, seconds, json.loads(final),

@@ -1,0 +1,53 @@
+"""The search space: uniform precision anchors first, then samples spread over the space."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import simq.ir as sir
+from simq.passes import Pipeline
+from simq.passes.quant import calibrate
+from simq.search import SearchSpace
+
+
+@pytest.fixture(scope="module")
+def space(zoo):
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    structure = sir.analyze(model, dict(zoo.entry("bert-tiny").signature))
+    batches = [x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)][:1]
+    return SearchSpace(Pipeline(model, structure, calibration=calibrate(model, structure, batches)))
+
+
+def _precisions(space: SearchSpace, x: np.ndarray) -> Counter:
+    config = space.decode(x)
+    return Counter(v for k, v in config.items() if k.startswith("quant."))
+
+
+def test_anchors_are_the_uniform_policies_of_the_unpruned_model(space):
+    anchors = space.anchors()
+    assert space.precisions == ["fp32", "int8", "int4w"] and len(anchors) == 2
+    everything_int8, most_int4 = (_precisions(space, x) for x in anchors)
+    assert set(everything_int8) == {"int8"}
+    # INT4 where a node offers it (weighted MatMuls), INT8 on the others (attention MatMuls, Gathers).
+    assert set(most_int4) == {"int4w", "int8"} and most_int4["int4w"] > most_int4["int8"]
+    for x in anchors:
+        config = space.decode(x)
+        assert all(config[k.name] == k.default for k in space.knobs if not k.name.startswith("quant."))
+
+
+def test_a_first_population_starts_with_the_anchors(space):
+    first = space.initial(np.random.default_rng(0), 6)
+    assert first.shape == (6, space.size)
+    assert [space.key(x) for x in first[:2]] == [space.key(x) for x in space.anchors()]
+    assert space.initial(np.random.default_rng(0), 1).shape == (1, space.size)
+
+
+def test_samples_are_canonical_and_mostly_near_one_precision(space):
+    samples = space.sample(np.random.default_rng(1), 60)
+    assert all(space.key(space.repair(x)) == space.key(x) for x in samples)
+    dominant = [max(_precisions(space, x).values()) / sum(_precisions(space, x).values()) for x in samples]
+    assert np.median(dominant) >= 0.7  # a base precision with a few deviations, not a random mix
+    assert len({space.key(x) for x in samples}) > 50
