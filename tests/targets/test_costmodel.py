@@ -65,3 +65,26 @@ def test_cost_model_trains_predicts_and_is_bound_to_its_fingerprint(bert, tmp_pa
         CostModel.load(tmp_path / "cm", other)
     with pytest.raises(InvalidArgumentError, match="at least 4"):
         CostModel(other, seed=0).fit(samples[:2], latencies[:2])
+
+
+def test_cost_model_extrapolates_an_additive_cost_beyond_its_training_range():
+    """Sub-networks a search has not measured yet are often smaller or larger than all it has;
+    trees alone predict the nearest seen value there, the additive base scales."""
+    rng = np.random.default_rng(0)
+
+    def latency(s: dict) -> float:
+        return 0.5 + 2e-6 * s["MatMul.fp32.macs"] + 0.5e-6 * s["MatMul.int8.macs"] + 0.01 * s["quantize_ops"]
+
+    def sample(low: float, high: float) -> dict:
+        return {
+            "MatMul.fp32.macs": rng.uniform(low, high),
+            "MatMul.int8.macs": rng.uniform(low, high),
+            "quantize_ops": rng.integers(0, 40),
+        }
+
+    train = [sample(1e6, 3e6) for _ in range(30)]
+    fingerprint = TargetRegistry().get("ort-cpu").fingerprint()
+    model = CostModel(fingerprint, seed=0).fit(train, [latency(s) * rng.uniform(0.97, 1.03) for s in train])
+    outside = [sample(4e6, 6e6) for _ in range(10)]
+    errors = [abs(p.latency_ms - latency(s)) / latency(s) for p, s in zip(model.predict_many(outside), outside)]
+    assert max(errors) < 0.1

@@ -1,4 +1,5 @@
-"""A target's latency predictor: catboost on IR features, saved with the target fingerprint."""
+"""A target's latency predictor: an additive cost per feature plus a catboost correction, saved
+with the target fingerprint."""
 
 from __future__ import annotations
 
@@ -27,30 +28,47 @@ class Prediction:
 class CostModel:
     """Predicts latency from `features()` for one fingerprint.
 
-    It learns log-latency with catboost's RMSE-with-uncertainty loss, so that every prediction
-    comes with the model's estimate of its own error. A seed is required: same data, same seed,
-    same predictor.
+    Two stages. The base is additive: latency = constant + a non-negative cost per unit of each
+    feature (MACs of INT8 MatMuls, bytes of FP32 weights, Q/DQ ops, ...), fit by non-negative
+    least squares. It follows how a runtime spends time, node after node, so it interpolates and
+    extrapolates sensibly from the few dozen samples a search can afford. A catboost model then
+    learns the log of what the base misses (fusions, cache effects) with the RMSE-with-uncertainty
+    loss, so that every prediction comes with the model's estimate of its own error. On the
+    measured sub-networks of docs/COSTMODEL.md the base alone already beats catboost alone by far.
+    A seed is required: same data, same seed, same predictor.
     """
 
-    def __init__(self, fingerprint: Fingerprint, seed: int, iterations: int = 600) -> None:
+    def __init__(self, fingerprint: Fingerprint, seed: int, iterations: int = 150) -> None:
         self.fingerprint, self.seed, self.iterations = fingerprint, seed, iterations
         self.names: list[str] = []
+        self._base: dict[str, float] = {}  # per-unit cost of each feature (ms), "" = the constant
         self._model = None
 
     def fit(self, samples: Sequence[Mapping[str, float]], latencies_ms: Sequence[float]) -> CostModel:
         from catboost import CatBoostRegressor
+        from scipy.optimize import nnls
 
         if len(samples) != len(latencies_ms) or len(samples) < 4:
             raise InvalidArgumentError("a cost model needs at least 4 measured samples, one latency each.")
         self.names = sorted({name for s in samples for name in s})
         x = np.array([vector(s, self.names) for s in samples])
-        y = np.log(np.asarray(latencies_ms, dtype=float))
+        y = np.asarray(latencies_ms, dtype=float)
+        varying = [i for i in range(len(self.names)) if np.ptp(x[:, i]) > 0]
+        scale = np.abs(x[:, varying]).max(axis=0)  # conditioning: every column in [0, 1]
+        coef, _ = nnls(np.hstack([x[:, varying] / scale, np.ones((len(x), 1))]), y)
+        self._base = {self.names[i]: float(c / s) for i, c, s in zip(varying, coef, scale)} | {"": float(coef[-1])}
+        base = self._base_ms(x)
         self._model = CatBoostRegressor(
-            loss_function="RMSEWithUncertainty", iterations=self.iterations, depth=4, learning_rate=0.05,
+            loss_function="RMSEWithUncertainty", iterations=self.iterations, depth=3, learning_rate=0.05,
             random_seed=self.seed, verbose=False, thread_count=1, allow_writing_files=False,
         )  # fmt: skip
-        self._model.fit(x, y)
+        self._model.fit(x, np.log(y / base))
         return self
+
+    def _base_ms(self, x: np.ndarray) -> np.ndarray:
+        per_unit = np.array([self._base.get(n, 0.0) for n in self.names])
+        # Never below a small positive floor: the log correction and the ratios need a positive base.
+        return np.maximum(x @ per_unit + self._base[""], 1e-3)
 
     def predict(self, sample: Mapping[str, float]) -> Prediction:
         return self.predict_many([sample])[0]
@@ -59,14 +77,17 @@ class CostModel:
         if self._model is None:
             raise InvalidArgumentError("this cost model is not trained; fit() it or load() a saved one.")
         x = np.array([vector(s, self.names) for s in samples])
-        mean_log, var_log = self._model.predict(x).T  # [mean, variance] of log-latency
-        mean = np.exp(mean_log)
+        mean_log, var_log = self._model.predict(x).T  # [mean, variance] of the log correction
+        mean = self._base_ms(x) * np.exp(mean_log)
         return [Prediction(float(m), float(m * np.sqrt(max(v, 0.0)))) for m, v in zip(mean, var_log)]
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         self._model.save_model(str(directory / "model.cbm"))
-        meta = {"fingerprint": self.fingerprint.__dict__, "names": self.names, "seed": self.seed, "iterations": self.iterations}
+        meta = {
+            "fingerprint": self.fingerprint.__dict__, "names": self.names, "seed": self.seed,
+            "iterations": self.iterations, "base": self._base,
+        }  # fmt: skip
         (directory / "costmodel.json").write_text(json.dumps(meta, indent=1))
         return directory
 
@@ -81,8 +102,12 @@ class CostModel:
             raise InvalidArgumentError(
                 f"the cost model in {directory} was trained on {saved.key()}, not on {fingerprint.key()}; retrain it here."
             )
+        if "base" not in meta:
+            raise InvalidArgumentError(
+                f"the cost model in {directory} was saved by an older SimQ; delete it to retrain it."
+            )
         model = cls(saved, meta["seed"], meta["iterations"])
-        model.names = meta["names"]
+        model.names, model._base = meta["names"], meta["base"]
         model._model = CatBoostRegressor()
         model._model.load_model(str(directory / "model.cbm"))
         return model
