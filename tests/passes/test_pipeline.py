@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
@@ -64,3 +66,31 @@ def test_int4_falls_back_to_int8_when_pruning_leaves_no_whole_block(zoo):
     assert any(repaired[name] == "int8" for name in int4), "some input width should stop being a multiple of the INT4 block"
     outputs = _run(pipeline.build({**smallest, **int4}), feed)
     assert np.isfinite(outputs[0]).all()
+
+
+def _input_scales(model: ir.Model) -> dict[str, float]:
+    """The INT8 scale of every activation a QuantizeLinear reads, by activation name."""
+    return {n.inputs[0].name: float(n.inputs[1].const_value.numpy()) for n in model.graph if n.op_type == "QuantizeLinear"}
+
+
+def test_a_pruned_candidate_is_quantized_with_ranges_of_the_pruned_model(zoo):
+    model = sir.load("zoo:digits-vit", zoo=zoo)
+    structure = sir.analyze(model, dict(zoo.entry("digits-vit").signature))
+    batches = [x for x, _ in zoo.data("digits-vit", "calibration").batches(16)][:2]
+    calibration, stats = calibrate(model, structure, batches), collect_stats(model, structure, batches)
+    fixed = Pipeline(model, structure, calibration=calibration, stats=stats)
+    recalibrated = Pipeline(model, structure, calibration=calibration, calibration_batches=batches, stats=stats)
+    int8 = {k.name: "int8" for k in fixed.knobs if k.name.startswith("quant.")}
+    halved = {k.name: k.domain[len(k.domain) // 2] for k in fixed.knobs if k.name.startswith("ffn.")}
+
+    # Unpruned, both quantize with the FP32 model's ranges.
+    assert _input_scales(recalibrated.build(int8)) == _input_scales(fixed.build(int8))
+    # Pruned: the ranges are the pruned FP32 model's own, so downstream activations get other scales.
+    pruned = fixed.build(halved)
+    surviving = {n.name for n in pruned.graph}
+    own = calibrate(pruned, dataclasses.replace(structure, quantizable=tuple(q for q in structure.quantizable if q.node in surviving)), batches)
+    scales, stale = _input_scales(recalibrated.build({**halved, **int8})), _input_scales(fixed.build({**halved, **int8}))
+    for name, scale in scales.items():
+        low, high = own.ranges[name].bounds()
+        assert scale == pytest.approx((high - low) / 255, rel=1e-5)
+    assert sum(scales[n] != pytest.approx(stale[n], rel=1e-3) for n in scales) >= len(scales) // 4

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         calibration = calibrate(model, structure, batches) if not args.no_quantize else None
         stats = collect_stats(model, structure, batches) if not args.no_prune else None
     pipeline = Pipeline(
-        model, structure, calibration=calibration, stats=stats, supports=target.supports,
+        model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
         prune=not args.no_prune, quantize=not args.no_quantize,
     )  # fmt: skip
     if not pipeline.knobs:

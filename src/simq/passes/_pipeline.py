@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import dataclasses
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
@@ -12,7 +14,7 @@ from simq.ir import Structure
 from simq.passes._knobs import Knob, check_config
 from simq.passes.prune import PruneOptions, PruningStats, prune, pruning_knobs
 from simq.passes.prune._common import depth_knob
-from simq.passes.quant import INT4_BLOCK, Calibration, QuantizePass, quant_knob, quantize
+from simq.passes.quant import INT4_BLOCK, Calibration, QuantizePass, calibrate, quant_knob, quantize
 from simq.passes.quant.quantize import Supports
 
 __all__ = ["Pipeline"]
@@ -37,6 +39,11 @@ class Pipeline:
         model: The FP32 model; never modified (`build` works on a clone).
         structure: Its analysis.
         calibration: Activation ranges; without them no quantization knobs are offered.
+        calibration_batches: The inputs `calibration` was computed on. With them, a pruned
+            candidate is re-calibrated before it is quantized: pruning and the least-squares
+            refits move the activations downstream, and the FP32 model's ranges then misplace
+            the INT8 grid (minilm-tweets, FFN halved then INT8: 74.8 % with the FP32 ranges,
+            77.7 % re-calibrated, 78.7 % unquantized; validation split).
         stats: Pruning statistics (importance, Grams); without them units are kept first-k.
         supports: The target's ``supports(op_type, precision)``, which filters the precisions.
         prune_options: Unit order and least-squares reconstruction.
@@ -49,6 +56,7 @@ class Pipeline:
         structure: Structure,
         *,
         calibration: Calibration | None = None,
+        calibration_batches: Sequence[Mapping[str, np.ndarray]] | None = None,
         stats: PruningStats | None = None,
         supports: Supports | None = None,
         prune_options: PruneOptions | None = None,
@@ -57,7 +65,10 @@ class Pipeline:
     ) -> None:
         self.model, self.structure = model, structure
         self.calibration, self.stats, self.supports = calibration, stats, supports
-        self.prune_options = prune_options or PruneOptions(order="importance" if stats is not None else "first", reconstruct=stats is not None)
+        self.calibration_batches = calibration_batches
+        self.prune_options = prune_options or PruneOptions(
+            order="importance" if stats is not None else "first", reconstruct=stats is not None
+        )
         pruning = pruning_knobs(structure) if prune else []
         quantizing = QuantizePass.knobs(structure, supports) if quantize and calibration is not None else []
         self.knobs: list[Knob] = pruning + quantizing
@@ -96,7 +107,15 @@ class Pipeline:
             return model
         if self.calibration is None:
             raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
-        return quantize(model, self.structure, policy, self.calibration, self.supports)
+        calibration = self.calibration
+        pruned = any(config[k.name] != k.default for k in self.knobs if not k.name.startswith("quant."))
+        if pruned and self.calibration_batches is not None:
+            present = {node.name for node in model.graph}
+            surviving = dataclasses.replace(
+                self.structure, quantizable=tuple(q for q in self.structure.quantizable if q.node in present)
+            )
+            calibration = calibrate(model, surviving, self.calibration_batches)
+        return quantize(model, self.structure, policy, calibration, self.supports)
 
     def _moot_knobs(self) -> dict[str, list[str]]:
         """For each depth knob: the other knobs that mean nothing once its block is dropped."""

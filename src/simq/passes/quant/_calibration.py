@@ -27,8 +27,13 @@ class TensorRange:
     high: np.ndarray
 
     def bounds(self, kept: Sequence[int] | None = None) -> tuple[float, float]:
-        """The per-tensor range, over the `kept` channels only if given; always contains 0."""
-        low, high = (self.low, self.high) if kept is None else (self.low[kept], self.high[kept])
+        """The per-tensor range, over the `kept` channels only if given; always contains 0.
+
+        A range recorded on the narrowed activation itself (as many channels as were kept, as
+        after re-calibrating a pruned model) is used whole.
+        """
+        narrow = kept is not None and len(kept) != len(self.low)
+        low, high = (self.low[kept], self.high[kept]) if narrow else (self.low, self.high)
         return min(float(low.min()), 0.0), max(float(high.max()), 0.0)
 
 
@@ -39,7 +44,9 @@ class Calibration:
     ranges: Mapping[str, TensorRange]
 
     def save(self, path: Path) -> None:
-        arrays = {f"{k}/low": r.low for k, r in self.ranges.items()} | {f"{k}/high": r.high for k, r in self.ranges.items()}
+        arrays = {f"{k}/low": r.low for k, r in self.ranges.items()} | {
+            f"{k}/high": r.high for k, r in self.ranges.items()
+        }
         tmp = path.with_name(path.name + ".partial.npz")
         np.savez(tmp, **arrays)
         tmp.replace(path)
