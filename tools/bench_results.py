@@ -60,13 +60,13 @@ class Run:
 
 
 RUNS = (
-    Run("minilm-tweets", "BERT", 40, 12, 1.5, "real weights, tweets (3 classes)"),
+    Run("minilm-tweets", "BERT", 40, 10, 1.5, "real weights, tweets (3 classes)"),
     Run("digits-vit", "ViT", 30, 3, 1.5, "trained on digits"),
     Run("digits-resnet", "ResNet", 30, 3, 1.5, "trained on digits"),
     Run("clip-small", "multi-modal", 24, 4, 1.0, "random weights (two towers)"),
     Run("resnet50", "ResNet", 20, 5, 1.0, "random weights"),
-    Run("bert-base", "BERT", 16, 6, 1.0, "random weights, 128 tokens"),
-    Run("vit-base", "ViT", 16, 6, 1.0, "random weights, 224x224"),
+    Run("bert-base", "BERT", 16, 5, 1.0, "random weights, 128 tokens"),
+    Run("vit-base", "ViT", 16, 5, 1.0, "random weights, 224x224"),
 )
 
 
