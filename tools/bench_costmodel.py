@@ -140,10 +140,20 @@ def measure_model(zoo: Zoo, name: str, count: int, repeats: int, store: Measurem
             progress.advance(task)
 
 
-def labels(rows: list[dict], target: str) -> np.ndarray:
-    """Drift-corrected latency: the paired ratio to the FP32 model, times the run's FP32 median."""
-    reference = statistics.median(r[target]["reference_ms"] for r in rows)
-    return np.array([r[target]["ratio"] * reference for r in rows])
+def fp32_medians(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """The FP32 median per model and target over every measurement of it (all sessions)."""
+    models = {r["model"] for r in rows}
+    return {(m, t): statistics.median(r[t]["reference_ms"] for r in rows if r["model"] == m) for m in models for t in TARGETS}
+
+
+def labels(rows: list[dict], target: str, fp32: dict[tuple[str, str], float]) -> np.ndarray:
+    """Drift-corrected latency: the paired ratio to the FP32 model, times one FP32 median per model.
+
+    One scale for all rows of a model, whenever they were measured: the machine's speed drifts
+    between sessions (bert-base's FP32 median was 383 ms in a session that shared the CPU, 133 ms
+    on a quiet one), while the paired ratios stay comparable.
+    """
+    return np.array([r[target]["ratio"] * fp32[r["model"], target] for r in rows])
 
 
 def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -156,9 +166,9 @@ def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 
 def fit_and_test(
-    train: list[dict], test: list[dict], target: str, fingerprint, seed: int = 0
+    train: list[dict], test: list[dict], target: str, fingerprint, fp32: dict, seed: int = 0
 ) -> tuple[dict[str, float], float]:
-    train_y, test_y = labels(train, target), labels(test, target)
+    train_y, test_y = labels(train, target, fp32), labels(test, target, fp32)
     start = time.perf_counter()
     model = CostModel(fingerprint, seed=seed).fit([r["features"] for r in train], train_y)
     fit_seconds = time.perf_counter() - start
@@ -166,7 +176,7 @@ def fit_and_test(
     return scores(predicted, test_y), fit_seconds
 
 
-def trees_alone(train: list[dict], test: list[dict], target: str, seed: int = 0) -> dict[str, float]:
+def trees_alone(train: list[dict], test: list[dict], target: str, fp32: dict, seed: int = 0) -> dict[str, float]:
     """The ablation: catboost on log latency without the additive base (SimQ's first cost model)."""
     from catboost import CatBoostRegressor
 
@@ -184,8 +194,8 @@ def trees_alone(train: list[dict], test: list[dict], target: str, seed: int = 0)
         thread_count=1,
         allow_writing_files=False,
     )
-    model.fit(x["train"], np.log(labels(train, target)))
-    return scores(np.exp(model.predict(x["test"])), labels(test, target))
+    model.fit(x["train"], np.log(labels(train, target, fp32)))
+    return scores(np.exp(model.predict(x["test"])), labels(test, target, fp32))
 
 
 def transfer_section(rows: list[list[str]], metric_headers: list[str]) -> str:
@@ -195,8 +205,9 @@ def transfer_section(rows: list[list[str]], metric_headers: list[str]) -> str:
 
 {table(["trained on", "candidates", "tested on", "candidates", "target", *metric_headers], rows)}
 
-Features are absolute (MACs, bytes, counts), and trees do not extrapolate: a predictor trained on
-a model six times smaller cannot predict latencies outside the range it saw. The within-model
+Features are absolute (MACs, bytes, counts). The additive base scales with them, so the ranking
+transfers, but the cost per MAC or byte of a 384-wide model at 64 tokens is not that of a 768-wide
+one at 128 (kernel efficiency, cache footprint), so absolute latencies do not. The within-model
 predictors are what `simq compile` uses (it trains on the candidates it measures).
 """
 
@@ -227,22 +238,23 @@ def main() -> None:
         measure_model(zoo, "minilm-tweets", args.transfer, 0, store, seed=3)
 
     rows, repeatability = [], []
+    fp32 = fp32_medians(store.rows)
     for name in models:
         first = sorted((r for r in store.rows if r["model"] == name and r["repeat"] == 0), key=lambda r: r["index"])
         train, test = first[: args.train], first[args.train : count]
         second = {r["index"]: r for r in store.rows if r["model"] == name and r["repeat"] == 1}
         for t in TARGETS:
-            result, fit_seconds = fit_and_test(train, test, t, registry.get(t).fingerprint())
-            y = labels(first, t)
-            alone = trees_alone(train, test, t)
+            result, fit_seconds = fit_and_test(train, test, t, registry.get(t).fingerprint(), fp32)
+            y = labels(first, t, fp32)
+            alone = trees_alone(train, test, t, fp32)
             rows.append([
                 name, t, len(train), len(test), f"{y.min():.1f} – {y.max():.1f}", *fmt(result), f"{fit_seconds:.1f}",
                 f"{alone['tau']:.3f} / {alone['within10']:.0%}",
             ])  # fmt: skip
             paired = [(first[i], second[i]) for i in sorted(second)]
             if paired:
-                a = labels([p[0] for p in paired], t)
-                b = labels([p[1] for p in paired], t)
+                a = labels([p[0] for p in paired], t, fp32)
+                b = labels([p[1] for p in paired], t, fp32)
                 repeatability.append([name, t, len(paired), *fmt(scores(b, a))])
     transfer_rows = []
     minilm = sorted((r for r in store.rows if r["model"] == "minilm-tweets"), key=lambda r: r["index"])
@@ -251,7 +263,7 @@ def main() -> None:
             (r for r in store.rows if r["model"] == "bert-base" and r["repeat"] == 0), key=lambda r: r["index"]
         )[args.train : count]
         for t in TARGETS:
-            result, _ = fit_and_test(minilm, bert_test, t, registry.get(t).fingerprint())
+            result, _ = fit_and_test(minilm, bert_test, t, registry.get(t).fingerprint(), fp32)
             transfer_rows.append(["minilm-tweets", len(minilm), "bert-base", len(bert_test), t, *fmt(result)])
 
     seconds = {name: statistics.median(r["seconds"] for r in store.rows if r["model"] == name) for name in models}
@@ -276,7 +288,11 @@ The first {args.train} measured are the training set, the next {args.test} the t
 **Labels.** Each candidate is measured interleaved with the FP32 model in the same process
 ({ROUNDS} rounds × {PER_ROUND} timed calls each, 2 re-warm calls after every switch); its ratio is the
 median over rounds of (candidate round median / FP32 round median), and its label that ratio
-times the FP32 median over the whole run. Building, lowering
+times the FP32 median over all measurements of that model and target. The measurements were taken
+in two sessions: the first 90 bert-base and resnet50 candidates in one where another benchmark
+shared the CPU (bert-base FP32 median 383 ms against 133 ms on the quiet machine), the rest and the
+repeats on a quiet machine; ratios to FP32 measured in the same blocks stay comparable across them,
+absolute times do not. Building, lowering
 and measuring one candidate on both targets took a median of {seconds["bert-base"]:.0f} s (bert-base) and
 {seconds["resnet50"]:.0f} s (resnet50).
 
@@ -286,8 +302,9 @@ and measuring one candidate on both targets took a median of {seconds["bert-base
 
 ## How repeatable the labels are
 
-{args.repeats} test candidates per model were measured a second time at the end of the run; the
-second measurement is scored as a "prediction" of the first. This is the ceiling for any
+Some test candidates per model (`pairs`; {args.repeats} per session, the last ones of the test
+set) were measured a second time at the end of a session; the second measurement is scored as a
+"prediction" of the first. This is the ceiling for any
 predictor checked against one measurement; `docs/MEASURE.md` has the spread of a plain
 `simq measure` call (no reference interleaving), 7–23 % across calls.
 
