@@ -26,28 +26,37 @@ def _precisions(space: SearchSpace, x: np.ndarray) -> Counter:
     return Counter(v for k, v in config.items() if k.startswith("quant."))
 
 
-def test_anchors_are_the_uniform_policies_of_the_unpruned_model(space):
+def test_anchors_are_uniform_policies(space):
     anchors = space.anchors()
-    assert space.precisions == ["fp32", "int8", "int4w"] and len(anchors) == 2
-    everything_int8, most_int4 = (_precisions(space, x) for x in anchors)
-    assert set(everything_int8) == {"int8"}
+    assert space.precisions == ["fp32", "int8", "int4w"] and len(anchors) == 4
+    everything_int8, most_int4, int8_75, int8_50 = (space.decode(x) for x in anchors)
+    assert set(_precisions(space, anchors[0])) == {"int8"}
     # INT4 where a node offers it (weighted MatMuls), INT8 on the others (attention MatMuls, Gathers).
-    assert set(most_int4) == {"int4w", "int8"} and most_int4["int4w"] > most_int4["int8"]
-    for x in anchors:
-        config = space.decode(x)
+    mix = _precisions(space, anchors[1])
+    assert set(mix) == {"int4w", "int8"} and mix["int4w"] > mix["int8"]
+    widths = [k for k in space.knobs if k.name.split(".")[0] in ("heads", "ffn")]
+    for config in (everything_int8, most_int4):
         assert all(config[k.name] == k.default for k in space.knobs if not k.name.startswith("quant."))
+    for config, level in ((int8_75, 0.75), (int8_50, 0.5)):
+        # The domain value nearest to the level (within half a step of it).
+        assert all(abs(config[k.name] - level * k.default) <= np.diff(k.domain).max() / 2 for k in widths)
+        assert set(v for k, v in config.items() if k.startswith("quant.")) == {"int8"}
 
 
 def test_a_first_population_starts_with_the_anchors(space):
     first = space.initial(np.random.default_rng(0), 6)
     assert first.shape == (6, space.size)
-    assert [space.key(x) for x in first[:2]] == [space.key(x) for x in space.anchors()]
+    assert [space.key(x) for x in first[:4]] == [space.key(x) for x in space.anchors()]
     assert space.initial(np.random.default_rng(0), 1).shape == (1, space.size)
 
 
-def test_samples_are_canonical_and_mostly_near_one_precision(space):
+def test_samples_are_canonical_and_each_near_one_precision_and_one_width_level(space):
     samples = space.sample(np.random.default_rng(1), 60)
     assert all(space.key(space.repair(x)) == space.key(x) for x in samples)
     dominant = [max(_precisions(space, x).values()) / sum(_precisions(space, x).values()) for x in samples]
     assert np.median(dominant) >= 0.7  # a base precision with a few deviations, not a random mix
     assert len({space.key(x) for x in samples}) > 50
+    ffn = [i for i, k in enumerate(space.knobs) if k.name.startswith("ffn.")]
+    moved = [x[ffn][x[ffn] != space.upper[ffn]] for x in samples]
+    # The FFN widths a candidate prunes sit within a step or two of one level, not all over the range.
+    assert np.median([np.ptp(m) for m in moved if len(m) > 1]) <= 2

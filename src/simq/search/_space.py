@@ -26,6 +26,11 @@ def _nearest(domain: tuple, precision: str) -> str:
     return domain[0]
 
 
+def _is_width(knob) -> bool:
+    """A knob that keeps a number of units (heads, neurons, channels), default = all of them."""
+    return not knob.name.startswith(QUANT) and isinstance(knob.default, int) and not isinstance(knob.default, bool)
+
+
 class SearchSpace:
     """The knobs of a `Pipeline` encoded as integer vectors, with the pipeline's repair.
 
@@ -61,16 +66,23 @@ class SearchSpace:
         return config_key(self.decode(x))
 
     def anchors(self) -> np.ndarray:
-        """The uniform precision policies, unpruned: every quantizable node INT8, every one
-        INT4-weight where it can (INT8 elsewhere), ... one vector per precision below FP32.
+        """Uniform policies, what a user would try first: every quantizable node INT8; INT4
+        weights wherever a node takes them (INT8 elsewhere); then INT8 with every width knob
+        (heads, FFN, channels) at 75 % and at 50 % of its default.
 
-        They are what a user would try first (docs/QUANT.md: INT8 everywhere keeps accuracy at
-        0.6x latency), so a search starts from them rather than hoping to draw them.
+        docs/QUANT.md and docs/PRUNE.md show these are strong on their own (INT8 everywhere keeps
+        accuracy at 0.6x latency; half the FFN with least-squares refit costs ~0 points), so a
+        search starts from them rather than hoping to draw them.
         """
+        compressed = self.precisions[1:]
+        policies = [(p, 1.0) for p in compressed] + [(compressed[0] if compressed else None, w) for w in (0.75, 0.5)]
         rows, keys = [], set()
-        for precision in self.precisions[1:]:
-            x = self.encode({k.name: _nearest(k.domain, precision) for k in self.knobs if k.name.startswith(QUANT)})
-            if self.key(x) not in keys:
+        for precision, width in policies:
+            config = {k.name: _nearest(k.domain, precision) for k in self.knobs if precision and k.name.startswith(QUANT)}
+            if width < 1.0:
+                config |= {k.name: min(k.domain, key=lambda v, k=k: abs(v - width * k.default)) for k in self.knobs if _is_width(k)}
+            x = self.encode(config)
+            if self.key(x) not in keys and self.key(x) != self.key(self.encode({})):
                 keys.add(self.key(x))
                 rows.append(x)
         return np.array(rows, dtype=int).reshape(len(rows), self.size)
@@ -84,26 +96,40 @@ class SearchSpace:
         """`count` random vectors, repaired, spread from light to heavy compression.
 
         Drawing every knob uniformly would change half of them in every candidate (drop half
-        the layers, ...), so nearly all samples would be heavily compressed and alike. Instead
-        each candidate draws a share p ~ U(0, 1) and moves each pruning knob away from its
-        default with probability p, to a uniformly random value of its domain. Precisions start
-        from one base precision for the whole model (mixing precisions node by node at random
-        is nearly always slower than any uniform policy: every switch adds a Q/DQ pair), and
-        each node leaves it with probability q ~ U(0, 0.3).
+        the layers, random widths and precisions everywhere), so nearly all samples would be
+        heavily compressed, alike and poor. Instead each candidate draws how it compresses:
+
+        - a share p ~ U(0, 1) of the width knobs it moves, and for each kind of width knob
+          (heads, FFN, channels) one level t ~ U(0, 1) of its range: a moved knob lands on
+          the domain value at t, give or take one step (uniform pruning is what post-training
+          pruning with least-squares refit tolerates best; docs/PRUNE.md);
+        - a block is dropped with probability p / 3 (each costs points);
+        - one base precision for the whole model, each node leaving it with probability
+          q ~ U(0, 0.3): node-by-node random mixes are nearly always slower than any uniform
+          policy, since every switch adds a Q/DQ pair.
         """
         defaults = self.encode({})
-        quant = np.array([k.name.startswith(QUANT) for k in self.knobs], dtype=bool)
+        kinds = [k.name.split(".")[0] for k in self.knobs]
+        width_kinds = sorted({kind for kind, k in zip(kinds, self.knobs) if _is_width(k)})
         base_precisions = [
-            np.array([k.domain.index(_nearest(k.domain, p)) if q else 0 for k, q in zip(self.knobs, quant)], dtype=int)
+            np.array([k.domain.index(_nearest(k.domain, p)) if k.name.startswith(QUANT) else 0 for k in self.knobs])
             for p in self.precisions
-        ]  # fmt: skip
+        ]
         rows = []
         for _ in range(count):
             share, deviate = rng.uniform(), rng.uniform(0, 0.3)
             base = base_precisions[rng.integers(len(base_precisions))]
-            moved = rng.uniform(size=self.size) < np.where(quant, deviate, share)
-            start = np.where(quant, base, defaults)
-            rows.append(self.repair(np.where(moved, rng.integers(0, self.upper + 1), start)))
+            levels = {kind: rng.uniform() for kind in width_kinds}
+            x = defaults.copy()
+            for i, (kind, knob) in enumerate(zip(kinds, self.knobs)):
+                if knob.name.startswith(QUANT):
+                    x[i] = base[i] if rng.uniform() >= deviate else rng.integers(0, self.upper[i] + 1)
+                elif kind in levels:
+                    if rng.uniform() < share:
+                        x[i] = np.clip(round(levels[kind] * self.upper[i]) + rng.integers(-1, 2), 0, self.upper[i])
+                elif rng.uniform() < share / 3:
+                    x[i] = rng.integers(0, self.upper[i] + 1)
+            rows.append(self.repair(x))
         return np.array(rows, dtype=int).reshape(count, self.size)
 
     def pymoo_sampling(self, seed: int) -> Sampling:
