@@ -61,12 +61,12 @@ class Run:
 
 RUNS = (
     Run("minilm-tweets", "BERT", 40, 10, 1.5, "real weights, tweets (3 classes)"),
-    Run("digits-vit", "ViT", 30, 3, 1.5, "trained on digits"),
-    Run("digits-resnet", "ResNet", 30, 3, 1.5, "trained on digits"),
-    Run("clip-small", "multi-modal", 24, 4, 1.0, "random weights (two towers)"),
-    Run("resnet50", "ResNet", 20, 5, 1.0, "random weights"),
-    Run("bert-base", "BERT", 16, 5, 1.0, "random weights, 128 tokens"),
-    Run("vit-base", "ViT", 16, 5, 1.0, "random weights, 224x224"),
+    Run("digits-vit", "ViT", 30, 2, 1.5, "trained on digits"),
+    Run("digits-resnet", "ResNet", 30, 2, 1.5, "trained on digits"),
+    Run("clip-small", "multi-modal", 24, 3, 1.0, "random weights (two towers)"),
+    Run("resnet50", "ResNet", 20, 4, 1.0, "random weights"),
+    Run("bert-base", "BERT", 16, 4, 1.0, "random weights, 128 tokens"),
+    Run("vit-base", "ViT", 16, 4, 1.0, "random weights, 224x224"),
 )
 
 
