@@ -103,7 +103,8 @@ class SearchSpace:
           (heads, FFN, channels) one level t ~ U(0, 1) of its range: a moved knob lands on
           the domain value at t, give or take one step (uniform pruning is what post-training
           pruning with least-squares refit tolerates best; docs/PRUNE.md);
-        - a block is dropped with probability p / 3 (each costs points);
+        - every other knob (block drops) moves with probability p / 3, to a random value:
+          a dropped block costs points;
         - one base precision for the whole model, each node leaving it with probability
           q ~ U(0, 0.3): node-by-node random mixes are nearly always slower than any uniform
           policy, since every switch adds a Q/DQ pair.
