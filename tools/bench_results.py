@@ -97,6 +97,7 @@ def execute(run: Run, target: str, work: Path) -> dict:
     )
     sys.stderr.write(done.stderr[-3000:])
     # Every invocation's wall time is kept, so a run finished over several (killed, resumed) adds up.
+    out.mkdir(parents=True, exist_ok=True)
     with (out / "bench-invocations.jsonl").open("a") as log:
         log.write(json.dumps({"minutes": (time.perf_counter() - start) / 60, "returncode": done.returncode}) + "\n")
     minutes = sum(json.loads(line)["minutes"] for line in (out / "bench-invocations.jsonl").read_text().splitlines())
