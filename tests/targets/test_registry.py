@@ -88,3 +88,21 @@ def test_plugin_target_is_found_through_its_entry_point_and_compiled_for(tiny, z
     assert main(args) == 0
     manifests = [json.loads(p.read_text()) for p in out.glob("pareto/*/manifest.json")]
     assert manifests and all(m["fingerprint"]["target"] == "edge-cpu" and m["fingerprint"]["threads"] == 1 for m in manifests)
+
+
+@pytest.mark.openvino
+def test_lowering_for_openvino_starts_no_telemetry(tmp_path):
+    """OpenVINO's converter sends telemetry by forking from a thread pool, which deadlocked a compile
+    whose main thread was in a BLAS call at that moment; lowering must not go through it."""
+    script = f"""
+import multiprocessing, threading, time, numpy as np, onnx, onnx_ir as ir, openvino, simq.ir as sir
+from simq.targets import TargetRegistry
+before = set(threading.enumerate())  # importing openvino alone starts an idle telemetry worker
+proto = onnx.parser.parse_model({MODEL!r})
+proto.graph.initializer.append(onnx.numpy_helper.from_array(np.ones((8, 4), np.float32), "w"))
+TargetRegistry().get("openvino-cpu").lower(sir.cleanup(ir.from_proto(proto)), __import__("pathlib").Path({str(tmp_path)!r}))
+time.sleep(0.5)
+print(len(set(threading.enumerate()) - before), len(multiprocessing.active_children()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "0"]  # no new thread, no child process

@@ -62,7 +62,10 @@ class OpenVinoCpuTarget:
         onnx_path = save(model, Path(workdir) / "model.onnx")
         xml = onnx_path.with_suffix(".xml")
         try:
-            ov.save_model(ov.convert_model(str(onnx_path)), str(xml))
+            # Core.read_model runs the same ONNX frontend as ov.convert_model without the converter's
+            # telemetry, which forks processes from a thread pool: a fork while numpy's BLAS threads
+            # are busy in the main thread deadlocked a compile (and there is no network to send to).
+            ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml))
         except Exception as e:  # OpenVINO's frontend errors are plain RuntimeErrors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"OpenVINO cannot convert {onnx_path}: {first[:200]}") from e
