@@ -131,7 +131,8 @@ class Outcome:
             store.close()
         reference = next(r for r in records if r.kind == "reference" and r.final)
         baselines = {r.config["baseline"]: r for r in records if r.kind == "baseline" and r.status == "ok"}
-        pareto = [r for r in records if r.artifact and r.kind == "candidate"]
+        # SimQ's Pareto set: FP32 itself belongs to it when no candidate beats it on every objective.
+        pareto = [r for r in records if r.artifact and r.kind in ("candidate", "reference")]
         candidates = [r for r in records if r.kind == "candidate" and r.status == "ok"]
         return cls(run, target, info, reference, baselines, pareto, candidates)
 
