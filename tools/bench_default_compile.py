@@ -50,7 +50,7 @@ pass (the Pareto set lowered, re-timed with FP32 and the baselines, scored on th
 split).
 
 Its Pareto set, by latency (accuracy on the test split; FP32 is 70.59 %; latency ratios to FP32
-measured in one interleaved pass):
+in the final pass, each paired with FP32 in its own blocks, median of three passes):
 
 {table(columns, [[row[c] for c in columns] for row in rows])}
 
