@@ -34,7 +34,8 @@ class CostModel:
     extrapolates sensibly from the few dozen samples a search can afford. A catboost model then
     learns the log of what the base misses (fusions, cache effects) with the RMSE-with-uncertainty
     loss, so that every prediction comes with the model's estimate of its own error. On the
-    measured sub-networks of docs/COSTMODEL.md the base alone already beats catboost alone by far.
+    measured sub-networks of docs/COSTMODEL.md the two stages beat catboost alone on every model
+    and target (Kendall tau 0.73-0.93 against 0.70-0.87).
     A seed is required: same data, same seed, same predictor.
     """
 
