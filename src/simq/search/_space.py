@@ -9,13 +9,12 @@ from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 
 from simq.passes import Pipeline
+from simq.passes.quant import PRECISIONS  # from the least to the most compressed
 from simq.search._store import config_key
 
 __all__ = ["SearchSpace"]
 
 QUANT = "quant."
-#: Precisions from the least to the most compressed.
-PRECISIONS = ("fp32", "int8", "int4w")
 
 
 def _nearest(domain: tuple, precision: str) -> str:
