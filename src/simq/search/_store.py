@@ -62,7 +62,7 @@ class Record:
             ``latency_ms``, ``size_bytes``.
         predicted: What the predictors said before it was validated (LINAS), if anything.
         final: The end-of-run values for the Pareto set, the reference and the baselines:
-            ``latency_ms``/``latency_ratio`` each timed in its own blocks with FP32 in one pass, and
+            ``latency_ms``/``latency_ratio`` timed in blocks with FP32 (median of three passes), and
             ``accuracy`` on the final split.
     """
 
