@@ -151,6 +151,16 @@ class Outcome:
         name = min(pool, key=lambda n: pool[n].final["latency_ratio"])
         return name, pool[name]
 
+    def best(self) -> tuple[Record, Record, float] | None:
+        """(fastest accepted point, smallest accepted point, its speed-up over the best baseline),
+        or None when no point of the Pareto set is accepted."""
+        accepted = self.accepted(self.pareto)
+        if not accepted:
+            return None
+        fastest = min(accepted, key=lambda r: r.final["latency_ratio"])
+        _, base = self.best_baseline()
+        return fastest, min(accepted, key=self.size), base.final["latency_ratio"] / fastest.final["latency_ratio"]
+
 
 def fmt_row(o: Outcome, label: str, r: Record) -> list[str]:
     return [
@@ -159,7 +169,7 @@ def fmt_row(o: Outcome, label: str, r: Record) -> list[str]:
     ]  # fmt: skip
 
 
-def model_section(outcomes: list[Outcome], knobs_of) -> str:
+def model_section(outcomes: list[Outcome], knobs: list) -> str:
     run = outcomes[0].run
     parts = [
         f"### {run.model} ({run.family}; {run.weights})\n",
@@ -171,7 +181,7 @@ def model_section(outcomes: list[Outcome], knobs_of) -> str:
         accepted = sorted(o.accepted(o.pareto), key=lambda r: r.final["latency_ratio"])
         smallest = min(accepted, key=o.size) if accepted else None
         shown_records = accepted[:5] + ([smallest] if smallest is not None and smallest not in accepted[:5] else [])
-        rows += [fmt_row(o, f"SimQ #{r.id}: {describe(r.config, knobs_of(r))}", r) for r in shown_records]
+        rows += [fmt_row(o, f"SimQ #{r.id}: {describe(r.config, knobs)}", r) for r in shown_records]
         rejected = len(o.pareto) - len(accepted)
         parts.append(
             f"**{o.target}** — `{o.info['command']}` ({len(o.candidates)} candidates validated, "
@@ -183,10 +193,10 @@ def model_section(outcomes: list[Outcome], knobs_of) -> str:
 
 
 def summary_row(o: Outcome) -> list[str]:
-    accepted = o.accepted(o.pareto)
     name, base = o.best_baseline()
     static = o.baselines.get("ORT static INT8")
-    if not accepted:
+    best = o.best()
+    if best is None:
         return [
             o.run.model,
             o.target,
@@ -198,9 +208,7 @@ def summary_row(o: Outcome) -> list[str]:
             "",
             "",
         ]
-    fastest = min(accepted, key=lambda r: r.final["latency_ratio"])
-    smallest = min(accepted, key=o.size)
-    speedup = base.final["latency_ratio"] / fastest.final["latency_ratio"]
+    fastest, smallest, speedup = best
     vs_int8 = (
         f"{static.final['latency_ratio'] / fastest.final['latency_ratio']:.2f}x / {o.size(static) / o.size(smallest):.2f}x"
         if static is not None
@@ -214,13 +222,11 @@ def summary_row(o: Outcome) -> list[str]:
 
 def goal_paragraph(o: Outcome) -> str:
     """How far the headline run is from the goal: 2x faster than the best baseline, 4x smaller than FP32."""
-    accepted = o.accepted(o.pareto)
     name, base = o.best_baseline()
-    if not accepted:
+    best = o.best()
+    if best is None:
         return f"No Pareto point stayed within {ACCEPTED_DROP:g} point of FP32 on the test split; the best baseline is {name}."
-    fastest = min(accepted, key=lambda r: r.final["latency_ratio"])
-    smallest = min(accepted, key=o.size)
-    speedup = base.final["latency_ratio"] / fastest.final["latency_ratio"]
+    fastest, smallest, speedup = best
     return (
         f"Goal at <= {ACCEPTED_DROP:g} point below FP32 (test split): at least 2x lower latency than the best "
         f"off-the-shelf baseline and at least 4x smaller than FP32. Measured: the fastest accepted point "
@@ -229,6 +235,13 @@ def goal_paragraph(o: Outcome) -> str:
         f"{speedup / 2:.0%} of the latency goal. The smallest accepted point (#{smallest.id}) is "
         f"{1 / o.size(smallest):.2f}x smaller than FP32: {'goal met' if 1 / o.size(smallest) >= 4 else f'{1 / o.size(smallest) / 4:.0%} of the size goal'}."
     )
+
+
+def knobs_of(model: str) -> list:
+    """The zoo model's knobs as `simq compile` offers them (what `describe` needs: names, defaults)."""
+    zoo = Zoo()
+    structure = sir.analyze(sir.load(zoo.path(model)), dict(zoo.entry(model).signature))
+    return pruning_knobs(structure) + QuantizePass.knobs(structure)
 
 
 def plot(outcomes: list[Outcome], path: Path) -> None:
@@ -299,15 +312,6 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
                 continue
             outcomes.setdefault(run.model, []).append(Outcome.read(run, target, out, json.loads(marker.read_text())))
     (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
-    knobs = {}
-
-    def knobs_of(model: str):
-        """The model's knobs as `simq compile` offers them (what `describe` needs: names, defaults)."""
-        if model not in knobs:
-            zoo = Zoo()
-            structure = sir.analyze(sir.load(zoo.path(model)), dict(zoo.entry(model).signature))
-            knobs[model] = pruning_knobs(structure) + QuantizePass.knobs(structure)
-        return knobs[model]
 
     sections, summary = [], []
     headline = "The minilm-tweets run on ort-cpu has not finished yet."
@@ -316,7 +320,7 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
             headline = goal_paragraph(o)
     for model, found in outcomes.items():
         plot(found, ROOT / "docs" / "img" / f"results_{model}.png")
-        sections.append(model_section(found, lambda r, m=model: knobs_of(m)))
+        sections.append(model_section(found, knobs_of(model)))
         summary += [summary_row(o) for o in found]
     doc = f"""# Results: four model families, two targets
 
