@@ -67,8 +67,9 @@ def test_random_data_is_seeded_and_needs_no_build(tmp_path: Path) -> None:
     assert np.array_equal(ids != 0, mask == 1) and mask.sum(1).min() >= 8
     lengths = mask.sum(1)
     assert np.all(ids[np.arange(len(ids)), lengths - 1] == 999)  # CLIP pools on its end token
+    assert len(zoo.data("clip-tiny", "train")) == 256
     with pytest.raises(InvalidArgumentError, match="calibration"):
-        zoo.data("clip-tiny", "train")
+        zoo.data("clip-tiny", "training")
 
 
 def test_batches_cover_every_example_once() -> None:
@@ -152,6 +153,18 @@ def test_missing_extra_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         Zoo(tmp_path).path("digits-cnn")
 
 
+def _assert_disjoint(zoo: Zoo, name: str) -> None:
+    """No example (by content) is in two splits: the model never saw what it is scored on."""
+    rows = {}
+    for split in ("train", "calibration", "validation", "test"):
+        inputs = zoo.data(name, split).inputs
+        rows[split] = {b"".join(inputs[k][i].tobytes() for k in sorted(inputs)) for i in range(len(inputs[next(iter(inputs))]))}
+    for a in rows:
+        for b in rows:
+            if a < b:
+                assert not rows[a] & rows[b], f"{name}: {a} and {b} share examples"
+
+
 @pytest.mark.parametrize("name", DIGITS)
 def test_digits_model_is_accurate_through_onnxruntime(zoo: Zoo, name: str) -> None:
     session = _session(zoo.path(name))
@@ -161,7 +174,8 @@ def test_digits_model_is_accurate_through_onnxruntime(zoo: Zoo, name: str) -> No
     info = zoo.info(name)
     assert accuracy >= 0.9
     assert accuracy == pytest.approx(info["test_accuracy"], abs=1 / len(test))
-    assert [len(zoo.data(name, split)) for split in ("calibration", "validation", "test")] == [256, 359, 360]
+    assert [len(zoo.data(name, split)) for split in ("train", "calibration", "validation", "test")] == [822, 256, 359, 360]
+    _assert_disjoint(zoo, name)
     assert test.inputs["pixel_values"].dtype == np.float32 and test.inputs["pixel_values"].max() <= 1.0
     assert set(np.unique(test.labels)) == set(range(10))
 
@@ -186,7 +200,8 @@ def test_minilm_tweets_keeps_its_accuracy_through_onnxruntime(zoo: Zoo) -> None:
     assert 0.69 <= info["test_accuracy"] <= 0.72
     assert abs(info["test_accuracy"] - info["sklearn_test_accuracy"]) <= 2 / 2040
     assert abs(info["onnx_test_accuracy"] - info["test_accuracy"]) <= 2 / 2040
-    sizes = [len(zoo.data("minilm-tweets", split)) for split in ("calibration", "validation", "test")]
-    assert sizes == [256, 512, 2040]
+    sizes = [len(zoo.data("minilm-tweets", split)) for split in ("train", "calibration", "validation", "test")]
+    assert sizes == [2292, 256, 512, 2040]
+    _assert_disjoint(zoo, "minilm-tweets")
     test = zoo.data("minilm-tweets", "test")
     assert test.inputs["input_ids"].shape == (2040, 64) and np.bincount(test.labels).tolist() == [680, 680, 680]

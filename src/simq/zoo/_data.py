@@ -14,7 +14,7 @@ from simq.zoo._spec import Recipe, ZooEntry
 __all__ = ["SPLITS", "Dataset", "load_split", "random_dataset", "random_inputs", "save_splits"]
 
 # Sizes of the random splits of random-weight models; index order also seeds them.
-SPLITS: Mapping[str, int] = {"calibration": 32, "validation": 32, "test": 64}
+SPLITS: Mapping[str, int] = {"calibration": 32, "validation": 32, "test": 64, "train": 256}
 _LABELS = "labels"
 
 

@@ -107,7 +107,8 @@ def _digits(name: str, family: str, what: str, options: Mapping[str, Any]) -> Re
         real_weights=True,
         has_labels=True,
     )
-    return Recipe(entry, "_digits", seed=0, options=options)
+    # Version 2: calibration images no longer overlap the training images.
+    return Recipe(entry, "_digits", seed=0, options=options, version=2)
 
 
 _TWEETS = Recipe(
@@ -126,6 +127,7 @@ _TWEETS = Recipe(
     ),
     "_tweets",
     seed=0,
+    version=2,  # 2: the head is fit on a train split disjoint from calibration and validation
     options={
         "classes": ["negative", "neutral", "positive"],
         "per_class": 1700,

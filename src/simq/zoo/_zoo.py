@@ -79,17 +79,18 @@ class Zoo:
     def data(self, name: str, split: str) -> Dataset:
         """The examples of model `name` for one split.
 
-        Models with real data return their stored split (built with the model). Random-weight
-        models return seeded random inputs (32 calibration, 32 validation, 64 test examples)
-        without labels; those need no build.
+        Models with real data return their stored split (built with the model); the four splits
+        are disjoint, and the model was trained (or its head fit) on ``train`` only. Random-weight
+        models return seeded random inputs (32 calibration, 32 validation, 64 test, 256 train
+        examples) without labels; those need no build.
 
         Args:
             name: A zoo model name.
-            split: ``"calibration"``, ``"validation"`` or ``"test"``.
+            split: ``"train"``, ``"calibration"``, ``"validation"`` or ``"test"``.
 
         Raises:
             UnknownModelError: No zoo model has that name.
-            InvalidArgumentError: `split` is not one of the three splits.
+            InvalidArgumentError: `split` is not one of the four splits.
         """
         recipe = self._recipe(name)
         if split not in SPLITS:
