@@ -57,13 +57,13 @@ def test_repair_resets_what_a_dropped_layer_makes_moot(bert):
         pipeline.repair({"heads.99": 1})
 
 
-def test_int4_falls_back_to_int8_when_pruning_leaves_no_whole_block(zoo):
+def test_int4_falls_back_to_int8dyn_when_pruning_leaves_no_whole_block(zoo):
     pipeline, feed = _pipeline(zoo, "digits-vit")
     smallest = {k.name: k.domain[0] for k in pipeline.knobs if k.name.split(".")[0] in ("heads", "ffn")}
     int4 = {k.name: "int4w" for k in pipeline.knobs if "int4w" in k.domain}
     assert int4, "digits-vit should offer INT4 weights"
     repaired = pipeline.repair({**smallest, **int4})
-    assert any(repaired[name] == "int8" for name in int4), "some input width should stop being a multiple of the INT4 block"
+    assert any(repaired[name] == "int8dyn" for name in int4), "some input width should stop being a multiple of the INT4 block"
     outputs = _run(pipeline.build({**smallest, **int4}), feed)
     assert np.isfinite(outputs[0]).all()
 

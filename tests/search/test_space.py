@@ -11,6 +11,7 @@ import simq.ir as sir
 from simq.passes import Pipeline
 from simq.passes.quant import calibrate
 from simq.search import SearchSpace
+from simq.targets.openvino_cpu import OpenVinoCpuTarget
 
 
 @pytest.fixture(scope="module")
@@ -28,25 +29,42 @@ def _precisions(space: SearchSpace, x: np.ndarray) -> Counter:
 
 def test_anchors_are_uniform_policies(space):
     anchors = space.anchors()
-    assert space.precisions == ["fp32", "int8", "int4w"] and len(anchors) == 4
-    everything_int8, most_int4, int8_75, int8_50 = (space.decode(x) for x in anchors)
-    assert set(_precisions(space, anchors[0])) == {"int8"}
-    # INT4 where a node offers it (weighted MatMuls), INT8 on the others (attention MatMuls, Gathers).
-    mix = _precisions(space, anchors[1])
+    assert space.precisions == ["fp32", "int8dyn", "int8", "int4w"] and len(anchors) == 5
+    everything_int8dyn, everything_int8, most_int4, int8dyn_75, int8dyn_50 = (space.decode(x) for x in anchors)
+    # Dynamic INT8 where a unit takes it (weighted MatMuls), static INT8 on the others.
+    assert set(_precisions(space, anchors[0])) == {"int8dyn", "int8"}
+    assert set(_precisions(space, anchors[1])) == {"int8"}
+    # INT4 where a unit offers it (weighted MatMuls), the next precision on the others.
+    mix = _precisions(space, anchors[2])
     assert set(mix) == {"int4w", "int8"} and mix["int4w"] > mix["int8"]
     widths = [k for k in space.knobs if k.name.split(".")[0] in ("heads", "ffn")]
-    for config in (everything_int8, most_int4):
+    for config in (everything_int8dyn, everything_int8, most_int4):
         assert all(config[k.name] == k.default for k in space.knobs if not k.name.startswith("quant."))
-    for config, level in ((int8_75, 0.75), (int8_50, 0.5)):
+    for config, level in ((int8dyn_75, 0.75), (int8dyn_50, 0.5)):
         # The domain value nearest to the level (within half a step of it).
         assert all(abs(config[k.name] - level * k.default) <= np.diff(k.domain).max() / 2 for k in widths)
-        assert set(v for k, v in config.items() if k.startswith("quant.")) == {"int8"}
+        assert config == space.decode(space.encode(config))
+
+
+def test_bf16_anchors_where_the_target_runs_whole_models_in_bf16(zoo):
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    structure = sir.analyze(model, dict(zoo.entry("bert-tiny").signature))
+    batches = [x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)][:1]
+    calibration = calibrate(model, structure, batches)
+    with_bf16 = OpenVinoCpuTarget(isa=("avx2", "avx512", "avx512-bf16"))
+    without = OpenVinoCpuTarget(isa=("avx2",))
+    space = SearchSpace(Pipeline(model, structure, calibration=calibration, supports=with_bf16.supports))
+    assert space.model_precisions == ["fp32", "bf16"]
+    first = space.decode(space.anchors()[0])
+    assert first["precision"] == "bf16" and all(v == "fp32" for k, v in first.items() if k.startswith("quant."))
+    assert {space.decode(x)["precision"] for x in space.anchors()} == {"fp32", "bf16"}
+    assert "precision" not in {k.name for k in Pipeline(model, structure, calibration=calibration, supports=without.supports).knobs}
 
 
 def test_a_first_population_starts_with_the_anchors(space):
-    first = space.initial(np.random.default_rng(0), 6)
-    assert first.shape == (6, space.size)
-    assert [space.key(x) for x in first[:4]] == [space.key(x) for x in space.anchors()]
+    first = space.initial(np.random.default_rng(0), 7)
+    assert first.shape == (7, space.size)
+    assert [space.key(x) for x in first[:5]] == [space.key(x) for x in space.anchors()]
     assert space.initial(np.random.default_rng(0), 1).shape == (1, space.size)
 
 

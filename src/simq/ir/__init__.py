@@ -4,7 +4,7 @@ from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analy
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import export_torch, load_transformers_dir
 from simq.ir._io import ModelSource, load, save
-from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature
+from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
 from simq.ir._structure import (
     AttentionBlock,
     ChannelGroup,
@@ -44,5 +44,6 @@ __all__ = [
     "load",
     "load_transformers_dir",
     "resolve_signature",
+    "restore_symbolic_shapes",
     "save",
 ]

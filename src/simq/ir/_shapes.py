@@ -10,7 +10,7 @@ import onnx_ir.passes.common as common
 from simq.errors import InvalidArgumentError, UnsupportedModelError
 from simq.ir._cleanup import FoldConstantsPass
 
-__all__ = ["DEFAULT_DIM", "concrete_shapes", "resolve_signature"]
+__all__ = ["DEFAULT_DIM", "concrete_shapes", "resolve_signature", "restore_symbolic_shapes"]
 
 #: Size given to a symbolic non-batch axis (e.g. sequence length) when the user names none.
 DEFAULT_DIM = 128
@@ -85,3 +85,55 @@ def concrete_shapes(model: ir.Model, signature: Mapping[str, tuple[int, ...]]) -
         if value.const_value is not None:
             shapes[value.name] = tuple(value.const_value.shape)
     return shapes
+
+
+def restore_symbolic_shapes(model: ir.Model, signature: Mapping[str, tuple[int, ...]]) -> None:
+    """Give every intermediate value its shape with the inputs' symbolic axes, in place.
+
+    Pattern-based fusions check shapes such as ``[batch, seq, heads, head_size]``. After pruning,
+    ONNX shape inference alone loses them: a broadcast Add of ``batch`` with an unknown axis, or
+    a Reshape to ``[batch, seq, -1, 32]``, comes out as anonymous axes. Here the shapes are
+    inferred concretely at two signatures that differ in every symbolic input axis; an axis
+    equal in both is a constant, one that follows an input axis in both takes that axis' name,
+    anything else (``batch * heads``) stays unknown.
+
+    Args:
+        signature: Concrete input shapes. A symbolic axis takes its size there in one inference
+            (at least 2: size-1 axes broadcast) and one less in the other (one more if that
+            would be 1): sizes stay within what position tables allow.
+    """
+    sizes: list[dict[str, int]] = [{}, {}]  # per inference: symbol -> size
+    feeds: list[dict[str, tuple[int, ...]]] = [{}, {}]
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers or value.shape is None or value.name not in signature:
+            continue
+        dims: list[list[int]] = [[], []]
+        for axis, dim in enumerate(value.shape):
+            if isinstance(dim, int):
+                dims[0].append(dim)
+                dims[1].append(dim)
+                continue
+            symbol = dim.value or f"{value.name}:{axis}"
+            if symbol not in sizes[0]:
+                a = _unused_size(max(int(signature[value.name][axis]), 2), sizes[0])
+                sizes[0][symbol] = a
+                sizes[1][symbol] = _unused_size(a - 1 if a > 2 else a + 1, sizes[1])
+            dims[0].append(sizes[0][symbol])
+            dims[1].append(sizes[1][symbol])
+        feeds[0][value.name], feeds[1][value.name] = tuple(dims[0]), tuple(dims[1])
+    shapes = [concrete_shapes(model, feed) for feed in feeds]
+    named = {(sizes[0][s], sizes[1][s]): s for s in sizes[0] if ":" not in s}
+    outputs = set(map(id, model.graph.outputs))
+    for node in model.graph:
+        for value in node.outputs:
+            a, b = shapes[0].get(value.name), shapes[1].get(value.name)
+            if id(value) in outputs or a is None or b is None or len(a) != len(b):
+                continue
+            value.shape = ir.Shape([x if x == y else named.get((x, y)) for x, y in zip(a, b)])
+
+
+def _unused_size(size: int, taken: Mapping[str, int]) -> int:
+    """`size`, or the next size no other symbolic axis has, so that axes stay distinguishable."""
+    while size in taken.values():
+        size += 1
+    return size

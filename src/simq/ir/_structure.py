@@ -64,6 +64,8 @@ class AttentionBlock:
             may carry the head count.
         head_transposes: The Transposes that move the head axis.
         softmax: The Softmax node.
+        scores, weighted: The MatMuls of two activations before the Softmax (``Q @ K^T``) and
+            after it (probabilities ``@ V``).
         residual_add: The Add that adds the block's output to its input (None if absent).
         input, output: The residual stream value before and after the block.
     """
@@ -79,6 +81,8 @@ class AttentionBlock:
     reshapes: tuple[str, ...]
     head_transposes: tuple[str, ...]
     softmax: str
+    scores: str
+    weighted: str
     residual_add: str | None
     input: str | None
     output: str

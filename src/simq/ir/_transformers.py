@@ -163,7 +163,8 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
                 head_reshapes=splits, merge_reshape=merges[-1].name,
                 reshapes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Reshape"),
                 head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
-                softmax=softmax.name, residual_add=add, input=block_input, output=block_output,
+                softmax=softmax.name, scores=scores.name, weighted=weighted.name,
+                residual_add=add, input=block_input, output=block_output,
             )
         )  # fmt: skip
     return blocks

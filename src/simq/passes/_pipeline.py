@@ -1,8 +1,8 @@
-"""Pruning then quantization as one pipeline: its search space, repairing a config, building a candidate."""
+"""Pruning, the target's fusions, then quantization as one pipeline: its search space, repairing a
+config, building a candidate."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -10,14 +10,40 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import Structure
+from simq.ir import Structure, cleanup
 from simq.passes._knobs import Knob, check_config
+from simq.passes._run import run_passes
 from simq.passes.prune import PruneOptions, PruningStats, prune, pruning_knobs
 from simq.passes.prune._common import depth_knob
-from simq.passes.quant import INT4_BLOCK, Calibration, QuantizePass, calibrate, quant_knob, quantize
+from simq.passes.quant import (
+    INFERENCE_PRECISION,
+    INT4_BLOCK,
+    Calibration,
+    InferencePrecisionPass,
+    QuantizePass,
+    attention_unit_name,
+    calibrate_values,
+    fused_attention,
+    quant_knob,
+    takes_int8dyn,
+)
 from simq.passes.quant.quantize import Supports
 
-__all__ = ["Pipeline"]
+__all__ = ["Lowering", "Pipeline"]
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """What a target does to every candidate between pruning and quantization.
+
+    Attributes:
+        fusions: Passes that rewrite the model into the runtime's fused kernels, in order
+            (e.g. `simq.passes.fuse.OrtFusionPass`); none for a runtime that fuses by itself.
+        reduce_range: int8dyn weights in 7 bits, on CPUs whose INT8 dot product can saturate.
+    """
+
+    fusions: tuple[ir.passes.PassBase, ...] = ()
+    reduce_range: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,23 +55,25 @@ class _InputWidth:
 
 
 class Pipeline:
-    """Elastic pruning followed by per-node quantization, for one model and one target.
+    """Elastic pruning, the target's fusions, then per-unit quantization, for one model and target.
 
     Its knobs are the concatenation of the passes' knobs: nothing else defines the search space.
     Everything that does not depend on the candidate (the analysis, pruning statistics,
-    calibration ranges) is given once; `build` then applies one config in about a second.
+    calibration ranges, which attentions the target fuses) is computed once; `build` then
+    applies one config in about a second.
 
     Args:
         model: The FP32 model; never modified (`build` works on a clone).
         structure: Its analysis.
         calibration: Activation ranges; without them no quantization knobs are offered.
-        calibration_batches: The inputs `calibration` was computed on. With them, a pruned
-            candidate is re-calibrated before it is quantized: pruning and the least-squares
+        calibration_batches: The inputs `calibration` was computed on. With them, a pruned or
+            fused candidate is re-calibrated before static INT8: pruning and the least-squares
             refits move the activations downstream, and the FP32 model's ranges then misplace
             the INT8 grid (minilm-tweets, FFN halved then INT8: 74.8 % with the FP32 ranges,
-            77.7 % re-calibrated, 78.7 % unquantized; validation split).
+            77.7 % re-calibrated, 78.7 % unquantized; validation split); fusion renames them.
         stats: Pruning statistics (importance, Grams); without them units are kept first-k.
         supports: The target's ``supports(op_type, precision)``, which filters the precisions.
+        lowering: The target's fusions and quantization details (`Lowering`).
         prune_options: Unit order and least-squares reconstruction.
         prune, quantize: Which halves of the pipeline to search.
     """
@@ -59,6 +87,7 @@ class Pipeline:
         calibration_batches: Sequence[Mapping[str, np.ndarray]] | None = None,
         stats: PruningStats | None = None,
         supports: Supports | None = None,
+        lowering: Lowering | None = None,
         prune_options: PruneOptions | None = None,
         prune: bool = True,
         quantize: bool = True,
@@ -66,12 +95,23 @@ class Pipeline:
         self.model, self.structure = model, structure
         self.calibration, self.stats, self.supports = calibration, stats, supports
         self.calibration_batches = calibration_batches
+        self.lowering = lowering or Lowering()
         self.prune_options = prune_options or PruneOptions(
             order="importance" if stats is not None else "first", reconstruct=stats is not None
         )
-        pruning = pruning_knobs(structure) if prune else []
-        quantizing = QuantizePass.knobs(structure, supports) if quantize and calibration is not None else []
-        self.knobs: list[Knob] = pruning + quantizing
+        quantizing = quantize and calibration is not None
+        self._lowered: ir.Model | None = None  # the FP32 model after the fusions, built once
+        self._lowered_calibration: Calibration | None = None
+        #: Layers whose attention the target fuses, and whether the fused kernel takes int8dyn.
+        self.fused: dict[int, bool] = (
+            {layer: takes_int8dyn(node) for layer, node in fused_attention(self._lowered_model(), structure).items()}
+            if quantizing and self.lowering.fusions else {}
+        )  # fmt: skip
+        self.knobs: list[Knob] = (
+            (pruning_knobs(structure) if prune else [])
+            + (QuantizePass.knobs(structure, supports, self.fused) if quantizing else [])
+            + (InferencePrecisionPass.knobs(supports) if quantize else [])
+        )
         self._by_name = {k.name: k for k in self.knobs}
         self._moot = self._moot_knobs()
         self._input_width = self._input_widths()
@@ -79,7 +119,7 @@ class Pipeline:
     def repair(self, config: Mapping[str, Hashable]) -> dict[str, Hashable]:
         """The canonical form of `config`: every knob set, moot knobs at their default.
 
-        Knobs of a dropped block (its widths, the precision of its nodes) are moot and reset,
+        Knobs of a dropped block (its widths, the precision of its units) are moot and reset,
         so that equal models have equal configs; an INT4 weight whose input width pruning made
         no multiple of the INT4 block falls back to INT8.
 
@@ -92,30 +132,54 @@ class Pipeline:
                 config.update({name: self._by_name[name].default for name in moot})
         for name, width in self._input_width.items():
             if config.get(name) == "int4w" and (config[width.knob] * width.per_unit) % INT4_BLOCK:
-                config[name] = "int8" if "int8" in self._by_name[name].domain else "fp32"
+                domain = self._by_name[name].domain
+                config[name] = next(p for p in ("int8dyn", "int8", "fp32") if p in domain)
         return config
 
     def build(self, config: Mapping[str, Hashable]) -> ir.Model:
-        """A new model with `config` applied: pruned, then quantized, cleaned up."""
+        """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up."""
         config = self.repair(config)
-        model = prune(
-            self.model.clone(), self.structure, {k: v for k, v in config.items() if not k.startswith("quant.")},
-            self.stats, self.prune_options,
-        )  # fmt: skip
+        width_config = {k: v for k, v in config.items() if not k.startswith("quant.") and k != INFERENCE_PRECISION}
+        pruned = any(config[name] != self._by_name[name].default for name in width_config)
+        model = prune(self.model.clone(), self.structure, width_config, self.stats, self.prune_options)
+        if self.lowering.fusions:
+            model = self._lowered_model().clone() if not pruned else self._lower(model)
         policy = {k: v for k, v in config.items() if k.startswith("quant.") and v != "fp32"}
-        if not policy:
-            return model
-        if self.calibration is None:
-            raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
-        calibration = self.calibration
-        pruned = any(config[k.name] != k.default for k in self.knobs if not k.name.startswith("quant."))
-        if pruned and self.calibration_batches is not None:
-            present = {node.name for node in model.graph}
-            surviving = dataclasses.replace(
-                self.structure, quantizable=tuple(q for q in self.structure.quantizable if q.node in present)
-            )
-            calibration = calibrate(model, surviving, self.calibration_batches)
-        return quantize(model, self.structure, policy, calibration, self.supports)
+        if policy:
+            if self.calibration is None:
+                raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
+            quantizer = QuantizePass(self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range)
+            quantizer.calibration = self._calibration_for(model, quantizer, pruned)
+            model = cleanup(run_passes([quantizer], model))
+        if config.get(INFERENCE_PRECISION, "fp32") != "fp32":
+            InferencePrecisionPass(str(config[INFERENCE_PRECISION]))(model)
+        return model
+
+    def _lower(self, model: ir.Model) -> ir.Model:
+        for fusion in self.lowering.fusions:
+            model = fusion(model).model
+        return model
+
+    def _lowered_model(self) -> ir.Model:
+        if self._lowered is None:
+            self._lowered = self._lower(self.model.clone())
+        return self._lowered
+
+    def _calibration_for(self, model: ir.Model, quantizer: QuantizePass, pruned: bool) -> Calibration:
+        """Ranges for the activations `quantizer` reads in `model`: the FP32 model's when the
+        candidate has the same activations, else measured on the candidate itself."""
+        names = quantizer.activations(model)
+        if not names or (not pruned and not self.lowering.fusions) or self.calibration_batches is None:
+            return self.calibration
+        if pruned:
+            return calibrate_values(model, names, self.calibration_batches)
+        if self._lowered_calibration is None:  # every unpruned candidate is the same fused graph
+            everything = QuantizePass(
+                self.structure, {k.name: "int8" for k in self.knobs if "int8" in k.domain}, self.calibration, self.supports, fused=self.fused
+            )  # fmt: skip
+            lowered = self._lowered_model()
+            self._lowered_calibration = calibrate_values(lowered, everything.activations(lowered), self.calibration_batches)
+        return self._lowered_calibration
 
     def _moot_knobs(self) -> dict[str, list[str]]:
         """For each depth knob: the other knobs that mean nothing once its block is dropped."""
@@ -124,7 +188,7 @@ class Pipeline:
             nodes = set(block.nodes)
             names = [quant_knob(n) for n in block.nodes]
             if block.layer is not None:
-                names += [f"heads.{block.layer}", f"ffn.{block.layer}"]
+                names += [f"heads.{block.layer}", f"ffn.{block.layer}", quant_knob(attention_unit_name(block.layer))]
             names += [f"channels.{g.index}" for g in self.structure.channel_groups if {u.node for u in g.uses} <= nodes]
             knob = depth_knob(block.index)
             if knob in self._by_name:

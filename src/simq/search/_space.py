@@ -9,20 +9,12 @@ from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 
 from simq.passes import Pipeline
-from simq.passes.quant import PRECISIONS  # from the least to the most compressed
+from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS, nearest
 from simq.search._store import config_key
 
 __all__ = ["SearchSpace"]
 
 QUANT = "quant."
-
-
-def _nearest(domain: tuple, precision: str) -> str:
-    """`precision` if a knob offers it, else the next less compressed one it offers."""
-    for p in reversed(PRECISIONS[: PRECISIONS.index(precision) + 1]):
-        if p in domain:
-            return p
-    return domain[0]
 
 
 def _is_width(knob) -> bool:
@@ -45,6 +37,8 @@ class SearchSpace:
         self.precisions = [
             p for p in PRECISIONS if any(p in k.domain for k in self.knobs if k.name.startswith(QUANT))
         ] or ["fp32"]
+        #: The whole-model inference precisions on offer (``bf16`` where the target has it).
+        self.model_precisions = next((list(k.domain) for k in self.knobs if k.name == INFERENCE_PRECISION), ["fp32"])
 
     @property
     def size(self) -> int:
@@ -65,25 +59,34 @@ class SearchSpace:
         return config_key(self.decode(x))
 
     def anchors(self) -> np.ndarray:
-        """Uniform policies, what a user would try first: every quantizable node INT8; INT4
-        weights wherever a node takes them (INT8 elsewhere); then INT8 with every width knob
-        (heads, FFN, channels) at 75 % and at 50 % of its default.
+        """Uniform policies, what a user would try first: every unit at each compressed
+        precision in turn (a unit that lacks it takes the next one, `simq.passes.quant.FALLBACK`);
+        then the first of them with every width knob (heads, FFN, channels) at 75 % and at 50 %
+        of its default. Where the target offers BF16 for the whole model: BF16 alone first, and
+        every policy above with BF16 for what stays float.
 
         docs/QUANT.md and docs/PRUNE.md show these are strong on their own (INT8 everywhere keeps
-        accuracy at 0.6x latency; half the FFN with least-squares refit costs ~0 points), so a
+        accuracy at half the latency; half the FFN with least-squares refit costs ~1 point), so a
         search starts from them rather than hoping to draw them.
         """
         compressed = self.precisions[1:]
         policies = [(p, 1.0) for p in compressed] + [(compressed[0] if compressed else None, w) for w in (0.75, 0.5)]
-        rows, keys = [], set()
+        floats = self.model_precisions[::-1]  # BF16 first where offered
+        rows, keys = [], {self.key(self.encode({}))}
+        for model_precision in floats if len(floats) > 1 else []:
+            rows.append(self.encode({INFERENCE_PRECISION: model_precision}))
+            keys.add(self.key(rows[-1]))
         for precision, width in policies:
-            config = {k.name: _nearest(k.domain, precision) for k in self.knobs if precision and k.name.startswith(QUANT)}
-            if width < 1.0:
-                config |= {k.name: min(k.domain, key=lambda v, k=k: abs(v - width * k.default)) for k in self.knobs if _is_width(k)}
-            x = self.encode(config)
-            if self.key(x) not in keys and self.key(x) != self.key(self.encode({})):
-                keys.add(self.key(x))
-                rows.append(x)
+            for model_precision in floats:
+                config = {k.name: nearest(k.domain, precision) for k in self.knobs if precision and k.name.startswith(QUANT)}
+                if width < 1.0:
+                    config |= {k.name: min(k.domain, key=lambda v, k=k: abs(v - width * k.default)) for k in self.knobs if _is_width(k)}
+                if len(floats) > 1:
+                    config[INFERENCE_PRECISION] = model_precision
+                x = self.encode(config)
+                if self.key(x) not in keys:
+                    keys.add(self.key(x))
+                    rows.append(x)
         return np.array(rows, dtype=int).reshape(len(rows), self.size)
 
     def initial(self, rng: np.random.Generator, count: int) -> np.ndarray:
@@ -104,15 +107,16 @@ class SearchSpace:
           pruning with least-squares refit tolerates best; docs/PRUNE.md);
         - every other knob (block drops) moves with probability p / 3, to a random value:
           a dropped block costs points;
-        - one base precision for the whole model, each node leaving it with probability
+        - one base precision for the whole model, each unit leaving it with probability
           q ~ U(0, 0.3): node-by-node random mixes are nearly always slower than any uniform
-          policy, since every switch adds a Q/DQ pair.
+          policy, since every switch adds a Q/DQ pair;
+        - the whole-model inference precision (BF16 or not), with even odds.
         """
         defaults = self.encode({})
         kinds = [k.name.split(".")[0] for k in self.knobs]
         width_kinds = sorted({kind for kind, k in zip(kinds, self.knobs) if _is_width(k)})
         base_precisions = [
-            np.array([k.domain.index(_nearest(k.domain, p)) if k.name.startswith(QUANT) else 0 for k in self.knobs])
+            np.array([k.domain.index(nearest(k.domain, p)) if k.name.startswith(QUANT) else 0 for k in self.knobs])
             for p in self.precisions
         ]
         rows = []
@@ -124,6 +128,8 @@ class SearchSpace:
             for i, (kind, knob) in enumerate(zip(kinds, self.knobs)):
                 if knob.name.startswith(QUANT):
                     x[i] = base[i] if rng.uniform() >= deviate else rng.integers(0, self.upper[i] + 1)
+                elif knob.name == INFERENCE_PRECISION:
+                    x[i] = rng.integers(0, self.upper[i] + 1)
                 elif kind in levels:
                     if rng.uniform() < share:
                         x[i] = np.clip(round(levels[kind] * self.upper[i]) + rng.integers(-1, 2), 0, self.upper[i])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -11,6 +13,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import onnx_ir as ir
+
+from simq.passes import Lowering
 
 __all__ = ["Artifact", "Fingerprint", "LatencyStats", "Target", "time_calls"]
 
@@ -34,17 +38,40 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A model lowered for one target: the files the runtime loads, and the ONNX it came from."""
+    """A model lowered for one target: the files the runtime loads, the ONNX it came from, and
+    the runtime settings it is meant to run (and was measured) under.
+
+    Attributes:
+        settings: Session options that change the compiled program or its speed (threads,
+            optimisation level, precision hint), as strings; part of `digest`.
+    """
 
     target: str
     path: Path
     onnx: Path
     files: tuple[Path, ...] = field(default=())
+    settings: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def size_bytes(self) -> int:
         """Bytes of what the runtime loads: the ONNX it came from counts only if it is loaded itself."""
         return sum(f.stat().st_size for f in self.files if f != self.onnx or f == self.path)
+
+    def digest(self) -> str:
+        """What identifies the compiled program: the files the runtime loads and the settings.
+
+        Measurements are cached under it, so the same ONNX compiled with another precision
+        hint is never mistaken for a model already timed.
+        """
+        h = hashlib.sha256()
+        for f in sorted(self.files, key=lambda p: p.name):
+            if f == self.onnx and f != self.path:
+                continue
+            with f.open("rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    h.update(block)
+        h.update(json.dumps(dict(self.settings), sort_keys=True).encode())
+        return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,9 +118,22 @@ class Target(Protocol):
 
     def fingerprint(self) -> Fingerprint: ...
 
-    def supports(self, op_type: str, precision: str) -> bool: ...
+    def supports(self, op_type: str, precision: str) -> bool:
+        """Whether the runtime has a kernel for `op_type` at `precision` on this CPU (decided from
+        the fingerprint). ``op_type`` ``"*"`` asks about a whole-model precision (``bf16``)."""
+        ...
+
+    def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
+        """The passes run on every candidate between pruning and quantization (the runtime's
+        fused kernels), and how this CPU wants INT8 weights."""
+        ...
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact: ...
+
+    def load(self, artifact: Artifact) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+        """The artifact loaded in its runtime, as ``run(inputs) -> outputs`` (any batch size the
+        model allows): how a shipped model is scored."""
+        ...
 
     def runner(self, artifact: Artifact, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         """A zero-argument callable that runs one inference (so callers can interleave targets)."""

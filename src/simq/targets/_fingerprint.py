@@ -6,7 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_description"]
+__all__ = ["cpu_description", "has_bf16", "has_int8_dot"]
 
 # /proc/cpuinfo flag -> the name we report. VNNI and AMX are what make INT8 pay off on x86.
 _ISA_FLAGS = {
@@ -38,3 +38,13 @@ def cpu_description() -> tuple[str, tuple[str, ...], int]:
         pass
     isa = tuple(sorted(name for flag, name in _ISA_FLAGS.items() if flag in flags))
     return model, isa, os.cpu_count() or 1
+
+
+def has_int8_dot(isa: tuple[str, ...]) -> bool:
+    """An INT8 dot-product instruction that accumulates in int32 (VNNI, AMX, ARM dotprod)."""
+    return bool({"avx512-vnni", "avx-vnni", "amx-int8", "dotprod"} & set(isa))
+
+
+def has_bf16(isa: tuple[str, ...]) -> bool:
+    """BF16 arithmetic (AVX512-BF16 or AMX): OpenVINO then runs float parts in BF16 when asked."""
+    return bool({"avx512-bf16", "amx-bf16"} & set(isa))

@@ -4,7 +4,7 @@ import numpy as np
 
 import simq.ir as sir
 from simq.passes.quant import Calibration, TensorRange, calibrate
-from simq.passes.quant._calibration import activation_inputs
+from simq.passes.quant._regions import int8_activations
 
 
 def test_ranges_cover_every_quantizable_input_and_survive_a_round_trip(zoo, tmp_path):
@@ -12,7 +12,7 @@ def test_ranges_cover_every_quantizable_input_and_survive_a_round_trip(zoo, tmp_
     structure = sir.analyze(model, zoo.entry("digits-cnn").signature)
     batches = [x for x, _ in zoo.data("digits-cnn", "calibration").batches(64)]
     calibration = calibrate(model, structure, batches)
-    assert set(calibration.ranges) == set(activation_inputs(model, structure))
+    assert set(calibration.ranges) == set(int8_activations(model, structure))
     pixels = np.concatenate([b["pixel_values"] for b in batches])
     first = calibration.ranges["pixel_values"]
     assert first.low.shape == (1,)  # one channel, NCHW

@@ -91,7 +91,7 @@ def test_knob_domains(zoo):
     dynamic = [q.node for q in structure.quantizable if q.kind == "dynamic"]
     weighted = [q.node for q in structure.quantizable if q.kind == "weighted" and q.op_type == "MatMul"]
     assert all(domains[quant_knob(n)] == ("fp32", "int8") for n in dynamic)
-    assert all(domains[quant_knob(n)] == ("fp32", "int8", "int4w") for n in weighted)
+    assert all(domains[quant_knob(n)] == ("fp32", "int8dyn", "int8", "int4w") for n in weighted)
     gathers = [q.node for q in structure.quantizable if q.op_type == "Gather"]
     assert gathers and all(domains[quant_knob(n)] == ("fp32", "int8") for n in gathers)
 

@@ -15,8 +15,9 @@ import onnx_ir as ir
 
 from simq.ir import Structure
 from simq.passes._taps import tapped_runs
+from simq.passes.quant._regions import int8_activations
 
-__all__ = ["Calibration", "TensorRange", "activation_inputs", "calibrate"]
+__all__ = ["Calibration", "TensorRange", "calibrate", "calibrate_values"]
 
 
 @dataclass(frozen=True)
@@ -58,18 +59,6 @@ class Calibration:
             return cls({n: TensorRange(data[f"{n}/low"], data[f"{n}/high"]) for n in names})
 
 
-def activation_inputs(model: ir.Model, structure: Structure) -> list[str]:
-    """Names of the activations read by quantizable nodes (each once)."""
-    names: dict[str, None] = {}
-    for q in structure.quantizable:
-        node = model.graph.node(q.node)
-        inputs = node.inputs[:2] if q.kind == "dynamic" else node.inputs[:1] if q.op_type != "Gather" else ()
-        for value in inputs:
-            if value is not None and value.const_value is None:
-                names[value.name] = None
-    return list(names)
-
-
 def _channels_last(x: np.ndarray) -> np.ndarray:
     """(rows, channels): NCHW tensors put channels last; others keep their last axis."""
     if x.ndim == 4 and x.shape[1] != x.shape[-1]:
@@ -83,8 +72,18 @@ def calibrate(
     batches: Iterable[Mapping[str, np.ndarray]],
     on_batch: Callable[[], None] | None = None,
 ) -> Calibration:
-    """Run calibration batches once and record per-channel ranges of every quantizable input."""
-    names = activation_inputs(model, structure)
+    """Run calibration batches once and record per-channel ranges of every activation static
+    INT8 may quantize in `model` (the inputs of quantizable nodes and their INT8 regions)."""
+    return calibrate_values(model, int8_activations(model, structure), batches, on_batch)
+
+
+def calibrate_values(
+    model: ir.Model,
+    names: Sequence[str],
+    batches: Iterable[Mapping[str, np.ndarray]],
+    on_batch: Callable[[], None] | None = None,
+) -> Calibration:
+    """Per-channel ranges of the activations named `names`, over the calibration batches."""
     low: dict[str, np.ndarray] = {}
     high: dict[str, np.ndarray] = {}
     for _, taps in tapped_runs(model, names, batches):

@@ -20,12 +20,17 @@ def quantize(
     policy: Mapping[str, Hashable],
     calibration: Calibration,
     supports: Supports | None = None,
+    *,
+    fused: Mapping[int, bool] | None = None,
+    reduce_range: bool = False,
 ) -> ir.Model:
-    """Apply `policy` (``quant.<node> -> precision``) to `model` in place and clean it up.
+    """Apply `policy` (``quant.<unit> -> precision``) to `model` in place and clean it up.
+
+    `model` may be the analysed model or a pruned and fused copy of it; see `QuantizePass`.
 
     Raises:
-        InvalidConfigError: A knob names no quantizable node, or a precision the node or the
+        InvalidConfigError: A knob names no quantization unit, or a precision the unit or the
             target does not support.
     """
-    run_passes([QuantizePass(structure, policy, calibration, supports)], model)
+    run_passes([QuantizePass(structure, policy, calibration, supports, fused=fused, reduce_range=reduce_range)], model)
     return cleanup(model)

@@ -1,8 +1,9 @@
-"""QuantizePass: run each quantizable node in FP32, INT8 (QDQ) or INT4 weights."""
+"""QuantizePass: run each quantization unit in FP32, static INT8, dynamic INT8 or INT4 weights."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import json
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import ml_dtypes
 import numpy as np
@@ -13,51 +14,87 @@ from simq.ir import META_KEPT, QuantizableNode, Structure
 from simq.passes._edit import array_of
 from simq.passes._knobs import Knob, check_config
 from simq.passes.quant._calibration import Calibration
+from simq.passes.quant._regions import static_int8_plan
+from simq.passes.quant._units import ATTENTION, QuantUnit, bind, quant_units, takes_int8dyn
 
-__all__ = ["INT4_BLOCK", "PRECISIONS", "QuantizePass", "quant_knob"]
+__all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
 
-#: Every precision a node can take.
-PRECISIONS = ("fp32", "int8", "int4w")
+#: Every precision a unit can take, from the least to the most compressed.
+PRECISIONS = ("fp32", "int8dyn", "int8", "int4w")
+#: A whole-model policy's precision, then what a unit that lacks it takes instead, in order.
+FALLBACK: Mapping[str, tuple[str, ...]] = {
+    "fp32": ("fp32",),
+    "int8dyn": ("int8dyn", "int8", "fp32"),
+    "int8": ("int8", "int8dyn", "fp32"),
+    "int4w": ("int4w", "int8dyn", "int8", "fp32"),
+}
 #: Weights per INT4 block along the input axis (MatMulNBits-friendly).
 INT4_BLOCK = 32
+#: ``metadata_props`` key listing units that could not take their precision in this candidate.
+NOTES_METADATA = "simq.quantization_notes"
 # DequantizeLinear with block_size and INT4 tensors arrived in opset 21.
 _INT4_OPSET = 21
+_MS_DOMAIN = "com.microsoft"
 
 Supports = Callable[[str, str], bool]
 
 
-def quant_knob(node: str) -> str:
-    return f"quant.{node}"
+def quant_knob(unit: str) -> str:
+    """The knob setting the precision of quantization unit `unit` (a node name or ``attention.<layer>``)."""
+    return f"quant.{unit}"
 
 
-def _domain(q: QuantizableNode, in_features: int | None, supports: Supports | None) -> tuple[str, ...]:
-    options = ["fp32", "int8"]
-    if q.kind == "weighted" and q.op_type in ("MatMul", "Gemm") and in_features and in_features % INT4_BLOCK == 0:
-        options.append("int4w")
-    return tuple(p for p in options if p == "fp32" or supports is None or supports(q.op_type, p))
+def nearest(domain: Sequence[Hashable], precision: str) -> str:
+    """What a unit with `domain` runs under a whole-model `precision` policy (see `FALLBACK`)."""
+    return next((p for p in FALLBACK[precision] if p in domain), str(domain[0]))
+
+
+def _domain(unit: QuantUnit, supports: Supports | None) -> tuple[str, ...]:
+    if unit.op_type == ATTENTION:
+        options = ["fp32", "int8dyn"]
+    else:
+        q = unit.nodes[0]
+        linear = q.kind == "weighted" and q.op_type in ("MatMul", "Gemm")
+        options = ["fp32", *(["int8dyn"] if linear else []), "int8"]
+        if linear and q.in_features and q.in_features % INT4_BLOCK == 0:
+            options.append("int4w")
+    return tuple(p for p in options if p == "fp32" or supports is None or supports(unit.op_type, p))
 
 
 class QuantizePass(ir.passes.InPlacePass):
-    """Quantizes every node its policy (``quant.<node>`` knobs) does not leave in ``fp32``.
+    """Quantizes every unit its policy (``quant.<unit>`` knobs) does not leave in ``fp32``.
 
-    ``int8``: static QDQ, the ONNX form both ONNX Runtime and OpenVINO fuse into integer
-    kernels: each activation input goes through QuantizeLinear/DequantizeLinear (uint8,
-    asymmetric, per tensor, range from `calibration`; inputs shared by several quantized nodes
-    share one pair), the weight is stored as int8 with one symmetric scale per output channel
-    and read through DequantizeLinear. ``int4w``: weight-only, int4 in blocks of `INT4_BLOCK`
-    along the input axis, read through a blocked DequantizeLinear (opset 21); activations stay
-    FP32 (ONNX Runtime fuses this into MatMulNBits). An embedding Gather in ``int8`` reads an
-    int8 table and dequantizes the gathered rows.
+    ``int8``: static QDQ, the form ONNX Runtime and OpenVINO fuse into integer kernels. Each
+    activation entering an INT8 node goes through QuantizeLinear/DequantizeLinear (uint8,
+    asymmetric, per tensor, range from `calibration`), and so does each activation leaving one
+    when all its readers are INT8 too, so that chains of Conv, residual Add and pooling run as
+    integer kernels (`static_int8_plan`); weights are int8 with one symmetric scale per output
+    channel, read through DequantizeLinear. ``int8dyn``: weights int8 per output channel,
+    activations quantized at run time by the kernel: a MatMul/Gemm becomes ONNX Runtime's
+    DynamicQuantizeMatMul, a fused Attention DynamicQuantizeLinear + QAttention. ``int4w``:
+    weight-only, int4 in blocks of `INT4_BLOCK` along the input axis, read through a blocked
+    DequantizeLinear (opset 21); activations stay FP32 (ONNX Runtime fuses this into
+    MatMulNBits). An embedding Gather in ``int8`` reads an int8 table and dequantizes the
+    gathered rows.
 
-    Changes: inserts Q/DQ nodes and replaces float weights by integer ones; the model's default
-    opset becomes 21 when an INT4 weight is added.
+    Units are named on the FP32 model's analysis and found again in the model given (`bind`),
+    which may be pruned and fused. A unit that cannot take its precision in this model (an
+    attention the target did not fuse into an INT8-capable kernel here) stays FP32 and is
+    listed in ``metadata_props[NOTES_METADATA]``.
+
+    Changes: inserts Q/DQ or dynamic-quantization nodes and replaces float weights by integer
+    ones; the default opset becomes 21 when an INT4 weight is added.
 
     Args:
-        structure: The analysis of the model (before or after pruning: node names survive).
-        policy: Knob values ``quant.<node> -> precision``; nodes left out stay FP32.
-        calibration: Activation ranges; a range narrowed by pruning is taken over the
-            channels kept (recorded by the pruning passes in ``value.meta``).
+        structure: The analysis of the FP32 model.
+        policy: Knob values ``quant.<unit> -> precision``; units left out stay FP32.
+        calibration: Activation ranges of the model this pass runs on, by value name; a range
+            narrowed by pruning is taken over the channels kept (``value.meta[META_KEPT]``).
         supports: The target's ``supports(op_type, precision)``; other precisions are errors.
+        fused: Layers whose attention the target fuses, and whether that kernel takes int8dyn
+            (see `quant_units`).
+        reduce_range: int8dyn weights in 7 bits, for CPUs whose INT8 dot product can saturate
+            on full-range weights (AVX2 without VNNI sums u8 x s8 pairs into int16).
     """
 
     def __init__(
@@ -66,49 +103,80 @@ class QuantizePass(ir.passes.InPlacePass):
         policy: Mapping[str, Hashable],
         calibration: Calibration,
         supports: Supports | None = None,
+        *,
+        fused: Mapping[int, bool] | None = None,
+        reduce_range: bool = False,
     ) -> None:
         super().__init__()
         self.structure, self.calibration, self.supports = structure, calibration, supports
-        self.policy = check_config(policy, self.knobs(structure, supports))
+        self.units = quant_units(structure, fused)
+        self.reduce_range = reduce_range
+        self.policy = check_config(policy, self.knobs(structure, supports, fused))
 
     @staticmethod
-    def knobs(structure: Structure, supports: Supports | None = None) -> list[Knob]:
-        """One knob per quantizable node; the domain is what the node and the target allow."""
+    def knobs(structure: Structure, supports: Supports | None = None, fused: Mapping[int, bool] | None = None) -> list[Knob]:
+        """One knob per quantization unit; the domain is what the unit and the target allow."""
         knobs = []
-        for q in structure.quantizable:
-            domain = _domain(q, q.in_features, supports)
+        for unit in quant_units(structure, fused):
+            domain = _domain(unit, supports)
             if len(domain) > 1:
-                knobs.append(Knob(quant_knob(q.node), domain, "fp32", f"precision of {q.op_type} {q.node}"))
+                what = f"attention of layer {unit.layer}" if unit.op_type == ATTENTION else f"{unit.op_type} {unit.name}"
+                knobs.append(Knob(quant_knob(unit.name), domain, "fp32", f"precision of {what}"))
         return knobs
+
+    def _assignments(self, model: ir.Model) -> tuple[list[tuple[ir.Node, QuantizableNode | None, str]], list[str]]:
+        """(node, what the analysis knows of it, precision) for every node to quantize, and notes."""
+        bound = bind(self.units, model)
+        out, notes = [], []
+        for unit in self.units:
+            precision = self.policy.get(quant_knob(unit.name), "fp32")
+            if precision == "fp32":
+                continue
+            for node, q in bound[unit.name]:
+                if q is None and not takes_int8dyn(node):
+                    notes.append(f"{unit.name}: the fused attention here does not take {precision}; left fp32")
+                    continue
+                out.append((node, q, precision))
+        return out, notes
+
+    def activations(self, model: ir.Model) -> list[str]:
+        """Names of the activations whose ranges this pass reads on `model` (for calibrating it)."""
+        assignments, _ = self._assignments(model)
+        int8 = {node: q for node, q, p in assignments if p == "int8" and q is not None and q.op_type != "Gather"}
+        return [value.name for value in static_int8_plan(model.graph, int8)]
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        shared: dict[str, ir.Value] = {}
-        modified = False
-        for q in self.structure.quantizable:
-            precision = self.policy.get(quant_knob(q.node), "fp32")
-            if precision == "fp32":
-                continue
-            node = graph.node(q.node)
-            if q.op_type == "Gather":
+        assignments, notes = self._assignments(model)
+        int8: dict[ir.Node, QuantizableNode] = {}
+        for node, q, precision in assignments:
+            if q is None:
+                _quantized_attention(graph, node, self.reduce_range)
+                _require_ms_opset(model)
+            elif q.op_type == "Gather":
                 _quantized_table(graph, node)
             elif precision == "int8":
-                inputs = (0, 1) if q.kind == "dynamic" else (0,)
-                for index in inputs:
-                    node.replace_input_with(index, self._qdq(graph, node, node.inputs[index], shared))
-                if q.kind == "weighted":
-                    _dequantized_weight(graph, node, q, int4=False)
+                int8[node] = q
+            elif precision == "int8dyn":
+                _dynamic_matmul(graph, node, q, self.reduce_range)
+                _require_ms_opset(model)
             else:
                 _dequantized_weight(graph, node, q, int4=True)
                 _require_opset(model, _INT4_OPSET)
-            modified = True
-        return ir.passes.PassResult(model, modified)
+        for value, readers in static_int8_plan(graph, int8).items():
+            dequantized = self._qdq(graph, value, readers[0][0])
+            for reader, index in readers:
+                reader.replace_input_with(index, dequantized)
+        for node, q in int8.items():
+            if q.kind == "weighted":
+                _dequantized_weight(graph, node, q, int4=False)
+        if notes:
+            model.metadata_props[NOTES_METADATA] = json.dumps(notes)
+        return ir.passes.PassResult(model, bool(assignments))
 
-    def _qdq(self, graph: ir.Graph, node: ir.Node, value: ir.Value, shared: dict[str, ir.Value]) -> ir.Value:
-        if value.name in shared:
-            return shared[value.name]
+    def _qdq(self, graph: ir.Graph, value: ir.Value, reader: ir.Node) -> ir.Value:
         if value.name not in self.calibration.ranges:
-            raise InvalidConfigError(f"no calibration range for {value.name}; calibrate this model before quantizing {node.name}.")
+            raise InvalidConfigError(f"no calibration range for {value.name}; calibrate this model before quantizing {reader.name}.")
         low, high = self.calibration.ranges[value.name].bounds(value.meta.get(META_KEPT))
         scale = np.float32(max(high - low, 1e-8) / 255.0)
         zero_point = np.uint8(np.clip(np.round(-low / scale), 0, 255))
@@ -118,8 +186,11 @@ class QuantizePass(ir.passes.InPlacePass):
         dequantize = ir.node("DequantizeLinear", [quantize.outputs[0], s, z], name=f"{value.name}.dequantize")
         quantize.outputs[0].name, dequantize.outputs[0].name = f"{value.name}.q", f"{value.name}.dq"
         dequantize.outputs[0].dtype, dequantize.outputs[0].shape = value.dtype, value.shape
-        graph.insert_before(node, [quantize, dequantize])
-        shared[value.name] = dequantize.outputs[0]
+        producer = value.producer()
+        if producer is not None:
+            graph.insert_after(producer, [quantize, dequantize])
+        else:  # a graph input: quantize it right before its first INT8 reader
+            graph.insert_before(reader, [quantize, dequantize])
         return dequantize.outputs[0]
 
 
@@ -141,6 +212,69 @@ def _constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType 
     value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
     graph.register_initializer(value)
     return value
+
+
+def _per_column_int8(w: np.ndarray, reduce_range: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, float32 scale per column) of an (in, out) weight, symmetric."""
+    limit = 63 if reduce_range else 127
+    scale = np.abs(w).max(axis=0) / limit
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    return np.clip(np.round(w / scale), -limit, limit).astype(np.int8), scale
+
+
+def _replace(graph: ir.Graph, old: ir.Node, new_nodes: list[ir.Node]) -> None:
+    """Put `new_nodes` (the last one producing `old`'s output) in place of `old`."""
+    ir.convenience.replace_nodes_and_values(graph, old, [old], new_nodes, [old.outputs[0]], [new_nodes[-1].outputs[0]])
+
+
+def _dynamic_matmul(graph: ir.Graph, node: ir.Node, q: QuantizableNode, reduce_range: bool) -> None:
+    """MatMul/Gemm by a weight -> DynamicQuantizeMatMul (activations quantized per call)."""
+    w = array_of(node.inputs[1]).astype(np.float32)
+    bias = None
+    if q.op_type == "Gemm":
+        if node.attributes.get_int("transA", 0):
+            raise InvalidConfigError(f"{node.name} is a Gemm with a transposed input; leave it out of int8dyn.")
+        w = w.T * node.attributes.get_float("alpha", 1.0) if node.attributes.get_int("transB", 0) else w * node.attributes.get_float("alpha", 1.0)
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        if c is not None:
+            if c.const_value is None or c.const_value.numpy().size != w.shape[1]:
+                raise InvalidConfigError(f"{node.name} adds a bias that is not one value per output; leave it out of int8dyn.")
+            bias = _constant(graph, f"{c.name}.int8dyn", (array_of(c).reshape(-1) * node.attributes.get_float("beta", 1.0)).astype(np.float32))
+    data, scale = _per_column_int8(w, reduce_range)
+    weight = node.inputs[1].name
+    inputs = [
+        node.inputs[0],
+        _constant(graph, f"{weight}.int8", data),
+        _constant(graph, f"{weight}.scale", scale),
+        _constant(graph, f"{weight}.zero_point", np.zeros_like(scale, dtype=np.int8)),
+    ]
+    if bias is not None:
+        inputs.append(bias)
+    new = ir.node("DynamicQuantizeMatMul", inputs, domain=_MS_DOMAIN, name=node.name)
+    _replace(graph, node, [new])
+
+
+def _quantized_attention(graph: ir.Graph, node: ir.Node, reduce_range: bool) -> None:
+    """A fused Attention -> DynamicQuantizeLinear + QAttention (ONNX Runtime's INT8 attention)."""
+    weight = node.inputs[1]
+    if weight.const_value is None:
+        raise InvalidConfigError(f"{node.name} reads a computed weight; it cannot be quantized.")
+    data, scale = _per_column_int8(array_of(weight).astype(np.float32), reduce_range)
+    quantize_input = ir.node("DynamicQuantizeLinear", [node.inputs[0]], name=f"{node.name}.quantize_input", num_outputs=3)
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    inputs = [
+        quantize_input.outputs[0],
+        _constant(graph, f"{weight.name}.int8", data),
+        node.inputs[2],
+        quantize_input.outputs[1],
+        _constant(graph, f"{weight.name}.scale", scale),
+        mask,
+        quantize_input.outputs[2],
+        _constant(graph, f"{weight.name}.zero_point", np.zeros_like(scale, dtype=np.int8)),
+    ]
+    attributes = {k: a for k, a in node.attributes.items() if k != "qkv_hidden_sizes"}
+    new = ir.Node(_MS_DOMAIN, "QAttention", inputs, attributes=list(attributes.values()), name=node.name)
+    _replace(graph, node, [quantize_input, new])
 
 
 def _dequantized_weight(graph: ir.Graph, node: ir.Node, q: QuantizableNode, *, int4: bool) -> None:
@@ -204,3 +338,8 @@ def _require_opset(model: ir.Model, version: int) -> None:
     if model.opset_imports.get("", 0) < version:
         model.opset_imports[""] = version
         model.graph.opset_imports[""] = version
+
+
+def _require_ms_opset(model: ir.Model) -> None:
+    model.opset_imports.setdefault(_MS_DOMAIN, 1)
+    model.graph.opset_imports.setdefault(_MS_DOMAIN, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +11,28 @@ import onnx_ir as ir
 
 from simq.errors import ArtifactError, MissingDependencyError
 from simq.ir import save
+from simq.passes import Lowering
+from simq.passes.quant import WHOLE_MODEL, inference_precision
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
-from simq.targets._fingerprint import cpu_description
+from simq.targets._fingerprint import cpu_description, has_bf16
 
-__all__ = ["OpenVinoCpuTarget"]
+__all__ = ["OpenVinoCpuTarget", "openvino"]
 
-# Blocked INT4 weights decompress inside OpenVINO's MatMul kernels; INT8 QDQ becomes FakeQuantize.
+# Blocked INT4 weights decompress inside OpenVINO's MatMul kernels; INT8 QDQ becomes FakeQuantize,
+# which the CPU plugin fuses into its INT8 primitives (Conv/MatMul chains, eltwise, pooling).
 _PRECISIONS = {
     "MatMul": ("fp32", "int8", "int4w"),
     "Gemm": ("fp32", "int8", "int4w"),
     "Conv": ("fp32", "int8"),
     "Gather": ("fp32", "int8"),
 }
+# SimQ's precision name -> OpenVINO's INFERENCE_PRECISION_HINT.
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_RT_INFO = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
-def _openvino() -> Any:
+def openvino() -> Any:
+    """The openvino module, or a one-line error saying how to install it."""
     try:
         import openvino
     except ImportError as e:
@@ -36,55 +43,94 @@ def _openvino() -> Any:
 
 
 class OpenVinoCpuTarget:
-    """OpenVINO's CPU plugin with the latency hint, a single stream and FP32 inference precision
-    (BF16 is a precision the search should choose, not a silent default).
+    """OpenVINO's CPU plugin with the latency hint and a single stream.
+
+    The inference precision is the model's choice (`simq.passes.quant.InferencePrecisionPass`,
+    searched as the ``precision`` knob where the CPU has BF16), never a silent default: OpenVINO
+    runs FP32 models in BF16 on such CPUs unless told otherwise, so FP32 is pinned unless the
+    model asks for BF16. The hint travels in the IR (``rt_info`` ``runtime_options``).
 
     Args:
         threads: Inference threads.
+        isa: Plan as if the CPU had these ISA flags (see `OrtCpuTarget`).
     """
 
     name = "openvino-cpu"
 
-    def __init__(self, threads: int = 2) -> None:
+    def __init__(self, threads: int = 2, isa: Sequence[str] | None = None) -> None:
         self.threads = threads
+        self.isa = tuple(isa) if isa is not None else None
 
     def fingerprint(self) -> Fingerprint:
-        ov = _openvino()
+        ov = openvino()
         cpu, isa, cores = cpu_description()
-        return Fingerprint(self.name, cpu, isa, cores, self.threads, "openvino", ov.get_version())
+        return Fingerprint(self.name, cpu, self.isa if self.isa is not None else isa, cores, self.threads, "openvino", ov.get_version())
 
     def supports(self, op_type: str, precision: str) -> bool:
+        if op_type == WHOLE_MODEL:
+            return precision == "fp32" or (precision == "bf16" and has_bf16(self.fingerprint().isa))
         return precision in _PRECISIONS.get(op_type, ("fp32",))
+
+    def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
+        """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles."""
+        return Lowering()
+
+    def default_precision(self) -> str:
+        """The precision OpenVINO picks for float parts when not told: BF16 where the CPU has it."""
+        return "bf16" if has_bf16(self.fingerprint().isa) else "fp32"
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact:
         """Convert to OpenVINO IR; the ONNX stays beside it as the source of record."""
-        ov = _openvino()
+        ov = openvino()
         onnx_path = save(model, Path(workdir) / "model.onnx")
-        xml = onnx_path.with_suffix(".xml")
         try:
             # Core.read_model runs the same ONNX frontend as ov.convert_model without the converter's
             # telemetry, which forks processes from a thread pool: a fork while numpy's BLAS threads
             # are busy in the main thread deadlocked a compile (and there is no network to send to).
-            ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml))
+            converted = ov.Core().read_model(str(onnx_path))
         except Exception as e:  # OpenVINO's frontend errors are plain RuntimeErrors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"OpenVINO cannot convert {onnx_path}: {first[:200]}") from e
-        return Artifact(self.name, xml, onnx_path, (xml, xml.with_suffix(".bin"), onnx_path))
+        return self.save_native(converted, Path(workdir), onnx_path, inference_precision(model))
 
-    def compiled(self, artifact: Artifact) -> Any:
-        ov = _openvino()
-        config = {
+    def save_native(self, model: Any, workdir: Path, onnx_path: Path | None, precision: str = "fp32") -> Artifact:
+        """Save an OpenVINO model (e.g. one NNCF made) as this target's artifact, with its hint."""
+        ov = openvino()
+        xml = Path(workdir) / "model.xml"
+        model.set_rt_info(_HINTS[precision], _RT_INFO)
+        ov.save_model(model, str(xml))
+        files = (xml, xml.with_suffix(".bin")) + ((onnx_path,) if onnx_path is not None else ())
+        return Artifact(self.name, xml, onnx_path or xml, files, self._settings(precision))
+
+    def _settings(self, precision: str) -> dict[str, str]:
+        return {
+            "device": "CPU",
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": "1",
             "INFERENCE_NUM_THREADS": str(self.threads),
-            # On CPUs with AVX512-BF16 OpenVINO silently runs FP32 models in BF16 unless told not to.
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": _HINTS[precision],
         }
+
+    def compiled(self, artifact: Artifact) -> Any:
+        ov = openvino()
+        config = {k: v for k, v in self._settings("fp32").items() if k != "device"}
+        config.update({k: v for k, v in artifact.settings.items() if k in config})
         try:
             return ov.Core().compile_model(str(artifact.path), "CPU", config)
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"OpenVINO rejected {artifact.path}: {first[:200]}") from e
+
+    def load(self, artifact: Artifact) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+        compiled = self.compiled(artifact)
+        request = compiled.create_infer_request()
+        outputs = compiled.outputs
+
+        def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            result = request.infer(dict(inputs))
+            return [np.array(result[o]) for o in outputs]
+
+        return run
 
     def runner(self, artifact: Artifact, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         request, feed = self.compiled(artifact).create_infer_request(), dict(inputs)

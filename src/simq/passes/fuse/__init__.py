@@ -1,0 +1,6 @@
+"""Fusion into a runtime's fused kernels, run after pruning and before quantization."""
+
+from simq.passes.fuse.attention_mask_index import AttentionMaskIndex, attention_mask_index_rules
+from simq.passes.fuse.ort_fusion import FUSION_METADATA, OrtFusionPass, fusion_record
+
+__all__ = ["FUSION_METADATA", "AttentionMaskIndex", "OrtFusionPass", "attention_mask_index_rules", "fusion_record"]

@@ -1,0 +1,136 @@
+"""AttentionMaskIndex: give a fused Attention its padding mask as ``mask_index``.
+
+onnxscript's attention fusion passes the exporter's additive mask as ``attention_bias`` and
+always sets ``qkv_hidden_sizes``; ONNX Runtime quantizes an Attention into QAttention (its
+fastest INT8 attention kernel) only without that attribute and with a ``mask_index`` input.
+Where the bias is nothing but a key padding mask built from a 0/1 model input, and Q, K and V
+are equally wide (also after head pruning), the same node with ``mask_index`` computes the same
+outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+from onnxscript.rewriter import pattern
+
+__all__ = ["AttentionMaskIndex", "attention_mask_index_rules"]
+
+# The two padding masks the bias is checked on: (batch, sequence) with ragged lengths, so that
+# a bias that ignored the mask, or the batch, fails the check.
+_PROBE_MASKS = (
+    np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int64),
+    np.array([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0]], np.int64),
+)
+# Masked positions must be at least this negative to vanish in the softmax like ORT's own
+# mask_filter_value (-10000).
+_MASKED = -1e4
+
+
+def _sources(value: ir.Value) -> Iterator[ir.Value]:
+    """The graph inputs `value` is computed from (its constant-free cone's leaves)."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v.is_graph_input():
+            yield v
+            continue
+        producer = v.producer()
+        if producer is not None:
+            stack.extend(i for i in producer.inputs if i is not None and i.const_value is None)
+
+
+def _evaluate(bias: ir.Value, sources: list[ir.Value], feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The bias computed by ONNX Runtime from `feeds`, or None if its subgraph cannot run."""
+    graph = bias.graph
+    try:
+        sub = ir.convenience.extract(graph, sources, [bias])
+        model = ir.Model(sub, ir_version=10)
+        for domain, version in graph.opset_imports.items():
+            sub.opset_imports.setdefault(domain, version)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(None, feeds)[0]
+    except Exception:  # any failure means the bias is not the simple mask this rule understands
+        return None
+
+
+def _padding_mask_input(bias: ir.Value) -> ir.Value | None:
+    """The 2-D 0/1 model input that `bias` is the additive key padding mask of, if it is one.
+
+    Checked by computing the bias for two ragged probe masks: every query row of batch b must
+    read 0 where ``mask[b, key] == 1`` and at most -1e4 where it is 0.
+    """
+    sources = list(_sources(bias))
+    candidates = [s for s in sources if s.shape is not None and s.shape.rank() == 2 and s.dtype is not None and not s.dtype.is_floating_point()]
+    for mask in candidates:
+        others = [s for s in sources if s is not mask]
+        if any(s.shape is None or s.dtype is None for s in others):
+            continue
+        ok = True
+        for probe in _PROBE_MASKS:
+            feeds = {mask.name: probe.astype(mask.dtype.numpy())}
+            for s in others:  # other inputs only give sizes (e.g. Shape(input_ids))
+                dims = [probe.shape[i] if i < 2 else (d if isinstance(d, int) else 1) for i, d in enumerate(s.shape)]
+                feeds[s.name] = np.zeros(dims, s.dtype.numpy())
+            out = _evaluate(bias, [mask, *others], feeds)
+            if out is None or out.ndim != 4 or out.shape[0] not in (1, 2) or out.shape[-1] != probe.shape[1]:
+                ok = False
+                break
+            full = np.broadcast_to(out, (2, out.shape[1], probe.shape[1], probe.shape[1]))
+            keep = probe.astype(bool)[:, None, None, :]
+            keep = np.broadcast_to(keep, full.shape)
+            if not (np.all(full[keep] == 0) and np.all(full[~keep] <= _MASKED)):
+                ok = False
+                break
+        if ok:
+            return mask
+    return None
+
+
+class AttentionMaskIndex(pattern.RewriteRuleClassBase):
+    """``Attention(x, W, b, attention_bias=padding_bias(m))`` → ``Attention(x, W, b, mask_index=int32(m))``,
+    without ``qkv_hidden_sizes`` (Q, K and V equally wide)."""
+
+    def __init__(self) -> None:
+        super().__init__("attention_mask_index")
+        self._masks: dict[int, ir.Value | None] = {}
+
+    def pattern(self, op, input, weight, bias, attention_bias):
+        return op.Attention(
+            input, weight, bias, None, None, attention_bias,
+            _domain="com.microsoft", _allow_other_attributes=True, _outputs=["attention"],
+        )  # fmt: skip
+
+    def check(self, op, attention, attention_bias, **_) -> pattern.MatchResult:
+        result = pattern.MatchResult()
+        node = attention.producer()
+        sizes = node.attributes.get_ints("qkv_hidden_sizes")
+        if sizes is not None and len(set(sizes)) != 1:
+            return result.fail(f"Q, K and V differ in width ({sizes}); QAttention needs them equal.")
+        if node.attributes.get_int("unidirectional", 0):
+            return result.fail("a causal attention keeps its bias.")
+        if id(attention_bias) not in self._masks:
+            self._masks[id(attention_bias)] = _padding_mask_input(attention_bias)
+        if self._masks[id(attention_bias)] is None:
+            return result.fail("the attention bias is not a key padding mask of a 0/1 model input.", attention_bias)
+        return result
+
+    def rewrite(self, op, input, weight, bias, attention_bias, attention, **_):
+        node = attention.producer()
+        mask = op.Cast(self._masks[id(attention_bias)], to=ir.DataType.INT32)
+        attributes = {k: a.value for k, a in node.attributes.items() if k != "qkv_hidden_sizes"}
+        return op.Attention(input, weight, bias, mask, _domain="com.microsoft", **attributes)
+
+
+def attention_mask_index_rules() -> pattern.RewriteRuleSet:
+    """A fresh rule set (the rule caches which biases it has checked, per model)."""
+    return pattern.RewriteRuleSet([AttentionMaskIndex.rule()])

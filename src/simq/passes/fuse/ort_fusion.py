@@ -1,0 +1,82 @@
+"""OrtFusionPass: fuse what ONNX Runtime's CPU provider has kernels for."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+from simq.ir import FoldConstantsPass, restore_symbolic_shapes
+from simq.passes.fuse.attention_mask_index import attention_mask_index_rules
+
+__all__ = ["FUSION_METADATA", "OrtFusionPass", "fusion_record"]
+
+#: ``metadata_props`` key where a lowered model records how its fusion went (JSON).
+FUSION_METADATA = "simq.fusion"
+
+
+class OrtFusionPass(ir.passes.FunctionalPass):
+    """Rewrites a model into ONNX Runtime's fused transformer kernels.
+
+    onnxscript's ``optimize_for_ort`` rules fuse attention (``Attention``), residual layer norms
+    (``SkipLayerNormalization``), bias + GELU (``BiasGelu``) and the rest its rule sets cover;
+    `AttentionMaskIndex` then hands each attention its padding mask as ``mask_index``, the form
+    ONNX Runtime quantizes into QAttention. Before fusing, shapes are restored with symbolic axes
+    (`simq.ir.restore_symbolic_shapes`): the rules check head and hidden sizes, which inference
+    alone loses on pruned sub-networks.
+
+    Changes: returns a new model; the input is left as it was. If fusing raises, the new model
+    is an unfused copy. Either way ``metadata_props[FUSION_METADATA]`` records the outcome:
+    ``{"status": "fused" | "unfused", "reason": ...}``.
+
+    Args:
+        signature: Concrete input shapes (the sizes symbolic axes take while shapes are restored).
+    """
+
+    def __init__(self, signature: Mapping[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.signature = dict(signature)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        fused = model.clone()
+        try:
+            restore_symbolic_shapes(fused, self.signature)
+            with _quiet("onnxscript"):
+                fused, _ = optimize_for_ort(fused)
+                attention_mask_index_rules().apply_to_model(fused)
+            # The attention rule concatenates the Q, K and V weights; folded, the kernel reads one
+            # weight tensor, which is what quantizing it needs.
+            FoldConstantsPass()(fused)
+            common.CommonSubexpressionEliminationPass()(fused)
+            common.RemoveUnusedNodesPass()(fused)
+            record = {"status": "fused"}
+        except Exception as e:  # a rule that breaks on an unusual graph must not lose the candidate
+            fused = model.clone()
+            text = str(e).strip().splitlines()
+            record = {"status": "unfused", "reason": f"{type(e).__name__}: {text[0][:200] if text else ''}"}
+        fused.metadata_props[FUSION_METADATA] = json.dumps(record)
+        return ir.passes.PassResult(fused, True)
+
+
+def fusion_record(model: ir.Model) -> dict[str, str] | None:
+    """What `OrtFusionPass` recorded on `model`, or None if it never ran on it."""
+    text = model.metadata_props.get(FUSION_METADATA)
+    return json.loads(text) if text else None
+
+
+class _quiet:
+    """Keeps a library's warnings (a rule it could not apply) off the user's terminal."""
+
+    def __init__(self, name: str) -> None:
+        self.log = logging.getLogger(name)
+
+    def __enter__(self) -> None:
+        self.level = self.log.level
+        self.log.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc) -> None:
+        self.log.setLevel(self.level)
