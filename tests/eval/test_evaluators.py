@@ -7,21 +7,22 @@ import pytest
 import simq.ir as sir
 from simq.errors import InvalidArgumentError
 from simq.eval import AccuracyEvaluator, FidelityEvaluator, UserEvaluator, load_evaluator
+from simq.targets.ort_cpu import OrtCpuTarget
 
 
 def test_accuracy_and_fidelity_on_a_real_model(zoo, tmp_path):
     path = zoo.path("digits-cnn")
     test = zoo.data("digits-cnn", "test")
-    accuracy = AccuracyEvaluator(test.inputs, test.labels).evaluate(path)
+    accuracy = AccuracyEvaluator(test.inputs, test.labels).evaluate_onnx(path)
     assert accuracy == pytest.approx(100 * zoo.info("digits-cnn")["onnx_test_accuracy"], abs=1e-6)
     fidelity = FidelityEvaluator(path, test.inputs)
-    assert fidelity.evaluate(path) == pytest.approx(100.0)
+    assert fidelity.evaluate_onnx(path) == pytest.approx(100.0)
     # A model with its weights scaled by -1 on the last layer points the other way: fidelity falls.
     model = sir.load(path)
     last = [v for v in model.graph.initializers.values() if v.const_value is not None and v.const_value.numpy().ndim == 2][-1]
     last.const_value = ir.tensor(-last.const_value.numpy())
     flipped = sir.save(model, tmp_path / "flipped.onnx")
-    assert fidelity.evaluate(flipped) < 50
+    assert fidelity.evaluate_onnx(flipped) < 50
 
 
 def test_evaluator_specs_and_bad_values_are_clear_errors():
@@ -33,8 +34,26 @@ def test_evaluator_specs_and_bad_values_are_clear_errors():
         load_evaluator("math:no_such_function")
     assert load_evaluator("math:sqrt").name == "sqrt"
     with pytest.raises(InvalidArgumentError, match="not a number"):
-        UserEvaluator(lambda path: "high", "f").evaluate("x.onnx")
+        UserEvaluator(lambda path: "high", "f").evaluate_onnx("x.onnx")
     with pytest.raises(InvalidArgumentError, match="finite"):
-        UserEvaluator(lambda path: float("nan"), "f").evaluate("x.onnx")
+        UserEvaluator(lambda artifact, run: float("nan"), "f").evaluate(lambda inputs: [])
     with pytest.raises(InvalidArgumentError, match="as many labels"):
         AccuracyEvaluator({"x": np.zeros((3, 2))}, np.zeros(2))
+
+
+def test_a_user_evaluator_gets_the_artifact_and_a_ready_runner(zoo, tmp_path, monkeypatch):
+    """Two parameters: (artifact, run); one parameter: the ONNX path, as before. The module is
+    found in the current folder."""
+    (tmp_path / "my_eval.py").write_text(
+        "import numpy as np\n"
+        "def score(artifact, run):\n"
+        "    x = np.zeros((2, 1, 8, 8), np.float32)\n"
+        "    return float(run({'pixel_values': x})[0].shape[0]) + (1000 if artifact.path.suffix == '.onnx' else 0)\n"
+        "def old(path):\n"
+        "    return len(path)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    target = OrtCpuTarget()
+    artifact = target.lower(sir.load(zoo.path("digits-cnn")), tmp_path)
+    assert load_evaluator("my_eval:score").evaluate(target.load(artifact), artifact) == 1002
+    assert load_evaluator("my_eval:old").evaluate(target.load(artifact), artifact) == len(str(artifact.onnx))

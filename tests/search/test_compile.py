@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -50,9 +51,18 @@ def test_pareto_artifacts_load_and_their_manifests_match_a_re_evaluation(zoo, co
         manifest = json.loads((folder / "manifest.json").read_text())
         onnx_file = folder / "model.onnx"
         ort.InferenceSession(str(onnx_file))  # loads
-        assert manifest["final"]["accuracy"] == pytest.approx(evaluator.evaluate(onnx_file))
+        assert manifest["final"]["accuracy"] == pytest.approx(evaluator.evaluate_onnx(onnx_file))
         assert manifest["metrics"]["size_bytes"] == onnx_file.stat().st_size  # ort-cpu loads the ONNX itself
         assert manifest["fingerprint"]["target"] == "ort-cpu" and manifest["config"]
+        onnx.checker.check_model(str(onnx_file), full_check=True)
+        # What the artifact runs, and under which session settings it was timed.
+        lowering, settings = manifest["lowering"], manifest["runtime_settings"]
+        assert settings["intra_op_num_threads"] == "2" and settings["graph_optimization_level"] == "ORT_ENABLE_ALL"
+        quantized = sum(1 for p in manifest["config"].values() if p in ("int8", "int8dyn", "int4w"))
+        assert sum(n for k, n in lowering["precisions"].items() if not k.endswith("fp32")) >= min(quantized, 1)
+        assert lowering["inference_precision"] == "fp32"
+        # Candidates are fused for the target; the FP32 reference is the model as given.
+        assert lowering["fusion"]["status"] == "fused" if manifest["kind"] == "candidate" else "fusion" not in lowering
     assert len(_candidates(compiled)) == 6
 
 

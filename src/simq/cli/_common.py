@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
+import platformdirs
 from rich.console import Console
 
 from simq import ir as simq_ir
 from simq.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "load_model", "parse_shapes", "random_feed"]
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "cache_root", "load_model", "parse_shapes", "random_feed"]
 
 #: The built-in default model: real weights and real data, small enough for minutes-long runs.
 DEFAULT_MODEL = "zoo:minilm-tweets"
@@ -81,6 +82,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("SIMQ_CACHE_DIR"),
         help="where zoo models are built and kept (default: $SIMQ_CACHE_DIR or the user cache directory)",
     )
+
+
+def cache_root(args: argparse.Namespace) -> Path:
+    """Where SimQ keeps what it builds once (zoo models under the default, baselines): ``--cache-dir``
+    or the user cache directory."""
+    return Path(args.cache_dir) if args.cache_dir else Path(platformdirs.user_cache_dir("simq"))
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:

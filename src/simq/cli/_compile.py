@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx_ir as ir
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from simq import ir as simq_ir
-from simq.cli._common import LoadedModel, add_model_arguments, load_model, random_feed
+from simq.cli._common import LoadedModel, add_model_arguments, cache_root, load_model, random_feed
 from simq.errors import InvalidArgumentError
 from simq.eval import AccuracyEvaluator, Evaluator, FidelityEvaluator, load_evaluator
 from simq.passes import Pipeline
 from simq.passes.prune import collect_stats
-from simq.passes.quant import calibrate, ort_dynamic, ort_static
-from simq.search import ALGORITHMS, OBJECTIVES, CompileOptions, Job, compile_model, describe, train_cost_model
+from simq.passes.quant import calibrate
+from simq.search import ALGORITHMS, OBJECTIVES, CompileOptions, Job, cached_baselines, compile_model, describe, train_cost_model
 from simq.targets import CostModel, TargetRegistry
 
 __all__ = ["register", "run"]
@@ -85,7 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the ORT dynamic and static INT8 baselines")
+    parser.add_argument(
+        "--no-baselines", action="store_true",
+        help="skip the off-the-shelf baselines (ORT fusions and INT8 quantizers; OpenVINO's default precision and NNCF)",
+    )  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -139,15 +144,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args, console)
     model = loaded.model
     signature = simq_ir.resolve_signature(model, loaded.signature)
-    with console.status("analysing, calibrating and ranking units (once per model)"):
+    with console.status("analysing, calibrating, ranking units and fusing (once per model)"):
         structure = simq_ir.analyze(model, signature)
         batches = loaded.calibration_batches(args, _CALIBRATION_BATCHES)
         calibration = calibrate(model, structure, batches) if not args.no_quantize else None
         stats = collect_stats(model, structure, batches) if not args.no_prune else None
-    pipeline = Pipeline(
-        model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
-        prune=not args.no_prune, quantize=not args.no_quantize,
-    )  # fmt: skip
+        pipeline = Pipeline(
+            model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
+            lowering=target.lowering(signature), prune=not args.no_prune, quantize=not args.no_quantize,
+        )  # fmt: skip
     if not pipeline.knobs:
         raise InvalidArgumentError(
             f"{args.model} offers nothing to search: no prunable structure or quantizable node was found."
@@ -161,8 +166,11 @@ def run(args: argparse.Namespace) -> int:
     baselines = (
         {}
         if args.no_quantize or args.no_baselines
-        else {"ORT dynamic INT8": lambda: ort_dynamic(model), "ORT static INT8": lambda: ort_static(model, batches)}
-    )
+        else cached_baselines(
+            target.baselines(model, structure, batches), cache_root(args) / "baselines",
+            "|".join([_digest(model), target.fingerprint().key(), _batches_digest(batches)]),
+        )
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         reference = simq_ir.save(model, Path(tmp) / "reference.onnx")
         evaluator, final_evaluator = _evaluators(loaded, args, reference, signature)
@@ -173,6 +181,19 @@ def run(args: argparse.Namespace) -> int:
             result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
     _summary(console, result, pipeline, evaluator)
     return 0
+
+
+def _digest(model) -> str:
+    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()
+
+
+def _batches_digest(batches) -> str:
+    digest = hashlib.sha256()
+    for batch in batches:
+        for name in sorted(batch):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(batch[name]).tobytes())
+    return digest.hexdigest()
 
 
 def _cost_model(args, job: Job, target, progress) -> CostModel:

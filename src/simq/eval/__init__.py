@@ -3,8 +3,9 @@
 Scores are in points: accuracy in percent on labelled data, fidelity as the mean output cosine
 to the FP32 model in percent (100 = identical), or whatever a user evaluator returns. A
 constraint such as "at most 1 point below the reference" reads the same for all of them.
+Evaluators score the artifact as its target's runtime runs it.
 """
 
-from simq.eval._evaluators import AccuracyEvaluator, Evaluator, FidelityEvaluator, UserEvaluator, load_evaluator
+from simq.eval._evaluators import AccuracyEvaluator, Evaluator, FidelityEvaluator, Run, UserEvaluator, load_evaluator, onnx_runner
 
-__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "UserEvaluator", "load_evaluator"]
+__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]

@@ -1,22 +1,46 @@
-"""Accuracy on labelled data, fidelity to the reference model, and user evaluators."""
+"""Accuracy on labelled data, fidelity to the reference model, and user evaluators.
+
+An evaluator scores what ships: the artifact loaded in its target's runtime, handed over as
+``run(inputs) -> outputs`` (an OpenVINO candidate is scored by OpenVINO on its ``model.xml``, not
+by ONNX Runtime on the ONNX beside it).
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
 from simq.errors import InvalidArgumentError
 
-__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "UserEvaluator", "load_evaluator"]
+if TYPE_CHECKING:
+    from simq.targets import Artifact
+
+__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]
+
+#: A loaded model: inputs by name (batch on axis 0) -> every output.
+Run = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+def onnx_runner(path: Path, threads: int = 2) -> Run:
+    """An ONNX file loaded in ONNX Runtime (CPU), as a `Run`."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda inputs: session.run(None, dict(inputs))
 
 
 class Evaluator(ABC):
-    """Scores an ONNX model file; higher is better.
+    """Scores a loaded model; higher is better.
 
     Attributes:
         name: What the score is, for tables and plots ("accuracy", "fidelity", ...).
@@ -25,15 +49,12 @@ class Evaluator(ABC):
     name: str
 
     @abstractmethod
-    def evaluate(self, onnx_path: Path) -> float: ...
+    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        """Score the model `run` executes (`artifact` is what was loaded, if anything)."""
 
-
-def _session(path: Path, threads: int = 2) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def evaluate_onnx(self, path: Path) -> float:
+        """Score an ONNX file run by ONNX Runtime."""
+        return self.evaluate(onnx_runner(path))
 
 
 def _batches(inputs: Mapping[str, np.ndarray], size: int):
@@ -42,15 +63,14 @@ def _batches(inputs: Mapping[str, np.ndarray], size: int):
         yield {k: v[start : start + size] for k, v in inputs.items()}
 
 
-def _run(path: Path, inputs: Mapping[str, np.ndarray], batch_size: int) -> list[np.ndarray]:
-    """Every output of the model over all `inputs`, concatenated along the batch axis."""
-    session = _session(path)
-    parts = [session.run(None, batch) for batch in _batches(inputs, batch_size)]
+def _outputs(run: Run, inputs: Mapping[str, np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Every output over all `inputs`, concatenated along the batch axis."""
+    parts = [run(batch) for batch in _batches(inputs, batch_size)]
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
 class AccuracyEvaluator(Evaluator):
-    """Top-1 accuracy (percent) of the first output's arg-max against `labels`, run by ONNX Runtime."""
+    """Top-1 accuracy (percent) of the first output's arg-max against `labels`."""
 
     name = "accuracy"
 
@@ -59,8 +79,8 @@ class AccuracyEvaluator(Evaluator):
             raise InvalidArgumentError("accuracy needs as many labels as examples, and at least one.")
         self.inputs, self.labels, self.batch_size = dict(inputs), np.asarray(labels), batch_size
 
-    def evaluate(self, onnx_path: Path) -> float:
-        logits = _run(onnx_path, self.inputs, self.batch_size)[0]
+    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        logits = _outputs(run, self.inputs, self.batch_size)[0]
         return float(100 * np.mean(logits.reshape(len(self.labels), -1).argmax(-1) == self.labels))
 
 
@@ -68,34 +88,46 @@ class FidelityEvaluator(Evaluator):
     """Mean cosine similarity (percent) of the model's outputs to the reference model's.
 
     Per example, every output is flattened and concatenated; the reference outputs are computed
-    once, on `reference`.
+    once, by ONNX Runtime on `reference`.
     """
 
     name = "fidelity"
 
     def __init__(self, reference: Path, inputs: Mapping[str, np.ndarray], batch_size: int = 16) -> None:
         self.inputs, self.batch_size = dict(inputs), batch_size
-        self._reference = self._flat(_run(reference, self.inputs, batch_size))
+        self._reference = self._flat(_outputs(onnx_runner(reference), self.inputs, batch_size))
 
     @staticmethod
     def _flat(outputs: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([o.reshape(len(o), -1).astype(np.float64) for o in outputs], axis=1)
 
-    def evaluate(self, onnx_path: Path) -> float:
-        out = self._flat(_run(onnx_path, self.inputs, self.batch_size))
+    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        out = self._flat(_outputs(run, self.inputs, self.batch_size))
         ref = self._reference
         cos = (out * ref).sum(1) / np.maximum(np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
         return float(100 * cos.mean())
 
 
 class UserEvaluator(Evaluator):
-    """A user function ``f(onnx_path: str) -> float`` (higher is better), named by its spec."""
+    """A user function (higher is better), named by its spec.
 
-    def __init__(self, function: Callable[[str], float], name: str) -> None:
+    ``f(artifact, run) -> float`` receives the `simq.targets.Artifact` (``artifact.path`` is what
+    the runtime loads, ``artifact.onnx`` the ONNX it came from) and ``run(inputs) -> outputs``,
+    the artifact already loaded in its runtime. A function of one parameter, ``f(onnx_path)``,
+    receives the ONNX file's path as a string (the contract before artifacts were scored).
+    """
+
+    def __init__(self, function: Callable[..., Any], name: str) -> None:
         self.function, self.name = function, name
+        self._takes_run = _positional_parameters(function) >= 2
 
-    def evaluate(self, onnx_path: Path) -> float:
-        value = self.function(str(onnx_path))
+    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        if self._takes_run:
+            value = self.function(artifact, run)
+        else:
+            if artifact is None:
+                raise InvalidArgumentError(f"evaluator {self.name} takes an ONNX path; give it an artifact.")
+            value = self.function(str(artifact.onnx))
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -104,16 +136,52 @@ class UserEvaluator(Evaluator):
             raise InvalidArgumentError(f"evaluator {self.name} returned {value}, not a finite number.")
         return value
 
+    def evaluate_onnx(self, path: Path) -> float:
+        if self._takes_run:
+            return super().evaluate_onnx(path)
+        return self.evaluate(lambda inputs: [], _OnnxOnly(Path(path)))
+
+
+class _OnnxOnly:
+    """An artifact that is just an ONNX file (for scoring a file outside any target)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = self.onnx = path
+
+
+def _positional_parameters(function: Callable[..., Any]) -> int:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature take what they take
+        return 1
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in parameters)
+
 
 def load_evaluator(spec: str) -> UserEvaluator:
-    """Import ``module:function`` (the module must be importable, e.g. on ``PYTHONPATH``)."""
+    """Import ``module:function``; the current folder is on the import path, so a ``my_eval.py``
+    beside the command is found.
+
+    Raises:
+        InvalidArgumentError: The spec is malformed, the module cannot be imported, or it has
+            no such function.
+    """
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
         raise InvalidArgumentError(f"--evaluator {spec!r} is not module:function, e.g. my_eval:accuracy.")
+    added = "" not in sys.path and str(Path.cwd()) not in sys.path
+    if added:
+        sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise InvalidArgumentError(f"cannot import evaluator module {module_name!r}: {e}") from None
+    except Exception as e:  # the user's module raised while importing
+        raise InvalidArgumentError(f"evaluator module {module_name!r} failed to import: {type(e).__name__}: {e}") from None
+    finally:
+        if added:
+            sys.path.remove(str(Path.cwd()))
     function = getattr(module, function_name, None)
     if not callable(function):
         raise InvalidArgumentError(f"module {module_name!r} has no function {function_name!r}.")

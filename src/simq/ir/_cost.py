@@ -40,7 +40,7 @@ def _macs(node: ir.Node, shapes: Mapping[str, tuple[int, ...]]) -> int:
     if out is None:
         return 0
     op = node.op_type
-    if op == "MatMul":
+    if op in ("MatMul", "MatMulInteger"):
         a = shapes.get(node.inputs[0].name)
         return math.prod(out) * a[-1] if a else 0
     if op == "Gemm":

@@ -136,20 +136,28 @@ class Pipeline:
                 config[name] = next(p for p in ("int8dyn", "int8", "fp32") if p in domain)
         return config
 
-    def build(self, config: Mapping[str, Hashable]) -> ir.Model:
-        """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up."""
+    def build(self, config: Mapping[str, Hashable], *, lower: bool = True) -> ir.Model:
+        """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up.
+
+        Args:
+            lower: Run the target's fusions. Without them the model stays in standard ONNX
+                (a fused attention unit's precision then applies to its Q, K and V projections):
+                what the cost model reads, since ONNX shape inference cannot see through fused
+                kernels.
+        """
         config = self.repair(config)
         width_config = {k: v for k, v in config.items() if not k.startswith("quant.") and k != INFERENCE_PRECISION}
         pruned = any(config[name] != self._by_name[name].default for name in width_config)
         model = prune(self.model.clone(), self.structure, width_config, self.stats, self.prune_options)
-        if self.lowering.fusions:
+        lower = lower and bool(self.lowering.fusions)
+        if lower:
             model = self._lowered_model().clone() if not pruned else self._lower(model)
         policy = {k: v for k, v in config.items() if k.startswith("quant.") and v != "fp32"}
         if policy:
             if self.calibration is None:
                 raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
             quantizer = QuantizePass(self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range)
-            quantizer.calibration = self._calibration_for(model, quantizer, pruned)
+            quantizer.calibration = self._calibration_for(model, quantizer, pruned, lower)
             model = cleanup(run_passes([quantizer], model))
         if config.get(INFERENCE_PRECISION, "fp32") != "fp32":
             InferencePrecisionPass(str(config[INFERENCE_PRECISION]))(model)
@@ -165,11 +173,11 @@ class Pipeline:
             self._lowered = self._lower(self.model.clone())
         return self._lowered
 
-    def _calibration_for(self, model: ir.Model, quantizer: QuantizePass, pruned: bool) -> Calibration:
+    def _calibration_for(self, model: ir.Model, quantizer: QuantizePass, pruned: bool, lowered: bool) -> Calibration:
         """Ranges for the activations `quantizer` reads in `model`: the FP32 model's when the
         candidate has the same activations, else measured on the candidate itself."""
         names = quantizer.activations(model)
-        if not names or (not pruned and not self.lowering.fusions) or self.calibration_batches is None:
+        if not names or (not pruned and not lowered) or self.calibration_batches is None:
             return self.calibration
         if pruned:
             return calibrate_values(model, names, self.calibration_batches)

@@ -2,6 +2,7 @@
 Pareto extraction and the report; `compile_model` puts them together."""
 
 from simq.search._algorithms import ALGORITHMS, Goal
+from simq.search._baselines import cached_baselines
 from simq.search._compile import OBJECTIVES, CompileOptions, CompileResult, Job, compile_model, minimised
 from simq.search._costmodel import train_cost_model
 from simq.search._pareto import hypervolume, pareto_front
@@ -19,6 +20,7 @@ __all__ = [
     "Record",
     "SearchSpace",
     "Store",
+    "cached_baselines",
     "compile_model",
     "config_key",
     "describe",

@@ -32,7 +32,7 @@ from simq.search._pareto import pareto_front
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
-from simq.targets import CostModel, Target, compare, features, interleave
+from simq.targets import Artifact, CostModel, Target, compare, features, interleave, lowering_summary
 
 __all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "compile_model"]
 
@@ -112,7 +112,8 @@ class Job:
         feed: Batch-1 inputs for latency.
         evaluator: Scores candidates during the search (e.g. the validation split).
         final_evaluator: Scores the Pareto set and baselines at the end (e.g. the test split).
-        baselines: Off-the-shelf models to compare with, by name (built lazily).
+        baselines: Off-the-shelf recipes to compare with, by name: each builds its artifact into
+            a folder (lazily), e.g. `Target.baselines`.
         cost_model: The target's latency predictor, for ``latency="predicted"``.
     """
 
@@ -124,7 +125,7 @@ class Job:
     feed: Mapping[str, np.ndarray]
     evaluator: Evaluator | None = None
     final_evaluator: Evaluator | None = None
-    baselines: Mapping[str, Callable[[], ir.Model]] = field(default_factory=dict)
+    baselines: Mapping[str, Callable[[Path], Artifact]] = field(default_factory=dict)
     cost_model: CostModel | None = None
 
 
@@ -138,14 +139,6 @@ class CompileResult:
     evaluated: int
     #: Why the search stopped before its budget (``"time limit"``), or None.
     stopped_early: str | None = None
-
-
-def _model_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(e: BaseException) -> str:
@@ -182,29 +175,34 @@ class _Compiler:
 
     # evaluating one model
 
+    def _candidate(self, config: Mapping[str, Hashable]) -> Callable[[Path], Artifact]:
+        return lambda workdir: self.job.target.lower(self.job.pipeline.build(config), workdir)
+
+    def _reference(self, workdir: Path) -> Artifact:
+        return self.job.target.lower(self.job.model, workdir)
+
     def evaluate(
         self,
-        model_fn: Callable[[], ir.Model],
+        build: Callable[[Path], Artifact],
         config: Mapping[str, Hashable],
         kind: str,
         predicted: Mapping[str, float] | None = None,
     ) -> Record:
-        """The stored record of `config`, or build, evaluate and commit it now."""
+        """The stored record of `config`, or build its artifact, score and time it, and commit it now."""
         found = self.store.find(config)
         if found is not None:
             return found
         start = time.perf_counter()
         metrics: dict[str, float] = {}
-        model_hash = error = None
+        digest = error = None
         try:
-            model = model_fn()
             with tempfile.TemporaryDirectory(dir=self.work) as tmp:
-                artifact = self.job.target.lower(model, Path(tmp))
-                model_hash = _model_hash(artifact.onnx)
+                artifact = build(Path(tmp))
+                digest = artifact.digest()
                 metrics["size_bytes"] = float(artifact.size_bytes)
                 if self.options.needs_accuracy:
-                    metrics["accuracy"] = self.job.evaluator.evaluate(artifact.onnx)
-                metrics.update(self._latency(model, artifact, model_hash, is_reference=kind == "reference"))
+                    metrics["accuracy"] = self.job.evaluator.evaluate(self.job.target.load(artifact), artifact)
+                metrics.update(self._latency(config, kind, artifact, digest))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one candidate's failure (e.g. in a user evaluator) is recorded, not fatal
@@ -215,28 +213,37 @@ class _Compiler:
                 ) from e
         return self.store.add(
             config, kind=kind, metrics=metrics, fingerprint=self.fingerprint, seconds=time.perf_counter() - start,
-            predicted=predicted, model_hash=model_hash, error=error,
+            predicted=predicted, model_hash=digest, error=error,
         )  # fmt: skip
 
-    def _latency(self, model: ir.Model, artifact, model_hash: str, is_reference: bool = False) -> dict[str, float]:
+    def _features_model(self, config: Mapping[str, Hashable], kind: str, artifact: Artifact) -> ir.Model:
+        """The model the cost model reads: the candidate before the target's fusions (their
+        contrib ops hide shapes from ONNX inference), the reference, or a baseline's ONNX."""
+        if kind == "candidate":
+            return self.job.pipeline.build(config, lower=False)
+        if kind == "reference":
+            return self.job.model
+        if artifact.onnx.suffix != ".onnx":
+            raise SimqError(f"{config.get('baseline')} has no ONNX model for the cost model to read.")
+        return ir.load(artifact.onnx)
+
+    def _latency(self, config: Mapping[str, Hashable], kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
         if self.options.latency == "predicted":
-            ms = self.job.cost_model.predict(
-                features(model, analyze(model, dict(self.job.structure.signature)))
-            ).latency_ms
+            model = self._features_model(config, kind, artifact)
+            ms = self.job.cost_model.predict(features(model, analyze(model, dict(self.job.structure.signature)))).latency_ms
             return {"latency_ms": ms}
-        cached = self.store.measurement(model_hash, self.fingerprint)
+        cached = self.store.measurement(digest, self.fingerprint)
         if cached is None:
             if self._reference_runner is None:
-                reference = self.job.target.lower(self.job.model, self.work / "reference")
-                self._reference_runner = self.job.target.runner(reference, self.job.feed)
+                self._reference_runner = self.job.target.runner(self._reference(self.work / "reference"), self.job.feed)
             ratio, reference_ms = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
-            if is_reference:
+            if kind == "reference":
                 # 1 by definition; timed against itself, a 0.05 ms model came out at 1.44 and was
                 # then dominated by candidates slower than it.
                 ratio = 1.0
             self._reference_ms.append(reference_ms)
             cached = (ratio, ratio * statistics.median(self._reference_ms))
-            self.store.add_measurement(model_hash, self.fingerprint, *cached)
+            self.store.add_measurement(digest, self.fingerprint, *cached)
         return {"latency_ratio": cached[0], "latency_ms": cached[1]}
 
     # the search
@@ -244,7 +251,7 @@ class _Compiler:
     def run(self) -> CompileResult:
         o = self.options
         deadline = time.monotonic() + o.time_limit if o.time_limit is not None else None
-        reference = self.evaluate(lambda: self.job.model, defaults(self.job.pipeline.knobs), "reference")
+        reference = self.evaluate(self._reference, defaults(self.job.pipeline.knobs), "reference")
         for name, build in self.job.baselines.items():
             self.evaluate(build, {"baseline": name}, "baseline")
         goal = self._goal(reference)
@@ -270,7 +277,7 @@ class _Compiler:
                     new += 1
                 kind = "candidate" if key != config_key(reference.config) else "reference"
                 predicted = _readable(getattr(algorithm, "predictions", {}).get(key))
-                record = self.evaluate(lambda c=config: self.job.pipeline.build(c), config, kind, predicted)
+                record = self.evaluate(self._candidate(config), config, kind, predicted)
                 xs.append(x)
                 ms.append(self._metric_vector(record, reference, goal))
                 self.progress("search", validated, o.budget)
@@ -320,8 +327,18 @@ class _Compiler:
         staging = self.out / "pareto.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        builders: dict[int, Callable[[], ir.Model]] = {reference.id: lambda: self.job.model}
-        builders.update({r.id: (lambda c=r.config: self.job.pipeline.build(c)) for r in front})
+        summaries: dict[int, dict] = {}
+
+        def shipped(record_id: int, config: Mapping[str, Hashable]) -> Callable[[Path], Artifact]:
+            def build(folder: Path) -> Artifact:
+                model = self.job.pipeline.build(config)
+                summaries[record_id] = lowering_summary(model)
+                return self.job.target.lower(model, folder)
+
+            return build
+
+        builders: dict[int, Callable[[Path], Artifact]] = {reference.id: self._reference}
+        builders.update({r.id: shipped(r.id, r.config) for r in front if r.id != reference.id})
         builders.update({r.id: self.job.baselines[r.config["baseline"]] for r in baselines})
         steps = len(builders) * (2 if self.job.final_evaluator is not None else 1) + 1
         done = 0
@@ -337,7 +354,8 @@ class _Compiler:
             folder = (
                 staging / str(record_id) if record_id in {r.id for r in front} else self.work / f"final-{record_id}"
             )
-            artifacts[record_id] = self.job.target.lower(build(), folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            artifacts[record_id] = build(folder)
             step()
         final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
         if self.options.latency == "measured":
@@ -363,16 +381,18 @@ class _Compiler:
         step()
         if self.job.final_evaluator is not None:
             for i, a in artifacts.items():
-                final[i]["accuracy"] = self.job.final_evaluator.evaluate(a.onnx)
+                final[i]["accuracy"] = self.job.final_evaluator.evaluate(self.job.target.load(a), a)
                 step()
         for record in front:
             manifest = {
-                "id": record.id, "model": self.job.name, "target": self.job.target.name,
+                "id": record.id, "kind": record.kind, "model": self.job.name, "target": self.job.target.name,
                 "fingerprint": asdict(self.job.target.fingerprint()), "config": record.config,
                 "metrics": record.metrics, "final": final[record.id],
                 "reference": {"metrics": reference.metrics, "final": final[reference.id]},
-                "model_hash": _model_hash(artifacts[record.id].onnx),
+                "model_hash": artifacts[record.id].digest(),
                 "files": [str(f.relative_to(staging / str(record.id))) for f in artifacts[record.id].files],
+                "runtime_settings": dict(artifacts[record.id].settings),
+                "lowering": summaries.get(record.id, lowering_summary(self.job.model)),
             }  # fmt: skip
             (staging / str(record.id) / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
         pareto = self.out / "pareto"

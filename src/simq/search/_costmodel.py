@@ -30,12 +30,13 @@ def train_cost_model(
         reference = target.runner(target.lower(job.model, Path(tmp) / "reference"), job.feed)
         for i, x in enumerate(space.sample(rng, samples)):
             progress("cost model", i, samples)
-            model = job.pipeline.build(space.decode(x))
-            artifact = target.lower(model, Path(tmp) / str(i))
+            config = space.decode(x)
+            artifact = target.lower(job.pipeline.build(config), Path(tmp) / str(i))
             ratio, ms = compare(reference, target.runner(artifact, job.feed))
             ratios.append(ratio)
             reference_ms.append(ms)
-            rows.append(features(model, analyze(model, signature)))
+            unfused = job.pipeline.build(config, lower=False)  # what `features` can read
+            rows.append(features(unfused, analyze(unfused, signature)))
         progress("cost model", samples, samples)
     scale = statistics.median(reference_ms)
     return CostModel(target.fingerprint(), seed=seed).fit(rows, [r * scale for r in ratios])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from simq.passes import Knob
+from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._pareto import hypervolume
 from simq.search._store import Record, Store
 
@@ -41,7 +42,9 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
             parts.append(f"{label} {kept / total:.0%}")
     precisions = Counter(config.get(k.name, k.default) for k in by_kind.get("quant", []))
     if precisions:
-        parts.append(" ".join(f"{p} {precisions[p]}" for p in ("int8", "int4w", "fp32") if precisions[p]))
+        parts.append(" ".join(f"{p} {precisions[p]}" for p in PRECISIONS[1:] + PRECISIONS[:1] if precisions[p]))
+    if config.get(INFERENCE_PRECISION, "fp32") != "fp32":
+        parts.append(f"{config[INFERENCE_PRECISION]} float parts")
     return " · ".join(parts)
 
 

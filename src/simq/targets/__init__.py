@@ -2,7 +2,7 @@
 
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_calls
 from simq.targets._costmodel import CostModel, Prediction
-from simq.targets._features import features
+from simq.targets._features import features, lowering_summary
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
 from simq.targets._timing import compare, interleave, paired_ratio
 
@@ -19,6 +19,7 @@ __all__ = [
     "compare",
     "features",
     "interleave",
+    "lowering_summary",
     "paired_ratio",
     "time_calls",
 ]

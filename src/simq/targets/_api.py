@@ -6,7 +6,7 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import onnx_ir as ir
 
+from simq.ir import Structure
 from simq.passes import Lowering
 
 __all__ = ["Artifact", "Fingerprint", "LatencyStats", "Target", "time_calls"]
@@ -56,6 +57,26 @@ class Artifact:
     def size_bytes(self) -> int:
         """Bytes of what the runtime loads: the ONNX it came from counts only if it is loaded itself."""
         return sum(f.stat().st_size for f in self.files if f != self.onnx or f == self.path)
+
+    def save_index(self, folder: Path) -> None:
+        """Write ``artifact.json`` into `folder`, which holds the artifact's files."""
+        folder = Path(folder)
+        relative = lambda p: str(Path(p).relative_to(folder))  # noqa: E731
+        index = {
+            "target": self.target, "path": relative(self.path), "onnx": relative(self.onnx),
+            "files": [relative(f) for f in self.files], "settings": dict(self.settings),
+        }  # fmt: skip
+        (folder / "artifact.json").write_text(json.dumps(index, indent=1))
+
+    @classmethod
+    def load_index(cls, folder: Path) -> Artifact:
+        """The artifact whose ``artifact.json`` (see `save_index`) is in `folder`."""
+        folder = Path(folder)
+        index = json.loads((folder / "artifact.json").read_text())
+        return cls(
+            index["target"], folder / index["path"], folder / index["onnx"],
+            tuple(folder / f for f in index["files"]), index["settings"],
+        )  # fmt: skip
 
     def digest(self) -> str:
         """What identifies the compiled program: the files the runtime loads and the settings.
@@ -126,6 +147,13 @@ class Target(Protocol):
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
         """The passes run on every candidate between pruning and quantization (the runtime's
         fused kernels), and how this CPU wants INT8 weights."""
+        ...
+
+    def baselines(
+        self, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, Callable[[Path], Artifact]]:
+        """The strongest off-the-shelf recipes for this runtime, by name: each builds its artifact
+        of `model` into a folder (`batches` are calibration inputs)."""
         ...
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact: ...

@@ -1,20 +1,34 @@
-"""Static features of a compiled candidate for latency prediction, read from the IR alone."""
+"""Static features of a compiled candidate for latency prediction, read from the IR alone, and
+the summary of what a lowered model runs (fused kernels, precisions) for manifests and inspect."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import onnx_ir as ir
 
 from simq.ir import Structure
+from simq.passes.fuse import fusion_record
+from simq.passes.quant import NOTES_METADATA, inference_precision
 
-__all__ = ["FEATURE_OPS", "PRECISION_NAMES", "features", "node_precision"]
+__all__ = ["FEATURE_OPS", "PRECISION_NAMES", "features", "lowering_summary", "node_precision"]
 
 #: Ops whose cost is tracked per precision; everything else is pooled into "other".
-FEATURE_OPS = ("MatMul", "Gemm", "Conv", "Gather")
-PRECISION_NAMES = ("fp32", "int8", "int4w")
+FEATURE_OPS = ("MatMul", "Gemm", "Conv", "Gather", "Attention")
+PRECISION_NAMES = ("fp32", "int8dyn", "int8", "int4w")
 _ITEMSIZE = {ir.DataType.INT4: 0.5, ir.DataType.UINT4: 0.5}
+# Kernels that stand for a feature op at a precision of their own.
+_KERNELS = {
+    "MatMulInteger": ("MatMul", "int8dyn"),
+    "DynamicQuantizeMatMul": ("MatMul", "int8dyn"),
+    "MatMulIntegerToFloat": ("MatMul", "int8dyn"),
+    "QAttention": ("Attention", "int8dyn"),
+    "MultiHeadAttention": ("Attention", "fp32"),
+    "MatMulNBits": ("MatMul", "int4w"),
+}
 
 
 def _dequantized(value: ir.Value | None) -> ir.Value | None:
@@ -23,8 +37,19 @@ def _dequantized(value: ir.Value | None) -> ir.Value | None:
     return producer.inputs[0] if producer is not None and producer.op_type == "DequantizeLinear" else None
 
 
+def _op_and_precision(node: ir.Node) -> tuple[str, str]:
+    """(feature op, precision) of a node; ("other", "fp32") for the rest."""
+    if node.op_type in _KERNELS:
+        return _KERNELS[node.op_type]
+    if node.op_type in FEATURE_OPS:
+        return node.op_type, node_precision(node)
+    return "other", "fp32"
+
+
 def node_precision(node: ir.Node) -> str:
-    """How a MatMul/Gemm/Conv/Gather runs after quantization: fp32, int8 or int4w."""
+    """How a MatMul/Gemm/Conv/Gather/Attention runs after quantization: fp32, int8dyn, int8 or int4w."""
+    if node.op_type in _KERNELS:
+        return _KERNELS[node.op_type][1]
     weight_index = 0 if node.op_type == "Gather" else 1
     source = _dequantized(node.inputs[weight_index]) if len(node.inputs) > weight_index else None
     if node.op_type == "Gather":
@@ -35,6 +60,30 @@ def node_precision(node: ir.Node) -> str:
     if source is not None or _dequantized(node.inputs[0]) is not None:
         return "int8"
     return "fp32"
+
+
+def lowering_summary(model: ir.Model) -> dict[str, Any]:
+    """What a lowered model runs: its fused kernels (ops outside the default domain), how many
+    MatMul/Gemm/Conv/Gather/Attention nodes run at each precision, the inference precision of
+    the float parts, and what its fusion and quantization recorded (a fallback, a unit left FP32)."""
+    fused = Counter(node.op_type for node in model.graph if node.domain not in ("", "ai.onnx"))
+    precisions: Counter[str] = Counter()
+    for node in model.graph:
+        op, precision = _op_and_precision(node)
+        if op != "other":
+            precisions[f"{op} {precision}"] += 1
+    summary: dict[str, Any] = {
+        "fused_ops": dict(sorted(fused.items())),
+        "precisions": dict(sorted(precisions.items())),
+        "inference_precision": inference_precision(model),
+    }
+    record = fusion_record(model)
+    if record is not None:
+        summary["fusion"] = record
+    notes = model.metadata_props.get(NOTES_METADATA)
+    if notes:
+        summary["notes"] = notes
+    return summary
 
 
 def _weight_bytes(node: ir.Node) -> float:
@@ -71,13 +120,13 @@ def features(model: ir.Model, structure: Structure) -> dict[str, float]:
         if cost is None:
             continue
         activation_bytes += cost.activation_bytes
-        op = node.op_type if node.op_type in FEATURE_OPS else "other"
-        precision = node_precision(node) if op != "other" else "fp32"
+        op, precision = _op_and_precision(node)
         out[f"{op}.{precision}.macs"] += cost.macs
         out[f"{op}.{precision}.weight_bytes"] += _weight_bytes(node)
         out[f"{op}.{precision}.count"] += 1
     out["activation_bytes"] = activation_bytes
-    out["quantize_ops"] = float(sum(n.op_type == "QuantizeLinear" for n in model.graph))
+    out["quantize_ops"] = float(sum(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in model.graph))
+    out["bf16"] = float(inference_precision(model) == "bf16")
     out["nodes"] = float(len(model.graph))
     out["layers"] = float(len(structure.layers))
     out["input_elements"] = float(sum(math.prod(s) for s in structure.signature.values()))

@@ -1,4 +1,4 @@
-"""The usual tools' recipes, as baselines: ONNX Runtime dynamic and static INT8 quantization."""
+"""The usual tools' recipes, as baselines: ONNX Runtime's fusions, dynamic and static INT8 quantization."""
 
 from __future__ import annotations
 
@@ -8,17 +8,26 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter.ort_fusions import optimize_for_ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-__all__ = ["ort_dynamic", "ort_static"]
+__all__ = ["ort_dynamic", "ort_fused", "ort_static"]
 
 
-def ort_dynamic(model: ir.Model) -> ir.Model:
+def ort_dynamic(model: ir.Model, per_channel: bool = False) -> ir.Model:
     """ONNX Runtime `quantize_dynamic`: INT8 weights, activations quantized at run time."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "dynamic.onnx"
-        quantize_dynamic(ir.to_proto(model), out, weight_type=QuantType.QInt8)
+        quantize_dynamic(ir.to_proto(model), out, weight_type=QuantType.QInt8, per_channel=per_channel)
         return ir.load(out)
+
+
+def ort_fused(model: ir.Model) -> tuple[ir.Model, int]:
+    """onnxscript's ``optimize_for_ort`` as a user runs it (on a copy): the ORT transformer
+    fusions (Attention, SkipLayerNormalization, BiasGelu, ...). Returns the model and the number
+    of fusions applied."""
+    fused, counts = optimize_for_ort(model.clone())
+    return fused, sum(counts.values())
 
 
 class _Reader(CalibrationDataReader):

@@ -70,8 +70,9 @@ class QuantizePass(ir.passes.InPlacePass):
     when all its readers are INT8 too, so that chains of Conv, residual Add and pooling run as
     integer kernels (`static_int8_plan`); weights are int8 with one symmetric scale per output
     channel, read through DequantizeLinear. ``int8dyn``: weights int8 per output channel,
-    activations quantized at run time by the kernel: a MatMul/Gemm becomes ONNX Runtime's
-    DynamicQuantizeMatMul, a fused Attention DynamicQuantizeLinear + QAttention. ``int4w``:
+    activations quantized at run time: a MatMul/Gemm becomes DynamicQuantizeLinear + MatMulInteger
+    (ONNX Runtime's DynamicQuantizeMatMul once loaded), a fused Attention DynamicQuantizeLinear +
+    QAttention. ``int4w``:
     weight-only, int4 in blocks of `INT4_BLOCK` along the input axis, read through a blocked
     DequantizeLinear (opset 21); activations stay FP32 (ONNX Runtime fuses this into
     MatMulNBits). An embedding Gather in ``int8`` reads an int8 table and dequantizes the
@@ -228,30 +229,40 @@ def _replace(graph: ir.Graph, old: ir.Node, new_nodes: list[ir.Node]) -> None:
 
 
 def _dynamic_matmul(graph: ir.Graph, node: ir.Node, q: QuantizableNode, reduce_range: bool) -> None:
-    """MatMul/Gemm by a weight -> DynamicQuantizeMatMul (activations quantized per call)."""
+    """MatMul/Gemm by a weight -> activations quantized per call, an integer MatMul, rescaled.
+
+    Written in standard ONNX (DynamicQuantizeLinear, MatMulInteger, Cast, Mul), the form ORT's
+    ``quantize_dynamic`` emits: ONNX Runtime fuses it into its DynamicQuantizeMatMul kernel when
+    it loads the model, and shape inference (the analysis, the cost model) still reads it.
+    """
     w = array_of(node.inputs[1]).astype(np.float32)
     bias = None
     if q.op_type == "Gemm":
         if node.attributes.get_int("transA", 0):
             raise InvalidConfigError(f"{node.name} is a Gemm with a transposed input; leave it out of int8dyn.")
-        w = w.T * node.attributes.get_float("alpha", 1.0) if node.attributes.get_int("transB", 0) else w * node.attributes.get_float("alpha", 1.0)
+        w = (w.T if node.attributes.get_int("transB", 0) else w) * node.attributes.get_float("alpha", 1.0)
         c = node.inputs[2] if len(node.inputs) > 2 else None
         if c is not None:
             if c.const_value is None or c.const_value.numpy().size != w.shape[1]:
                 raise InvalidConfigError(f"{node.name} adds a bias that is not one value per output; leave it out of int8dyn.")
             bias = _constant(graph, f"{c.name}.int8dyn", (array_of(c).reshape(-1) * node.attributes.get_float("beta", 1.0)).astype(np.float32))
     data, scale = _per_column_int8(w, reduce_range)
-    weight = node.inputs[1].name
-    inputs = [
-        node.inputs[0],
-        _constant(graph, f"{weight}.int8", data),
-        _constant(graph, f"{weight}.scale", scale),
-        _constant(graph, f"{weight}.zero_point", np.zeros_like(scale, dtype=np.int8)),
-    ]
+    name = node.inputs[1].name
+    quantize_input = ir.node("DynamicQuantizeLinear", [node.inputs[0]], name=f"{node.name}.quantize_input", num_outputs=3)
+    x, x_scale, x_zero_point = quantize_input.outputs
+    integer = ir.node(
+        "MatMulInteger",
+        [x, _constant(graph, f"{name}.int8", data), x_zero_point, _constant(graph, f"{name}.zero_point", np.zeros_like(scale, dtype=np.int8))],
+        name=f"{node.name}.integer",
+    )  # fmt: skip
+    as_float = ir.node("Cast", [integer.outputs[0]], {"to": ir.DataType.FLOAT}, name=f"{node.name}.cast")
+    scales = ir.node("Mul", [x_scale, _constant(graph, f"{name}.scale", scale)], name=f"{node.name}.scales")
+    rescaled = ir.node("Mul", [as_float.outputs[0], scales.outputs[0]], name=node.name)
+    new = [quantize_input, integer, as_float, scales, rescaled]
     if bias is not None:
-        inputs.append(bias)
-    new = ir.node("DynamicQuantizeMatMul", inputs, domain=_MS_DOMAIN, name=node.name)
-    _replace(graph, node, [new])
+        rescaled.name = f"{node.name}.rescale"
+        new.append(ir.node("Add", [rescaled.outputs[0], bias], name=node.name))
+    _replace(graph, node, new)
 
 
 def _quantized_attention(graph: ir.Graph, node: ir.Node, reduce_range: bool) -> None:

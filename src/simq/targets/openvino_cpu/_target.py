@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import ArtifactError, MissingDependencyError
-from simq.ir import save
+from simq.ir import Structure, save
 from simq.passes import Lowering
 from simq.passes.quant import WHOLE_MODEL, inference_precision
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
@@ -74,6 +74,15 @@ class OpenVinoCpuTarget:
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
         """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles."""
         return Lowering()
+
+    def baselines(
+        self, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, Callable[[Path], Artifact]]:
+        """OpenVINO at its default precision, NNCF INT8 (transformer preset where it applies),
+        NNCF INT8 weight compression, and ORT's static INT8 QDQ model run by OpenVINO."""
+        from simq.targets.openvino_cpu._baselines import openvino_baselines
+
+        return openvino_baselines(self, model, structure, batches)
 
     def default_precision(self) -> str:
         """The precision OpenVINO picks for float parts when not told: BF16 where the CPU has it."""

@@ -11,9 +11,10 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from simq.errors import ArtifactError
-from simq.ir import save
+from simq.ir import Structure, save
 from simq.passes import Lowering
 from simq.passes.fuse import OrtFusionPass
+from simq.passes.quant import ort_dynamic, ort_fused, ort_static
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_int8_dot
 
@@ -65,6 +66,25 @@ class OrtCpuTarget:
         """Fuse into ORT's kernels; without an INT8 dot-product instruction (VNNI), MLAS sums
         u8 x s8 products in int16 and can saturate, so dynamic INT8 weights use 7 bits there."""
         return Lowering(fusions=(OrtFusionPass(signature),), reduce_range=not has_int8_dot(self.fingerprint().isa))
+
+    def baselines(
+        self, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, Callable[[Path], Artifact]]:
+        """What ONNX Runtime users run instead: dynamic INT8, static INT8 (QDQ on every supported
+        node), and for transformers the ORT fusions alone and fused + dynamic INT8 (per channel),
+        the recipe of Optimum's ORT quantizer."""
+
+        def lowered(build: Callable[[], ir.Model]) -> Callable[[Path], Artifact]:
+            return lambda workdir: self.lower(build(), workdir)
+
+        baselines = {
+            "ORT dynamic INT8": lowered(lambda: ort_dynamic(model)),
+            "ORT static INT8": lowered(lambda: ort_static(model, batches)),
+        }
+        if structure.layers:
+            baselines["ORT fused FP32"] = lowered(lambda: ort_fused(model)[0])
+            baselines["ORT fused + dynamic INT8"] = lowered(lambda: ort_dynamic(ort_fused(model)[0], per_channel=True))
+        return baselines
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact:
         """The artifact is the ONNX file itself; ONNX Runtime optimises it when loading."""
