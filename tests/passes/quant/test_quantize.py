@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -9,7 +12,19 @@ import pytest
 import simq.ir as sir
 from simq.errors import InvalidConfigError
 from simq.passes.prune import prune
-from simq.passes.quant import INT4_BLOCK, Calibration, QuantizePass, calibrate, ort_static, quant_knob, quantize
+from simq.passes.fuse import OrtFusionPass
+from simq.passes.quant import (
+    INT4_BLOCK,
+    Calibration,
+    QuantizePass,
+    calibrate,
+    fused_attention,
+    ort_dynamic,
+    ort_static,
+    quant_knob,
+    quantize,
+    takes_int8dyn,
+)
 
 LINEAR = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -147,3 +162,76 @@ def test_quantizing_a_clone_leaves_the_original_untouched(bert):
     quantize(model.clone(), structure, policy, calibration)
     assert all(v.dtype != ir.DataType.INT8 for n in model.graph for v in n.outputs)
     np.testing.assert_array_equal(_run(model, feed)[0], before)
+
+
+def test_int8dyn_matches_onnxruntime_dynamic_quantization(linear):
+    """Expected: ORT's own quantize_dynamic (per channel) of the same node; same weights, so the
+    outputs agree to float rounding, and ORT fuses ours into DynamicQuantizeMatMul."""
+    model, structure, batches = linear
+    node = model.graph.node(0).name
+    ours = quantize(model.clone(), structure, {quant_knob(node): "int8dyn"}, Calibration({}))
+    theirs = ort_dynamic(model, per_channel=True)
+    feed = batches[0]
+    fp32, ours_out, theirs_out = _run(model, feed)[0], _run(ours, feed)[0], _run(theirs, feed)[0]
+    assert np.abs(ours_out - fp32).max() > 0  # it did quantize
+    np.testing.assert_allclose(ours_out, theirs_out, atol=1e-4 * np.abs(fp32).max())
+    assert _optimized_ops(ours) >= {"DynamicQuantizeMatMul"}
+
+
+def test_reduced_range_int8dyn_keeps_weights_in_seven_bits(linear):
+    model, structure, batches = linear
+    node = model.graph.node(0).name
+    ours = quantize(model.clone(), structure, {quant_knob(node): "int8dyn"}, Calibration({}), reduce_range=True)
+    weights = [v.const_value.numpy() for v in ours.graph.initializers.values() if v.dtype == ir.DataType.INT8]
+    assert weights and max(np.abs(w).max() for w in weights) == 63
+
+
+def _optimized_ops(model: ir.Model) -> set[str]:
+    """Op types after ONNX Runtime's graph optimisations (what actually runs)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+
+
+def test_a_fused_attention_is_one_unit_and_runs_as_qattention(bert, zoo):
+    model, structure, calibration, feed = bert
+    fused = OrtFusionPass(dict(zoo.entry("bert-tiny").signature))(model).model
+    layers = {layer: takes_int8dyn(node) for layer, node in fused_attention(fused, structure).items()}
+    assert layers == {0: True, 1: True}
+    knobs = {k.name: k.domain for k in QuantizePass.knobs(structure, fused=layers)}
+    assert knobs["quant.attention.0"] == ("fp32", "int8dyn")
+    absorbed = [structure.layers[0].attention.q.node, structure.layers[0].attention.scores]
+    assert not any(quant_knob(n) in knobs for n in absorbed)
+    policy = {name: "int8dyn" if "int8dyn" in domain else "int8" for name, domain in knobs.items()}
+    quantized = quantize(fused.clone(), structure, policy, calibration, fused=layers)
+    ops = _optimized_ops(quantized)
+    assert {"QAttention", "DynamicQuantizeMatMul"} <= ops and "Attention" not in ops
+    fp32, q = _run(model, feed)[0], _run(quantized, feed)[0]
+    assert (fp32 * q).sum() / np.linalg.norm(fp32) / np.linalg.norm(q) > 0.99
+    # Unfused (the cost model's view), the same policy quantizes Q, K and V one by one.
+    unfused = quantize(model.clone(), structure, policy, calibration, fused=layers)
+    assert sum(n.op_type == "MatMulInteger" for n in unfused.graph) > sum(n.op_type == "MatMulInteger" for n in quantized.graph)
+
+
+def test_static_int8_regions_run_as_integer_kernel_chains(zoo):
+    """A ResNet all INT8: ORT builds QLinearConv and QLinearAdd (residual) chains, as it does
+    for its own quantize_static, and the outputs agree with it."""
+    model = sir.load("zoo:digits-resnet", zoo=zoo)
+    structure = sir.analyze(model, zoo.entry("digits-resnet").signature)
+    batches = [x for x, _ in zoo.data("digits-resnet", "calibration").batches(64)]
+    calibration = calibrate(model, structure, batches)
+    policy = {k.name: "int8" for k in QuantizePass.knobs(structure) if "int8" in k.domain}
+    ours = quantize(model.clone(), structure, policy, calibration)
+    ops = _optimized_ops(ours)
+    assert {"QLinearConv", "QLinearAdd"} <= ops
+    theirs = ort_static(model, batches)
+    feed = batches[0]
+    fp32, ours_out, theirs_out = _run(model, feed)[0], _run(ours, feed)[0], _run(theirs, feed)[0]
+    agree = lambda a, b: float(np.mean(a.argmax(-1) == b.argmax(-1)))  # noqa: E731
+    assert agree(ours_out, fp32) >= agree(theirs_out, fp32) - 0.02
+    # Outputs of Conv+Relu and of residual Adds read only by INT8 nodes are quantized where they leave.
+    leaving = {n.inputs[0].producer().op_type for n in ours.graph if n.op_type == "QuantizeLinear" and n.inputs[0].producer()}
+    assert {"Relu", "Add"} <= leaving or {"Relu", "Conv"} <= leaving

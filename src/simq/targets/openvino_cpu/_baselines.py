@@ -3,7 +3,10 @@ quantization and NNCF weight compression, each compiled as `OpenVinoCpuTarget` c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +29,15 @@ def _nncf() -> Any:
         import nncf
     except ImportError as e:
         raise MissingDependencyError("the NNCF baselines need NNCF; install it with: pip install 'simq[openvino]'.") from e
+    nncf.set_log_level(logging.ERROR)
     return nncf
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF draws its own progress bars and tables on stdout; SimQ's progress is the user's view."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def _read(target: OpenVinoCpuTarget, model: ir.Model, workdir: Path) -> tuple[Any, Path]:
@@ -61,16 +72,18 @@ def openvino_baselines(
         nncf = _nncf()
         ov_model, onnx_path = _read(target, model, workdir)
         model_type = nncf.ModelType.TRANSFORMER if structure.layers else None
-        quantized = nncf.quantize(
-            ov_model, nncf.Dataset(list(batches)), model_type=model_type, subset_size=sum(len(next(iter(b.values()))) for b in batches)
-        )  # fmt: skip
+        with _quiet():
+            quantized = nncf.quantize(
+                ov_model, nncf.Dataset(list(batches)), model_type=model_type, subset_size=sum(len(next(iter(b.values()))) for b in batches)
+            )  # fmt: skip
         onnx_path.unlink()  # the FP32 ONNX is not what this artifact runs
         return target.save_native(quantized, workdir, None, precision)
 
     def nncf_weights(workdir: Path) -> Artifact:
         nncf = _nncf()
         ov_model, onnx_path = _read(target, model, workdir)
-        compressed = nncf.compress_weights(ov_model)  # INT8 asymmetric, every MatMul/Gather weight
+        with _quiet():
+            compressed = nncf.compress_weights(ov_model)  # INT8 asymmetric, every MatMul/Gather weight
         onnx_path.unlink()
         return target.save_native(compressed, workdir, None, precision)
 
