@@ -100,3 +100,27 @@ def test_inspect_sensitivity_is_computed_once_and_cached(cnn_file, tmp_path, cap
     cached[0].write_text(json.dumps({k: 1.0 for k in first}))  # a second run must read the cache
     assert main(argv) == 0
     assert set(json.loads(capsys.readouterr().out)["sensitivity"].values()) == {1.0}
+
+
+def test_inspect_shows_what_a_compiled_artifact_runs(zoo, tmp_path, capsys):
+    import simq.ir as sir
+    from simq.passes import Pipeline
+    from simq.passes.quant import calibrate
+    from simq.targets.ort_cpu import OrtCpuTarget
+
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    signature = dict(zoo.entry("bert-tiny").signature)
+    structure = sir.analyze(model, signature)
+    batches = [x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)][:1]
+    target = OrtCpuTarget()
+    pipeline = Pipeline(
+        model, structure, calibration=calibrate(model, structure, batches), calibration_batches=batches,
+        supports=target.supports, lowering=target.lowering(signature),
+    )  # fmt: skip
+    path = sir.save(pipeline.build({"quant.attention.0": "int8dyn"}), tmp_path / "model.onnx")
+    assert main(["inspect", str(path), "--json", "--input-shape", "input_ids=1x32", "--input-shape", "attention_mask=1x32"]) == 0
+    lowering = json.loads(capsys.readouterr().out)["lowering"]
+    assert lowering["fused_ops"]["QAttention"] == 1 and lowering["fused_ops"]["Attention"] == 1
+    assert lowering["precisions"]["Attention int8dyn"] == 1 and lowering["fusion"]["status"] == "fused"
+    assert main(["inspect", str(path)]) == 0
+    assert "Lowered for a runtime" in capsys.readouterr().out

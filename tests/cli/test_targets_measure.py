@@ -29,7 +29,9 @@ def test_targets_lists_the_built_ins(capsys):
     assert main(["targets", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert {"ort-cpu", "openvino-cpu"} <= set(rows)
-    assert rows["ort-cpu"]["precisions"]["MatMul"] == ["fp32", "int8", "int4w"]
+    assert rows["ort-cpu"]["precisions"]["MatMul"] == ["fp32", "int8dyn", "int8", "int4w"]
+    assert rows["ort-cpu"]["precisions"]["Attention"] == ["fp32", "int8dyn"]
+    assert rows["ort-cpu"]["precisions"]["whole model"] == ["fp32"]
     assert rows["ort-cpu"]["fingerprint"]["runtime"] == "onnxruntime"
 
 

@@ -18,6 +18,7 @@ from simq import ir as simq_ir
 from simq.cli._common import LoadedModel, add_model_arguments, load_model
 from simq.errors import InvalidArgumentError, OutputError
 from simq.ir import Structure
+from simq.targets import lowering_summary
 
 __all__ = ["register", "run", "to_dot"]
 
@@ -52,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dot is not None:
         _write_dot(loaded.model, structure, args.dot, args.layer)
     scores = _sensitivity(args, loaded, structure, status_console) if args.sensitivity else None
+    lowering = lowering_summary(loaded.model)
+    lowered = bool(lowering["fused_ops"]) or lowering["inference_precision"] != "fp32" or "fusion" in lowering or any(
+        not k.endswith("fp32") for k in lowering["precisions"]
+    )
     if args.json:
-        payload = {"model": loaded.source, **structure.to_dict()}
+        payload = {"model": loaded.source, **structure.to_dict(), "lowering": lowering}
         if scores is not None:
             payload["sensitivity"] = scores
         if console.is_terminal:
@@ -62,11 +67,32 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(payload, indent=1))
     else:
         _print_summary(console, loaded.source, structure)
+        if lowered:
+            _print_lowering(console, lowering)
         if scores is not None:
             _print_sensitivity(console, loaded.model, structure, scores)
         if args.dot is not None:
             console.print(f"graph written to {args.dot}")
     return 0
+
+
+def _print_lowering(console: Console, lowering: dict) -> None:
+    """What a compiled artifact runs: fused kernels, precisions, and any fallback it recorded."""
+    table = Table(title="Lowered for a runtime", title_justify="left")
+    table.add_column("")
+    table.add_column("")
+    table.add_row("fused kernels", ", ".join(f"{op} {n}" for op, n in lowering["fused_ops"].items()) or "none")
+    table.add_row("precisions", ", ".join(f"{k} {n}" for k, n in lowering["precisions"].items()) or "none")
+    table.add_row("float parts run in", lowering["inference_precision"])
+    if "fusion" in lowering:
+        fusion = lowering["fusion"]
+        table.add_row("fusion", fusion["status"] + (f" ({fusion['reason']})" if fusion.get("reason") else ""))
+    if "notes" in lowering:
+        table.add_row("notes", str(lowering["notes"]))
+    console.print(table)
+    if not lowering["fused_ops"] and "fusion" not in lowering:
+        return
+    console.print("MACs and the analysis above stop at fused kernels, which ONNX shape inference cannot see through.")
 
 
 def _fmt(n: float) -> str:

@@ -9,12 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from simq.errors import SimqError
+from simq.passes.quant import PRECISIONS, WHOLE_MODEL
 from simq.targets import TargetRegistry
 
 __all__ = ["register", "run"]
 
-_OPS = ("MatMul", "Gemm", "Conv", "Gather")
-_PRECISIONS = ("fp32", "int8", "int4w")
+_OPS = ("MatMul", "Gemm", "Conv", "Gather", "Attention")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             target = TargetRegistry().get(info.name)
             row["fingerprint"] = target.fingerprint().__dict__
-            row["precisions"] = {op: [p for p in _PRECISIONS if target.supports(op, p)] for op in _OPS}
+            row["precisions"] = {op: [p for p in PRECISIONS if target.supports(op, p)] for op in _OPS}
+            row["precisions"]["whole model"] = [p for p in ("fp32", "bf16") if target.supports(WHOLE_MODEL, p)]
         except SimqError as e:  # a target whose runtime is missing is listed, not fatal
             row["error"] = str(e)
         rows.append(row)
