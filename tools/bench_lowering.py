@@ -1,0 +1,387 @@
+"""Lowering benchmark: SimQ's compiled models against the strongest off-the-shelf recipes, same run.
+
+Writes docs/LOWERING.md:
+
+1. minilm-tweets on ort-cpu: FP32, ORT's fusions, ORT dynamic/static INT8 and fused + dynamic INT8
+   (Optimum's recipe, the bar) against SimQ's all-INT8 model and uniform pruning levels with
+   INT8, all fused by SimQ's lowering. The fastest SimQ model within 1 point of FP32 is chosen on
+   the validation split and reported on the test split with a paired 95 % interval.
+2. resnet50 (random weights: output cosine) and digits-resnet (real: accuracy) on ort-cpu:
+   SimQ all-INT8 (INT8 regions through residual Adds and pooling) against ORT static INT8.
+3. openvino-cpu on minilm-tweets, bert-base and resnet50: the fastest accepted SimQ model among
+   its uniform policies (BF16 float parts, INT8, INT4 weights, pruning levels) against FP32 at
+   f32 and at OpenVINO's default precision, NNCF INT8 and NNCF INT8 weight compression.
+
+Latency: batch 1, 2 threads; every model of a table interleaved in the same run (warm-up,
+re-warm after each switch, rotating order), per-round paired ratios, median and a bootstrap 95 %
+interval over rounds. Every SimQ artifact is checked with onnx.checker and loaded in its runtime.
+
+Usage: python tools/bench_lowering.py [--cache-dir DIR] [--rounds N] [--only ort|cnn|openvino]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import cpu_name, table  # noqa: E402
+
+import simq.ir as sir  # noqa: E402
+from simq.passes import Pipeline  # noqa: E402
+from simq.passes.prune import collect_stats  # noqa: E402
+from simq.passes.quant import INFERENCE_PRECISION, calibrate, nearest  # noqa: E402
+from simq.targets import Artifact, Target, TargetRegistry, interleave, lowering_summary  # noqa: E402
+from simq.zoo import Zoo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+console = Console(stderr=True)
+PER_ROUND, REWARM = 8, 3
+CALIBRATION_BATCHES = 8  # x 16 examples, as simq compile
+
+
+@dataclass
+class Entry:
+    """One model in a table: its artifact, how it was made, and what was measured."""
+
+    label: str
+    artifact: Artifact
+    simq: bool = False
+    config: Mapping[str, object] = field(default_factory=dict)
+    validation: np.ndarray | None = None  # per example: 1/0 correct, or cosine to FP32
+    test: np.ndarray | None = None
+    ratios: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # vs label: (median, low, high)
+    lowering: dict | None = None
+
+
+@dataclass
+class Case:
+    name: str
+    target: Target
+    model: object
+    structure: sir.Structure
+    pipeline: Pipeline
+    batches: list
+    feed: dict
+    validation: tuple[dict, np.ndarray | None]
+    test: tuple[dict, np.ndarray | None]
+
+
+def prepare(zoo: Zoo, name: str, target_name: str, work: Path) -> Case:
+    model = sir.load(f"zoo:{name}", zoo=zoo)
+    signature = dict(zoo.entry(name).signature)
+    structure = sir.analyze(model, signature)
+    batches = [x for x, _ in zoo.data(name, "calibration").batches(16)][:CALIBRATION_BATCHES]
+    target = TargetRegistry().get(target_name)
+    pipeline = Pipeline(
+        model, structure, calibration=calibrate(model, structure, batches), calibration_batches=batches,
+        stats=collect_stats(model, structure, batches), supports=target.supports, lowering=target.lowering(signature),
+    )  # fmt: skip
+    validation, test = zoo.data(name, "validation"), zoo.data(name, "test")
+    feed = {k: v[:1] for k, v in test.inputs.items()}
+    return Case(name, target, model, structure, pipeline, batches, feed, (validation.inputs, validation.labels), (test.inputs, test.labels))
+
+
+def outputs(run: Callable, inputs: Mapping[str, np.ndarray], batch: int = 32) -> list[np.ndarray]:
+    count = len(next(iter(inputs.values())))
+    parts = [run({k: v[i : i + batch] for k, v in inputs.items()}) for i in range(0, count, batch)]
+    return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+
+def per_example(case: Case, artifact: Artifact, split: tuple[dict, np.ndarray | None], reference: list[np.ndarray] | None):
+    """Per example: 1/0 top-1 correct (labelled data), else output cosine to FP32 (in %)."""
+    inputs, labels = split
+    got = outputs(case.target.load(artifact), inputs)
+    if labels is not None:
+        return (got[0].reshape(len(labels), -1).argmax(-1) == labels).astype(float) * 100
+    a = np.concatenate([o.reshape(len(o), -1) for o in got], axis=1).astype(np.float64)
+    b = np.concatenate([o.reshape(len(o), -1) for o in reference], axis=1).astype(np.float64)
+    return 100 * (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def paired(values: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    d = values - reference
+    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def bootstrap(ratios: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """Median of per-round ratios and a bootstrap 95 % interval of that median."""
+    r = np.asarray(ratios)
+    rng = np.random.default_rng(seed)
+    medians = np.median(r[rng.integers(0, len(r), (2000, len(r)))], axis=1)
+    return float(np.median(r)), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def time_all(case: Case, entries: list[Entry], against: Sequence[str], rounds: int) -> None:
+    """Interleave every entry; per-round paired ratios against each label in `against`."""
+    calls = {e.label: case.target.runner(e.artifact, case.feed) for e in entries}
+    console.print(f"  timing {len(calls)} models x {rounds} rounds")
+    times = interleave(calls, rounds=rounds, per_round=PER_ROUND, rewarm=REWARM)
+    round_medians = {k: [statistics.median(v[i : i + PER_ROUND]) for i in range(0, len(v), PER_ROUND)] for k, v in times.items()}
+    for e in entries:
+        for base in against:
+            e.ratios[base] = bootstrap([a / b for a, b in zip(round_medians[e.label], round_medians[base])])
+        e.ratios["ms"] = (statistics.median(times[e.label]), 0.0, 0.0)
+
+
+def simq_entry(case: Case, label: str, config: Mapping[str, object], work: Path) -> Entry:
+    model = case.pipeline.build(config)
+    artifact = case.target.lower(model, _folder(work, case, label))
+    onnx.checker.check_model(str(artifact.onnx), full_check=True)
+    case.target.load(artifact)  # loads in its runtime
+    return Entry(label, artifact, simq=True, config=dict(config), lowering=lowering_summary(model))
+
+
+def baseline_entries(case: Case, work: Path) -> list[Entry]:
+    entries = [Entry("FP32", case.target.lower(case.model, _folder(work, case, "fp32")))]
+    for name, build in case.target.baselines(case.model, case.structure, case.batches).items():
+        console.print(f"  baseline {name}")
+        entries.append(Entry(name, build(_folder(work, case, name))))
+    return entries
+
+
+def _folder(work: Path, case: Case, label: str) -> Path:
+    folder = work / f"{case.name}-{case.target.name}-{''.join(c if c.isalnum() else '-' for c in label)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def uniform(case: Case, precision: str, widths: Mapping[str, float] | None = None, model_precision: str | None = None) -> dict:
+    """Every unit at `precision` (or what it offers next), width knobs of each kind at a level."""
+    config: dict[str, object] = {}
+    for k in case.pipeline.knobs:
+        kind = k.name.split(".")[0]
+        if k.name.startswith("quant."):
+            config[k.name] = nearest(k.domain, precision)
+        elif widths and kind in widths and isinstance(k.default, int) and not isinstance(k.default, bool):
+            config[k.name] = min(k.domain, key=lambda v, k=k: abs(v - widths[kind] * k.default))
+    if model_precision is not None and any(k.name == INFERENCE_PRECISION for k in case.pipeline.knobs):
+        config[INFERENCE_PRECISION] = model_precision
+    return config
+
+
+def score_all(case: Case, entries: list[Entry]) -> None:
+    reference = {"validation": None, "test": None}
+    fp32 = next(e for e in entries if e.label == "FP32")
+    if case.test[1] is None:  # fidelity: the FP32 outputs are the reference
+        reference = {s: outputs(case.target.load(fp32.artifact), getattr(case, s)[0]) for s in ("validation", "test")}
+    for e in entries:
+        console.print(f"  scoring {e.label}")
+        e.validation = per_example(case, e.artifact, case.validation, reference["validation"])
+        e.test = per_example(case, e.artifact, case.test, reference["test"])
+
+
+def fmt_ratio(r: tuple[float, float, float]) -> str:
+    return f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"
+
+
+def fmt_delta(values: np.ndarray, reference: np.ndarray) -> str:
+    d, h = paired(values, reference)
+    return f"{d:+.2f} ± {h:.2f}"
+
+
+def size_ratio(e: Entry, fp32: Entry) -> float:
+    return e.artifact.size_bytes / fp32.artifact.size_bytes
+
+
+# 1. minilm-tweets on ort-cpu
+
+
+def part_ort(zoo: Zoo, work: Path, rounds: int) -> str:
+    console.print("[bold]minilm-tweets, ort-cpu[/]")
+    case = prepare(zoo, "minilm-tweets", "ort-cpu", work)
+    entries = baseline_entries(case, work)
+    bar = "ORT fused + dynamic INT8"
+    simq = [("SimQ INT8 (no pruning)", uniform(case, "int8dyn"))]
+    for heads in (1.0, 0.75, 0.5):
+        for ffn in (1.0, 0.75, 0.5, 0.25):
+            if heads == ffn == 1.0:
+                continue
+            simq.append((f"SimQ heads {heads:.0%} FFN {ffn:.0%} + INT8", uniform(case, "int8dyn", {"heads": heads, "ffn": ffn})))
+    for label, config in simq:
+        console.print(f"  building {label}")
+        entries.append(simq_entry(case, label, config, work))
+    score_all(case, entries)
+    time_all(case, entries, ["FP32", bar, "ORT fused FP32"], rounds)
+    fp32 = entries[0]
+    candidates = [e for e in entries if e.simq]
+    accepted = [e for e in candidates if paired(e.validation, fp32.validation)[0] >= -1.0]
+    best = min(accepted, key=lambda e: e.ratios["FP32"][0]) if accepted else None
+    rows = []
+    for e in entries:
+        rows.append([
+            e.label + (" **(chosen)**" if e is best else ""),
+            fmt_delta(e.validation, fp32.validation), fmt_delta(e.test, fp32.test),
+            fmt_ratio(e.ratios["FP32"]), fmt_ratio(e.ratios[bar]), f"{e.ratios['ms'][0]:.2f}", f"{size_ratio(e, fp32):.2f}",
+        ])  # fmt: skip
+    all_int8 = next(e for e in entries if e.label == "SimQ INT8 (no pruning)")
+    text = f"""## 1. minilm-tweets, ort-cpu: SimQ's lowering against the best ONNX Runtime recipe
+
+Accuracy change vs FP32 in points (paired 95 % interval; validation {len(fp32.validation)} tweets, test
+{len(fp32.test)}). Latency ratios: median of per-round paired ratios with a bootstrap 95 % interval,
+{rounds} rounds of {PER_ROUND} calls per model, all {len(entries)} models interleaved in one run. SimQ models are
+pruned (importance order + least-squares refit), fused by SimQ's lowering (Attention with its
+padding mask as ``mask_index``, SkipLayerNormalization, BiasGelu) and quantized: every fused
+attention is one QAttention, every other MatMul dynamic INT8 (per-channel weights), embeddings INT8.
+
+{table(["model", "Δ validation", "Δ test", "latency × FP32", f"latency × {bar}", "ms", "size × FP32"], rows)}
+
+- The bar, {bar}: {fmt_ratio(next(e for e in entries if e.label == bar).ratios["FP32"])} × FP32; ORT fused FP32
+  {fmt_ratio(next(e for e in entries if e.label == "ORT fused FP32").ratios["FP32"])}.
+- SimQ INT8, no pruning: {fmt_ratio(all_int8.ratios[bar])} × the bar (goal: upper end ≤ 1.03), test accuracy
+  {fmt_delta(all_int8.test, fp32.test)} points.
+"""
+    if best is not None:
+        speedup = 1 / best.ratios[bar][0]
+        text += (
+            f"- Fastest SimQ model within 1 point of FP32 on validation: {best.label}, {fmt_ratio(best.ratios['FP32'])} × FP32, "
+            f"{speedup:.2f}x faster than the bar (goal ≥ 1.3x), test {fmt_delta(best.test, fp32.test)} points.\n"
+        )
+    return text
+
+
+# 2. CNNs on ort-cpu
+
+
+def part_cnn(zoo: Zoo, work: Path, rounds: int) -> str:
+    sections = []
+    for name in ("digits-resnet", "resnet50"):
+        console.print(f"[bold]{name}, ort-cpu[/]")
+        case = prepare(zoo, name, "ort-cpu", work)
+        entries = [e for e in baseline_entries(case, work) if e.label in ("FP32", "ORT static INT8", "ORT dynamic INT8")]
+        entries.append(simq_entry(case, "SimQ INT8", uniform(case, "int8"), work))
+        score_all(case, entries)
+        time_all(case, entries, ["FP32", "ORT static INT8"], rounds)
+        fp32 = entries[0]
+        metric = "accuracy" if case.test[1] is not None else "output cosine to FP32 (%)"
+        rows = [
+            [e.label, f"{e.test.mean():.2f}", fmt_delta(e.test, fp32.test), fmt_ratio(e.ratios["FP32"]), fmt_ratio(e.ratios["ORT static INT8"]),
+             f"{e.ratios['ms'][0]:.2f}", f"{size_ratio(e, fp32):.2f}"]
+            for e in entries
+        ]  # fmt: skip
+        simq = entries[-1]
+        sections.append(
+            f"### {name} ({metric}, test split of {len(fp32.test)})\n\n"
+            + table(["model", metric, "Δ vs FP32", "latency × FP32", "latency × ORT static INT8", "ms", "size × FP32"], rows)
+            + f"\n\nSimQ's INT8 kernels after ORT's optimisations: {json.dumps(simq.lowering['precisions'])}.\n"
+        )
+    return "## 2. CNNs, ort-cpu: INT8 regions against ORT static INT8\n\n" + "\n".join(sections)
+
+
+# 3. openvino-cpu
+
+
+def part_openvino(zoo: Zoo, work: Path, rounds: int) -> str:
+    sections = []
+    for name in ("minilm-tweets", "bert-base", "resnet50"):
+        console.print(f"[bold]{name}, openvino-cpu[/]")
+        case = prepare(zoo, name, "openvino-cpu", work)
+        entries = baseline_entries(case, work)
+        floats = ["bf16", "fp32"] if any(k.name == INFERENCE_PRECISION for k in case.pipeline.knobs) else ["fp32"]
+        policies = [("SimQ BF16 float parts", uniform(case, "fp32", model_precision="bf16"))] if "bf16" in floats else []
+        for f in floats:
+            suffix = " + BF16" if f == "bf16" else ""
+            policies += [
+                (f"SimQ INT8{suffix}", uniform(case, "int8", model_precision=f)),
+                (f"SimQ INT4 weights{suffix}", uniform(case, "int4w", model_precision=f)),
+            ]
+            if name == "minilm-tweets":
+                policies += [
+                    (f"SimQ heads/FFN 75 % + INT8{suffix}", uniform(case, "int8", {"heads": 0.75, "ffn": 0.75}, f)),
+                    (f"SimQ heads/FFN 50 % + INT8{suffix}", uniform(case, "int8", {"heads": 0.5, "ffn": 0.5}, f)),
+                ]
+        for label, config in policies:
+            console.print(f"  building {label}")
+            entries.append(simq_entry(case, label, config, work))
+        score_all(case, entries)
+        time_all(case, entries, ["FP32"], rounds)
+        fp32 = entries[0]
+        labelled = case.test[1] is not None
+        accept = (lambda e: paired(e.validation, fp32.validation)[0] >= -1.0) if labelled else (lambda e: e.validation.mean() >= 99.0)
+        simq = [e for e in entries if e.simq and accept(e)]
+        best = min(simq, key=lambda e: e.ratios["FP32"][0]) if simq else None
+        baselines = [e for e in entries if not e.simq and accept(e)]
+        fastest_baseline = min(baselines, key=lambda e: e.ratios["FP32"][0])
+        metric = "Δ accuracy" if labelled else "output cosine to FP32 (%)"
+        rows = [
+            [e.label + (" **(chosen)**" if e is best else ""), "yes" if accept(e) else "no",
+             fmt_delta(e.validation, fp32.validation) if labelled else f"{e.validation.mean():.2f}",
+             fmt_delta(e.test, fp32.test) if labelled else f"{e.test.mean():.2f}",
+             fmt_ratio(e.ratios["FP32"]), f"{e.ratios['ms'][0]:.2f}", f"{size_ratio(e, fp32):.2f}"]
+            for e in entries
+        ]  # fmt: skip
+        verdict = (
+            f"Fastest accepted SimQ model: {best.label}, {best.ratios['FP32'][0]:.3f} × FP32; fastest accepted baseline: "
+            f"{fastest_baseline.label}, {fastest_baseline.ratios['FP32'][0]:.3f} × FP32 "
+            f"({fastest_baseline.ratios['FP32'][0] / best.ratios['FP32'][0]:.2f}x)."
+            if best is not None
+            else "No SimQ policy passed the accuracy constraint."
+        )
+        sections.append(
+            f"### {name}\n\n"
+            + table(["model", "accepted", f"{metric} (validation)", f"{metric} (test)", "latency × FP32 (f32)", "ms", "size × FP32"], rows)
+            + f"\n\n{verdict}\n"
+        )
+    return (
+        "## 3. openvino-cpu: SimQ against FP32 (f32 and the default precision), NNCF INT8 and NNCF weight compression\n\n"
+        "Accepted: within 1 point of FP32 on validation (minilm-tweets), output cosine ≥ 99 % on validation inputs "
+        "(random-weight models). NNCF: `nncf.quantize` (transformer preset where the analysis finds transformer "
+        "layers) on the same 128 calibration examples, `nncf.compress_weights` (INT8 asymmetric). Baselines run at "
+        "OpenVINO's default precision for this CPU.\n\n" + "\n".join(sections)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, default=os.environ.get("SIMQ_CACHE_DIR"))
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--only", choices=["ort", "cnn", "openvino"], action="append")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "LOWERING.md")
+    args = parser.parse_args()
+    zoo = Zoo(args.cache_dir)
+    parts = args.only or ["ort", "cnn", "openvino"]
+    start = time.time()
+    sections = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "ort" in parts:
+            sections.append(part_ort(zoo, work, args.rounds))
+        if "cnn" in parts:
+            sections.append(part_cnn(zoo, work, args.rounds))
+        if "openvino" in parts:
+            sections.append(part_openvino(zoo, work, max(args.rounds // 2, 10)))
+    fingerprint = cpu_name()
+    body = f"""# Lowering: SimQ's compiled models against the strongest off-the-shelf recipes
+
+Measured by `python tools/bench_lowering.py{' ' + ' '.join(f'--only {p}' for p in args.only) if args.only else ''}` ({(time.time() - start) / 60:.0f} min) on {fingerprint},
+2 threads, batch 1 (minilm-tweets: 64 tokens; bert-base: 128; resnet50: 224x224). ONNX Runtime
+{__import__("onnxruntime").__version__}, OpenVINO {_openvino_version()}.
+
+""" + "\n".join(sections)
+    args.out.write_text(body)
+    console.print(f"wrote {args.out}")
+
+
+def _openvino_version() -> str:
+    try:
+        import openvino
+
+        return openvino.get_version()
+    except ImportError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    main()
