@@ -17,6 +17,7 @@ from simq.passes.quant import (
     INT4_BLOCK,
     Calibration,
     QuantizePass,
+    TensorRange,
     calibrate,
     fused_attention,
     ort_dynamic,
@@ -53,7 +54,8 @@ def test_int8_node_matches_onnxruntime_quantization(linear):
     """Expected: ORT's own static QDQ quantization of the same node, same calibration data."""
     model, structure, batches = linear
     node = model.graph.node(0).name
-    ours = quantize(model.clone(), structure, {quant_knob(node): "int8"}, calibrate(model, structure, batches))
+    minmax = Calibration({k: TensorRange(r.low, r.high) for k, r in calibrate(model, structure, batches).ranges.items()})
+    ours = quantize(model.clone(), structure, {quant_knob(node): "int8"}, minmax)
     theirs = ort_static(model, batches)
     scale = lambda m, suffix: next(  # noqa: E731
         v.const_value.numpy() for v in m.graph.initializers.values() if v.name.endswith(suffix)
@@ -235,3 +237,20 @@ def test_static_int8_regions_run_as_integer_kernel_chains(zoo):
     # Outputs of Conv+Relu and of residual Adds read only by INT8 nodes are quantized where they leave.
     leaving = {n.inputs[0].producer().op_type for n in ours.graph if n.op_type == "QuantizeLinear" and n.inputs[0].producer()}
     assert {"Relu", "Add"} <= leaving or {"Relu", "Conv"} <= leaving
+
+
+def test_a_percentile_range_is_kept_where_it_quantizes_a_heavy_tail_better(linear):
+    model, structure, batches = linear
+    rng = np.random.default_rng(1)
+    # One value in two million at 60 sigma would stretch the INT8 grid 7-fold over a range where
+    # nothing else lies: clipping it costs less than the coarser grid costs everything else.
+    tailed = [{"x": rng.standard_normal((4096, 64)).astype(np.float32)} for _ in range(8)]
+    tailed[3]["x"][7, 5] = 60.0
+    r = calibrate(model, structure, tailed).ranges["x"]
+    assert r.clip is not None and r.bounds()[1] < 10 < 60 == float(r.high.max())
+    # The same tail ten times as dense is worth its range: min/max stays.
+    for i in range(10):
+        tailed[i % 8]["x"][i, 9] = 60.0
+    assert calibrate(model, structure, tailed).ranges["x"].bounds()[1] == 60.0
+    plain = calibrate(model, structure, batches).ranges["x"]
+    assert plain.bounds()[1] <= float(plain.high.max())  # a clip never widens the range
