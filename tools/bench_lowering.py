@@ -352,24 +352,30 @@ def main() -> None:
     args = parser.parse_args()
     zoo = Zoo(args.cache_dir)
     parts = args.only or ["ort", "cnn", "openvino"]
-    start = time.time()
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if "ort" in parts:
-            sections.append(part_ort(zoo, work, args.rounds))
-        if "cnn" in parts:
-            sections.append(part_cnn(zoo, work, args.rounds))
-        if "openvino" in parts:
-            sections.append(part_openvino(zoo, work, max(args.rounds // 2, 10)))
+        for part, run in (("ort", part_ort), ("cnn", part_cnn), ("openvino", part_openvino)):
+            if part not in parts:
+                continue
+            began = time.time()
+            text = run(zoo, work, args.rounds if part != "openvino" else max(args.rounds // 2, 10))
+            heading, _, rest = text.partition("\n")
+            note = f"Measured by `python tools/bench_lowering.py --only {part} --rounds {args.rounds}` in {(time.time() - began) / 60:.0f} min."
+            sections.append(f"{heading}\n\n{note}\n{rest}")
     fingerprint = cpu_name()
     body = f"""# Lowering: SimQ's compiled models against the strongest off-the-shelf recipes
 
-Measured by `python tools/bench_lowering.py{' ' + ' '.join(f'--only {p}' for p in args.only) if args.only else ''}` ({(time.time() - start) / 60:.0f} min) on {fingerprint},
+Written by `python tools/bench_lowering.py` (each part says how it was run) on {fingerprint},
 2 threads, batch 1 (minilm-tweets: 64 tokens; bert-base: 128; resnet50: 224x224). ONNX Runtime
 {__import__("onnxruntime").__version__}, OpenVINO {_openvino_version()}.
 
 """ + "\n".join(sections)
+    if args.only and args.out.exists():
+        # Replace only the parts that ran; keep the others as last measured.
+        kept = {section.split(".", 1)[0]: section for section in args.out.read_text().split("\n## ")[1:]}
+        kept |= {section.removeprefix("## ").split(".", 1)[0]: section.removeprefix("## ") for section in sections}
+        body = body.split("\n## ")[0] + "".join(f"\n## {kept[k].rstrip()}\n" for k in sorted(kept))
     args.out.write_text(body)
     console.print(f"wrote {args.out}")
 

@@ -34,7 +34,9 @@ from _bench import (  # noqa: E402
 )
 
 import simq.ir as sir  # noqa: E402
-from simq.passes.quant import QuantizePass, calibrate, ort_dynamic, ort_static, quant_knob, quantize, sensitivity  # noqa: E402
+from simq.passes import Pipeline  # noqa: E402
+from simq.passes.quant import QuantizePass, calibrate, nearest, ort_dynamic, ort_static, quant_knob, quantize, sensitivity  # noqa: E402
+from simq.targets import TargetRegistry  # noqa: E402
 from simq.passes.quant._sensitivity import output_error  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
@@ -52,6 +54,7 @@ def policies(structure: sir.Structure, scores: dict[str, float]) -> dict[str, di
     ffn = {n for layer in structure.layers for n in (layer.ffn.up.node, layer.ffn.down.node)}
     return {
         "ours INT8 everywhere": {k.name: "int8" for k in knobs},
+        "ours dynamic INT8 on weighted MatMuls (unfused)": {k.name: nearest(k.domain, "int8dyn") for k in knobs if k.name[len("quant.") :] in weighted_matmul},
         "ours INT8 weighted MatMuls only": {quant_knob(n): "int8" for n in weighted_matmul},
         "ours INT4 weights on the FFNs": {quant_knob(n): "int4w" for n in ffn},
     }
@@ -108,6 +111,14 @@ def run_model(zoo: Zoo, name: str, quick: bool, rounds: int) -> tuple[str, list[
     models["ORT quantize_dynamic"] = ort_dynamic(base)
     models["ORT quantize_static, QDQ everywhere"] = ort_static(base, calibration_batches)
     baseline_time = time.perf_counter() - start
+    # What simq compile emits for ort-cpu: fused into ORT's kernels, every fused attention one
+    # QAttention, the other MatMuls dynamic INT8, embeddings INT8 (OpenVINO has no such kernels).
+    target = TargetRegistry().get("ort-cpu")
+    pipeline = Pipeline(base, structure, calibration=calibration, calibration_batches=calibration_batches,
+                        supports=target.supports, lowering=target.lowering(dict(entry.signature)))  # fmt: skip
+    models["ours dynamic INT8, fused for ORT (QAttention)"] = pipeline.build(
+        {k.name: nearest(k.domain, "int8dyn") for k in pipeline.knobs if k.name.startswith("quant.")}
+    )
     apply_times = []
     for label, policy in policies(structure, scores).items():
         start = time.perf_counter()
@@ -212,8 +223,8 @@ def main() -> None:
 
 Written by `python tools/bench_quant.py`{" --quick" if args.quick else ""}. Machine: {cpu_name()}, {os.cpu_count()} cores;
 ONNX Runtime {ort.__version__} (CPU provider, full optimisation); OpenVINO CPU (latency hint, one stream,
-FP32 inference precision: this CPU has AVX512-BF16, on which OpenVINO would otherwise run FP32 models in
-BF16); 2 threads, batch 1. Accuracy Δ is paired on the test split against FP32 with
+FP32 inference precision: on CPUs with AVX512-BF16 OpenVINO would otherwise run FP32 models in BF16);
+2 threads, batch 1. Accuracy Δ is paired on the test split against FP32 with
 its 95 % interval; output cosine is 1 - the mean per-example cosine distance of the outputs to FP32;
 latency ratios are to FP32 on the same runtime in the same run ({rounds} interleaved rounds); size is the
 serialised ONNX file.
@@ -221,8 +232,15 @@ serialised ONNX file.
 {body}
 
 "Ours INT8 everywhere" means every node SimQ treats as quantizable (MatMul, Gemm, Conv, and
-embedding Gathers); ONNX Runtime's `quantize_static` also puts Q/DQ on other ops it supports (the
-residual Adds among them), and that version loses 22 points on the real MiniLM (output cosine 0.35).
+embedding Gathers) in static INT8; "dynamic INT8" quantizes activations at run time
+(DynamicQuantizeLinear + MatMulInteger, which ONNX Runtime fuses into DynamicQuantizeMatMul);
+"fused for ORT" is what `simq compile` emits for ort-cpu (ORT's Attention, SkipLayerNormalization
+and BiasGelu kernels, each attention one QAttention), which OpenVINO cannot run. Static INT8 ranges
+are min/max or a percentile per tensor, whichever quantizes the calibration data with less error.
+docs/LOWERING.md compares these with ORT's fused + dynamic INT8 recipe and with NNCF. ONNX
+Runtime's `quantize_static` also puts Q/DQ on every other op it supports (the residual Adds of a
+transformer among them, where SimQ's INT8 regions stop: one operand of those Adds stays float), and that version loses most of the real MiniLM's accuracy
+(table above).
 Which of those extra ops does the damage is not isolated here; the per-node choice is the point. INT4 weights use the standard blocked
 `DequantizeLinear` (opset 21, block 32), which ONNX Runtime fuses into MatMulNBits and OpenVINO
 runs as well; at batch 1 on this CPU they save size but little time.

@@ -7,8 +7,8 @@ a finished run is not repeated and a killed one is resumed (`--resume`), so the 
 run in pieces. Then it reads each run's store (`simq.search.Store`) and writes docs/RESULTS.md
 and one Pareto plot per model to docs/img/.
 
-All numbers are the runs' final pass: every Pareto model, FP32 and the two ONNX Runtime INT8
-baselines lowered for the target and timed in the same process, each interleaved with FP32
+All numbers are the runs' final pass: every Pareto model, FP32 and the target's baselines
+lowered for the target and timed in the same process, each interleaved with FP32
 in three passes over all of them (median of the passes' paired ratios); accuracy on the test split (fidelity: mean output cosine to FP32,
 in percent, on the test inputs).
 
@@ -262,8 +262,8 @@ def plot(outcomes: list[Outcome], path: Path) -> None:
             c="tab:blue",
             label="Pareto set (test split)",
         )
-        for (name, b), marker in zip(o.baselines.items(), ("s", "^")):
-            ax.scatter([b.final["latency_ratio"]], [o.drop(b)], marker=marker, s=60, c="tab:red", label=name)
+        for (name, b), marker, colour in zip(o.baselines.items(), "s^vD<>ph", plt.cm.tab10.colors[1:]):
+            ax.scatter([b.final["latency_ratio"]], [o.drop(b)], marker=marker, s=60, color=colour, label=name)
         ax.scatter([1.0], [0.0], marker="*", s=120, c="black", label="FP32")
         ax.axhline(ACCEPTED_DROP, ls="--", c="0.4", lw=0.8)
         ax.set_title(f"{o.run.model} on {o.target}")
@@ -329,8 +329,8 @@ Written by `python tools/bench_results.py` (each run below gives its `simq compi
 
 Every run searches pruning and per-node precision jointly with LINAS, constrained on the validation
 split (accuracy models: at most 1.5 points below FP32, a margin for that split's noise; fidelity
-models: output cosine >= 99 %), then its final pass times every Pareto model, FP32, ORT
-`quantize_dynamic` and ORT `quantize_static` (QDQ everywhere) in the same process, each interleaved
+models: output cosine >= 99 %), then its final pass times every Pareto model, FP32 and the target's
+baselines in the same process, each interleaved
 with FP32 in blocks, in three passes over all of them (the median ratio is kept; one comparison
 on this shared 2-core machine is now and then off by 20-40 %), and scores them on the test split. Latency and size are ratios to FP32 on the
 same target in the same run (size: the files the runtime loads). Accepted = at most
@@ -345,8 +345,11 @@ same target in the same run (size: the files the runtime loads). Accepted = at m
 {table(["model", "target", "fastest: latency × FP32", "smallest: size × FP32", "smaller than FP32", "best baseline (latency × FP32)", "faster than best baseline", "vs ORT static INT8: faster / smaller"], summary)}
 
 The SimQ-NAS paper reports {PAPER}.
-"Best baseline" is the fastest of FP32, ORT dynamic INT8 and ORT static INT8 among those that stay
-within the accepted drop. The paper's figures are its best case over BERT, ViT, BEiT-3 and ResNet
+"Best baseline" is the fastest of FP32 and the target's baselines (ort-cpu: ORT's fusions alone and
+with `quantize_dynamic`, plain `quantize_dynamic` and `quantize_static`; openvino-cpu: FP32 at
+OpenVINO's default precision, NNCF INT8, NNCF INT8 weights, ORT's static QDQ model) among those
+that stay within the accepted drop. The same table before fused lowering is in
+[RESULTS_BEFORE_LOWERING.md](RESULTS_BEFORE_LOWERING.md). The paper's figures are its best case over BERT, ViT, BEiT-3 and ResNet
 against fully INT8 models, obtained with weight-sharing super-networks fine-tuned per task; SimQ here
 works post-training on the given weights (no fine-tuning), so the comparable column is
 "vs ORT static INT8".

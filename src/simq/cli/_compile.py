@@ -20,7 +20,7 @@ from simq.eval import AccuracyEvaluator, Evaluator, FidelityEvaluator, load_eval
 from simq.passes import Pipeline
 from simq.passes.prune import collect_stats
 from simq.passes.quant import calibrate
-from simq.search import ALGORITHMS, OBJECTIVES, CompileOptions, Job, cached_baselines, compile_model, describe, train_cost_model
+from simq.search import ALGORITHMS, OBJECTIVES, CompileOptions, Job, cached_baselines, compile_model, describe, headline, train_cost_model
 from simq.targets import CostModel, TargetRegistry
 
 __all__ = ["register", "run"]
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             if options.latency == "predicted":
                 job.cost_model = _cost_model(args, job, target, progress)
             result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
-    _summary(console, result, pipeline, evaluator)
+    _summary(console, result, pipeline, evaluator, options.max_accuracy_drop)
     return 0
 
 
@@ -233,7 +233,7 @@ class _progress:
         self.bar.update(self.tasks[phase], completed=done, total=total)
 
 
-def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator) -> None:
+def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator, max_drop: float | None) -> None:
     out = Console()
     table = Table(title=f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)")
     for column in ("id", evaluator.name, "latency ms", "× FP32", "size MB", "config"):
@@ -255,6 +255,9 @@ def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator)
             label or describe(record.config, pipeline.knobs),
         )  # fmt: skip
     out.print(table)
+    summary = headline(result.reference, result.baselines, result.pareto, max_drop)
+    if summary:
+        out.print(summary)
     if result.stopped_early:
         console.print(
             f"the search stopped at its {result.stopped_early}; --resume (with a larger --budget or --time-limit) continues it"

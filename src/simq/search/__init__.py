@@ -6,7 +6,7 @@ from simq.search._baselines import cached_baselines
 from simq.search._compile import OBJECTIVES, CompileOptions, CompileResult, Job, compile_model, minimised
 from simq.search._costmodel import train_cost_model
 from simq.search._pareto import hypervolume, pareto_front
-from simq.search._report import describe, hypervolume_curve
+from simq.search._report import describe, headline, hypervolume_curve
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
 
@@ -24,6 +24,7 @@ __all__ = [
     "compile_model",
     "config_key",
     "describe",
+    "headline",
     "hypervolume",
     "hypervolume_curve",
     "minimised",

@@ -17,7 +17,7 @@ from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._pareto import hypervolume
 from simq.search._store import Record, Store
 
-__all__ = ["describe", "hypervolume_curve", "write_report"]
+__all__ = ["describe", "headline", "hypervolume_curve", "write_report"]
 
 #: Accuracy drop (points) that bounds the hypervolume when no --max-accuracy-drop is given.
 DEFAULT_DROP_SPAN = 5.0
@@ -40,7 +40,9 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
             kept = sum(config.get(k.name, k.default) for k in knobs_of_kind)
             total = sum(k.default for k in knobs_of_kind)
             parts.append(f"{label} {kept / total:.0%}")
-    precisions = Counter(config.get(k.name, k.default) for k in by_kind.get("quant", []))
+    # A stored config names every unit (fused attentions too); a partial one counts the knobs given.
+    quant = [v for k, v in config.items() if k.startswith("quant.")]
+    precisions = Counter(quant or [k.default for k in by_kind.get("quant", [])])
     if precisions:
         parts.append(" ".join(f"{p} {precisions[p]}" for p in PRECISIONS[1:] + PRECISIONS[:1] if precisions[p]))
     if config.get(INFERENCE_PRECISION, "fp32") != "fp32":
@@ -198,6 +200,37 @@ def _html_table(rows: list[dict[str, object]]) -> str:
     )
 
 
+def _final(record: Record, name: str) -> float | None:
+    return record.final.get(name, record.metrics.get(name))
+
+
+def headline(reference: Record, baselines: Sequence[Record], front: Sequence[Record], max_drop: float | None) -> str | None:
+    """One sentence: the fastest baseline and the fastest SimQ model within the accuracy
+    constraint, and how they compare (None without latency ratios)."""
+    allowed = max_drop if max_drop is not None else 0.0
+    reference_score = _final(reference, "accuracy")
+
+    def within(r: Record) -> bool:
+        score = _final(r, "accuracy")
+        return reference_score is None or (score is not None and score >= reference_score - allowed - 1e-9)
+
+    ratio = lambda r: _final(r, "latency_ratio")  # noqa: E731
+    pool = [r for r in [reference, *baselines] if within(r) and ratio(r) is not None]
+    ours = [r for r in front if r.kind == "candidate" and within(r) and ratio(r) is not None]
+    if not pool:
+        return None
+    base = min(pool, key=ratio)
+    name = "FP32" if base is reference else str(base.config["baseline"])
+    limit = f"within {allowed:g} point{'s' if allowed != 1 else ''} of FP32" if reference_score is not None else "of all"
+    if not ours:
+        return f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32; no SimQ model on the front is {limit}."
+    best = min(ours, key=ratio)
+    return (
+        f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32. Fastest SimQ model {limit}: #{best.id} at "
+        f"{ratio(best):.2f}x FP32, {ratio(base) / ratio(best):.2f}x faster."
+    )
+
+
 def write_report(
     out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal
 ) -> Path:
@@ -247,6 +280,9 @@ def write_report(
         ),
         _html_table(table_rows),
     ]
+    summary = headline(reference, baselines, front, options.max_accuracy_drop)
+    if summary:
+        parts.insert(2, f"<p><b>{html.escape(summary)}</b></p>")
     for title, png in plots:
         parts.append(f"<h3>{html.escape(title)}</h3><img src='data:image/png;base64,{png}'>")
     if failed:

@@ -3,10 +3,12 @@
 Runtimes build integer kernel chains from QDQ graphs: ONNX Runtime turns
 ``DQ -> Conv -> Relu -> Q`` into QLinearConv, ``DQ, DQ -> Add -> Q`` into QLinearAdd, and so
 on; OpenVINO folds the same patterns into its INT8 primitives. A Q/DQ pair only on the inputs of
-each INT8 node (and none on its output) leaves every kernel dequantizing back to float. So an
-activation is quantized where it enters an INT8 node, and also where it leaves one when every
-reader is INT8 too: another INT8 node, or a region op (residual Add, pooling, Concat) whose
-operands all come out of INT8 nodes. A precision change is a region boundary.
+each INT8 node (and none on its output) leaves a Conv dequantizing back to float and running in
+float. So an activation is quantized where it enters an INT8 node and where it leaves an INT8
+Conv or a region op (residual Add, pooling, Concat whose operands all come out of INT8 kernels);
+a float reader then reads it dequantized: a precision change is a region boundary. A MatMul
+needs no quantized output (ONNX Runtime runs ``DQ -> MatMul`` as MatMulIntegerToFloat), so its
+output is quantized only where every reader is INT8 too.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import onnx_ir as ir
 
 from simq.ir import QuantizableNode, Structure
 
-__all__ = ["int8_activations", "static_int8_plan"]
+__all__ = ["SAME_RANGE", "int8_activations", "static_int8_plan"]
 
 # Ops an INT8 region continues through (ORT has QLinear kernels for them, OpenVINO fuses them).
 _REGION_OPS = frozenset({"Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool"})
 # Activations that the producing kernel applies while requantizing its output.
 _FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
+# INT8 ops that compute in integers only with a quantized output (no float-output kernel).
+_NEEDS_QUANTIZED_OUTPUT = frozenset({"Conv"})
+#: Ops whose output values are a selection of their input's: their output keeps the input's
+#: quantization (ONNX Runtime then runs them on the integers and drops the Q/DQ around them).
+SAME_RANGE = frozenset({"MaxPool"})
 
 
 def _activation_inputs(node: ir.Node, q: QuantizableNode) -> list[int]:
@@ -54,27 +61,27 @@ def static_int8_plan(graph: ir.Graph, int8: Mapping[ir.Node, QuantizableNode]) -
             value = node.inputs[index]
             if value is not None and value.const_value is None:
                 plan.setdefault(value, []).append((node, index))
-    produced: dict[int, ir.Value] = {}  # by id: values that leave an INT8 kernel or region op
+    produced: dict[int, tuple[ir.Value, bool]] = {}  # by id: values leaving an INT8 kernel, and whether they must be quantized
     region_ops: set[int] = set()
     for node in graph:
         if node in int8:
             tail = _tail(node.outputs[0])
-            produced[id(tail)] = tail
+            produced[id(tail)] = (tail, node.op_type in _NEEDS_QUANTIZED_OUTPUT)
         elif node.op_type in _REGION_OPS:
             operands = [v for v in node.inputs if v is not None and v.const_value is None]
             joins = node.op_type in ("Add", "Concat")
             if operands and (len(operands) >= 2 or not joins) and all(id(v) in produced for v in operands):
                 region_ops.add(id(node))
                 tail = _tail(node.outputs[0])
-                produced[id(tail)] = tail
-    for value in produced.values():
+                produced[id(tail)] = (tail, True)
+    for value, required in produced.values():
         uses = list(value.uses())
         if value.is_graph_output() or not uses:
             continue
-        if all(u.node in int8 or id(u.node) in region_ops for u in uses):
+        if required or all(u.node in int8 or id(u.node) in region_ops for u in uses):
             readers = plan.setdefault(value, [])
             for use in uses:
-                if id(use.node) in region_ops and (use.node, use.idx) not in readers:
+                if (use.node, use.idx) not in readers and (use.node not in int8 or use.idx in _activation_inputs(use.node, int8[use.node])):
                     readers.append((use.node, use.idx))
     return plan
 

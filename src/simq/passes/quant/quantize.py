@@ -14,7 +14,7 @@ from simq.ir import META_KEPT, QuantizableNode, Structure
 from simq.passes._edit import array_of
 from simq.passes._knobs import Knob, check_config
 from simq.passes.quant._calibration import Calibration
-from simq.passes.quant._regions import static_int8_plan
+from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
 from simq.passes.quant._units import ATTENTION, QuantUnit, bind, quant_units, takes_int8dyn
 
 __all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
@@ -171,14 +171,19 @@ class QuantizePass(ir.passes.InPlacePass):
         for node, q in int8.items():
             if q.kind == "weighted":
                 _dequantized_weight(graph, node, q, int4=False)
+                if q.op_type == "Gemm":
+                    _quantized_bias(graph, node)
         if notes:
             model.metadata_props[NOTES_METADATA] = json.dumps(notes)
         return ir.passes.PassResult(model, bool(assignments))
 
     def _qdq(self, graph: ir.Graph, value: ir.Value, reader: ir.Node) -> ir.Value:
-        if value.name not in self.calibration.ranges:
-            raise InvalidConfigError(f"no calibration range for {value.name}; calibrate this model before quantizing {reader.name}.")
-        low, high = self.calibration.ranges[value.name].bounds(value.meta.get(META_KEPT))
+        source = value  # a MaxPool's output is quantized like its input, so ORT runs it on integers
+        while source.producer() is not None and source.producer().op_type in SAME_RANGE:
+            source = source.producer().inputs[0]
+        if source.name not in self.calibration.ranges:
+            raise InvalidConfigError(f"no calibration range for {source.name}; calibrate this model before quantizing {reader.name}.")
+        low, high = self.calibration.ranges[source.name].bounds(source.meta.get(META_KEPT))
         scale = np.float32(max(high - low, 1e-8) / 255.0)
         zero_point = np.uint8(np.clip(np.round(-low / scale), 0, 255))
         s = _constant(graph, f"{value.name}.scale", np.array(scale, np.float32))
@@ -318,6 +323,29 @@ def _dequantized_weight(graph: ir.Graph, node: ir.Node, q: QuantizableNode, *, i
     dequantize.outputs[0].dtype, dequantize.outputs[0].shape = weight.dtype, weight.shape
     graph.insert_before(node, [dequantize])
     node.replace_input_with(1, dequantize.outputs[0])
+
+
+def _quantized_bias(graph: ir.Graph, node: ir.Node) -> None:
+    """A static INT8 Gemm's bias as int32 at the input scale x weight scale, read through
+    DequantizeLinear: the form ONNX Runtime fuses into its integer QGemm kernel."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    x, w = (node.inputs[i].producer() for i in (0, 1))
+    if bias is None or bias.const_value is None or x is None or w is None or x.op_type != "DequantizeLinear" or node.attributes.get_float("beta", 1.0) != 1.0:
+        return
+    scale = (array_of(x.inputs[1]).astype(np.float32) * array_of(w.inputs[1]).astype(np.float32) * node.attributes.get_float("alpha", 1.0)).reshape(-1)
+    b = array_of(bias).astype(np.float32).reshape(-1)
+    if scale.size not in (1, b.size):
+        return
+    scale = np.broadcast_to(scale, b.shape).astype(np.float32)
+    data = _constant(graph, f"{bias.name}.int32", np.round(b / scale).astype(np.int32))
+    dequantize = ir.node(
+        "DequantizeLinear", [data, _constant(graph, f"{bias.name}.scale", scale), _constant(graph, f"{bias.name}.zero_point", np.zeros(b.shape, np.int32))],
+        attributes={"axis": 0}, name=f"{node.name}.bias_dequantize",
+    )  # fmt: skip
+    dequantize.outputs[0].name = f"{bias.name}.dequantized"
+    dequantize.outputs[0].dtype, dequantize.outputs[0].shape = bias.dtype, ir.Shape(list(b.shape))
+    graph.insert_before(node, [dequantize])
+    node.replace_input_with(2, dequantize.outputs[0])
 
 
 def _quantized_table(graph: ir.Graph, node: ir.Node) -> None:
