@@ -17,6 +17,7 @@ __all__ = [
     "InvalidConfigError",
     "UnknownTargetError",
     "ArtifactError",
+    "DataError",
 ]
 
 
@@ -58,3 +59,7 @@ class UnknownTargetError(SimqError):
 
 class ArtifactError(SimqError):
     """A runtime rejected an artifact, or an artifact is missing or unreadable."""
+
+
+class DataError(SimqError):
+    """Data given with --data is missing, unreadable, malformed, or cannot feed the model."""

@@ -14,9 +14,21 @@ import platformdirs
 from rich.console import Console
 
 from simq import ir as simq_ir
+from simq.data import DataOptions
 from simq.errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_MODEL", "LoadedModel", "add_model_arguments", "cache_root", "load_model", "parse_shapes", "random_feed"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "add_data_arguments",
+    "add_model_arguments",
+    "cache_root",
+    "data_options",
+    "load_model",
+    "parse_shapes",
+    "random_feed",
+    "zoo_for",
+]
 
 #: The built-in default model: real weights and real data, small enough for minutes-long runs.
 DEFAULT_MODEL = "zoo:minilm-tweets"
@@ -82,6 +94,65 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("SIMQ_CACHE_DIR"),
         help="where zoo models are built and kept (default: $SIMQ_CACHE_DIR or the user cache directory)",
     )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and how to read it (see `simq.data.DataOptions`)."""
+    group = parser.add_argument_group(
+        "data",
+        "your data: a CSV/TSV, JSON Lines or Parquet file, a folder of such files named after their splits "
+        "(train, calibration, validation or dev, test), a folder saved by the datasets library, an image folder "
+        "(one subfolder per class), or an .npz of arrays named like the model's inputs (plus labels)",
+    )
+    group.add_argument("--data", type=Path, metavar="PATH", help="the data (default: the zoo model's own, else synthetic inputs)")
+    group.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
+    group.add_argument("--text-column", help="column of the text (default: text, sentence, ... where present)")
+    group.add_argument("--text-pair-column", help="column of the second text of a pair (sentence-pair models)")
+    group.add_argument("--label-column", help="column of the labels (default: label where present); none: score against FP32")
+    group.add_argument("--image-column", help="column of the images (default: image where present)")
+    group.add_argument("--max-length", type=int, help="tokens per example (default: the data's 95th percentile, within the model's limit)")
+    group.add_argument("--tokenizer", type=Path, metavar="DIR", help="folder of the tokenizer, when the model is an .onnx file")
+    group.add_argument("--image-size", type=int, help="image side when the model has no image processor (default: the model's, else 224)")
+    group.add_argument("--mean", help="per-channel mean subtracted from images scaled to [0, 1], e.g. 0.485,0.456,0.406")
+    group.add_argument("--std", help="per-channel standard deviation images are divided by, e.g. 0.229,0.224,0.225")
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InvalidArgumentError(f"{flag} {text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5.") from None
+
+
+def data_options(args: argparse.Namespace) -> DataOptions | None:
+    """The `DataOptions` the flags describe, or None without ``--data``."""
+    if args.data is None:
+        stray = [f for f in ("text_column", "label_column", "image_column", "tokenizer", "max_length") if getattr(args, f) is not None]
+        if stray:
+            raise InvalidArgumentError(f"--{stray[0].replace('_', '-')} says how to read --data; give --data too.")
+        return None
+    if args.max_length is not None and args.max_length < 1:
+        raise InvalidArgumentError("--max-length must be at least 1.")
+    if args.image_size is not None and args.image_size < 1:
+        raise InvalidArgumentError("--image-size must be at least 1.")
+    std = _floats(args.std, "--std")
+    if std is not None and any(v <= 0 for v in std):
+        raise InvalidArgumentError("--std values must be positive.")
+    return DataOptions(
+        args.data, args.encoding, args.text_column, args.text_pair_column, args.label_column, args.image_column,
+        args.max_length, args.tokenizer, args.image_size, _floats(args.mean, "--mean"), std, getattr(args, "seed", 0),
+    )  # fmt: skip
+
+
+def zoo_for(args: argparse.Namespace):
+    """The zoo, when the model is ``zoo:NAME`` (importing it pulls in the examples' dependencies)."""
+    if not str(getattr(args, "model", "")).startswith("zoo:"):
+        return None
+    from simq.zoo import Zoo
+
+    return Zoo(args.cache_dir)
 
 
 def cache_root(args: argparse.Namespace) -> Path:

@@ -3,30 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import tempfile
 from pathlib import Path
 
-import numpy as np
-import onnx_ir as ir
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from simq import ir as simq_ir
-from simq.cli._common import LoadedModel, add_model_arguments, cache_root, load_model, random_feed
+from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, zoo_for
 from simq.errors import InvalidArgumentError
-from simq.eval import AccuracyEvaluator, Evaluator, FidelityEvaluator, load_evaluator
+from simq.eval import Evaluator
 from simq.passes import Pipeline
-from simq.passes.prune import collect_stats
-from simq.passes.quant import calibrate
-from simq.search import ALGORITHMS, OBJECTIVES, CompileOptions, Job, cached_baselines, compile_model, describe, headline, train_cost_model
-from simq.targets import CostModel, TargetRegistry
+from simq.search import (
+    ALGORITHMS,
+    OBJECTIVES,
+    CompileOptions,
+    Job,
+    JobSpec,
+    check_out,
+    check_spec,
+    compile_model,
+    describe,
+    headline,
+    prepare_job,
+    train_cost_model,
+)
+from simq.targets import CostModel
 
 __all__ = ["register", "run"]
-
-_CALIBRATION_BATCHES = 8  # x 16 examples
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -38,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "finishes; --resume continues a killed run.",
     )
     add_model_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
     parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
     parser.add_argument(
@@ -60,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this fast")
     parser.add_argument(
         "--evaluator", metavar="MODULE:FUNCTION",
-        help="score candidates with FUNCTION(onnx_path) -> float, higher is better (default: accuracy on the zoo "
-        "model's labels, else output cosine to the FP32 model)",
+        help="score candidates with FUNCTION(artifact, run) -> float, higher is better (default: accuracy on the "
+        "data's labels; without labels top-1 agreement with FP32 for classifiers, else output cosine to FP32)",
     )  # fmt: skip
     parser.add_argument(
         "--latency",
@@ -111,89 +115,26 @@ def _options(args: argparse.Namespace) -> CompileOptions:
     return options
 
 
-def _data(loaded: LoadedModel, args: argparse.Namespace, split: str):
-    """The zoo model's split (inputs, labels or None), else None."""
-    if not loaded.source.startswith("zoo:"):
-        return None
-    from simq.zoo import Zoo
-
-    data = Zoo(args.cache_dir).data(loaded.source[len("zoo:") :], split)
-    return data.inputs, data.labels
-
-
-def _evaluators(
-    loaded: LoadedModel, args: argparse.Namespace, reference: Path, signature
-) -> tuple[Evaluator, Evaluator | None]:
-    """(search evaluator, final evaluator): the user's; labelled accuracy; or fidelity to FP32."""
-    if args.evaluator:
-        return load_evaluator(args.evaluator), None
-    validation, test = _data(loaded, args, "validation"), _data(loaded, args, "test")
-    if validation is not None and validation[1] is not None:
-        return AccuracyEvaluator(*validation), AccuracyEvaluator(*test)
-    if validation is not None:
-        return FidelityEvaluator(reference, validation[0]), FidelityEvaluator(reference, test[0])
-    rng = np.random.default_rng(1)
-    batched = {name: (64, *shape[1:]) for name, shape in signature.items()}
-    return FidelityEvaluator(reference, random_feed(loaded.model, batched, rng)), None
-
-
 def run(args: argparse.Namespace) -> int:
     options = _options(args)
     console = Console(stderr=True)
-    target = TargetRegistry().get(args.target, threads=args.threads)
-    loaded = load_model(args, console)
-    model = loaded.model
-    signature = simq_ir.resolve_signature(model, loaded.signature)
-    with console.status("analysing, calibrating, ranking units and fusing (once per model)"):
-        structure = simq_ir.analyze(model, signature)
-        batches = loaded.calibration_batches(args, _CALIBRATION_BATCHES)
-        calibration = calibrate(model, structure, batches) if not args.no_quantize else None
-        stats = collect_stats(model, structure, batches) if not args.no_prune else None
-        pipeline = Pipeline(
-            model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
-            lowering=target.lowering(signature), prune=not args.no_prune, quantize=not args.no_quantize,
-        )  # fmt: skip
-    if not pipeline.knobs:
-        raise InvalidArgumentError(
-            f"{args.model} offers nothing to search: no prunable structure or quantizable node was found."
-        )
-    test = _data(loaded, args, "test")
-    feed = (
-        {k: v[:1] for k, v in test[0].items()}
-        if test is not None
-        else random_feed(model, signature, np.random.default_rng(0))
-    )
-    baselines = (
-        {}
-        if args.no_quantize or args.no_baselines
-        else cached_baselines(
-            target.baselines(model, structure, batches), cache_root(args) / "baselines",
-            "|".join([_digest(model), target.fingerprint().key(), _batches_digest(batches)]),
-        )
+    spec = JobSpec(
+        model=args.model, target=args.target, threads=args.threads, data=data_options(args),
+        input_shapes=parse_shapes(args.input_shape), evaluator=args.evaluator, prune=not args.no_prune,
+        quantize=not args.no_quantize, baselines=not args.no_baselines, cache_dir=args.cache_dir, seed=args.seed,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = simq_ir.save(model, Path(tmp) / "reference.onnx")
-        evaluator, final_evaluator = _evaluators(loaded, args, reference, signature)
-        job = Job(args.model, model, structure, pipeline, target, feed, evaluator, final_evaluator, baselines)
-        with _progress(console) as progress:
-            if options.latency == "predicted":
-                job.cost_model = _cost_model(args, job, target, progress)
-            result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
-    _summary(console, result, pipeline, evaluator, options.max_accuracy_drop)
+    check_out(args.out, args.resume)
+    check_spec(spec)  # the data, the evaluator and the target, before minutes of work
+    with console.status("preparing") as status:
+        prepared = prepare_job(spec, zoo_for(args), status=status.update)
+    console.print(prepared.describe())
+    job = prepared.job
+    with _progress(console) as progress:
+        if options.latency == "predicted":
+            job.cost_model = _cost_model(args, job, job.target, progress)
+        result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
+    _summary(console, result, job.pipeline, job.evaluator, options.max_accuracy_drop)
     return 0
-
-
-def _digest(model) -> str:
-    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()
-
-
-def _batches_digest(batches) -> str:
-    digest = hashlib.sha256()
-    for batch in batches:
-        for name in sorted(batch):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(batch[name]).tobytes())
-    return digest.hexdigest()
 
 
 def _cost_model(args, job: Job, target, progress) -> CostModel:

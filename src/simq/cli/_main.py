@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from simq import __version__
-from simq.cli import _compile, _inspect, _measure, _targets
+from simq.cli import _compile, _inspect, _measure, _run, _show, _targets
 from simq.errors import SimqError
 
 __all__ = ["main"]
 
-_COMMANDS = (_compile, _inspect, _targets, _measure)
+_COMMANDS = (_compile, _show, _run, _inspect, _targets, _measure)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,3 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as e:  # a library error SimQ did not turn into a sentence: still one line
+        if args.debug:
+            raise
+        text = str(e).strip().splitlines()
+        err.print(
+            f"[bold red]error:[/] {escape(type(e).__name__)}: {escape(text[0][:300] if text else '')} "
+            "(unexpected; simq --debug ... shows where)", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        return 2

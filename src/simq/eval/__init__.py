@@ -1,11 +1,12 @@
 """Evaluators: how good a candidate is, as one number where higher is better.
 
-Scores are in points: accuracy in percent on labelled data, fidelity as the mean output cosine
-to the FP32 model in percent (100 = identical), or whatever a user evaluator returns. A
+Scores are in points: accuracy in percent on labelled data, top-1 agreement with the FP32 model
+in percent for a classifier on data without labels, fidelity as the mean output cosine to the
+FP32 model in percent (100 = identical), or whatever a user evaluator returns. A
 constraint such as "at most 1 point below the reference" reads the same for all of them.
 Evaluators score the artifact as its target's runtime runs it.
 """
 
-from simq.eval._evaluators import AccuracyEvaluator, Evaluator, FidelityEvaluator, Run, UserEvaluator, load_evaluator, onnx_runner
+from simq.eval._evaluators import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, Run, UserEvaluator, load_evaluator, onnx_runner
 
-__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]
+__all__ = ["AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]

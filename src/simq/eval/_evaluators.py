@@ -23,7 +23,7 @@ from simq.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from simq.targets import Artifact
 
-__all__ = ["AccuracyEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]
+__all__ = ["AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]
 
 #: A loaded model: inputs by name (batch on axis 0) -> every output.
 Run = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
@@ -82,6 +82,22 @@ class AccuracyEvaluator(Evaluator):
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
         logits = _outputs(run, self.inputs, self.batch_size)[0]
         return float(100 * np.mean(logits.reshape(len(self.labels), -1).argmax(-1) == self.labels))
+
+
+class AgreementEvaluator(Evaluator):
+    """Top-1 agreement (percent) of the first output's arg-max with the reference model's: the
+    score of a classifier on data without labels."""
+
+    name = "agreement"
+
+    def __init__(self, reference: Path, inputs: Mapping[str, np.ndarray], batch_size: int = 64) -> None:
+        self.inputs, self.batch_size = dict(inputs), batch_size
+        logits = _outputs(onnx_runner(reference), self.inputs, batch_size)[0]
+        self._reference = logits.reshape(len(logits), -1).argmax(-1)
+
+    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        logits = _outputs(run, self.inputs, self.batch_size)[0]
+        return float(100 * np.mean(logits.reshape(len(logits), -1).argmax(-1) == self._reference))
 
 
 class FidelityEvaluator(Evaluator):

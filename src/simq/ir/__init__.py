@@ -3,7 +3,8 @@
 from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analyze
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import export_torch, load_transformers_dir
-from simq.ir._io import ModelSource, load, save
+from simq.ir._inputs import InputDomain, input_domains
+from simq.ir._io import ModelSource, load, resolve_source, save
 from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
 from simq.ir._structure import (
     AttentionBlock,
@@ -29,6 +30,7 @@ __all__ = [
     "ChannelUse",
     "FFNBlock",
     "FoldConstantsPass",
+    "InputDomain",
     "Linear",
     "ModelSource",
     "NodeCost",
@@ -41,9 +43,11 @@ __all__ = [
     "cleanup_passes",
     "concrete_shapes",
     "export_torch",
+    "input_domains",
     "load",
     "load_transformers_dir",
     "resolve_signature",
+    "resolve_source",
     "restore_symbolic_shapes",
     "save",
 ]

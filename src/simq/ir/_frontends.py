@@ -116,11 +116,33 @@ def export_torch(
     return program.model
 
 
+#: Tokens per example of the export's example input (its sequence axis stays symbolic).
+EXPORT_LENGTH = 128
+
+
+def _text_inputs(path: Path, model: Any) -> list[str]:
+    """The inputs the model's own tokenizer produces and its forward takes (``token_type_ids``
+    too, for sentence-pair models), in the tokenizer's order."""
+    import inspect
+
+    import transformers
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    try:
+        names = list(transformers.AutoTokenizer.from_pretrained(path, local_files_only=True).model_input_names)
+    except Exception:  # a folder without tokenizer files: the two inputs every text model takes
+        names = ["input_ids", "attention_mask"]
+    names = [n for n in names if n in accepted]
+    return names if "input_ids" in names else ["input_ids", *[n for n in names if n != "input_ids"]]
+
+
 def load_transformers_dir(path: Path) -> ir.Model:
     """Export a local transformers model directory (one with a ``config.json``).
 
-    Text models get inputs ``input_ids`` and ``attention_mask`` with dynamic batch and sequence
-    axes; vision models get ``pixel_values`` with a dynamic batch axis.
+    Text models get every input their tokenizer produces and their forward takes
+    (``input_ids``, ``attention_mask``, ``token_type_ids``), with dynamic batch and sequence
+    axes, exported at a realistic length (`EXPORT_LENGTH` tokens, within the model's positions);
+    vision models get ``pixel_values`` with a dynamic batch axis.
     """
     torch = _import_torch()
     try:
@@ -142,10 +164,18 @@ def load_transformers_dir(path: Path) -> ir.Model:
 
     main_input = getattr(model, "main_input_name", "input_ids")
     if main_input == "input_ids":
-        seq = min(16, getattr(config, "max_position_embeddings", 16))
-        ids = torch.randint(0, getattr(config, "vocab_size", 100), (2, seq))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+        seq = min(EXPORT_LENGTH, getattr(config, "max_position_embeddings", EXPORT_LENGTH) or EXPORT_LENGTH)
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(1, max(getattr(config, "vocab_size", 100) or 100, 2), (2, seq), generator=generator)
+        inputs = {}
+        for name in _text_inputs(path, model):
+            if name == "input_ids":
+                inputs[name] = ids
+            elif name == "attention_mask":
+                inputs[name] = torch.ones_like(ids)
+            else:  # token_type_ids and friends: the first segment
+                inputs[name] = torch.zeros_like(ids)
+        axes = {name: {0: "batch", 1: "seq"} for name in inputs}
     elif main_input == "pixel_values":
         size = getattr(config, "image_size", 224)
         channels = getattr(config, "num_channels", 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from simq.errors import InvalidArgumentError, ModelLoadError
 from simq.ir._cleanup import cleanup
 from simq.ir._frontends import load_transformers_dir
 
-__all__ = ["ModelSource", "load", "save"]
+__all__ = ["ModelSource", "load", "resolve_source", "save"]
 
 # Above this many bytes of weights, `save` writes them to a side file (protobuf caps a single
 # message at 2 GiB).
@@ -26,37 +27,86 @@ class ModelSource(Protocol):
     def path(self, name: str) -> Path: ...
 
 
-def load(source: str | os.PathLike[str], *, zoo: ModelSource | None = None, clean: bool = True) -> ir.Model:
-    """Load a model into the IR.
-
-    Args:
-        source: An ``.onnx`` file (external data is read from beside it), a local transformers
-            model directory (exported with the dynamo exporter), or ``zoo:NAME``.
-        zoo: Resolves ``zoo:NAME`` sources; required for them.
-        clean: Run the cleanup pipeline (shape inference, constant folding, dead-node removal,
-            topological sort, unique names), which structure analysis expects.
+def resolve_source(source: str | os.PathLike[str], zoo: ModelSource | None = None) -> Path:
+    """The file or folder a model source names: ``zoo:NAME`` (built on first use), a path, or a
+    Hugging Face model id already in the local Hugging Face cache (nothing is downloaded).
 
     Raises:
-        ModelLoadError: The file is missing, unreadable or not a valid model.
+        ModelLoadError: Nothing by that name exists here.
     """
     text = os.fspath(source)
     if text.startswith("zoo:"):
         if zoo is None:
             raise InvalidArgumentError(f"{text}: zoo models need a zoo to resolve them; pass zoo=simq.zoo.Zoo().")
-        path = zoo.path(text[len("zoo:") :])
-    else:
-        path = Path(text)
-    model = _load_path(path)
+        return zoo.path(text[len("zoo:") :])
+    path = Path(text)
+    if path.exists() or path.suffix == ".onnx" or text.startswith((".", "/", "~")) or text.count("/") > 1:
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, local_files_only=True))
+    except ImportError:
+        return path
+    except Exception:  # not in the cache (or not an id at all)
+        raise ModelLoadError(
+            f"{text} is neither a file or folder here nor a model in the local Hugging Face cache; nothing is downloaded: "
+            f"fetch it where there is internet (huggingface-cli download {text}) or give its folder."
+        ) from None
+
+
+def load(
+    source: str | os.PathLike[str], *, zoo: ModelSource | None = None, clean: bool = True, cache_dir: Path | None = None
+) -> ir.Model:
+    """Load a model into the IR.
+
+    Args:
+        source: An ``.onnx`` file (external data is read from beside it), a local transformers
+            model directory or a Hugging Face model id in the local cache (exported with the
+            dynamo exporter), or ``zoo:NAME``.
+        zoo: Resolves ``zoo:NAME`` sources; required for them.
+        clean: Run the cleanup pipeline (shape inference, constant folding, dead-node removal,
+            topological sort, unique names), which structure analysis expects.
+        cache_dir: Where transformers exports are kept, keyed by the folder's content, so a
+            folder is exported once, not on every command.
+
+    Raises:
+        ModelLoadError: The file is missing, unreadable or not a valid model.
+    """
+    model = _load_path(resolve_source(source, zoo), cache_dir)
     return cleanup(model) if clean else model
 
 
-def _load_path(path: Path) -> ir.Model:
+def _folder_digest(folder: Path) -> str:
+    """What an export depends on: every file of the folder, and the exporting libraries."""
+    import importlib.metadata
+
+    digest = hashlib.sha256()
+    for name in ("simq", "torch", "transformers"):
+        try:
+            digest.update(f"{name}={importlib.metadata.version(name)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode())
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def _load_path(path: Path, cache_dir: Path | None = None) -> ir.Model:
     if not path.exists():
         raise ModelLoadError(f"{path} does not exist; give an .onnx file, a transformers model directory or zoo:NAME.")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is a directory without config.json; give an .onnx file or a transformers model directory.")
-        return load_transformers_dir(path)
+        if cache_dir is None:
+            return load_transformers_dir(path)
+        cached = Path(cache_dir) / "exports" / _folder_digest(path) / "model.onnx"
+        if not cached.is_file():
+            save(load_transformers_dir(path), cached)
+        return _load_path(cached)
     try:
         model = ir.load(path)
     except PermissionError as e:

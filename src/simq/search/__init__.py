@@ -3,31 +3,40 @@ Pareto extraction and the report; `compile_model` puts them together."""
 
 from simq.search._algorithms import ALGORITHMS, Goal
 from simq.search._baselines import cached_baselines
-from simq.search._compile import OBJECTIVES, CompileOptions, CompileResult, Job, compile_model, minimised
+from simq.search._compile import OBJECTIVES, CompileOptions, CompileResult, Job, check_out, compile_model, minimised
+from simq.search._job import JobSpec, PreparedJob, ZooLike, check_spec, examples_for, prepare_job
 from simq.search._costmodel import train_cost_model
 from simq.search._pareto import hypervolume, pareto_front
-from simq.search._report import describe, headline, hypervolume_curve
+from simq.search._report import SUMMARY_FILE, describe, headline, hypervolume_curve
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
 
 __all__ = [
     "ALGORITHMS",
     "OBJECTIVES",
+    "SUMMARY_FILE",
     "CompileOptions",
     "CompileResult",
     "Goal",
     "Job",
+    "JobSpec",
+    "PreparedJob",
     "Record",
     "SearchSpace",
     "Store",
+    "ZooLike",
     "cached_baselines",
+    "check_out",
+    "check_spec",
     "compile_model",
     "config_key",
     "describe",
+    "examples_for",
     "headline",
     "hypervolume",
     "hypervolume_curve",
     "minimised",
     "pareto_front",
+    "prepare_job",
     "train_cost_model",
 ]

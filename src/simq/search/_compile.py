@@ -34,7 +34,7 @@ from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
 from simq.targets import Artifact, CostModel, Target, compare, features, interleave, lowering_summary
 
-__all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "compile_model"]
+__all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "check_out", "compile_model"]
 
 #: Objectives a user may ask for, and the metric each minimises.
 OBJECTIVES = {"accuracy": "accuracy", "latency": "latency_ratio", "size": "size_ratio"}
@@ -115,6 +115,9 @@ class Job:
         baselines: Off-the-shelf recipes to compare with, by name: each builds its artifact into
             a folder (lazily), e.g. `Target.baselines`.
         cost_model: The target's latency predictor, for ``latency="predicted"``.
+        extra_files: Copied into every Pareto artifact's folder, by name: what running it needs
+            besides the model (the source's tokenizer, image processor, config).
+        data: Where the examples came from, for manifests and reports.
     """
 
     name: str
@@ -127,6 +130,8 @@ class Job:
     final_evaluator: Evaluator | None = None
     baselines: Mapping[str, Callable[[Path], Artifact]] = field(default_factory=dict)
     cost_model: CostModel | None = None
+    extra_files: Mapping[str, Path] = field(default_factory=dict)
+    data: str = ""
 
 
 @dataclass(frozen=True)
@@ -384,6 +389,8 @@ class _Compiler:
                 final[i]["accuracy"] = self.job.final_evaluator.evaluate(self.job.target.load(a), a)
                 step()
         for record in front:
+            for name, path in self.job.extra_files.items():
+                shutil.copy2(path, staging / str(record.id) / name)
             manifest = {
                 "id": record.id, "kind": record.kind, "model": self.job.name, "target": self.job.target.name,
                 "fingerprint": asdict(self.job.target.fingerprint()), "config": record.config,
@@ -392,9 +399,12 @@ class _Compiler:
                 "model_hash": artifacts[record.id].digest(),
                 "files": [str(f.relative_to(staging / str(record.id))) for f in artifacts[record.id].files],
                 "runtime_settings": dict(artifacts[record.id].settings),
+                "inputs": {name: list(shape) for name, shape in self.job.structure.signature.items()},
+                "data": self.job.data,
                 "lowering": summaries.get(record.id, lowering_summary(self.job.model)),
             }  # fmt: skip
             (staging / str(record.id) / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+            artifacts[record.id].save_index(staging / str(record.id))
         pareto = self.out / "pareto"
         old = self.out / "pareto.old"
         if pareto.exists():
@@ -425,6 +435,23 @@ def minimised(record: Record, reference: Record) -> dict[str, float]:
     elif "latency_ms" in m:
         values["latency_ratio"] = m["latency_ms"] / reference.metrics["latency_ms"]
     return values
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """Fail now, before minutes of preparation, if `out` holds another run (without `resume`) or
+    there is nothing to resume.
+
+    Raises:
+        InvalidArgumentError: As above.
+        OutputError: `out` is a file.
+    """
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder.")
+    holds_run = (out / Store.FILENAME).is_file()
+    if holds_run and not resume:
+        raise InvalidArgumentError(f"{out} already holds a compile run; pass --resume to continue it or choose another --out.")
+    if resume and not holds_run:
+        raise InvalidArgumentError(f"{out} holds no compile run to resume; drop --resume to start one.")
 
 
 def compile_model(

@@ -6,6 +6,7 @@ import base64
 import csv
 import html
 import io
+import json
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -17,8 +18,10 @@ from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._pareto import hypervolume
 from simq.search._store import Record, Store
 
-__all__ = ["describe", "headline", "hypervolume_curve", "write_report"]
+__all__ = ["SUMMARY_FILE", "describe", "headline", "hypervolume_curve", "write_report"]
 
+#: What `simq show` reads: the run's table and verdict, written beside report.html.
+SUMMARY_FILE = "summary.json"
 #: Accuracy drop (points) that bounds the hypervolume when no --max-accuracy-drop is given.
 DEFAULT_DROP_SPAN = 5.0
 
@@ -221,13 +224,20 @@ def headline(reference: Record, baselines: Sequence[Record], front: Sequence[Rec
         return None
     base = min(pool, key=ratio)
     name = "FP32" if base is reference else str(base.config["baseline"])
-    limit = f"within {allowed:g} point{'s' if allowed != 1 else ''} of FP32" if reference_score is not None else "of all"
+    if reference_score is None:
+        limit = "of all"
+    elif max_drop is None:
+        limit = "as accurate as FP32"
+    else:
+        limit = f"within {allowed:g} point{'s' if allowed != 1 else ''} of FP32"
     if not ours:
         return f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32; no SimQ model on the front is {limit}."
     best = min(ours, key=ratio)
+    speedup = ratio(base) / ratio(best)
+    verdict = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
     return (
         f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32. Fastest SimQ model {limit}: #{best.id} at "
-        f"{ratio(best):.2f}x FP32, {ratio(base) / ratio(best):.2f}x faster."
+        f"{ratio(best):.2f}x FP32, {verdict}."
     )
 
 
@@ -283,6 +293,14 @@ def write_report(
     summary = headline(reference, baselines, front, options.max_accuracy_drop)
     if summary:
         parts.insert(2, f"<p><b>{html.escape(summary)}</b></p>")
+    if job.data:
+        parts.insert(2, f"<p>Data: {html.escape(job.data)}</p>")
+    run = {
+        "model": job.name, "target": job.target.name, "fingerprint": job.target.fingerprint().key(),
+        "data": job.data, "score": accuracy_name, "headline": summary, "settings": settings, "rows": table_rows,
+    }  # fmt: skip
+    (out / "summary.json.partial").write_text(json.dumps(run, indent=1, default=str))
+    (out / "summary.json.partial").replace(out / SUMMARY_FILE)
     for title, png in plots:
         parts.append(f"<h3>{html.escape(title)}</h3><img src='data:image/png;base64,{png}'>")
     if failed:

@@ -1,0 +1,57 @@
+"""`simq show OUT`: a finished compile run's table and verdict, read back without recomputing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from simq.errors import InvalidArgumentError
+from simq.search import SUMMARY_FILE
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("show", help="print a finished compile run (its table and verdict) without recomputing")
+    parser.add_argument("out", type=Path, help="the --out folder of a simq compile run")
+    parser.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = args.out / SUMMARY_FILE
+    if not path.is_file():
+        hint = "it is still running or was stopped; --resume finishes it" if (args.out / "simq.sqlite").is_file() else "give the --out folder of simq compile"
+        raise InvalidArgumentError(f"{args.out} holds no finished compile run ({hint}).")
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError as e:
+        raise InvalidArgumentError(f"{path} is damaged ({e}); rerun simq compile ... --resume to write it again.") from None
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    console = Console()
+    console.print(f"[bold]{summary['model']}[/] for {summary['target']} · {summary['fingerprint']}")
+    if summary.get("data"):
+        console.print(f"data: {summary['data']}")
+    table = Table(title=f"{args.out} ({summary['score']})", title_justify="left")
+    for column in ("id", summary["score"], "Δ", "latency ms", "× FP32", "size MB", "× FP32 size", "config", "artifact"):
+        table.add_column(column, overflow="fold")
+    for row in summary["rows"]:
+        table.add_row(
+            str(row["id"]), _num(row["accuracy"], 2), _num(-row["accuracy_drop"] if row["accuracy_drop"] is not None else None, 2, "+"),
+            _num(row["latency_ms"], 2), _num(row["latency_ratio"], 2), _num(row["size_mb"], 1), _num(row["size_ratio"], 2),
+            row["config"], row["artifact"],
+        )  # fmt: skip
+    console.print(table)
+    if summary.get("headline"):
+        console.print(summary["headline"])
+    return 0
+
+
+def _num(value, digits: int, sign: str = "") -> str:
+    return "" if value is None else f"{value:{sign}.{digits}f}"

@@ -1,0 +1,251 @@
+"""Preparing a compile job from what a user gives: a model source, a target, data, options.
+
+Everything the CLI, tools and Python users need to assemble before a search: the checks that need
+no model (data readable, columns present, evaluator importable) first, then the model, its
+examples in their roles, the analysis, calibration, pruning statistics, the pipeline with the
+target's lowering, the baselines and the evaluators.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import platformdirs
+
+from simq import ir as sir
+from simq.data import DataOptions, Dataset, Examples, SplitExamples, SyntheticExamples, check_data, load_data, model_label2id
+from simq.errors import InvalidArgumentError
+from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator
+from simq.passes import Pipeline
+from simq.passes.prune import collect_stats
+from simq.passes.quant import calibrate
+from simq.search._baselines import cached_baselines
+from simq.search._compile import Job
+from simq.targets import Target, TargetRegistry
+
+__all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job"]
+
+#: Calibration batches (and their size, unless the model fixes its batch).
+CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
+EVALUATION_BATCH = 64
+
+
+def default_cache_root() -> Path:
+    """Where SimQ keeps what it builds once: zoo models, exports, baselines."""
+    return Path(platformdirs.user_cache_dir("simq"))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to compile, as a user states it.
+
+    Attributes:
+        model: An .onnx file, a transformers folder, a Hugging Face id in the local cache, or
+            ``zoo:NAME``.
+        data: The user's data; without it a zoo model uses its own splits and any other model
+            seeded synthetic inputs (scores are then fidelity to FP32 on them).
+        input_shapes: Concrete shapes of inputs (``--input-shape``), overriding the defaults.
+        evaluator: ``module:function`` scoring artifacts instead of the data's labels.
+        cache_dir: Where zoo models are built, and transformers exports (``exports/``) and
+            baselines (``baselines/``) are kept; by default the user cache directory (zoo
+            models under ``zoo/``).
+    """
+
+    model: str
+    target: str = "ort-cpu"
+    threads: int = 2
+    data: DataOptions | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    evaluator: str | None = None
+    prune: bool = True
+    quantize: bool = True
+    baselines: bool = True
+    cache_dir: Path | None = None
+    seed: int = 0
+
+
+@dataclass
+class PreparedJob:
+    """A `Job` with what was found while preparing it.
+
+    Attributes:
+        source_dir: The transformers folder the model came from (tokenizer, processor, config),
+            or None.
+        examples: Where examples come from, in roles.
+        batch_size: Examples per call where the model fixes its batch axis, else None.
+    """
+
+    job: Job
+    examples: Examples
+    source_dir: Path | None
+    batch_size: int | None
+    signature: dict[str, tuple[int, ...]]
+
+    def describe(self) -> str:
+        return self.examples.describe()
+
+
+class ZooLike(Protocol):
+    """Named models with their own data splits (`simq.zoo.Zoo`); the core never imports the zoo."""
+
+    def path(self, name: str) -> Path: ...
+
+    def entry(self, name: str) -> Any: ...
+
+    def data(self, name: str, split: str) -> Dataset: ...
+
+
+def _cache_root(spec: JobSpec) -> Path:
+    return Path(spec.cache_dir) if spec.cache_dir else default_cache_root()
+
+
+def _fixed_batch(domains) -> int | None:
+    fixed = {d.fixed(0) for d in domains if d.shape}
+    fixed.discard(None)
+    if len(fixed) > 1:
+        raise InvalidArgumentError(f"the model's inputs fix different batch sizes ({sorted(fixed)}); SimQ needs one.")
+    return fixed.pop() if fixed else None
+
+
+#: Files of a model folder that running an artifact needs besides the model.
+_RUNTIME_FILES = (
+    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+    "preprocessor_config.json",
+)  # fmt: skip
+
+
+def _runtime_files(*folders: Path | None) -> dict[str, Path]:
+    """The tokenizer, processor and config files of the folders, by name (earlier folders win)."""
+    found: dict[str, Path] = {}
+    for folder in reversed([f for f in folders if f is not None]):
+        found |= {name: folder / name for name in _RUNTIME_FILES if (folder / name).is_file()}
+    return found
+
+
+def check_spec(spec: JobSpec) -> None:
+    """What can fail without loading the model, in about a second: the evaluator imports, the
+    target exists, the data reads and has its columns."""
+    if spec.evaluator:
+        load_evaluator(spec.evaluator)
+    TargetRegistry().get(spec.target, threads=spec.threads).fingerprint()
+    if spec.data is not None:
+        check_data(spec.data)
+
+
+def examples_for(
+    spec: JobSpec, model: ir.Model, source_dir: Path | None, zoo: ZooLike | None
+) -> tuple[Examples, dict[str, tuple[int, ...]], int | None]:
+    """Where a model's examples come from, the input signature they imply, and the batch size the
+    model fixes (or None): the user's data; else a zoo model's own splits; else synthetic inputs
+    within the model's input ranges."""
+    domains = sir.input_domains(model)
+    batch = _fixed_batch(domains)
+    overrides = dict(spec.input_shapes)
+    examples: Examples | None = None
+    if spec.data is not None:
+        examples = load_data(spec.data, domains, model_dir=source_dir, label2id=model_label2id(source_dir))
+        for name, array in examples.role("calibration").inputs.items():
+            overrides.setdefault(name, (batch or 1, *array.shape[1:]))
+    elif zoo is not None and spec.model.startswith("zoo:"):
+        name = spec.model[len("zoo:") :]
+        entry = zoo.entry(name)
+        overrides = {**entry.signature, **overrides}
+        examples = SplitExamples(
+            {role: (lambda r=role: zoo.data(name, r)) for role in ("train", "calibration", "validation", "test")},
+            entry.has_labels, f"the zoo's {name} splits",
+        )  # fmt: skip
+    names = {d.name for d in domains}
+    signature = sir.resolve_signature(model, {k: v for k, v in overrides.items() if k in names})
+    if batch is not None:
+        signature = {k: (batch, *v[1:]) for k, v in signature.items()}
+    return examples or SyntheticExamples(domains, signature, spec.seed), signature, batch
+
+
+def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str], None] | None = None) -> PreparedJob:
+    """Load, analyse and calibrate once; return the job `compile_model` searches.
+
+    Args:
+        zoo: Resolves ``zoo:NAME`` models and their splits.
+
+    Raises:
+        SimqError: Any problem with the model, the data, the target or the options, as one
+            sentence; checks that need no model run first (`check_spec`).
+    """
+    status = status or (lambda _: None)
+    check_spec(spec)
+    target: Target = TargetRegistry().get(spec.target, threads=spec.threads)
+    status(f"loading {spec.model}")
+    path = sir.resolve_source(spec.model, zoo)
+    model = sir.load(path, cache_dir=_cache_root(spec))
+    source_dir = path if path.is_dir() else None
+    if spec.data is not None:
+        status(f"reading {spec.data.path}")
+    examples, signature, batch = examples_for(spec, model, source_dir, zoo)
+
+    status("analysing, calibrating, ranking units and fusing (once per model)")
+    structure = sir.analyze(model, signature)
+    calibration_data = examples.role("calibration")
+    batches = [x for x, _ in calibration_data.batches(batch or CALIBRATION_BATCH)][: CALIBRATION_BATCHES if batch is None else None]
+    calibration = calibrate(model, structure, batches) if spec.quantize else None
+    stats = collect_stats(model, structure, batches) if spec.prune else None
+    pipeline = Pipeline(
+        model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
+        lowering=target.lowering(signature), prune=spec.prune, quantize=spec.quantize,
+    )  # fmt: skip
+    if not pipeline.knobs:
+        raise InvalidArgumentError(f"{spec.model} offers nothing to search: no prunable structure or quantizable node was found.")
+    test = examples.role("test")
+    feed = {k: v[: batch or 1] for k, v in test.inputs.items()}
+    baselines = {}
+    if spec.quantize and spec.baselines:
+        key = "|".join([_digest(model), target.fingerprint().key(), _batches_digest(batches)])
+        baselines = cached_baselines(target.baselines(model, structure, batches), _cache_root(spec) / "baselines", key)
+    evaluator, final = _evaluators(spec, model, examples, batch)
+    job = Job(spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines)
+    job.extra_files = _runtime_files(spec.data.tokenizer if spec.data else None, source_dir)
+    job.data = examples.describe()
+    return PreparedJob(job, examples, source_dir, batch, signature)
+
+
+def _evaluators(spec: JobSpec, model: ir.Model, examples: Examples, batch: int | None) -> tuple[Evaluator, Evaluator | None]:
+    """(search, final): the user's function; accuracy on labels; top-1 agreement with FP32 for a
+    classifier without labels; else output cosine to FP32."""
+    if spec.evaluator:
+        return load_evaluator(spec.evaluator), None
+    validation, test = examples.role("validation"), examples.role("test")
+    size = batch or EVALUATION_BATCH
+    if examples.labelled:
+        return AccuracyEvaluator(validation.inputs, validation.labels, size), AccuracyEvaluator(test.inputs, test.labels, size)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = sir.save(model, Path(tmp) / "reference.onnx")
+        cls = AgreementEvaluator if _is_classifier(model) and not examples.synthetic else FidelityEvaluator
+        return cls(reference, validation.inputs, size), cls(reference, test.inputs, size)
+
+
+def _is_classifier(model: ir.Model) -> bool:
+    """One output of (batch, classes): what top-1 agreement means something for."""
+    outputs = list(model.graph.outputs)
+    shape = outputs[0].shape if len(outputs) == 1 else None
+    return shape is not None and len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1
+
+
+def _digest(model: ir.Model) -> str:
+    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()
+
+
+def _batches_digest(batches) -> str:
+    digest = hashlib.sha256()
+    for batch in batches:
+        for name in sorted(batch):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(batch[name]).tobytes())
+    return digest.hexdigest()
