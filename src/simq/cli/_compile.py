@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from rich.console import Console
@@ -10,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, zoo_for
+from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
 from simq.errors import InvalidArgumentError
 from simq.eval import Evaluator
 from simq.passes import Pipeline
@@ -95,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-baselines", action="store_true",
         help="skip the off-the-shelf baselines (ORT fusions and INT8 quantizers; OpenVINO's default precision and NNCF)",
     )  # fmt: skip
-    parser.set_defaults(run=run)
+    add_recipe_argument(parser)
+    parser.set_defaults(run=functools.partial(run, parser=parser))
 
 
 def _options(args: argparse.Namespace) -> CompileOptions:
@@ -115,7 +118,8 @@ def _options(args: argparse.Namespace) -> CompileOptions:
     return options
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    args = apply_recipe(parser, args, getattr(args, "argv", []))
     options = _options(args)
     console = Console(stderr=True)
     spec = JobSpec(
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     with console.status("preparing") as status:
         prepared = prepare_job(spec, zoo_for(args), status=status.update)
     console.print(prepared.describe())
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_recipe(parser, args, args.out / "recipe.yaml")
     job = prepared.job
     with _progress(console) as progress:
         if options.latency == "predicted":

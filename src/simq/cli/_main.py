@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `simq` command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if not args.debug:
         # Library loggers (the constant folder's, the exporter's) speak to developers, not users.
         for name in ("", "onnxscript", "torch", "transformers"):

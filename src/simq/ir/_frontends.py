@@ -16,7 +16,7 @@ from simq.errors import InvalidArgumentError, MissingDependencyError, ModelLoadE
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["export_torch", "load_transformers_dir"]
+__all__ = ["SEQUENCE_LIMIT", "export_torch", "load_transformers_dir"]
 
 _TORCH_HINT = "install the torch extra: pip install -c constraints.txt 'simq[torch]'"
 
@@ -118,6 +118,8 @@ def export_torch(
 
 #: Tokens per example of the export's example input (its sequence axis stays symbolic).
 EXPORT_LENGTH = 128
+#: ``metadata_props`` key: the longest sequence a text model takes (its position table).
+SEQUENCE_LIMIT = "simq.sequence_limit"
 
 
 def _text_inputs(path: Path, model: Any) -> list[str]:
@@ -188,4 +190,8 @@ def load_transformers_dir(path: Path) -> ir.Model:
     with torch.no_grad():
         sample = model(**inputs)
     output_name = "logits" if "logits" in sample else next(iter(sample.keys()))
-    return export_torch(model, inputs, [output_name], axes)
+    exported = export_torch(model, inputs, [output_name], axes)
+    if main_input == "input_ids":
+        # What a sequence axis may be at most: the signature's default must not pass it.
+        exported.metadata_props[SEQUENCE_LIMIT] = str(getattr(config, "max_position_embeddings", seq) or seq)
+    return exported

@@ -19,6 +19,8 @@ __all__ = ["ModelSource", "load", "resolve_source", "save"]
 # Above this many bytes of weights, `save` writes them to a side file (protobuf caps a single
 # message at 2 GiB).
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
+# Bumped when what an export holds changes, so cached exports of the old kind are redone.
+_EXPORT_FORMAT = 2
 
 
 class ModelSource(Protocol):
@@ -81,7 +83,7 @@ def _folder_digest(folder: Path) -> str:
     """What an export depends on: every file of the folder, and the exporting libraries."""
     import importlib.metadata
 
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"export format {_EXPORT_FORMAT}".encode())
     for name in ("simq", "torch", "transformers"):
         try:
             digest.update(f"{name}={importlib.metadata.version(name)}".encode())

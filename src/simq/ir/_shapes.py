@@ -9,6 +9,7 @@ import onnx_ir.passes.common as common
 
 from simq.errors import InvalidArgumentError, UnsupportedModelError
 from simq.ir._cleanup import FoldConstantsPass
+from simq.ir._frontends import SEQUENCE_LIMIT
 
 __all__ = ["DEFAULT_DIM", "concrete_shapes", "resolve_signature", "restore_symbolic_shapes"]
 
@@ -21,14 +22,15 @@ def resolve_signature(
 ) -> dict[str, tuple[int, ...]]:
     """Concrete shapes for the model's inputs.
 
-    Symbolic axes become 1 on axis 0 (the batch) and `default_dim` elsewhere, unless
-    `overrides` gives the input's whole shape.
+    Symbolic axes become 1 on axis 0 (the batch) and `default_dim` elsewhere (at most the
+    sequence limit a transformers export recorded), unless `overrides` gives the input's whole shape.
 
     Raises:
         InvalidArgumentError: An override names no input or has the wrong rank.
     """
     inputs = {v.name: v for v in model.graph.inputs if v.name not in model.graph.initializers}
     overrides = dict(overrides or {})
+    limit = int(model.metadata_props.get(SEQUENCE_LIMIT, default_dim))
     unknown = sorted(set(overrides) - set(inputs))
     if unknown:
         raise InvalidArgumentError(f"input shape given for {', '.join(unknown)}, but the model's inputs are {', '.join(inputs)}.")
@@ -45,7 +47,7 @@ def resolve_signature(
             signature[name] = tuple(int(d) for d in overrides[name])
             continue
         signature[name] = tuple(
-            d if isinstance(d, int) else (1 if axis == 0 else default_dim) for axis, d in enumerate(value.shape)
+            d if isinstance(d, int) else (1 if axis == 0 else min(default_dim, limit)) for axis, d in enumerate(value.shape)
         )
     return signature
 
