@@ -102,8 +102,9 @@ def apply_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
             close = difflib.get_close_matches(key.replace("_", "-"), [k.replace("_", "-") for k in actions], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidArgumentError(f"{path}: {str(raw_key)!r} is not an option of simq {parser.prog.split()[-1]}{hint}")
+        converted = _convert(key, value, actions[key], path)  # checked even where a flag wins
         if key not in explicit:
-            setattr(args, key, _convert(key, value, actions[key], path))
+            setattr(args, key, converted)
     return args
 
 

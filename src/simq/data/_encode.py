@@ -211,6 +211,9 @@ def encode_labels(values: Sequence[Any], label2id: Mapping[str, int] | None, nam
     Raises:
         DataError: A string label the model does not know, or string labels without a label2id.
     """
+    missing = next((i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v))), None)
+    if missing is not None:
+        raise DataError(f"example {missing} has no label; give every example one, or no label column at all.")
     if names is not None:  # an image folder's classes, by folder name
         if label2id and all(n in label2id for n in names):
             return np.asarray([label2id[names[v]] for v in values], np.int64)

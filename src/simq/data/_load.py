@@ -198,14 +198,14 @@ def load_data(
         processor = _image_processor(model_dir) if options.image_size is None and options.mean is None else None
         encoder = ImageEncoder(inputs, columns.image, processor, options.image_size, options.mean, options.std)
     else:
+        integer = [s for s in inputs if s.is_integer]
+        if not integer:
+            raise DataError(f"text data cannot feed this model: it takes {', '.join(s.name for s in inputs)}, no token ids.")
         folder = options.tokenizer or model_dir
         if folder is None:
             raise DataError("text data needs the model's tokenizer; give --tokenizer DIR (or compile a transformers folder).")
         split, rows = plan.parts["calibration"]
         sample_rows = _select(raw.splits[split], rows)
-        integer = [s for s in inputs if s.is_integer]
-        if not integer:
-            raise DataError(f"text data cannot feed this model: it takes {', '.join(s.name for s in inputs)}, no token ids.")
         encoder = TextEncoder(load_tokenizer(folder), integer, columns.text, columns.pair, sample_rows, options.max_length)
     class_names = _class_names(raw, columns.label)
 

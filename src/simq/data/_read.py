@@ -105,6 +105,17 @@ def _check_encoding(files: Mapping[str, Path], encoding: str) -> None:
             raise DataError(f"{path} line {line} is not valid {encoding}; give the file's encoding with --encoding (e.g. latin-1).")
 
 
+def _lines(path: Path, enough: int) -> int:
+    """Non-empty lines of `path`, counted up to `enough`."""
+    count = 0
+    with path.open("rb") as f:
+        for line in f:
+            count += bool(line.strip())
+            if count >= enough:
+                break
+    return count
+
+
 def _tables(files: Mapping[str, Path], encoding: str) -> dict[str, Any]:
     builders = {TABLE_SUFFIXES[p.suffix.lower()] for p in files.values()}
     if len(builders) > 1:
@@ -117,6 +128,8 @@ def _tables(files: Mapping[str, Path], encoding: str) -> dict[str, Any]:
     for split, path in files.items():
         if path.stat().st_size == 0:
             raise DataError(f"{path} is empty; give a file with a header row and at least one example.")
+        if builder == "csv" and _lines(path, 2) < 2:
+            raise DataError(f"{path} has a header but no examples; add rows below it.")
     try:
         with _offline():
             loaded = _datasets().load_dataset(builder, data_files={k: str(v) for k, v in files.items()}, **options)

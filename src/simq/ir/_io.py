@@ -10,7 +10,7 @@ from typing import Protocol
 
 import onnx_ir as ir
 
-from simq.errors import InvalidArgumentError, ModelLoadError
+from simq.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
 from simq.ir._cleanup import cleanup
 from simq.ir._frontends import load_transformers_dir
 
@@ -75,8 +75,42 @@ def load(
     Raises:
         ModelLoadError: The file is missing, unreadable or not a valid model.
     """
-    model = _load_path(resolve_source(source, zoo), cache_dir)
-    return cleanup(model) if clean else model
+    path = resolve_source(source, zoo)
+    model = _load_path(path, cache_dir)
+    _check_types(model, path)
+    _check_wiring(model, path)
+    if not clean:
+        return model
+    try:
+        return cleanup(model)
+    except Exception as e:  # onnx_ir and ONNX inference fail on cycles, dangling inputs and the like
+        cause: BaseException = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        text = str(cause).strip().splitlines()
+        raise ModelLoadError(
+            f"{path} is not a well-formed graph ({type(cause).__name__}: {text[0][:150] if text else ''}); "
+            "check it with onnx.checker.check_model."
+        ) from e
+
+
+def _check_wiring(model: ir.Model, path: Path) -> None:
+    """Every node input must come from somewhere: a dangling name is refused with the node's name."""
+    known = {v.name for v in model.graph.inputs} | set(model.graph.initializers)
+    for node in model.graph:
+        for value in node.inputs:
+            if value is not None and value.producer() is None and value.name not in known and value.const_value is None:
+                raise ModelLoadError(f"{path}: node {node.name or node.op_type} reads {value.name!r}, which no node, input or initializer provides.")
+
+
+def _check_types(model: ir.Model, path: Path) -> None:
+    """SimQ works on numeric tensors: a string input or output is refused before any work."""
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        if value.dtype is not None and value.dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED):
+            raise UnsupportedModelError(
+                f"{path}: {value.name} is a {value.dtype.name.lower()} tensor; SimQ compiles models with numeric inputs "
+                "and outputs (move tokenization or label decoding out of the graph)."
+            )
 
 
 def _folder_digest(folder: Path) -> str:
@@ -111,10 +145,18 @@ def _load_path(path: Path, cache_dir: Path | None = None) -> ir.Model:
         return _load_path(cached)
     try:
         model = ir.load(path)
+    except ValueError as e:
+        if "outside the base directory" in str(e):
+            raise ModelLoadError(
+                f"{path} keeps weights outside its own folder; SimQ reads external data only from beside the model (copy it there)."
+            ) from e
+        raise ModelLoadError(f"{path} is not a valid ONNX model ({type(e).__name__}); check that the file is complete.") from e
     except PermissionError as e:
         raise ModelLoadError(f"{path} is not readable ({e.strerror}); check its permissions.") from e
     except Exception as e:
         raise ModelLoadError(f"{path} is not a valid ONNX model ({type(e).__name__}); check that the file is complete.") from e
+    if not len(model.graph) and not model.graph.outputs:
+        raise ModelLoadError(f"{path} holds no graph (an empty or non-ONNX file); check that the file is complete.")
     _check_external_data(model, path)
     return model
 
@@ -125,11 +167,16 @@ def _check_external_data(model: ir.Model, path: Path) -> None:
     onnx_ir maps external data lazily, so without this a missing file would surface much later
     as an unrelated error.
     """
+    folder = path.parent.resolve()
     for value in model.graph.initializers.values():
         tensor = value.const_value
         if not isinstance(tensor, ir.ExternalTensor):
             continue
-        data_file = Path(tensor.path)
+        data_file = (folder / tensor.location).resolve()
+        if folder not in data_file.parents:
+            raise ModelLoadError(
+                f"{path} keeps weights in {tensor.location}, outside its own folder; SimQ reads external data only from beside the model (copy it there)."
+            )
         if not data_file.is_file():
             raise ModelLoadError(f"{path} keeps its weights in {data_file}, which is missing; copy it next to the model.")
         end = (tensor.offset or 0) + (tensor.length or 0)

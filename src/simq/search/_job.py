@@ -9,6 +9,7 @@ target's lowering, the baselines and the evaluators.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import platformdirs
 
 from simq import ir as sir
 from simq.data import DataOptions, Dataset, Examples, SplitExamples, SyntheticExamples, check_data, load_data, model_label2id
-from simq.errors import InvalidArgumentError
+from simq.errors import ArtifactError, InvalidArgumentError
 from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator
 from simq.passes import Pipeline
 from simq.passes.prune import collect_stats
@@ -147,22 +148,25 @@ def examples_for(
     within the model's input ranges."""
     domains = sir.input_domains(model)
     batch = _fixed_batch(domains)
-    overrides = dict(spec.input_shapes)
+    names = {d.name for d in domains}
+    unknown = sorted(set(spec.input_shapes) - names)
+    if unknown:
+        raise InvalidArgumentError(f"--input-shape names {', '.join(unknown)}, but the model's inputs are {', '.join(sorted(names))}.")
+    implied: dict[str, tuple[int, ...]] = {}  # what the examples say, under what the user says
     examples: Examples | None = None
     if spec.data is not None:
         examples = load_data(spec.data, domains, model_dir=source_dir, label2id=model_label2id(source_dir))
-        for name, array in examples.role("calibration").inputs.items():
-            overrides.setdefault(name, (batch or 1, *array.shape[1:]))
+        implied = {name: (batch or 1, *array.shape[1:]) for name, array in examples.role("calibration").inputs.items()}
     elif zoo is not None and spec.model.startswith("zoo:"):
         name = spec.model[len("zoo:") :]
         entry = zoo.entry(name)
-        overrides = {**entry.signature, **overrides}
+        implied = dict(entry.signature)
         examples = SplitExamples(
             {role: (lambda r=role: zoo.data(name, r)) for role in ("train", "calibration", "validation", "test")},
             entry.has_labels, f"the zoo's {name} splits",
         )  # fmt: skip
-    names = {d.name for d in domains}
-    signature = sir.resolve_signature(model, {k: v for k, v in overrides.items() if k in names})
+    overrides = {k: v for k, v in implied.items() if k in names} | dict(spec.input_shapes)
+    signature = sir.resolve_signature(model, overrides)
     if batch is not None:
         signature = {k: (batch, *v[1:]) for k, v in signature.items()}
     return examples or SyntheticExamples(domains, signature, spec.seed), signature, batch
@@ -185,6 +189,11 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
     path = sir.resolve_source(spec.model, zoo)
     model = sir.load(path, cache_dir=_cache_root(spec))
     source_dir = path if path.is_dir() else None
+    with tempfile.TemporaryDirectory() as tmp:  # the runtime must take the model as given
+        try:
+            target.load(target.lower(model, Path(tmp)))
+        except ArtifactError as e:
+            raise ArtifactError(str(e).replace(str(Path(tmp) / "model.onnx"), spec.model).replace(tmp, spec.model)) from e
     if spec.data is not None:
         status(f"reading {spec.data.path}")
     examples, signature, batch = examples_for(spec, model, source_dir, zoo)
@@ -223,8 +232,6 @@ def _evaluators(spec: JobSpec, model: ir.Model, examples: Examples, batch: int |
     size = batch or EVALUATION_BATCH
     if examples.labelled:
         return AccuracyEvaluator(validation.inputs, validation.labels, size), AccuracyEvaluator(test.inputs, test.labels, size)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         reference = sir.save(model, Path(tmp) / "reference.onnx")
         cls = AgreementEvaluator if _is_classifier(model) and not examples.synthetic else FidelityEvaluator
