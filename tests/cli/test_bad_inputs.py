@@ -4,9 +4,7 @@ hang, and nothing written to or removed from --out."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from simq.cli import main
 
@@ -84,3 +83,18 @@ def test_without_data_the_inputs_respect_the_model(text_model, tmp_path, capsys)
     inputs = examples.role("test").inputs
     assert inputs["input_ids"].max() < 21 and set(np.unique(inputs["token_type_ids"])) <= {0, 1}
     assert set(np.unique(inputs["attention_mask"])) <= {0, 1}
+
+
+def test_measure_and_sensitivity_read_the_data_too(text_model, text_csv, tmp_path, capsys):
+    """A BERT export with token_type_ids: random ids beyond its two segments used to crash ONNX
+    Runtime; synthetic inputs stay within the model's tables, and --data feeds real examples."""
+    cache = tmp_path / "cache"
+    assert main(["inspect", str(text_model), "--sensitivity", "--data", str(text_csv), "--cache-dir", str(cache), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["sensitivity"]
+    assert scores and all(v >= 0 for v in scores.values())
+    exported = next((cache / "exports").glob("*/model.onnx"))
+    assert main(["measure", str(exported), "--repeats", "3", "--warmup", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"]["token_type_ids"] == [1, 64]  # within the 64 positions
+    args = ["measure", str(exported), "--repeats", "3", "--warmup", "1", "--json", "--data", str(text_csv), "--tokenizer", str(text_model)]
+    assert main(args) == 0
+    assert 9 <= json.loads(capsys.readouterr().out)["inputs"]["input_ids"][1] <= 12  # the data's length

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-import platformdirs
 from rich.console import Console
 
 from simq import ir as simq_ir
-from simq.data import DataOptions
+from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
+from simq.search import JobSpec, examples_for
+from simq.search._job import default_cache_root
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -26,7 +27,6 @@ __all__ = [
     "data_options",
     "load_model",
     "parse_shapes",
-    "random_feed",
     "zoo_for",
 ]
 
@@ -42,35 +42,21 @@ class LoadedModel:
     model: ir.Model
     signature: dict[str, tuple[int, ...]] | None
     path: Path | None  # the ONNX file, when there is one
+    folder: Path | None = None  # the transformers folder it came from
 
-    def calibration_batches(
-        self, args: argparse.Namespace, count: int, batch_size: int = 16
-    ) -> list[dict[str, np.ndarray]]:
-        """Calibration feeds: the zoo model's calibration split, else seeded random inputs."""
-        if self.source.startswith("zoo:"):
-            from simq.zoo import Zoo
+    def examples(self, args: argparse.Namespace) -> tuple[Examples, dict[str, tuple[int, ...]], int | None]:
+        """The model's examples (``--data``, a zoo model's splits, else synthetic inputs within the
+        model's input ranges), the signature they imply, and the batch the model fixes."""
+        spec = JobSpec(
+            model=self.source, data=data_options(args) if hasattr(args, "data") else None,
+            input_shapes=parse_shapes(args.input_shape), cache_dir=args.cache_dir,
+        )  # fmt: skip
+        return examples_for(spec, self.model, self.folder, zoo_for(args))
 
-            data = Zoo(args.cache_dir).data(self.source[len("zoo:") :], "calibration")
-            return [x for x, _ in data.batches(batch_size)][:count]
-        rng = np.random.default_rng(0)
-        signature = simq_ir.resolve_signature(self.model, self.signature)
-        batched = {name: (batch_size, *shape[1:]) for name, shape in signature.items()}
-        return [random_feed(self.model, batched, rng) for _ in range(count)]
-
-
-def random_feed(
-    model: ir.Model, signature: dict[str, tuple[int, ...]], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Seeded inputs of the given shapes: token ids below 100 (masks 0/1) or standard normal floats."""
-    dtypes = {value.name: value.dtype.numpy() for value in model.graph.inputs}
-    feed = {}
-    for name, shape in signature.items():
-        dtype = dtypes[name]
-        if np.issubdtype(dtype, np.integer):
-            feed[name] = rng.integers(0, 2 if "mask" in name else 100, shape).astype(dtype)
-        else:
-            feed[name] = rng.standard_normal(shape).astype(dtype)
-    return feed
+    def calibration_batches(self, args: argparse.Namespace, count: int, batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+        """Calibration feeds from `examples`."""
+        examples, _, batch = self.examples(args)
+        return [x for x, _ in examples.role("calibration").batches(batch or batch_size)][:count]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,7 +144,7 @@ def zoo_for(args: argparse.Namespace):
 def cache_root(args: argparse.Namespace) -> Path:
     """Where SimQ keeps what it builds once (zoo models under the default, baselines): ``--cache-dir``
     or the user cache directory."""
-    return Path(args.cache_dir) if args.cache_dir else Path(platformdirs.user_cache_dir("simq"))
+    return Path(args.cache_dir) if args.cache_dir else default_cache_root()
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
@@ -172,17 +158,12 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 
 def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
-    """Load ``args.model`` (building a zoo model on first use) with its input signature."""
-    source: Path = Path(args.model)
-    signature: dict[str, tuple[int, ...]] = {}
-    if args.model.startswith("zoo:"):
-        from simq.zoo import Zoo  # the zoo pulls in example dependencies; only zoo sources need it
-
-        zoo = Zoo(args.cache_dir)
-        name = args.model[len("zoo:") :]
-        signature = dict(zoo.entry(name).signature)
-        source = zoo.path(name)  # builds the model on first use, with its own progress display
+    """Load ``args.model`` (building a zoo model on first use, exporting a transformers folder once)
+    with its input signature."""
+    zoo = zoo_for(args)
+    signature: dict[str, tuple[int, ...]] = dict(zoo.entry(args.model[len("zoo:") :]).signature) if zoo else {}
+    source = simq_ir.resolve_source(args.model, zoo)  # builds a zoo model on first use, with its own display
     signature.update(parse_shapes(args.input_shape))
     with console.status(f"loading {args.model}"):
-        model = simq_ir.load(source)
-    return LoadedModel(args.model, model, signature or None, source if source.suffix == ".onnx" else None)
+        model = simq_ir.load(source, cache_dir=cache_root(args))
+    return LoadedModel(args.model, model, signature or None, source if source.suffix == ".onnx" else None, source if source.is_dir() else None)

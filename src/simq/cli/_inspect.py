@@ -9,13 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import onnx_ir as ir
-import platformdirs
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from simq import ir as simq_ir
-from simq.cli._common import LoadedModel, add_model_arguments, load_model
+from simq.cli._common import LoadedModel, add_data_arguments, add_model_arguments, cache_root, load_model
 from simq.errors import InvalidArgumentError, OutputError
 from simq.ir import Structure
 from simq.targets import lowering_summary
@@ -31,14 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "layers, channel groups, removable blocks and quantizable nodes.",
     )
     add_model_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the full analysis as JSON")
     parser.add_argument("--dot", type=Path, metavar="FILE", help="write the graph for Graphviz to FILE")
     parser.add_argument("--layer", type=int, metavar="N", help="with --dot: only transformer layer N")
     parser.add_argument(
         "--sensitivity",
         action="store_true",
-        help="also quantize each node alone to INT8 and report the output error (zoo models use their "
-        "calibration data, other models seeded random inputs; cached per model file)",
+        help="also quantize each node alone to INT8 and report the output error (on --data, else a zoo model's "
+        "calibration split, else synthetic inputs within the model's input ranges; cached per model file and data)",
     )
     parser.set_defaults(run=run)
 
@@ -182,14 +182,16 @@ def _sensitivity(
     """Per-node INT8 sensitivity, cached beside the zoo cache under the model file's hash."""
     from simq.passes.quant import QuantizePass, calibrate, sensitivity
 
+    batches = loaded.calibration_batches(args, count=8)
     cache = None
-    if loaded.path is not None:
-        digest = hashlib.sha256(loaded.path.read_bytes()).hexdigest()[:16]
-        root = Path(args.cache_dir) if args.cache_dir else Path(platformdirs.user_cache_dir("simq"))
-        cache = root / "sensitivity" / f"{digest}.json"
+    if loaded.path is not None:  # keyed by the model file and the examples it is measured on
+        digest = hashlib.sha256(loaded.path.read_bytes())
+        for batch in batches:
+            for name in sorted(batch):
+                digest.update(batch[name].tobytes())
+        cache = cache_root(args) / "sensitivity" / f"{digest.hexdigest()[:16]}.json"
         if cache.is_file():
             return json.loads(cache.read_text())
-    batches = loaded.calibration_batches(args, count=8)
     nodes = len(QuantizePass.knobs(structure))
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("calibrating", total=len(batches))

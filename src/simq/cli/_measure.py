@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from dataclasses import replace
 import tempfile
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import numpy as np
 from rich.console import Console
 
 from simq import ir as simq_ir
-from simq.cli._common import parse_shapes, random_feed
+from simq.cli._common import add_data_arguments, data_options, parse_shapes
 from simq.errors import ArtifactError, InvalidArgumentError
+from simq.search import JobSpec, examples_for
 from simq.targets import TargetRegistry
 
 __all__ = ["register", "run"]
@@ -23,10 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "measure",
         help="time a model on a target (warm-up, repeats, median and spread)",
         description="Lower an ONNX model for a target and time it: warm-up calls, then timed repeats; "
-        "reports the median and the interquartile spread. Inputs are seeded random tensors of the "
-        "model's shapes (batch 1, 128 for other symbolic axes) unless --input-shape is given.",
+        "reports the median and the interquartile spread. Inputs are the first examples of --data, else seeded "
+        "synthetic inputs within the model's input ranges (batch 1, 128 for other symbolic axes unless "
+        "--input-shape is given).",
     )
     parser.add_argument("artifact", type=Path, help="an .onnx file")
+    parser.add_argument("--cache-dir", type=Path, default=os.environ.get("SIMQ_CACHE_DIR"), help=argparse.SUPPRESS)
+    add_data_arguments(parser)
     parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
     parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
     parser.add_argument("--warmup", type=int, default=10)
@@ -45,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
         )
     target = TargetRegistry().get(args.target, threads=args.threads)
     model = simq_ir.load(args.artifact, clean=False)
-    signature = simq_ir.resolve_signature(model, parse_shapes(args.input_shape))
-    inputs = random_feed(model, signature, np.random.default_rng(0))
+    data = data_options(args)
+    data = replace(data, labels=False) if data is not None else None  # timing needs inputs only
+    spec = JobSpec(model=str(args.artifact), data=data, input_shapes=parse_shapes(args.input_shape))
+    examples, signature, _ = examples_for(spec, model, None, None)
+    test = examples.role("test").inputs
+    inputs = {name: np.resize(test[name], signature[name]) for name in signature}  # the first examples, at the shapes asked
     with Console(stderr=True).status(f"measuring on {target.name}"), tempfile.TemporaryDirectory() as tmp:
         artifact = target.lower(model, Path(tmp))
         stats = target.measure(artifact, inputs, args.warmup, args.repeats)

@@ -37,6 +37,7 @@ class DataOptions:
         tokenizer: A folder with the tokenizer, when the model is not a transformers folder.
         image_size, mean, std: Image preprocessing when the model has no image processor.
         seed: Seeds the carving of roles the data does not name.
+        labels: Read the labels (off where only inputs matter, e.g. for timing).
     """
 
     path: Path
@@ -51,6 +52,7 @@ class DataOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     seed: int = 0
+    labels: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def _columns(raw: RawData, options: DataOptions) -> _Columns:
         text = candidates[0]
     pair = _pick(columns, options.text_pair_column, _PAIR_COLUMNS, "text pair", "--text-pair-column") if text else None
     label = _pick(columns, options.label_column, _LABEL_COLUMNS, "label", "--label-column")
-    return _Columns(text, pair, label, image)
+    return _Columns(text, pair, label if options.labels else None, image)
 
 
 def _is_string_column(raw: RawData, column: str) -> bool:

@@ -155,7 +155,8 @@ def examples_for(
     implied: dict[str, tuple[int, ...]] = {}  # what the examples say, under what the user says
     examples: Examples | None = None
     if spec.data is not None:
-        examples = load_data(spec.data, domains, model_dir=source_dir, label2id=model_label2id(source_dir))
+        label2id = model_label2id(source_dir or spec.data.tokenizer)  # a tokenizer folder is often the model's
+        examples = load_data(spec.data, domains, model_dir=source_dir, label2id=label2id)
         implied = {name: (batch or 1, *array.shape[1:]) for name, array in examples.role("calibration").inputs.items()}
     elif zoo is not None and spec.model.startswith("zoo:"):
         name = spec.model[len("zoo:") :]
