@@ -30,8 +30,7 @@ def text_model(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("text-model")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), model_max_length=64)
+    tokenizer = transformers.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=64)
     config = transformers.BertConfig(
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=64, num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1},
@@ -44,14 +43,15 @@ def text_model(tmp_path_factory) -> Path:
 
 
 def sentences(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`n` different labelled sentences (no two alike, so that no example is in two splits)."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
+    rows: dict[str, str] = {}
+    while len(rows) < n:
         positive = bool(rng.integers(2))
         mood = rng.choice(WORDS[:4] if positive else WORDS[4:8])
-        filler = " ".join(rng.choice(WORDS[8:], size=int(rng.integers(1, 6))))
-        rows.append((f"the film was {mood} {filler}", "pos" if positive else "neg"))
-    return rows
+        filler = " ".join(rng.choice(WORDS[8:], size=int(rng.integers(1, 4))))
+        rows.setdefault(f"the film was {mood} {filler}", "pos" if positive else "neg")
+    return list(rows.items())
 
 
 @pytest.fixture(scope="session")
@@ -119,3 +119,9 @@ def fixed_batch_model(tmp_path_factory) -> tuple[Path, Path]:
     x = rng.standard_normal((100, 8)).astype(np.float32)
     np.savez(folder / "data.npz", x=x, labels=rng.integers(0, 3, 100))
     return folder / "mlp.onnx", folder / "data.npz"
+
+
+@pytest.fixture(scope="session")
+def make_sentences():
+    """`sentences`, for tests that need labelled sentences of their own."""
+    return sentences

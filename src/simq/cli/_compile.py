@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if options.latency == "predicted":
             job.cost_model = _cost_model(args, job, job.target, progress)
         result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
-    _summary(console, result, job.pipeline, job.evaluator, options.max_accuracy_drop)
+    _summary(console, result, job.pipeline, job.evaluator, options.max_accuracy_drop, job.accuracy_reference)
     return 0
 
 
@@ -180,7 +180,9 @@ class _progress:
         self.bar.update(self.tasks[phase], completed=done, total=total)
 
 
-def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator, max_drop: float | None) -> None:
+def _summary(
+    console: Console, result, pipeline: Pipeline, evaluator: Evaluator, max_drop: float | None, accuracy_reference: str | None
+) -> None:
     out = Console()
     table = Table(title=f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)")
     for column in ("id", evaluator.name, "latency ms", "× FP32", "size MB", "config"):
@@ -202,7 +204,7 @@ def _summary(console: Console, result, pipeline: Pipeline, evaluator: Evaluator,
             label or describe(record.config, pipeline.knobs),
         )  # fmt: skip
     out.print(table)
-    summary = headline(result.reference, result.baselines, result.pareto, max_drop)
+    summary = headline(result.reference, result.baselines, result.pareto, max_drop, accuracy_reference)
     if summary:
         out.print(summary)
     if result.stopped_early:

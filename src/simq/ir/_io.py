@@ -14,11 +14,13 @@ from simq.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelEr
 from simq.ir._cleanup import cleanup
 from simq.ir._frontends import load_transformers_dir
 
-__all__ = ["ModelSource", "load", "resolve_source", "save"]
+__all__ = ["TUNED_MODEL", "ModelSource", "load", "resolve_source", "save"]
 
 # Above this many bytes of weights, `save` writes them to a side file (protobuf caps a single
 # message at 2 GiB).
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
+#: The model file inside a `simq tune` output folder, which a folder source may name.
+TUNED_MODEL = "model.onnx"
 # Bumped when what an export holds changes, so cached exports of the old kind are redone.
 _EXPORT_FORMAT = 2
 
@@ -65,7 +67,7 @@ def load(
     Args:
         source: An ``.onnx`` file (external data is read from beside it), a local transformers
             model directory or a Hugging Face model id in the local cache (exported with the
-            dynamo exporter), or ``zoo:NAME``.
+            dynamo exporter), a `simq tune` output folder (its ``model.onnx``), or ``zoo:NAME``.
         zoo: Resolves ``zoo:NAME`` sources; required for them.
         clean: Run the cleanup pipeline (shape inference, constant folding, dead-node removal,
             topological sort, unique names), which structure analysis expects.
@@ -135,6 +137,8 @@ def _load_path(path: Path, cache_dir: Path | None = None) -> ir.Model:
     if not path.exists():
         raise ModelLoadError(f"{path} does not exist; give an .onnx file, a transformers model directory or zoo:NAME.")
     if path.is_dir():
+        if (path / TUNED_MODEL).is_file() and (path / "tune.json").is_file():  # what simq tune writes
+            return _load_path(path / TUNED_MODEL)
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path} is a directory without config.json; give an .onnx file or a transformers model directory.")
         if cache_dir is None:

@@ -13,7 +13,7 @@ from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
 from simq.passes._knobs import Knob, check_config
 from simq.passes._run import run_passes
-from simq.passes.prune import PruneOptions, PruningStats, prune, pruning_knobs
+from simq.passes.prune import PruneOptions, PruningStats, prune, pruning_knobs, pruning_options
 from simq.passes.prune._common import depth_knob
 from simq.passes.quant import (
     INFERENCE_PRECISION,
@@ -74,7 +74,8 @@ class Pipeline:
         stats: Pruning statistics (importance, Grams); without them units are kept first-k.
         supports: The target's ``supports(op_type, precision)``, which filters the precisions.
         lowering: The target's fusions and quantization details (`Lowering`).
-        prune_options: Unit order and least-squares reconstruction.
+        prune_options: Unit order and least-squares reconstruction (default: `pruning_options`:
+            first-k without refits for a model tuned elastically).
         prune, quantize: Which halves of the pipeline to search.
     """
 
@@ -96,9 +97,7 @@ class Pipeline:
         self.calibration, self.stats, self.supports = calibration, stats, supports
         self.calibration_batches = calibration_batches
         self.lowering = lowering or Lowering()
-        self.prune_options = prune_options or PruneOptions(
-            order="importance" if stats is not None else "first", reconstruct=stats is not None
-        )
+        self.prune_options = prune_options or pruning_options(model, stats is not None)
         quantizing = quantize and calibration is not None
         self._lowered: ir.Model | None = None  # the FP32 model after the fusions, built once
         self._lowered_calibration: Calibration | None = None

@@ -118,6 +118,8 @@ class Job:
         extra_files: Copied into every Pareto artifact's folder, by name: what running it needs
             besides the model (the source's tokenizer, image processor, config).
         data: Where the examples came from, for manifests and reports.
+        accuracy_reference: The baseline whose score accuracy constraints are measured from
+            (the model before `simq tune`), instead of the FP32 reference's.
     """
 
     name: str
@@ -132,6 +134,7 @@ class Job:
     cost_model: CostModel | None = None
     extra_files: Mapping[str, Path] = field(default_factory=dict)
     data: str = ""
+    accuracy_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +262,7 @@ class _Compiler:
         reference = self.evaluate(self._reference, defaults(self.job.pipeline.knobs), "reference")
         for name, build in self.job.baselines.items():
             self.evaluate(build, {"baseline": name}, "baseline")
-        goal = self._goal(reference)
+        goal = self._goal(self._accuracy_reference(reference))
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
         seen: set[str] = {config_key(reference.config)}
         validated, stalled, stopped_early = 0, 0, None
@@ -290,6 +293,15 @@ class _Compiler:
             if xs:
                 algorithm.tell(np.array(xs), np.array(ms))
         return self._finish(reference, goal, stopped_early)
+
+    def _accuracy_reference(self, reference: Record) -> Record:
+        """The record accuracy drops are measured from: the model before tuning, if there is one."""
+        if self.job.accuracy_reference is None:
+            return reference
+        found = self.store.find({"baseline": self.job.accuracy_reference})
+        if found is None or found.status != "ok":
+            raise SimqError(f"the {self.job.accuracy_reference} model cannot be scored, so accuracy drops have no reference.")
+        return found
 
     def _goal(self, reference: Record) -> Goal:
         o = self.options

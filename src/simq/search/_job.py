@@ -24,7 +24,7 @@ from simq.data import DataOptions, Dataset, Examples, SplitExamples, SyntheticEx
 from simq.errors import ArtifactError, InvalidArgumentError
 from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator
 from simq.passes import Pipeline
-from simq.passes.prune import collect_stats
+from simq.passes.prune import collect_stats, elastic_record
 from simq.passes.quant import calibrate
 from simq.search._baselines import cached_baselines
 from simq.search._compile import Job
@@ -32,6 +32,8 @@ from simq.targets import Target, TargetRegistry
 
 __all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job"]
 
+#: The baseline that is the model before `simq tune`, when compiling a tuned model.
+ORIGINAL = "original (before tuning)"
 #: Calibration batches (and their size, unless the model fixes its batch).
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
 EVALUATION_BATCH = 64
@@ -190,6 +192,9 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
     path = sir.resolve_source(spec.model, zoo)
     model = sir.load(path, cache_dir=_cache_root(spec))
     source_dir = path if path.is_dir() else None
+    elastic = elastic_record(model)
+    if elastic is not None and source_dir is not None and (source_dir / "model").is_dir():
+        source_dir = source_dir / "model"  # a tune output folder: the tuned model's tokenizer and config
     with tempfile.TemporaryDirectory() as tmp:  # the runtime must take the model as given
         try:
             target.load(target.lower(model, Path(tmp)))
@@ -204,7 +209,8 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
     calibration_data = examples.role("calibration")
     batches = [x for x, _ in calibration_data.batches(batch or CALIBRATION_BATCH)][: CALIBRATION_BATCHES if batch is None else None]
     calibration = calibrate(model, structure, batches) if spec.quantize else None
-    stats = collect_stats(model, structure, batches) if spec.prune else None
+    # A tuned model is pruned first-k as it was trained, without statistics or refits.
+    stats = collect_stats(model, structure, batches) if spec.prune and elastic is None else None
     pipeline = Pipeline(
         model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
         lowering=target.lowering(signature), prune=spec.prune, quantize=spec.quantize,
@@ -217,8 +223,13 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
     if spec.quantize and spec.baselines:
         key = "|".join([_digest(model), target.fingerprint().key(), _batches_digest(batches)])
         baselines = cached_baselines(target.baselines(model, structure, batches), _cache_root(spec) / "baselines", key)
+    if elastic is not None and path.is_dir() and (path / elastic["original"]).is_file():
+        # "Drop" means below what the user had: the model before tuning sets the accuracy bar.
+        original = sir.load(path / elastic["original"])
+        baselines = {ORIGINAL: lambda workdir: target.lower(original, workdir), **baselines}
     evaluator, final = _evaluators(spec, model, examples, batch)
     job = Job(spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines)
+    job.accuracy_reference = ORIGINAL if ORIGINAL in baselines else None
     job.extra_files = _runtime_files(spec.data.tokenizer if spec.data else None, source_dir)
     job.data = examples.describe()
     return PreparedJob(job, examples, source_dir, batch, signature)

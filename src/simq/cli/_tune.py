@@ -1,0 +1,110 @@
+"""`simq tune MODEL --data ... --out OUT`: elastic fine-tuning before `simq compile OUT`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from simq import ir as simq_ir
+from simq.cli._common import add_data_arguments, cache_root, data_options, parse_shapes, zoo_for
+from simq.errors import InvalidArgumentError
+from simq.search import JobSpec, examples_for
+from simq.tune import TuneOptions, transformers_source, tune
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "tune",
+        help="fine-tune a model elastically so that its pruned sub-networks keep their accuracy",
+        description="Fine-tune a transformers classifier (or zoo:minilm-tweets) on the train split of --data as a "
+        "weight-sharing super-network: heads and FFN neurons sorted by importance, each step the largest network "
+        "on the labels and the smallest and random sub-networks distilled from it, layers dropped at random. "
+        "Then `simq compile OUT` searches its sub-networks in first-k order.",
+    )
+    parser.add_argument("model", help="a transformers sequence/image classification folder, or zoo:minilm-tweets")
+    parser.add_argument("--cache-dir", type=Path, default=os.environ.get("SIMQ_CACHE_DIR"), help="where zoo models and exports are kept")
+    parser.add_argument("--input-shape", action="append", default=[], help=argparse.SUPPRESS)
+    add_data_arguments(parser)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the tuned model, its ONNX export and tune.json")
+    defaults = TuneOptions()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--accumulation", type=int, default=defaults.accumulation, help="batches per optimizer step")
+    parser.add_argument("--random-subnets", type=int, default=defaults.random_subnets, help="random sub-networks per step (sandwich rule)")
+    parser.add_argument("--min-width", type=float, default=defaults.min_width, help="share of heads and neurons the smallest keeps")
+    parser.add_argument("--layer-drop", type=float, default=defaults.layer_drop, help="probability a random sub-network drops a layer")
+    parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop at the end of the step after this many minutes")
+    parser.add_argument("--threads", type=int, default=defaults.threads)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = TuneOptions(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulation=args.accumulation,
+        random_subnets=args.random_subnets, min_width=args.min_width, layer_drop=args.layer_drop,
+        time_limit=args.time_limit * 60 if args.time_limit is not None else None, threads=args.threads, seed=args.seed,
+    )  # fmt: skip
+    options.check()
+    data = data_options(args)
+    zoo = zoo_for(args)
+    if data is None and zoo is None:
+        raise InvalidArgumentError("give --data with labels: tuning trains on its train split.")
+    console = Console(stderr=True)
+    with console.status(f"loading {args.model}"):
+        if zoo is not None:
+            source = zoo.torch_source(args.model[len("zoo:") :])
+            path = zoo.path(args.model[len("zoo:") :])
+            folder = None
+        else:
+            path = simq_ir.resolve_source(args.model)
+            if not path.is_dir():
+                raise InvalidArgumentError(f"{args.model}: simq tune needs the PyTorch model (a transformers folder or zoo:minilm-tweets), not an .onnx file.")
+            source, folder = transformers_source(path), path
+        model = simq_ir.load(path, cache_dir=cache_root(args))
+        spec = JobSpec(model=args.model, data=data, input_shapes=parse_shapes(args.input_shape), cache_dir=args.cache_dir, seed=args.seed)
+        examples, _, _ = examples_for(spec, model, folder, zoo)
+    console.print(examples.describe())
+    with _Bar(console) as bar:
+        result = tune(source, examples, args.out, options, resume=args.resume, progress=bar)
+    last = result.curves[-1] if result.curves else {}
+    console.print(
+        f"tuned {result.epochs_done} epoch(s){' (stopped at the time limit)' if result.stopped_early else ''}: validation accuracy "
+        f"{last.get('validation_largest', float('nan')):.2f} % (largest), {last.get('validation_smallest', float('nan')):.2f} % (smallest)"
+    )
+    console.print(f"wrote {args.out}; next: simq compile {args.out} --data ...")
+    return 0
+
+
+class _Bar:
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        )  # fmt: skip
+        self.task = None
+        self.info = ""
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int, values) -> None:
+        if phase == "validated":
+            self.info = f"val {values['validation_largest']:.1f} % largest, {values['validation_smallest']:.1f} % smallest"
+        elif phase == "training":
+            if self.task is None:
+                self.task = self.bar.add_task("tuning", total=total, info="")
+            loss = f"epoch {values['epoch']} loss {values['loss']:.3f}"
+            self.bar.update(self.task, completed=done, total=total, info=f"{loss}  {self.info}")

@@ -1,0 +1,303 @@
+"""`tune`: elastic fine-tuning, so that every sub-network `simq compile` can pick keeps its accuracy.
+
+One fine-tuning run turns the model into a weight-sharing super-network (InstaTune): heads and
+FFN neurons are sorted by importance first, so every width is a first-k slice; each step trains
+the largest network on the labels and, by in-place distillation from its logits, the smallest and
+a few random sub-networks of the space the search explores (the sandwich rule), with layers
+dropped at random so that any depth choice is trained too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simq.data import Dataset, Examples
+from simq.errors import DataError, InvalidArgumentError, OutputError
+from simq.ir import analyze, cleanup, resolve_signature, save
+from simq.passes.prune import ELASTIC_METADATA
+from simq.tune._elastic import ElasticNetwork
+from simq.tune._source import TorchSource
+
+__all__ = ["TuneOptions", "TuneResult", "tune"]
+
+CHECKPOINT = "checkpoint.pt"
+Progress = Callable[[str, int, int, Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How to tune.
+
+    Attributes:
+        epochs: Passes over the train split.
+        batch_size, lr, weight_decay, warmup: AdamW with linear warm-up (this share of the steps)
+            and linear decay to zero.
+        accumulation: Batches per optimizer step.
+        random_subnets: Random sub-networks per step, besides the largest and the smallest.
+        min_width: The smallest sub-network keeps this share of every layer's heads and neurons;
+            random ones are drawn between it and the full width.
+        layer_drop: Probability that a random sub-network drops each layer.
+        time_limit: Seconds after which training stops at the end of the current step.
+        threads: Torch threads.
+        seed: Seeds order, sub-networks and initialisation; a run is repeatable.
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.1
+    accumulation: int = 1
+    random_subnets: int = 2
+    min_width: float = 0.25
+    layer_drop: float = 0.1
+    time_limit: float | None = None
+    threads: int = 2
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.accumulation < 1 or self.threads < 1:
+            raise InvalidArgumentError("--epochs, --batch-size, --accumulation and --threads must be at least 1.")
+        if not 0 < self.min_width <= 1:
+            raise InvalidArgumentError("--min-width is a share of the full width, in (0, 1].")
+        if not 0 <= self.layer_drop < 1:
+            raise InvalidArgumentError("--layer-drop is a probability, in [0, 1).")
+        if self.lr <= 0 or self.time_limit is not None and self.time_limit <= 0:
+            raise InvalidArgumentError("--lr and --time-limit must be positive.")
+
+
+@dataclass
+class TuneResult:
+    out: Path
+    onnx: Path
+    epochs_done: int
+    stopped_early: str | None
+    curves: list[dict[str, float]] = field(default_factory=list)
+
+
+def _row_hashes(data: Dataset) -> set[str]:
+    """Content hashes of every example (its inputs, up to padding)."""
+    names = sorted(data.inputs)
+    hashes = set()
+    for i in range(len(data)):
+        digest = hashlib.sha256()
+        for name in names:
+            row = np.asarray(data.inputs[name][i])
+            digest.update(np.trim_zeros(row.ravel(), "b").tobytes() if row.dtype.kind in "iu" else row.tobytes())
+        hashes.add(digest.hexdigest())
+    return hashes
+
+
+def _check_disjoint(examples: Examples) -> dict[str, Any]:
+    """Train rows must be none of the rows anything is calibrated or scored on (by content)."""
+    train = _row_hashes(examples.role("train"))
+    record = {"train": len(train)}
+    for role in ("calibration", "validation", "test"):
+        shared = train & _row_hashes(examples.role(role))
+        if shared:
+            raise DataError(f"{len(shared)} training examples are also in the {role} split; tuning on them would inflate every score. Deduplicate the data.")
+        record[role] = "disjoint"
+    return record
+
+
+def _batches(data: Dataset, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (length-bucketed where there is an attention mask)."""
+    order = rng.permutation(len(data))
+    mask = data.inputs.get("attention_mask")
+    if mask is not None:
+        lengths = np.asarray(mask).sum(1)
+        chunks = [order[i : i + size * 50] for i in range(0, len(order), size * 50)]
+        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _feed(data: Dataset, rows: np.ndarray, torch: Any) -> dict[str, Any]:
+    """A batch as tensors, padding cut to the batch's longest example (dynamic padding)."""
+    inputs = {k: np.asarray(v[rows]) for k, v in data.inputs.items()}
+    mask = inputs.get("attention_mask")
+    if mask is not None and mask.ndim == 2:
+        longest = max(int(mask.sum(1).max()), 1)
+        inputs = {k: v[:, :longest] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v for k, v in inputs.items()}
+    return {k: torch.from_numpy(v) for k, v in inputs.items()}
+
+
+def _accuracy(source: TorchSource, elastic: ElasticNetwork, config, data: Dataset, torch: Any, size: int = 128) -> float:
+    elastic.set(config)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(data), size):
+            rows = np.arange(start, min(start + size, len(data)))
+            logits = source.logits(_feed(data, rows, torch))
+            correct += int((logits.argmax(-1).numpy() == data.labels[rows]).sum())
+    return 100.0 * correct / len(data)
+
+
+def tune(
+    source: TorchSource,
+    examples: Examples,
+    out: Path,
+    options: TuneOptions = TuneOptions(),
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> TuneResult:
+    """Fine-tune `source` elastically on the train split of `examples` and write the result to `out`.
+
+    `out` then holds ``model/`` (the tuned model in its native form), ``model.onnx`` (its export,
+    marked elastic: `simq compile` searches it in first-k order and judges accuracy against
+    ``original.onnx``, the model as given), ``tune.json`` (settings, data hashes, curves) and
+    ``checkpoint.pt`` (the last finished epoch; ``resume`` continues from it).
+
+    Raises:
+        DataError: No labels, no train split, or train rows that also appear in another split.
+        InvalidArgumentError: Bad options, or `out` holds another run (without `resume`).
+    """
+    import torch
+
+    options.check()
+    progress = progress or (lambda *_: None)
+    if not examples.labelled:
+        raise DataError("tuning needs labels; give --data with a label column.")
+    if examples.synthetic:
+        raise DataError("tuning needs real data; give --data (synthetic inputs have no labels).")
+    out = Path(out)
+    checkpoint = out / CHECKPOINT
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise InvalidArgumentError(f"{out} is not empty; pass --resume to continue the run in it or choose another --out.")
+    if resume and not checkpoint.is_file():
+        raise InvalidArgumentError(f"{out} holds no tuning checkpoint to resume; drop --resume to start one.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot write to {out}: {e.strerror or e}.") from None
+    torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    train, validation, calibration = examples.role("train"), examples.role("validation"), examples.role("calibration")
+    data_record = _check_disjoint(examples)
+
+    # The model's ONNX export gives the layers, heads and widths the search will prune.
+    progress("analysing", 0, 1, {})
+    example = {k: np.asarray(v[:2]) for k, v in calibration.inputs.items()}
+    original = cleanup(source.export(example))
+    if not resume:
+        save(original, out / "original.onnx")
+    structure = analyze(original, resolve_signature(original, {k: (1, *v.shape[1:]) for k, v in example.items()}))
+    if not structure.layers:
+        raise InvalidArgumentError(f"{source.name} has no transformer layers SimQ can make elastic (heads, FFN, depth).")
+    source.module.train()
+    elastic = ElasticNetwork(source.module, original, structure)
+    rng = np.random.default_rng(options.seed)
+    state: dict[str, Any] = {"epoch": 0, "curves": [], "orders": None}
+    if resume:
+        saved = torch.load(checkpoint, weights_only=False)
+        source.module.load_state_dict(saved["model"])
+        state = saved["state"]
+        rng.bit_generator.state = saved["rng"]
+        torch.set_rng_state(saved["torch_rng"])
+    else:
+        source.module.eval()
+        state["orders"] = elastic.reorder(
+            ({k: torch.from_numpy(v) for k, v in batch.items()} for batch, _ in calibration.batches(16)), source.logits
+        )
+    steps_per_epoch = math.ceil(math.ceil(len(train) / options.batch_size) / options.accumulation)
+    total = steps_per_epoch * options.epochs
+    optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    warmup = max(1, int(options.warmup * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
+    )
+    if resume:
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+    deadline = time.monotonic() + options.time_limit if options.time_limit else None
+    labels = torch.from_numpy(train.labels)
+    stopped = None
+    smallest = elastic.smallest(options.min_width)
+    for epoch in range(state["epoch"], options.epochs):
+        source.module.train()
+        batches = _batches(train, options.batch_size, rng)
+        losses = []
+        for i, rows in enumerate(batches):
+            feed = _feed(train, rows, torch)
+            configs = [elastic.largest(), smallest] + [elastic.sample(rng, options.min_width, options.layer_drop) for _ in range(options.random_subnets)]
+            teacher = None
+            total_loss = 0.0
+            for j, config in enumerate(configs):
+                elastic.set(config)
+                logits = source.logits(feed)
+                if j == 0:
+                    loss = torch.nn.functional.cross_entropy(logits, labels[rows])
+                    teacher = logits.detach()
+                else:  # in-place distillation from the largest network's logits
+                    loss = torch.nn.functional.kl_div(
+                        torch.log_softmax(logits, -1), torch.log_softmax(teacher, -1), log_target=True, reduction="batchmean"
+                    )  # fmt: skip
+                (loss / (len(configs) * options.accumulation)).backward()
+                total_loss += loss.item()
+            losses.append(total_loss / len(configs))
+            if (i + 1) % options.accumulation == 0 or i + 1 == len(batches):
+                torch.nn.utils.clip_grad_norm_(source.module.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+            progress("training", epoch * len(batches) + i + 1, options.epochs * len(batches), {"epoch": epoch + 1, "loss": float(np.mean(losses[-20:]))})
+            if deadline is not None and time.monotonic() > deadline:
+                stopped = "time limit"
+                break
+        source.module.eval()
+        curve = {
+            "epoch": epoch + 1, "loss": float(np.mean(losses)),
+            "validation_largest": _accuracy(source, elastic, elastic.largest(), validation, torch),
+            "validation_smallest": _accuracy(source, elastic, smallest, validation, torch),
+        }  # fmt: skip
+        state["curves"].append(curve)
+        state["epoch"] = epoch + 1
+        progress("validated", epoch + 1, options.epochs, curve)
+        _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
+        if stopped:
+            break
+    elastic.set({})
+    elastic.close()
+    source.module.eval()
+    return _write(source, original, out, options, state, data_record, stopped, example)
+
+
+def _save_checkpoint(path: Path, source: TorchSource, optimizer, schedule, state, rng, torch) -> None:
+    partial = path.with_name(path.name + ".partial")
+    torch.save(
+        {"model": source.module.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+         "state": state, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+        partial,
+    )  # fmt: skip
+    partial.replace(path)
+
+
+def _write(source: TorchSource, original, out: Path, options: TuneOptions, state, data_record, stopped, example) -> TuneResult:
+    folder = out / "model"
+    partial = out / "model.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    source.save(source.module, partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    exported = cleanup(source.export(example))
+    exported.metadata_props[ELASTIC_METADATA] = json.dumps({"order": "first", "original": "original.onnx", "source": source.name, "min_width": options.min_width})
+    onnx_path = save(exported, out / "model.onnx")
+    record = {
+        "source": source.name, "options": asdict(options), "epochs_done": state["epoch"], "stopped_early": stopped,
+        "data": data_record, "curves": state["curves"], "orders": state["orders"],
+    }  # fmt: skip
+    (out / "tune.json.partial").write_text(json.dumps(record, indent=1))
+    (out / "tune.json.partial").replace(out / "tune.json")
+    return TuneResult(out, onnx_path, state["epoch"], stopped, state["curves"])

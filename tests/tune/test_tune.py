@@ -1,0 +1,98 @@
+"""`simq tune` on a tiny BERT: first-k sub-networks the ONNX passes cut exactly, resumable, honest splits."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import simq.ir as sir
+from simq.data import DataOptions, load_data
+from simq.errors import DataError
+from simq.passes.prune import PruneOptions, elastic_record, prune
+from simq.search import JobSpec, examples_for
+from simq.tune import ElasticNetwork, TuneOptions, transformers_source, tune
+
+torch = pytest.importorskip("torch")
+FAST = TuneOptions(epochs=2, batch_size=16, lr=3e-3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def unique_csv(tmp_path_factory, make_sentences):
+    path = tmp_path_factory.mktemp("tune-data") / "reviews.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(make_sentences(200, seed=3))
+    return path
+
+
+def _examples(folder, csv_path, cache):
+    model = sir.load(folder, cache_dir=cache)
+    return examples_for(JobSpec(model=str(folder), data=DataOptions(csv_path)), model, folder, None)[0]
+
+
+def test_tuned_sub_networks_are_what_the_onnx_passes_cut(text_model, unique_csv, tmp_path):
+    out = tmp_path / "tuned"
+    result = tune(transformers_source(text_model), _examples(text_model, unique_csv, tmp_path / "cache"), out, FAST)
+    record = json.loads((out / "tune.json").read_text())
+    assert result.epochs_done == 2 and len(record["curves"]) == 2
+    assert record["data"] == {"train": 100, "calibration": "disjoint", "validation": "disjoint", "test": "disjoint"}
+    tuned = sir.load(out / "model.onnx")
+    assert elastic_record(tuned)["order"] == "first" and (out / "original.onnx").is_file()
+    structure = sir.analyze(tuned, {"input_ids": (1, 16), "token_type_ids": (1, 16), "attention_mask": (1, 16)})
+    source = transformers_source(out / "model")  # the tuned model as saved
+    source.module.eval()
+    elastic = ElasticNetwork(source.module, tuned, structure)
+    feed = {k: v[:4] for k, v in load_data(DataOptions(unique_csv, max_length=16, labels=False), sir.input_domains(tuned), model_dir=out / "model").role("test").inputs.items()}
+    layer, block = structure.layers[1], next(b for b in structure.removable_blocks if b.layer == 0)
+    config = {f"heads.{layer.index}": 1, f"ffn.{layer.index}": layer.ffn.width // 4, f"depth.{block.index}": True}
+    elastic.set(config)
+    with torch.no_grad():
+        want = source.logits({k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+    pruned = prune(tuned.clone(), structure, config, None, PruneOptions(order="first", reconstruct=False))
+    session = ort.InferenceSession(ir.to_proto(pruned).SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, feed)[0]
+    assert np.abs(got - want).max() <= 1e-4
+    elastic.set({})
+    with torch.no_grad():
+        full = source.logits({k: torch.from_numpy(v) for k, v in feed.items()}).numpy()
+    assert np.abs(full - want).max() > 1e-3  # the sub-network is another network
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(text_model, unique_csv, tmp_path):
+    examples = _examples(text_model, unique_csv, tmp_path / "cache")
+    out = tmp_path / "tuned"
+
+    def kill_in_epoch_two(phase, done, total, values):
+        if phase == "training" and values["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune(transformers_source(text_model), examples, out, FAST, progress=kill_in_epoch_two)
+    assert (out / "checkpoint.pt").is_file() and not (out / "tune.json").exists()
+    with pytest.raises(Exception, match="--resume"):
+        tune(transformers_source(text_model), examples, out, FAST)
+    epochs_seen = set()
+    resumed = tune(
+        transformers_source(text_model), examples, out, FAST, resume=True,
+        progress=lambda phase, done, total, values: epochs_seen.add(values.get("epoch")) if phase == "training" else None,
+    )  # fmt: skip
+    assert epochs_seen == {2} and resumed.epochs_done == 2
+    uninterrupted = tune(transformers_source(text_model), examples, tmp_path / "again", FAST)
+    assert [round(c["loss"], 5) for c in resumed.curves] == [round(c["loss"], 5) for c in uninterrupted.curves]
+
+
+def test_training_rows_must_not_be_scored_rows(text_model, tmp_path, make_sentences):
+    path = tmp_path / "dupes.csv"
+    rows = make_sentences(60, seed=4)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows + rows[:30])  # the same reviews twice: some land in two splits
+    with pytest.raises(DataError, match="also in the"):
+        tune(transformers_source(text_model), _examples(text_model, path, tmp_path / "cache"), tmp_path / "out", FAST)
