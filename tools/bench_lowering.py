@@ -174,8 +174,8 @@ def uniform(case: Case, precision: str, widths: Mapping[str, float] | None = Non
 
 def score_all(case: Case, entries: list[Entry]) -> None:
     reference = {"validation": None, "test": None}
-    fp32 = next(e for e in entries if e.label == "FP32")
     if case.test[1] is None:  # fidelity: the FP32 outputs are the reference
+        fp32 = next(e for e in entries if e.label == "FP32")
         reference = {s: outputs(case.target.load(fp32.artifact), getattr(case, s)[0]) for s in ("validation", "test")}
     for e in entries:
         console.print(f"  scoring {e.label}")

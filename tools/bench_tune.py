@@ -1,0 +1,194 @@
+"""What tuning buys: minilm-tweets tuned elastically (`simq tune`), then compiled, against the same
+sub-networks without tuning and against the best off-the-shelf recipe. Writes docs/TUNE.md and
+docs/img/tune_minilm.png.
+
+1. `simq tune zoo:minilm-tweets` (timed; the train split only).
+2. One table, every model timed in the same run (interleaved, per-round paired ratios, bootstrap
+   95 % intervals): the original FP32 model, ORT's fused + dynamic INT8 of it (the bar), the tuned
+   full model alone and with ORT's recipe (what tuning alone buys), and a grid of uniform
+   sub-networks (heads x FFN widths, INT8 everywhere; INT4 weights for size) built by SimQ from the
+   original (importance order + least-squares refit) and from the tuned model (first-k). Accuracy
+   is paired against the original FP32 model, on validation (where a choice is made) and test.
+3. `simq compile` on the tuned model (the zoo's splits as CSV), whose front is plotted with the
+   grid.
+
+Usage: python tools/bench_tune.py [--epochs N] [--budget N] [--rounds N] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import cpu_name, table  # noqa: E402
+from bench_lowering import Case, Entry, fmt_delta, fmt_ratio, paired, score_all, simq_entry, time_all, uniform  # noqa: E402
+from bench_own_data import write_csvs  # noqa: E402
+
+from simq.data import DataOptions  # noqa: E402
+from simq.search import JobSpec, prepare_job  # noqa: E402
+from simq.zoo import Zoo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BAR = "ORT fused + dynamic INT8"
+GRID = [(h, f) for h in (1.0, 0.75, 0.5) for f in (1.0, 0.75, 0.5, 0.25)]
+
+
+def case_of(name: str, spec: JobSpec, zoo: Zoo | None) -> tuple[Case, object]:
+    """A benchmark case (and its compile job, for its baselines) prepared as simq compile would."""
+    prepared = prepare_job(spec, zoo)
+    job, examples = prepared.job, prepared.examples
+    validation, test = examples.role("validation"), examples.role("test")
+    return Case(name, job.target, job.model, job.structure, job.pipeline, list(job.pipeline.calibration_batches), job.feed,
+                (validation.inputs, validation.labels), (test.inputs, test.labels)), job  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--tune-minutes", type=float, default=28)
+    parser.add_argument("--budget", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "tune")
+    args = parser.parse_args()
+    zoo = Zoo()
+    simq = str(Path(sys.executable).with_name("simq"))
+    tuned_dir = args.work / "tuned"
+    tune_cmd = ["simq", "tune", "zoo:minilm-tweets", "--out", str(tuned_dir), "--epochs", str(args.epochs), "--time-limit", f"{args.tune_minutes:g}"]
+    timing = args.work / "tune-minutes.json"
+    if not (tuned_dir / "tune.json").is_file():
+        resume = ["--resume"] if (tuned_dir / "checkpoint.pt").is_file() else []
+        start = time.perf_counter()
+        subprocess.run([simq, *tune_cmd[1:], *resume], check=True)
+        timing.write_text(json.dumps({"minutes": (time.perf_counter() - start) / 60}))
+    tune_minutes = json.loads(timing.read_text())["minutes"] if timing.is_file() else float("nan")
+    record = json.loads((tuned_dir / "tune.json").read_text())
+    csv_dir = args.work / "csv"
+    write_csvs(zoo, csv_dir)
+
+    work = args.work / "artifacts"
+    work.mkdir(parents=True, exist_ok=True)
+    original, original_job = case_of("original", JobSpec(model="zoo:minilm-tweets"), zoo)
+    tuned, tuned_job = case_of("tuned", JobSpec(model=str(tuned_dir), data=DataOptions(csv_dir, max_length=64)), None)
+    entries = [Entry("original FP32", original.target.lower(original.model, work / "original"))]
+    entries.append(Entry(f"original: {BAR}", original_job.baselines[BAR](work / "bar")))
+    entries.append(Entry("tuned FP32 (no pruning)", tuned.target.lower(tuned.model, work / "tuned")))
+    entries.append(Entry(f"tuned: {BAR} (what tuning alone buys)", tuned_job.baselines[BAR](work / "tuned-bar")))
+    for case, label in ((original, "untuned"), (tuned, "tuned")):
+        for heads, ffn in GRID:
+            name = f"SimQ {label}: heads {heads:.0%} FFN {ffn:.0%} + INT8"
+            print(f"building {name}", file=sys.stderr, flush=True)
+            entries.append(simq_entry(case, name, uniform(case, "int8dyn", {"heads": heads, "ffn": ffn}), work))
+        for heads, ffn in ((0.75, 0.75), (0.5, 0.5)):
+            name = f"SimQ {label}: heads {heads:.0%} FFN {ffn:.0%} + INT4 weights"
+            entries.append(simq_entry(case, name, uniform(case, "int4w", {"heads": heads, "ffn": ffn}), work))
+    # Every model scored on the same rows (the CSV splits are the zoo's, in order), against the original.
+    score_all(original, entries)
+    time_all(original, entries, [entries[0].label, entries[1].label], args.rounds)
+    fp32, bar = entries[0], entries[1]
+    for e in entries:
+        e.ratios["FP32"], e.ratios["bar"] = e.ratios[fp32.label], e.ratios[bar.label]
+
+    def best(prefix: str) -> Entry | None:
+        pool = [e for e in entries if e.label.startswith(prefix) and paired(e.validation, fp32.validation)[0] >= -1.0]
+        return min(pool, key=lambda e: e.ratios["FP32"][0]) if pool else None
+
+    chosen = {label: best(f"SimQ {label}") for label in ("untuned", "tuned")}
+    rows = [
+        [e.label + (" **(chosen)**" if e in chosen.values() else ""), fmt_delta(e.validation, fp32.validation), fmt_delta(e.test, fp32.test),
+         fmt_ratio(e.ratios["FP32"]), fmt_ratio(e.ratios["bar"]), f"{e.artifact.size_bytes / fp32.artifact.size_bytes:.3f}"]
+        for e in entries
+    ]  # fmt: skip
+    compile_out = args.work / "compile"
+    compile_cmd = ["simq", "compile", str(tuned_dir), "--data", str(csv_dir), "--max-length", "64", "--budget", str(args.budget),
+                   "--max-accuracy-drop", "1", "--out", str(compile_out)]  # fmt: skip
+    if not (compile_out / "summary.json").is_file():
+        resume = ["--resume"] if (compile_out / "simq.sqlite").is_file() else []
+        subprocess.run([simq, *compile_cmd[1:], *resume], check=True)
+    summary = json.loads((compile_out / "summary.json").read_text())
+    plot(entries, fp32, summary, ROOT / "docs" / "img" / "tune_minilm.png")
+    half = next(e for e in entries if e.label == "SimQ tuned: heads 50% FFN 50% + INT8")
+    half_untuned = next(e for e in entries if e.label == "SimQ untuned: heads 50% FFN 50% + INT8")
+    lines = []
+    for label, e in chosen.items():
+        if e is None:
+            lines.append(f"- {label}: no sub-network within 1 point on validation.")
+            continue
+        d, h = paired(e.test, fp32.test)
+        lines.append(
+            f"- {label}: {e.label}, {e.ratios['FP32'][0]:.3f}x FP32, {1 / e.ratios['bar'][0]:.2f}x faster than the bar "
+            f"(ratio {fmt_ratio(e.ratios['bar'])}), {fp32.artifact.size_bytes / e.artifact.size_bytes:.1f}x smaller than FP32, test {d:+.2f} ± {h:.2f} points."
+        )
+    curves = "\n".join(f"| {c['epoch']} | {c['loss']:.3f} | {c['validation_largest']:.2f} | {c['validation_smallest']:.2f} |" for c in record["curves"])
+    doc = f"""# Tuning: elastic fine-tuning, then compile
+
+Written by `python tools/bench_tune.py --epochs {args.epochs} --budget {args.budget} --rounds {args.rounds}` on {cpu_name()}, 2 threads,
+batch 1, 64 tokens.
+
+## Tuning
+
+`{' '.join(tune_cmd)}`: {record['epochs_done']} epoch(s) in {tune_minutes:.1f} min{' (stopped at the time limit)' if record['stopped_early'] else ''}, on the
+{record['data']['train']} train tweets only (calibration, validation and test checked disjoint by content).
+
+| epoch | loss | validation % (largest) | validation % (smallest: {record['options']['min_width']:.0%} of every width) |
+|---|---|---|---|
+{curves}
+
+## Sub-networks with and without tuning (same run)
+
+Accuracy change against the original FP32 model in points (paired 95 % interval; validation 512
+tweets, test 2040). Latency: ratios to the original FP32 model and to {BAR} of the original
+(the bar), {args.rounds} interleaved rounds, bootstrap 95 % intervals. "Chosen": fastest within 1
+point of the original on validation.
+
+{table(["model", "Δ validation", "Δ test", "latency × FP32", "latency × the bar", "size × FP32"], rows)}
+
+{chr(10).join(lines)}
+- Heads 50 % + FFN 50 % + INT8: tuned {fmt_delta(half.test, fp32.test)} test points, untuned {fmt_delta(half_untuned.test, fp32.test)}.
+
+## The search on the tuned model
+
+`{' '.join(compile_cmd).replace(str(ROOT) + '/', '')}`: {summary.get('headline') or 'no verdict'}
+
+![fronts with and without tuning](img/tune_minilm.png)
+"""
+    (ROOT / "docs" / "TUNE.md").write_text(doc)
+    print("wrote docs/TUNE.md", file=sys.stderr)
+
+
+def plot(entries: list[Entry], fp32: Entry, summary: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, colour in (("untuned", "tab:gray"), ("tuned", "tab:blue")):
+        points = [(e.ratios["FP32"][0], -paired(e.test, fp32.test)[0]) for e in entries if e.label.startswith(f"SimQ {label}")]
+        ax.scatter(*zip(*points), c=colour, s=25, label=f"SimQ sub-networks, {label} (test)")
+    original = next((r for r in summary["rows"] if r["config"] == "original (before tuning)"), None)
+    front = [r for r in summary["rows"] if r["kind"] == "candidate" and r["accuracy"] is not None]
+    if front and original is not None:  # the run's ratios are to the tuned FP32 model, the same architecture
+        ax.scatter([r["latency_ratio"] for r in front], [original["accuracy"] - r["accuracy"] for r in front], marker="x", c="tab:green", s=40,
+                   label="simq compile on the tuned model (test)")  # fmt: skip
+    for e, marker in ((entries[1], "s"), (entries[3], "^")):
+        ax.scatter([e.ratios["FP32"][0]], [-paired(e.test, fp32.test)[0]], marker=marker, c="tab:red", s=60, label=e.label)
+    ax.scatter([1.0], [0.0], marker="*", c="black", s=120, label="original FP32")
+    ax.axhline(1.0, ls="--", c="0.4", lw=0.8)
+    ax.set_xlabel("latency × original FP32 (same run)")
+    ax.set_ylabel("points below the original FP32 (test)")
+    ax.set_ylim(-3, 8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
