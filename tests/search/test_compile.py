@@ -84,7 +84,7 @@ def test_resume_after_completion_repeats_nothing_and_extends_the_budget(zoo, com
             for (p,) in db.execute("SELECT predicted FROM candidates WHERE kind = 'candidate' ORDER BY id")
         ]
     # LINAS's third generation came from its predictors, and they are kept beside the measurements.
-    assert set(predicted[-1]) == {"accuracy", "latency_ratio", "size_ratio"} and not predicted[0]
+    assert set(predicted[-1]) == {"accuracy", "latency", "size"} and not predicted[0]
 
 
 _COUNTING_EVALUATOR = """
@@ -161,8 +161,8 @@ def test_an_evaluator_error_on_one_candidate_is_recorded_not_fatal(zoo, tmp_path
     ("extra", "message"),
     [
         (["--objectives", "accuracy,speed"], "unknown objective 'speed'"),
-        (["--budget", "0"], "--budget must be at least 1"),
-        (["--time-limit", "0"], "--time-limit must be positive"),
+        (["--budget", "0"], "--budget: the budget must be at least 1"),
+        (["--time-limit", "0"], "--time-limit: a time limit must be positive"),
         (["--evaluator", "user_eval:broken"], "FP32 model cannot be evaluated"),
         (["--evaluator", "no_such_module:f"], "cannot import evaluator module"),
     ],
@@ -227,3 +227,34 @@ def test_the_reference_is_its_own_unit_of_latency(compiled):
     # Timed against itself it drifts (a 0.05 ms model read 1.44); it is 1 by definition.
     assert reference.metrics["latency_ratio"] == 1.0 and reference.metrics["latency_ms"] > 0
     assert reference.final["latency_ratio"] == 1.0
+
+
+def test_an_objective_is_one_table_entry(zoo, tmp_path):
+    """A toy objective (how many files the runtime loads) added through the table alone."""
+    from simq.search import OBJECTIVES, CompileOptions, JobSpec, Objective, compile_model, prepare_job
+
+    files = Objective("files", "files loaded", lambda record, refs, final: record.metrics.get("files"), measure=lambda artifact: len(artifact.files), hv_bound=5)
+    options = CompileOptions(objectives=("accuracy", "files"), budget=3, population=2, objective_table={**OBJECTIVES, "files": files})
+    job = prepare_job(JobSpec(model=MODEL, baselines=False, cache_dir=zoo.cache_dir), zoo).job
+    result = compile_model(job, options, tmp_path / "out")
+    assert all(r.metrics["files"] == 1 for r in [result.reference, *result.pareto])
+    assert "files loaded" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_the_published_front_is_bounded_and_never_slower_than_fp32(zoo, tmp_path):
+    out = tmp_path / "out"
+    assert main(_args(zoo, out, "--budget", "6", "--final-models", "2", "--no-baselines")) == 0
+    manifests = [json.loads(p.read_text()) for p in (out / "pareto").glob("*/manifest.json")]
+    assert 1 <= len(manifests) <= 2
+    assert all(m["metrics"].get("latency_ratio", 1.0) <= 1.0 for m in manifests)
+    assert all(m["final"]["rounds"] >= 10 for m in manifests if m["kind"] == "candidate")
+
+
+def test_without_a_terminal_each_phase_and_candidate_is_one_plain_line(zoo, tmp_path, capsys):
+    assert main(_args(zoo, tmp_path / "out", "--budget", "3", "--no-baselines")) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("[")]
+    assert any("validating candidates (3)" in line for line in lines)
+    assert sum(" #" in line and "/3)" in line and "latency" in line for line in lines) == 3
+    assert any("final pass" in line and line.endswith("done") for line in lines)
+    assert "━" not in err  # no progress bars in a log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from simq.passes import Pipeline
 from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
+    References,
     CompileOptions,
     Job,
     JobSpec,
@@ -26,6 +28,8 @@ from simq.search import (
     compile_model,
     describe,
     headline,
+    make_out,
+    metric,
     prepare_job,
     train_cost_model,
 )
@@ -61,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--population", type=int, default=10, help="candidates validated per generation (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--max-accuracy-drop", type=float, help="keep only candidates at most this many points below FP32"
-    )
+        "--max-accuracy-drop", type=_drop, default=1.0,
+        help="keep only candidates at most this many points of the score below FP32 (default 1; 'none': no limit)",
+    )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this fast")
     parser.add_argument(
         "--evaluator", metavar="MODULE:FUNCTION",
@@ -90,6 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--time-limit", type=float, metavar="MINUTES",
         help="start no new candidate after this many minutes (per invocation); the Pareto set of what was validated is then written as usual",
     )  # fmt: skip
+    parser.add_argument("--final-models", type=int, default=8, help="models of the front to publish (re-time, re-score; default 8)")
+    parser.add_argument("--keep-slower", action="store_true", help="also publish models slower than FP32 (kept for their size)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
@@ -101,14 +108,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=functools.partial(run, parser=parser))
 
 
+def _drop(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+# The library speaks of options; the CLI names its flags: a library message that names an option
+# is shown with the flag the user typed.
+_FLAGS = {
+    "the budget": "--budget", "a population": "--population", "the accepted accuracy drop": "--max-accuracy-drop",
+    "a latency bound": "--max-latency-ms", "a time limit": "--time-limit", "at least one model of the front": "--final-models",
+}  # fmt: skip
+
+
 def _options(args: argparse.Namespace) -> CompileOptions:
     options = CompileOptions(
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         budget=args.budget, algorithm=args.algorithm, population=args.population, seed=args.seed,
         max_accuracy_drop=args.max_accuracy_drop, max_latency_ms=args.max_latency_ms, latency=args.latency,
-        time_limit=args.time_limit * 60 if args.time_limit is not None else None,
+        time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
+        keep_slower=args.keep_slower,
     )  # fmt: skip
-    options.check()
+    try:
+        options.check()
+    except InvalidArgumentError as e:
+        message = str(e)
+        flag = next((f for phrase, f in _FLAGS.items() if message.lower().startswith(phrase)), None)
+        raise InvalidArgumentError(f"{flag}: {message}" if flag else message) from None
     if args.threads < 1:
         raise InvalidArgumentError("--threads must be at least 1.")
     if args.no_prune and args.no_quantize:
@@ -132,10 +157,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with console.status("preparing") as status:
         prepared = prepare_job(spec, zoo_for(args), status=status.update)
     console.print(prepared.describe())
-    args.out.mkdir(parents=True, exist_ok=True)
+    make_out(args.out)
     write_recipe(parser, args, args.out / "recipe.yaml")
     job = prepared.job
-    with _progress(console) as progress:
+    with _progress(console, job.pipeline.knobs) as progress:
         if options.latency == "predicted":
             job.cost_model = _cost_model(args, job, job.target, progress)
         result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
@@ -153,31 +178,53 @@ def _cost_model(args, job: Job, target, progress) -> CostModel:
 
 
 class _progress:
-    """A progress bar per phase, called as ``progress(phase, done, total)``."""
+    """A progress bar per phase on a terminal; elsewhere (CI logs, pipes) one plain line per phase
+    and per candidate, with the elapsed time. Called as ``progress(phase, done, total, detail)``."""
 
-    def __init__(self, console: Console) -> None:
-        self.bar = Progress(
+    _LABELS = {
+        "search": "validating candidates",
+        "final": "final pass: lowering, timing, scoring",
+        "cost model": "measuring the cost model's samples",
+    }
+
+    def __init__(self, console: Console, knobs, reference_size: float | None = None) -> None:
+        self.console, self.knobs = console, knobs
+        self.plain = not console.is_terminal
+        self.start = time.monotonic()
+        self.tasks: dict[str, int] = {}
+        self.bar = None if self.plain else Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
         )  # fmt: skip
-        self.tasks: dict[str, int] = {}
 
     def __enter__(self):
-        self.bar.__enter__()
+        if self.bar is not None:
+            self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        return self.bar.__exit__(*exc) if self.bar is not None else None
 
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        labels = {
-            "search": "validating candidates",
-            "final": "Pareto set: lowering, timing, scoring",
-            "cost model": "measuring the cost model's samples",
-        }
+    def __call__(self, phase: str, done: int, total: int, detail=None) -> None:
+        if not self.plain:
+            if phase not in self.tasks:
+                self.tasks[phase] = self.bar.add_task(self._LABELS.get(phase, phase), total=total)
+            self.bar.update(self.tasks[phase], completed=done, total=total)
+            return
+        elapsed = f"[{(time.monotonic() - self.start) / 60:5.1f} min]"
         if phase not in self.tasks:
-            self.tasks[phase] = self.bar.add_task(labels.get(phase, phase), total=total)
-        self.bar.update(self.tasks[phase], completed=done, total=total)
+            self.tasks[phase] = 0
+            print(f"{elapsed} {self._LABELS.get(phase, phase)} ({total})", file=self.console.file, flush=True)
+        if phase == "search" and detail is not None:
+            m = detail.metrics
+            score = f"{m['accuracy']:.2f}" if "accuracy" in m else "-"
+            ratio = f"{m['latency_ratio']:.3f}x" if "latency_ratio" in m else f"{m.get('latency_ms', float('nan')):.2f} ms"
+            size = f"{m['size_bytes'] / 1e6:.1f} MB" if "size_bytes" in m else "-"
+            status = f"failed: {detail.error}" if detail.error else f"score {score} · latency {ratio} · {size}"
+            print(f"{elapsed} #{detail.id} ({done}/{total}) {describe(detail.config, self.knobs)} · {status} · {detail.seconds:.1f} s",
+                  file=self.console.file, flush=True)  # fmt: skip
+        elif phase != "search" and done == total:
+            print(f"{elapsed} {self._LABELS.get(phase, phase)} done", file=self.console.file, flush=True)
 
 
 def _summary(
@@ -193,14 +240,13 @@ def _summary(
         + [(r, None) for r in result.pareto if r.kind != "reference"]
     )
     reference_size = result.reference.metrics["size_bytes"]
+    references = References(result.reference, result.reference)
     for record, label in rows:
-        m, f = record.metrics, record.final
-        accuracy = f.get("accuracy", m.get("accuracy"))
+        accuracy, ms = metric(record, "accuracy"), metric(record, "latency_ms")
+        ratio = OBJECTIVES["latency"].value(record, references, final=True)
         table.add_row(
-            str(record.id), "" if accuracy is None else f"{accuracy:.2f}",
-            f"{f.get('latency_ms', m.get('latency_ms', float('nan'))):.2f}",
-            f"{f.get('latency_ratio', m.get('latency_ratio', m['latency_ms'] / result.reference.metrics['latency_ms'])):.2f}",
-            f"{m['size_bytes'] / 1e6:.1f} ({m['size_bytes'] / reference_size:.2f}x)",
+            str(record.id), "" if accuracy is None else f"{accuracy:.2f}", "" if ms is None else f"{ms:.2f}",
+            "" if ratio is None else f"{ratio:.2f}", f"{record.metrics['size_bytes'] / 1e6:.1f} ({record.metrics['size_bytes'] / reference_size:.2f}x)",
             label or describe(record.config, pipeline.knobs),
         )  # fmt: skip
     out.print(table)

@@ -1,9 +1,11 @@
 """The search driver: the space, the algorithms (random, NSGA-II, LINAS), the result store,
 Pareto extraction and the report; `compile_model` puts them together."""
 
-from simq.search._algorithms import ALGORITHMS, Goal
+from simq.search._algorithms import ALGORITHMS, Algorithm, Goal
 from simq.search._baselines import cached_baselines
-from simq.search._compile import OBJECTIVES, CompileOptions, CompileResult, Job, check_out, compile_model, minimised
+from simq.search._compile import CompileOptions, CompileResult, Job, Progress, check_out, compile_model, make_out
+from simq.search._evaluate import Evaluation, Executor, InProcessExecutor
+from simq.search._objectives import OBJECTIVES, Objective, References, metric
 from simq.search._job import JobSpec, PreparedJob, ZooLike, check_spec, examples_for, prepare_job
 from simq.search._costmodel import train_cost_model
 from simq.search._pareto import hypervolume, pareto_front
@@ -13,14 +15,21 @@ from simq.search._store import Record, Store, config_key
 
 __all__ = [
     "ALGORITHMS",
+    "Algorithm",
     "OBJECTIVES",
     "SUMMARY_FILE",
     "CompileOptions",
     "CompileResult",
+    "Evaluation",
+    "Executor",
     "Goal",
+    "InProcessExecutor",
     "Job",
     "JobSpec",
+    "Objective",
     "PreparedJob",
+    "Progress",
+    "References",
     "Record",
     "SearchSpace",
     "Store",
@@ -35,7 +44,8 @@ __all__ = [
     "headline",
     "hypervolume",
     "hypervolume_curve",
-    "minimised",
+    "make_out",
+    "metric",
     "pareto_front",
     "prepare_job",
     "train_cost_model",

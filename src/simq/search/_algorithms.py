@@ -9,7 +9,9 @@ on this to replay what it already evaluated.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -23,7 +25,7 @@ from pymoo.problems.static import StaticProblem
 
 from simq.search._space import SearchSpace
 
-__all__ = ["ALGORITHMS", "Goal", "Linas", "Nsga2", "RandomSearch", "make_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "Goal", "Linas", "Nsga2", "RandomSearch", "make_algorithm"]
 
 #: The value told for a candidate whose evaluation failed: worse than anything real.
 FAILED = 1e9
@@ -75,6 +77,7 @@ class RandomSearch:
 
     def __init__(self, space: SearchSpace, goal: Goal, batch: int, seed: int) -> None:
         self.space, self.batch, self.rng = space, batch, np.random.default_rng(seed)
+        self.predictions: dict[str, dict[str, float]] = {}
 
     def ask(self) -> np.ndarray:
         return self.space.sample(self.rng, self.batch)
@@ -91,6 +94,7 @@ class Nsga2:
         self.algorithm = _nsga2(space, batch, seed)
         self.algorithm.setup(self.problem, seed=seed, termination=("n_gen", 10**9))
         self._asked = None
+        self.predictions: dict[str, dict[str, float]] = {}
 
     def ask(self) -> np.ndarray:
         self._asked = self.algorithm.ask()
@@ -204,8 +208,25 @@ class _Constant:
         return np.full(len(x), self.value)
 
 
-ALGORITHMS = {"random": RandomSearch, "nsga2": Nsga2, "linas": Linas}
+@runtime_checkable
+class Algorithm(Protocol):
+    """A search algorithm: it asks for a batch of encoded candidates and is told their metrics
+    (minimisation form, in the order of `Goal.metrics`).
+
+    Attributes:
+        predictions: What it predicted for the candidates of its last ask, by config key
+            (minimisation form); empty for algorithms that do not predict.
+    """
+
+    predictions: Mapping[str, Mapping[str, float]]
+
+    def ask(self) -> np.ndarray: ...
+
+    def tell(self, x: np.ndarray, m: np.ndarray) -> None: ...
 
 
-def make_algorithm(name: str, space: SearchSpace, goal: Goal, batch: int, seed: int):
+ALGORITHMS: Mapping[str, Callable[..., Algorithm]] = {"random": RandomSearch, "nsga2": Nsga2, "linas": Linas}
+
+
+def make_algorithm(name: str, space: SearchSpace, goal: Goal, batch: int, seed: int) -> Algorithm:
     return ALGORITHMS[name](space, goal, batch, seed)

@@ -1,22 +1,20 @@
 """`compile`: search a pipeline's space for one target and emit the Pareto-optimal artifacts.
 
 Order of work: the FP32 reference and the off-the-shelf baselines are evaluated once; the
-search algorithm then asks for candidates, each built, lowered, evaluated, measured and
-committed to the store as it finishes; finally the Pareto set is lowered into ``pareto/``,
-re-measured in one interleaved pass with the reference and the baselines, scored on the final
-split, and written up (``pareto.csv``, ``report.html``).
+search algorithm then asks for candidates, each built, lowered, scored, timed (by an
+`Executor`, in this process by default) and committed to the store as it finishes; finally the
+feasible front is published (`simq.search._final`) and written up (``pareto.csv``,
+``report.html``, ``summary.json``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import shutil
-import statistics
-import tempfile
 import time
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -25,24 +23,22 @@ import onnx_ir as ir
 
 from simq.errors import InvalidArgumentError, OutputError, SimqError
 from simq.eval import Evaluator
-from simq.ir import Structure, analyze
+from simq.ir import Structure
 from simq.passes import Pipeline, defaults
 from simq.search._algorithms import ALGORITHMS, FAILED, Goal, make_algorithm
-from simq.search._pareto import pareto_front
+from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator
+from simq.search._final import publish, select_front
+from simq.search._objectives import OBJECTIVES, Objective, References
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
-from simq.targets import Artifact, CostModel, Target, compare, features, interleave, lowering_summary
+from simq.targets import Artifact, CostModel, Target
 
-__all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "check_out", "compile_model"]
+__all__ = ["OBJECTIVES", "CompileOptions", "CompileResult", "Job", "Progress", "check_out", "compile_model", "make_out"]
 
-#: Objectives a user may ask for, and the metric each minimises.
-OBJECTIVES = {"accuracy": "accuracy", "latency": "latency_ratio", "size": "size_ratio"}
-
-Progress = Callable[[str, int, int], None]
-
-#: Passes over the Pareto set and baselines in the final timing (median of their ratios).
-FINAL_PASSES = 3
+#: ``progress(phase, done, total, detail)``: phases ``"search"``, ``"final"``, ``"cost model"``;
+#: `detail` is the record just committed (search) or what was done (final), else None.
+Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -50,15 +46,19 @@ class CompileOptions:
     """How to search.
 
     Attributes:
-        objectives: Two or three of ``accuracy``, ``latency``, ``size``.
+        objectives: Two or three names of `objective_table` (``accuracy``, ``latency``, ``size``).
         budget: Candidates to validate (build, evaluate, measure), besides reference and baselines.
         algorithm: ``linas`` (default), ``nsga2`` or ``random``.
         population: Candidates validated per batch (generation).
-        max_accuracy_drop: At most this many points below the reference's score.
+        max_accuracy_drop: At most this many points of the score's scale below the accuracy
+            reference (1 by default; None: unbounded).
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
         time_limit: Seconds after which no new candidate is started (this invocation; a resumed
-            run gets its own). The Pareto set of what was validated is then written as usual.
+            run gets its own). The front of what was validated is then published as usual.
+        final_models: At most this many models of the front are published (re-timed, re-scored).
+        keep_slower: Publish models slower than FP32 too (kept for their size).
+        objective_table: The objectives by name (`OBJECTIVES`; extend a copy to add one).
     """
 
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
@@ -66,37 +66,44 @@ class CompileOptions:
     algorithm: str = "linas"
     population: int = 10
     seed: int = 0
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = 1.0
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
     time_limit: float | None = None
+    final_models: int = 8
+    keep_slower: bool = False
+    objective_table: Mapping[str, Objective] = field(default_factory=lambda: OBJECTIVES, compare=False)
 
     def check(self) -> None:
-        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        """Raises `InvalidArgumentError`, in the domain's words, for options that cannot work."""
+        unknown = [o for o in self.objectives if o not in self.objective_table]
         if unknown:
-            raise InvalidArgumentError(
-                f"unknown objective {unknown[0]!r}; choose two or three of {', '.join(OBJECTIVES)}."
-            )
+            raise InvalidArgumentError(f"unknown objective {unknown[0]!r}; choose two or three of {', '.join(self.objective_table)}.")
         if len(set(self.objectives)) != len(self.objectives) or not 2 <= len(self.objectives) <= 3:
             raise InvalidArgumentError("give two or three different objectives, e.g. accuracy,latency,size.")
         if self.budget < 1:
-            raise InvalidArgumentError(f"--budget must be at least 1 (got {self.budget}).")
+            raise InvalidArgumentError(f"the budget must be at least 1 candidate (got {self.budget}).")
         if self.population < 2:
-            raise InvalidArgumentError(f"--population must be at least 2 (got {self.population}).")
+            raise InvalidArgumentError(f"a population must hold at least 2 candidates (got {self.population}).")
+        if self.final_models < 1:
+            raise InvalidArgumentError("at least one model of the front must be published.")
         if self.algorithm not in ALGORITHMS:
             raise InvalidArgumentError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
-            raise InvalidArgumentError("--max-accuracy-drop cannot be negative.")
+            raise InvalidArgumentError("the accepted accuracy drop cannot be negative.")
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
-            raise InvalidArgumentError("--max-latency-ms must be positive.")
+            raise InvalidArgumentError("a latency bound must be positive.")
         if self.time_limit is not None and self.time_limit <= 0:
-            raise InvalidArgumentError("--time-limit must be positive.")
+            raise InvalidArgumentError("a time limit must be positive.")
         if self.latency not in ("measured", "predicted"):
             raise InvalidArgumentError("latency is 'measured' or 'predicted'.")
 
+    def chosen_objectives(self) -> list[Objective]:
+        return [self.objective_table[name] for name in self.objectives]
+
     @property
     def needs_accuracy(self) -> bool:
-        return "accuracy" in self.objectives or self.max_accuracy_drop is not None
+        return any(o.needs_evaluator for o in self.chosen_objectives()) or self.max_accuracy_drop is not None
 
 
 @dataclass
@@ -149,17 +156,14 @@ class CompileResult:
     stopped_early: str | None = None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
-
-
 class _Compiler:
-    def __init__(self, job: Job, options: CompileOptions, out: Path, resume: bool, progress: Progress | None) -> None:
-        self.job, self.options, self.out, self.progress = job, options, out, progress or (lambda *_: None)
+    def __init__(self, job: Job, options: CompileOptions, out: Path, resume: bool, progress: Progress | None, executor: Executor | None) -> None:
+        self.job, self.options, self.out = job, options, out
+        self.progress = progress or (lambda *_: None)
+        self.executor = executor or InProcessExecutor()
         self.fingerprint = job.target.fingerprint().key()
         if options.needs_accuracy and job.evaluator is None:
-            raise InvalidArgumentError("the accuracy objective or --max-accuracy-drop needs an evaluator.")
+            raise InvalidArgumentError("the accuracy objective or an accuracy limit needs an evaluator.")
         if options.latency == "predicted" and job.cost_model is None:
             raise InvalidArgumentError("predicted latency needs a cost model for the target.")
         self.work = out / "work"
@@ -167,8 +171,7 @@ class _Compiler:
         self.store = Store(out / Store.FILENAME)
         self.store.bind(self._settings(), resume)
         self.space = SearchSpace(job.pipeline)
-        self._reference_runner = None
-        self._reference_ms: list[float] = []
+        self.evaluator = ModelEvaluator(job, options, self.work, self.store, self.fingerprint)
 
     def _settings(self) -> dict:
         o = self.options
@@ -178,101 +181,41 @@ class _Compiler:
             "target": self.fingerprint,
             "knobs": [k.name for k in self.job.pipeline.knobs],
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
-            **{k: v for k, v in asdict(o).items() if k not in ("budget", "time_limit")},
+            # What changes the candidates a run evaluates; not how long it runs or what it publishes.
+            **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in ("budget", "time_limit", "final_models", "keep_slower", "objective_table")},
         }
 
-    # evaluating one model
-
-    def _candidate(self, config: Mapping[str, Hashable]) -> Callable[[Path], Artifact]:
-        return lambda workdir: self.job.target.lower(self.job.pipeline.build(config), workdir)
-
-    def _reference(self, workdir: Path) -> Artifact:
-        return self.job.target.lower(self.job.model, workdir)
-
-    def evaluate(
-        self,
-        build: Callable[[Path], Artifact],
-        config: Mapping[str, Hashable],
-        kind: str,
-        predicted: Mapping[str, float] | None = None,
-    ) -> Record:
-        """The stored record of `config`, or build its artifact, score and time it, and commit it now."""
-        found = self.store.find(config)
-        if found is not None:
-            return found
-        start = time.perf_counter()
-        metrics: dict[str, float] = {}
-        digest = error = None
-        try:
-            with tempfile.TemporaryDirectory(dir=self.work) as tmp:
-                artifact = build(Path(tmp))
-                digest = artifact.digest()
-                metrics["size_bytes"] = float(artifact.size_bytes)
-                if self.options.needs_accuracy:
-                    metrics["accuracy"] = self.job.evaluator.evaluate(self.job.target.load(artifact), artifact)
-                metrics.update(self._latency(config, kind, artifact, digest))
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # one candidate's failure (e.g. in a user evaluator) is recorded, not fatal
-            error = _first_line(e)
-            if kind == "reference":
-                raise (
-                    e if isinstance(e, SimqError) else SimqError(f"the FP32 model cannot be evaluated: {error}")
-                ) from e
+    def _commit(self, config: Mapping[str, Hashable], kind: str, evaluation: Evaluation, predicted=None) -> Record:
         return self.store.add(
-            config, kind=kind, metrics=metrics, fingerprint=self.fingerprint, seconds=time.perf_counter() - start,
-            predicted=predicted, model_hash=digest, error=error,
+            config, kind=kind, metrics=evaluation.metrics, fingerprint=self.fingerprint, seconds=evaluation.seconds,
+            predicted=predicted, model_hash=evaluation.digest, error=evaluation.error,
         )  # fmt: skip
 
-    def _features_model(self, config: Mapping[str, Hashable], kind: str, artifact: Artifact) -> ir.Model:
-        """The model the cost model reads: the candidate before the target's fusions (their
-        contrib ops hide shapes from ONNX inference), the reference, or a baseline's ONNX."""
-        if kind == "candidate":
-            return self.job.pipeline.build(config, lower=False)
-        if kind == "reference":
-            return self.job.model
-        if artifact.onnx.suffix != ".onnx":
-            raise SimqError(f"{config.get('baseline')} has no ONNX model for the cost model to read.")
-        return ir.load(artifact.onnx)
-
-    def _latency(self, config: Mapping[str, Hashable], kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
-        if self.options.latency == "predicted":
-            model = self._features_model(config, kind, artifact)
-            ms = self.job.cost_model.predict(features(model, analyze(model, dict(self.job.structure.signature)))).latency_ms
-            return {"latency_ms": ms}
-        cached = self.store.measurement(digest, self.fingerprint)
-        if cached is None:
-            if self._reference_runner is None:
-                self._reference_runner = self.job.target.runner(self._reference(self.work / "reference"), self.job.feed)
-            ratio, reference_ms = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
-            if kind == "reference":
-                # 1 by definition; timed against itself, a 0.05 ms model came out at 1.44 and was
-                # then dominated by candidates slower than it.
-                ratio = 1.0
-            self._reference_ms.append(reference_ms)
-            cached = (ratio, ratio * statistics.median(self._reference_ms))
-            self.store.add_measurement(digest, self.fingerprint, *cached)
-        return {"latency_ratio": cached[0], "latency_ms": cached[1]}
+    def _once(self, build: Callable[[Path], Artifact], config: Mapping[str, Hashable], kind: str) -> Record:
+        """The stored record of `config`, or evaluate and commit it now (reference, baselines)."""
+        found = self.store.find(config)
+        return found if found is not None else self._commit(config, kind, self.evaluator.evaluate(build, config, kind))
 
     # the search
 
     def run(self) -> CompileResult:
         o = self.options
         deadline = time.monotonic() + o.time_limit if o.time_limit is not None else None
-        reference = self.evaluate(self._reference, defaults(self.job.pipeline.knobs), "reference")
+        reference = self._once(self.evaluator.reference_artifact, defaults(self.job.pipeline.knobs), "reference")
         for name, build in self.job.baselines.items():
-            self.evaluate(build, {"baseline": name}, "baseline")
-        goal = self._goal(self._accuracy_reference(reference))
+            self._once(build, {"baseline": name}, "baseline")
+        references = References(reference, self._accuracy_reference(reference))
+        goal = self._goal(references)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
         seen: set[str] = {config_key(reference.config)}
         validated, stalled, stopped_early = 0, 0, None
-        self.progress("search", 0, o.budget)
+        self.progress("search", 0, o.budget, None)
         while validated < o.budget and stalled < 50 and stopped_early is None:
             asked = algorithm.ask()
-            xs, ms = [], []
-            new = 0
+            batch: list[tuple[np.ndarray, dict[str, Hashable]]] = []
+            fresh: list[str] = []  # keys this run has not asked for before
             for x in asked:
-                if validated >= o.budget:
+                if validated + len(fresh) >= o.budget:
                     break
                 config = self.space.decode(x)
                 key = config_key(config)
@@ -281,18 +224,35 @@ class _Compiler:
                     break
                 if key not in seen:
                     seen.add(key)
-                    validated += 1
-                    new += 1
-                kind = "candidate" if key != config_key(reference.config) else "reference"
-                predicted = _readable(getattr(algorithm, "predictions", {}).get(key))
-                record = self.evaluate(self._candidate(config), config, kind, predicted)
-                xs.append(x)
-                ms.append(self._metric_vector(record, reference, goal))
-                self.progress("search", validated, o.budget)
-            stalled = 0 if new else stalled + 1
-            if xs:
-                algorithm.tell(np.array(xs), np.array(ms))
-        return self._finish(reference, goal, stopped_early)
+                    fresh.append(key)
+                batch.append((x, config))
+            records = self._evaluate_batch(batch, algorithm, reference)
+            for record in {config_key(r.config): r for r in records if config_key(r.config) in fresh}.values():
+                validated += 1
+                self.progress("search", validated, o.budget, record)
+            stalled = 0 if fresh else stalled + 1
+            if batch:
+                algorithm.tell(np.array([x for x, _ in batch]), np.array([self._metric_vector(r, references, goal) for r in records]))
+        return self._finish(references, goal, stopped_early)
+
+    def _evaluate_batch(self, batch, algorithm, reference: Record) -> list[Record]:
+        """Records of the batch's configs, in its order: stored ones as they are, the others
+        evaluated by the executor and committed as each arrives."""
+        reference_key = config_key(reference.config)
+        records: dict[str, Record] = {}
+        todo = []
+        for _, config in batch:
+            key = config_key(config)
+            found = self.store.find(config)
+            if found is not None:
+                records[key] = found
+            elif key not in {config_key(c) for c in todo}:
+                todo.append(config)
+        for config, evaluation in self.executor.map(lambda c: self.evaluator.evaluate(self.evaluator.candidate_artifact(c), c, "candidate"), todo):
+            key = config_key(config)
+            kind = "candidate" if key != reference_key else "reference"
+            records[key] = self._commit(config, kind, evaluation, _readable(algorithm.predictions.get(key)))
+        return [records[config_key(c)] for _, c in batch]
 
     def _accuracy_reference(self, reference: Record) -> Record:
         """The record accuracy drops are measured from: the model before tuning, if there is one."""
@@ -303,150 +263,47 @@ class _Compiler:
             raise SimqError(f"the {self.job.accuracy_reference} model cannot be scored, so accuracy drops have no reference.")
         return found
 
-    def _goal(self, reference: Record) -> Goal:
+    def _goal(self, references: References) -> Goal:
         o = self.options
-        metrics = [OBJECTIVES[name] for name in o.objectives]
+        metrics = list(o.objectives)
         limits: dict[int, float] = {}
         if o.max_accuracy_drop is not None:
             if "accuracy" not in metrics:
                 metrics.append("accuracy")
-            limits[metrics.index("accuracy")] = -(reference.metrics["accuracy"] - o.max_accuracy_drop)
+            limits[metrics.index("accuracy")] = o.max_accuracy_drop
         if o.max_latency_ms is not None:
-            if "latency_ratio" not in metrics:
-                metrics.append("latency_ratio")
-            limits[metrics.index("latency_ratio")] = o.max_latency_ms / reference.metrics["latency_ms"]
+            if "latency" not in metrics:
+                metrics.append("latency")
+            limits[metrics.index("latency")] = o.max_latency_ms / references.fp32.metrics["latency_ms"]
         return Goal(tuple(metrics), tuple(range(len(o.objectives))), limits)
 
-    def _metric_vector(self, record: Record, reference: Record, goal: Goal) -> np.ndarray:
-        values = minimised(record, reference)
-        return np.array([values.get(name, FAILED) for name in goal.metrics])
+    def _metric_vector(self, record: Record, references: References, goal: Goal) -> np.ndarray:
+        table = self.options.objective_table
+        values = [table[name].value(record, references) for name in goal.metrics]
+        return np.array([FAILED if v is None else v for v in values])
 
-    # the end: Pareto set, re-measurement, artifacts, report
+    # the end: the published front and the report
 
-    def _finish(self, reference: Record, goal: Goal, stopped_early: str | None) -> CompileResult:
+    def _finish(self, references: References, goal: Goal, stopped_early: str | None) -> CompileResult:
+        o = self.options
         candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
-        m = np.array([self._metric_vector(r, reference, goal) for r in candidates])
-        feasible = np.all(goal.constraint_values(m) <= 0, axis=1)
-        front = [candidates[i] for i in pareto_front(goal.objective_values(m), feasible)]
+        objectives = [o.objective_table[name] for name in goal.metrics]
+        front = select_front(candidates, references, goal, objectives, o.final_models, o.keep_slower)
         baselines = [r for r in self.store.records("baseline") if r.status == "ok"]
-        self._remeasure(front, reference, baselines)
+        publish(self, front, references.fp32, baselines, self.progress)
+        self.evaluator.close()
         front = [self.store.get(r.id) for r in front]
         baselines = [self.store.get(r.id) for r in baselines]
-        reference = self.store.get(reference.id)
-        report = write_report(self.out, self.store, self.options, self.job, reference, baselines, front, goal)
+        reference = self.store.get(references.fp32.id)
+        report = write_report(self.out, self.store, o, self.job, reference, baselines, front, goal)
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
         return CompileResult(self.out, front, reference, baselines, report, evaluated, stopped_early)
 
-    def _remeasure(self, front: list[Record], reference: Record, baselines: list[Record]) -> None:
-        """Lower the Pareto set into ``pareto/``, then time it with the reference and the baselines
-        in one interleaved pass and score everything on the final split."""
-        staging = self.out / "pareto.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        summaries: dict[int, dict] = {}
-
-        def shipped(record_id: int, config: Mapping[str, Hashable]) -> Callable[[Path], Artifact]:
-            def build(folder: Path) -> Artifact:
-                model = self.job.pipeline.build(config)
-                summaries[record_id] = lowering_summary(model)
-                return self.job.target.lower(model, folder)
-
-            return build
-
-        builders: dict[int, Callable[[Path], Artifact]] = {reference.id: self._reference}
-        builders.update({r.id: shipped(r.id, r.config) for r in front if r.id != reference.id})
-        builders.update({r.id: self.job.baselines[r.config["baseline"]] for r in baselines})
-        steps = len(builders) * (2 if self.job.final_evaluator is not None else 1) + 1
-        done = 0
-
-        def step() -> None:
-            nonlocal done
-            done += 1
-            self.progress("final", done, steps)
-
-        self.progress("final", 0, steps)
-        artifacts = {}
-        for record_id, build in builders.items():
-            folder = (
-                staging / str(record_id) if record_id in {r.id for r in front} else self.work / f"final-{record_id}"
-            )
-            folder.mkdir(parents=True, exist_ok=True)
-            artifacts[record_id] = build(folder)
-            step()
-        final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
-        if self.options.latency == "measured":
-            # Each model timed in its own blocks with FP32 (a long interleave of every model would
-            # stretch a round over seconds and loosen the pairing), in FINAL_PASSES passes over all
-            # models, the median ratio kept: one comparison on a shared 2-core VM is now and then
-            # off by 20-40 %, and passes minutes apart rarely are both.
-            reference_runner = self.job.target.runner(artifacts[reference.id], self.job.feed)
-            ratios: dict[int, list[float]] = {i: [] for i in artifacts if i != reference.id}
-            reference_ms: list[float] = []
-            for _ in range(FINAL_PASSES):
-                for i, measured in ratios.items():
-                    ratio, ms = compare(reference_runner, self.job.target.runner(artifacts[i], self.job.feed))
-                    measured.append(ratio)
-                    reference_ms.append(ms)
-            if not reference_ms:  # only the reference is left to time
-                reference_ms = interleave({"reference": reference_runner})["reference"]
-            final[reference.id] |= {"latency_ratio": 1.0, "latency_ms": statistics.median(reference_ms)}
-            for i, measured in ratios.items():
-                final[i]["latency_ratio"] = statistics.median(measured)
-                final[i]["latency_ms"] = final[i]["latency_ratio"] * statistics.median(reference_ms)
-            del reference_runner
-        step()
-        if self.job.final_evaluator is not None:
-            for i, a in artifacts.items():
-                final[i]["accuracy"] = self.job.final_evaluator.evaluate(self.job.target.load(a), a)
-                step()
-        for record in front:
-            for name, path in self.job.extra_files.items():
-                shutil.copy2(path, staging / str(record.id) / name)
-            manifest = {
-                "id": record.id, "kind": record.kind, "model": self.job.name, "target": self.job.target.name,
-                "fingerprint": asdict(self.job.target.fingerprint()), "config": record.config,
-                "metrics": record.metrics, "final": final[record.id],
-                "reference": {"metrics": reference.metrics, "final": final[reference.id]},
-                "model_hash": artifacts[record.id].digest(),
-                "files": [str(f.relative_to(staging / str(record.id))) for f in artifacts[record.id].files],
-                "runtime_settings": dict(artifacts[record.id].settings),
-                "inputs": {name: list(shape) for name, shape in self.job.structure.signature.items()},
-                "data": self.job.data,
-                "lowering": summaries.get(record.id, lowering_summary(self.job.model)),
-            }  # fmt: skip
-            (staging / str(record.id) / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-            artifacts[record.id].save_index(staging / str(record.id))
-        pareto = self.out / "pareto"
-        old = self.out / "pareto.old"
-        if pareto.exists():
-            pareto.rename(old)
-        staging.rename(pareto)
-        shutil.rmtree(old, ignore_errors=True)
-        for i, metrics in final.items():
-            self.store.set_final(i, str(pareto / str(i)) if i in {r.id for r in front} else None, metrics)
-
 
 def _readable(predicted: Mapping[str, float] | None) -> dict[str, float] | None:
-    """Predictions in minimisation form, with accuracy turned back into a score."""
-    if not predicted:
-        return None
-    return {name: -value if name == "accuracy" else value for name, value in predicted.items()}
-
-
-def minimised(record: Record, reference: Record) -> dict[str, float]:
-    """A record's metrics in minimisation form, relative to the reference where that reads better."""
-    if record.status != "ok":
-        return {}
-    m = record.metrics
-    values = {"size_ratio": m["size_bytes"] / reference.metrics["size_bytes"]}
-    if "accuracy" in m:
-        values["accuracy"] = -m["accuracy"]
-    if "latency_ratio" in m:
-        values["latency_ratio"] = m["latency_ratio"]
-    elif "latency_ms" in m:
-        values["latency_ratio"] = m["latency_ms"] / reference.metrics["latency_ms"]
-    return values
+    """Predictions of the objectives, as the search saw them (normalised, lower is better)."""
+    return dict(predicted) if predicted else None
 
 
 def check_out(out: Path, resume: bool) -> None:
@@ -459,6 +316,9 @@ def check_out(out: Path, resume: bool) -> None:
     """
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder.")
+    ancestor = next(p for p in (out, *out.parents) if p.exists())
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise OutputError(f"cannot write to {out}: {ancestor} is not a writable folder.")
     holds_run = (out / Store.FILENAME).is_file()
     if holds_run and not resume:
         raise InvalidArgumentError(f"{out} already holds a compile run; pass --resume to continue it or choose another --out.")
@@ -466,20 +326,12 @@ def check_out(out: Path, resume: bool) -> None:
         raise InvalidArgumentError(f"{out} holds no compile run to resume; drop --resume to start one.")
 
 
-def compile_model(
-    job: Job, options: CompileOptions, out: Path, *, resume: bool = False, progress: Progress | None = None
-) -> CompileResult:
-    """Search `job`'s space for its target and write the Pareto-optimal artifacts to `out`.
-
-    Args:
-        resume: Continue the run already in `out` (finished evaluations are reused, not repeated).
-        progress: Called as ``progress(phase, done, total)`` with phase ``"search"`` or ``"final"``.
+def make_out(out: Path) -> None:
+    """Create the output folder and check it takes files.
 
     Raises:
-        InvalidArgumentError: Bad options, or `out` holds another run (without `resume`).
-        OutputError: `out` cannot be written.
+        OutputError: It cannot be written.
     """
-    options.check()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".simq-write-test"
@@ -487,7 +339,31 @@ def compile_model(
         probe.unlink()
     except OSError as e:
         raise OutputError(f"cannot write to {out}: {e.strerror or e}.") from None
-    compiler = _Compiler(job, options, out, resume, progress)
+
+
+def compile_model(
+    job: Job,
+    options: CompileOptions,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> CompileResult:
+    """Search `job`'s space for its target and write the Pareto-optimal artifacts to `out`.
+
+    Args:
+        resume: Continue the run already in `out` (finished evaluations are reused, not repeated).
+        progress: Called as ``progress(phase, done, total, detail)`` (see `Progress`).
+        executor: Runs the candidates' evaluations (`InProcessExecutor` by default).
+
+    Raises:
+        InvalidArgumentError: Bad options, or `out` holds another run (without `resume`).
+        OutputError: `out` cannot be written.
+    """
+    options.check()
+    make_out(out)
+    compiler = _Compiler(job, options, out, resume, progress, executor)
     try:
         return compiler.run()
     finally:

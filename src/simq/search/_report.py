@@ -16,6 +16,7 @@ import numpy as np
 from simq.passes import Knob
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._pareto import hypervolume
+from simq.search._objectives import OBJECTIVES, Objective, References, metric
 from simq.search._store import Record, Store
 
 __all__ = ["SUMMARY_FILE", "describe", "headline", "hypervolume_curve", "write_report"]
@@ -53,45 +54,39 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
     return " · ".join(parts)
 
 
-def _normalised(record: Record, reference: Record, objectives: Sequence[str], final: bool = False) -> np.ndarray | None:
-    """(accuracy drop in points, latency ratio, size ratio), restricted to `objectives`.
-
-    With `final`, the end-of-run values where both the record and the reference have them.
-    """
-    if record.status != "ok":
-        return None
-    m, r = record.metrics, reference.metrics
-    f, rf = (record.final, reference.final) if final else ({}, {})
-    values = {"size": m["size_bytes"] / r["size_bytes"]}
-    if "accuracy" in m:
-        values["accuracy"] = (
-            rf["accuracy"] - f["accuracy"] if "accuracy" in f and "accuracy" in rf else r["accuracy"] - m["accuracy"]
-        )
-    if "latency_ratio" in f:
-        values["latency"] = f["latency_ratio"]
-    elif "latency_ratio" in m:
-        values["latency"] = m["latency_ratio"]
-    elif "latency_ms" in m:
-        values["latency"] = m["latency_ms"] / r["latency_ms"]
-    return np.array([values[o] for o in objectives])
+def _normalised(record: Record, references: References, objectives: Sequence[Objective], final: bool = False) -> np.ndarray | None:
+    """The record's values of `objectives` (the table's normalised units), or None if it lacks one."""
+    values = [o.value(record, references, final) for o in objectives]
+    return None if any(v is None for v in values) else np.array(values, dtype=float)
 
 
-def reference_point(objectives: Sequence[str], drop_span: float) -> np.ndarray:
-    """Hypervolume bound: the FP32 model's latency and size, and `drop_span` points of accuracy."""
-    return np.array([drop_span if o == "accuracy" else 1.0 for o in objectives])
+def reference_point(objectives: Sequence[Objective], drop_span: float) -> np.ndarray:
+    """Hypervolume bound: `drop_span` points of accuracy, and each other objective's `hv_bound`
+    (the FP32 model's latency and size)."""
+    return np.array([drop_span if o.name == "accuracy" else o.hv_bound for o in objectives])
+
+
+def _objectives(objectives: Sequence[str | Objective]) -> list[Objective]:
+    return [o if isinstance(o, Objective) else OBJECTIVES[o] for o in objectives]
 
 
 def hypervolume_curve(
-    records: Sequence[Record], reference: Record, objectives: Sequence[str], drop_span: float = DEFAULT_DROP_SPAN
+    records: Sequence[Record],
+    reference: Record,
+    objectives: Sequence[str | Objective],
+    drop_span: float = DEFAULT_DROP_SPAN,
+    accuracy_reference: Record | None = None,
 ) -> list[float]:
     """Hypervolume of the candidates validated so far, after each validated candidate (in order)."""
-    point = reference_point(objectives, drop_span)
+    chosen = _objectives(objectives)
+    references = References(reference, accuracy_reference or reference)
+    point = reference_point(chosen, drop_span)
     values, curve = [], []
     for record in records:
         if record.kind != "candidate":
             continue
-        v = _normalised(record, reference, objectives)
-        if v is not None and ("accuracy" not in objectives or v[objectives.index("accuracy")] <= drop_span):
+        v = _normalised(record, references, chosen)
+        if v is not None and np.all(v <= point):
             values.append(v)
         curve.append(hypervolume(np.array(values), point) if values else 0.0)
     return curve
@@ -103,7 +98,7 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _plots(records, reference, baselines, front, objectives, curve, accuracy_name) -> list[tuple[str, str]]:
+def _plots(records, references: References, baselines, front, objectives: Sequence[Objective], curve, accuracy_name) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,42 +106,25 @@ def _plots(records, reference, baselines, front, objectives, curve, accuracy_nam
 
     plots = []
     ok = [r for r in records if r.status == "ok" and r.kind == "candidate"]
-    labels = {"accuracy": f"{accuracy_name} drop (points)", "latency": "latency / FP32", "size": "size / FP32"}
-    pairs = [(objectives[0], objectives[1])] + (
-        [(objectives[2], objectives[1]), (objectives[0], objectives[2])] if len(objectives) == 3 else []
-    )
+    labels = {o.name: o.label.format(score=accuracy_name) for o in objectives}
+    names = [o.name for o in objectives]
+    pairs = [(names[0], names[1])] + ([(names[2], names[1]), (names[0], names[2])] if len(names) == 3 else [])
+    fp32 = _normalised(references.fp32, references, objectives, final=True)
     for y_name, x_name in pairs:
+        x, y = names.index(x_name), names.index(y_name)
         fig, ax = plt.subplots(figsize=(6, 4.2))
-        if ok:
-            pts = np.array([_normalised(r, reference, objectives) for r in ok])
-            ax.scatter(
-                pts[:, objectives.index(x_name)],
-                pts[:, objectives.index(y_name)],
-                c="0.75",
-                s=14,
-                label="validated candidates",
-            )
-        pts = np.array([_normalised(r, reference, objectives, final=True) for r in front])
-        ax.scatter(
-            pts[:, objectives.index(x_name)],
-            pts[:, objectives.index(y_name)],
-            c="tab:blue",
-            s=30,
-            label="Pareto set (final measurement)",
-        )
+        points = [v for v in (_normalised(r, references, objectives) for r in ok) if v is not None]
+        if points:
+            pts = np.array(points)
+            ax.scatter(pts[:, x], pts[:, y], c="0.75", s=14, label="validated candidates")
+        pts = np.array([v for v in (_normalised(r, references, objectives, final=True) for r in front) if v is not None]).reshape(-1, len(names))
+        ax.scatter(pts[:, x], pts[:, y], c="tab:blue", s=30, label="Pareto set (final measurement)")
         for b in baselines:
-            v = _normalised(b, reference, objectives, final=True)
-            ax.scatter(
-                v[objectives.index(x_name)], v[objectives.index(y_name)], marker="s", s=50, label=b.config["baseline"]
-            )
-        ax.scatter(
-            [0 if x_name == "accuracy" else 1.0],
-            [0 if y_name == "accuracy" else 1.0],
-            marker="*",
-            s=120,
-            c="k",
-            label="FP32",
-        )
+            v = _normalised(b, references, objectives, final=True)
+            if v is not None:
+                ax.scatter(v[x], v[y], marker="s", s=50, label=b.config["baseline"])
+        if fp32 is not None:
+            ax.scatter([fp32[x]], [fp32[y]], marker="*", s=120, c="k", label="FP32")
         ax.set_xlabel(labels[x_name])
         ax.set_ylabel(labels[y_name])
         ax.grid(alpha=0.3)
@@ -163,13 +141,9 @@ def _plots(records, reference, baselines, front, objectives, curve, accuracy_nam
     return plots
 
 
-def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
+def _row(record: Record, references: References, knobs) -> dict[str, object]:
     """One table row: end-of-run values where there are some, else the search's."""
-    m, f, r, rf = record.metrics, record.final, reference.metrics, reference.final
-    final_accuracy = "accuracy" in f and "accuracy" in rf
-    accuracy = f["accuracy"] if final_accuracy else m.get("accuracy")
-    reference_accuracy = rf["accuracy"] if final_accuracy else r.get("accuracy")
-    latency_ratio = f.get("latency_ratio", m.get("latency_ratio", m["latency_ms"] / r["latency_ms"]))
+    accuracy = metric(record, "accuracy", "accuracy" in references.accuracy.final)
 
     def rounded(value, digits):
         return None if value is None else round(value, digits)
@@ -178,14 +152,12 @@ def _row(record: Record, reference: Record, knobs) -> dict[str, object]:
         "id": record.id,
         "kind": record.kind,
         "accuracy": rounded(accuracy, 3),
-        "accuracy_drop": None
-        if accuracy is None or reference_accuracy is None
-        else round(reference_accuracy - accuracy, 3),
-        "search_accuracy": rounded(m.get("accuracy"), 3),
-        "latency_ms": rounded(f.get("latency_ms", m.get("latency_ms")), 3),
-        "latency_ratio": rounded(latency_ratio, 4),
-        "size_mb": round(m["size_bytes"] / 1e6, 3),
-        "size_ratio": round(m["size_bytes"] / r["size_bytes"], 4),
+        "accuracy_drop": rounded(OBJECTIVES["accuracy"].value(record, references, final=True), 3),
+        "search_accuracy": rounded(record.metrics.get("accuracy"), 3),
+        "latency_ms": rounded(metric(record, "latency_ms"), 3),
+        "latency_ratio": rounded(OBJECTIVES["latency"].value(record, references, final=True), 4),
+        "size_mb": round(record.metrics["size_bytes"] / 1e6, 3),
+        "size_ratio": round(OBJECTIVES["size"].value(record, references), 4),
         "config": describe(record.config, knobs),
         "artifact": record.artifact or "",
     }
@@ -255,7 +227,9 @@ def write_report(
 ) -> Path:
     """Write ``pareto.csv`` and ``report.html``; returns the report's path."""
     knobs = job.pipeline.knobs
-    rows = sorted((_row(r, reference, knobs) for r in front), key=lambda row: row["latency_ratio"])
+    anchor = next((b for b in baselines if b.config.get("baseline") == job.accuracy_reference), reference)
+    references = References(reference, anchor)
+    rows = sorted((_row(r, references, knobs) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
     with (out / "pareto.csv.partial").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
@@ -263,20 +237,20 @@ def write_report(
     (out / "pareto.csv.partial").replace(out / "pareto.csv")
 
     records = store.records()
-    objectives = list(options.objectives)
+    objectives = options.chosen_objectives()
     span = options.max_accuracy_drop if options.max_accuracy_drop is not None else DEFAULT_DROP_SPAN
-    curve = hypervolume_curve(records, reference, objectives, span)
+    curve = hypervolume_curve(records, reference, objectives, span, anchor)
     accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
-    plots = _plots(records, reference, baselines, front, objectives, curve, accuracy_name) if front else []
+    plots = _plots(records, references, baselines, front, objectives, curve, accuracy_name) if front else []
     table_rows = (
-        [_row(reference, reference, knobs) | {"config": "FP32 reference"}]
-        + [_row(b, reference, knobs) for b in baselines]
+        [_row(reference, references, knobs) | {"config": "FP32 reference"}]
+        + [_row(b, references, knobs) for b in baselines]
         + rows
     )
     failed = [r for r in records if r.status != "ok"]
     point = reference_point(objectives, span)
     settings = [
-        f"objectives {', '.join(objectives)}", f"algorithm {options.algorithm}", f"seed {options.seed}",
+        f"objectives {', '.join(options.objectives)}", f"algorithm {options.algorithm}", f"seed {options.seed}",
         f"{len([r for r in records if r.kind == 'candidate'])} candidates validated (population {options.population})",
         f"latency {options.latency}", f"{accuracy_name} by {type(job.evaluator).__name__ if job.evaluator else 'none'}",
     ]  # fmt: skip
@@ -293,7 +267,7 @@ def write_report(
             "there is one; <code>search_accuracy</code> is what the search saw.</p>"
         ),
         (
-            f"<p>Hypervolume reference point ({', '.join(objectives)}): {', '.join(f'{v:g}' for v in point)} "
+            f"<p>Hypervolume reference point ({', '.join(options.objectives)}): {', '.join(f'{v:g}' for v in point)} "
             "(accuracy as points below FP32, latency and size as ratios to FP32); "
             f"final hypervolume {curve[-1] if curve else 0:.4f}.</p>"
         ),

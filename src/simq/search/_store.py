@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS candidates (
     seconds REAL NOT NULL,
     final TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS scores (
+    model_hash TEXT NOT NULL,
+    evaluator TEXT NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (model_hash, evaluator)
+);
 CREATE TABLE IF NOT EXISTS measurements (
     model_hash TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
@@ -191,6 +197,16 @@ class Store:
                 "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
                 (model_hash, fingerprint, latency_ratio, latency_ms),
             )
+
+    # final scores (an artifact scored on the final split is never scored again)
+
+    def score(self, model_hash: str, evaluator: str) -> float | None:
+        row = self._db.execute("SELECT score FROM scores WHERE model_hash = ? AND evaluator = ?", (model_hash, evaluator)).fetchone()
+        return row[0] if row else None
+
+    def add_score(self, model_hash: str, evaluator: str, score: float) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", (model_hash, evaluator, score))
 
     @staticmethod
     def _record(row: tuple) -> Record:

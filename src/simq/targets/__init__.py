@@ -4,10 +4,12 @@ from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_
 from simq.targets._costmodel import CostModel, Prediction
 from simq.targets._features import features, lowering_summary
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
-from simq.targets._timing import compare, interleave, paired_ratio
+from simq.targets._timing import PER_ROUND, ROUNDS, compare, interleave, paired_ratio
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "PER_ROUND",
+    "ROUNDS",
     "Artifact",
     "CostModel",
     "Fingerprint",

@@ -1,0 +1,178 @@
+"""The final pass: what a user could pick, re-timed and re-scored, written to ``pareto/``.
+
+Only the feasible front is published (at most `CompileOptions.final_models`, chosen to span it by
+hypervolume contribution; slower than FP32 only with ``keep_slower``), plus FP32 and the
+baselines. Each model is timed against FP32 in its own blocks until the 95 % interval of its
+ratio (over per-round ratios) is within ±`TOLERANCE`, between `MIN_ROUNDS` and `MAX_ROUNDS`
+rounds; each is scored on the final split once per artifact (cached by digest in the store).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simq.search._algorithms import Goal
+from simq.search._objectives import Objective, References
+from simq.search._pareto import hypervolume, pareto_front
+from simq.search._store import Record
+from simq.targets import Artifact, PER_ROUND, interleave, lowering_summary
+
+__all__ = ["MAX_ROUNDS", "MIN_ROUNDS", "TOLERANCE", "publish", "select_front", "timed_ratio"]
+
+#: Final timing: stop once the 95 % interval of a ratio is within ±TOLERANCE of it, after at
+#: least MIN_ROUNDS and at most MAX_ROUNDS paired rounds.
+TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
+_BLOCK = 5  # rounds per interleaved block
+
+
+def select_front(
+    records: Sequence[Record], references: References, goal: Goal, objectives: Sequence[Objective], limit: int, keep_slower: bool
+) -> list[Record]:
+    """The feasible Pareto set among `records`, without models slower than FP32 (unless
+    `keep_slower`), at most `limit` of them, chosen greedily by hypervolume contribution.
+
+    Args:
+        objectives: One per `goal.metrics` entry (objectives, then bounded metrics).
+    """
+    values = np.array([[_value(o, r, references) for o in objectives] for r in records], dtype=float)
+    if not len(records):
+        return []
+    feasible = np.all(goal.constraint_values(values) <= 0, axis=1) & np.all(np.isfinite(values), axis=1)
+    if not keep_slower:
+        latency = [o for o in objectives if o.name == "latency"]
+        if latency:
+            feasible &= np.array([(latency[0].value(r, references) or 0.0) <= 1.0 + 1e-9 for r in records])
+    front = [records[i] for i in pareto_front(goal.objective_values(values), feasible)]
+    if len(front) <= limit:
+        return front
+    points = goal.objective_values(np.array([[_value(o, r, references) for o in objectives] for r in front], dtype=float))
+    bound = points.max(axis=0) + 1e-6 + 0.01 * np.abs(points.max(axis=0))
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        base = hypervolume(points[chosen], bound) if chosen else 0.0
+        gains = [(hypervolume(points[chosen + [i]], bound) - base, -i) for i in range(len(front)) if i not in chosen]
+        chosen.append(-max(gains)[1])
+    return [front[i] for i in sorted(chosen)]
+
+
+def _value(objective: Objective, record: Record, references: References) -> float:
+    value = objective.value(record, references)
+    return np.nan if value is None else value
+
+
+def timed_ratio(reference: Callable[[], Any], candidate: Callable[[], Any]) -> tuple[float, float, int]:
+    """(median per-round ratio, the reference's median ms, rounds): blocks of paired rounds until
+    the 95 % interval of the ratio is within ±TOLERANCE (between MIN_ROUNDS and MAX_ROUNDS)."""
+    ratios: list[float] = []
+    reference_ms: list[float] = []
+    while len(ratios) < MAX_ROUNDS:
+        times = interleave({"reference": reference, "candidate": candidate}, rounds=_BLOCK, per_round=PER_ROUND)
+        for i in range(0, len(times["candidate"]), PER_ROUND):
+            ratios.append(statistics.median(times["candidate"][i : i + PER_ROUND]) / statistics.median(times["reference"][i : i + PER_ROUND]))
+        reference_ms += times["reference"]
+        if len(ratios) >= MIN_ROUNDS:
+            logs = np.log(ratios)
+            half = 1.96 * logs.std(ddof=1) / math.sqrt(len(logs))
+            if math.expm1(half) <= TOLERANCE:
+                break
+    return statistics.median(ratios), statistics.median(reference_ms), len(ratios)
+
+
+def publish(
+    compiler: Any, front: list[Record], reference: Record, baselines: list[Record], progress: Callable[..., None]
+) -> dict[int, dict[str, float]]:
+    """Lower the front into ``pareto/``, time and score it with FP32 and the baselines, write the
+    manifests; returns the end-of-run values by record id (also stored)."""
+    job, options, store, out, work = compiler.job, compiler.options, compiler.store, compiler.out, compiler.work
+    staging = out / "pareto.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    summaries: dict[int, dict] = {}
+
+    def shipped(record_id: int, config: Mapping[str, Hashable]) -> Callable[[Path], Artifact]:
+        def build(folder: Path) -> Artifact:
+            model = job.pipeline.build(config)
+            summaries[record_id] = lowering_summary(model)
+            return job.target.lower(model, folder)
+
+        return build
+
+    builders: dict[int, Callable[[Path], Artifact]] = {reference.id: compiler.evaluator.reference_artifact}
+    builders.update({r.id: shipped(r.id, r.config) for r in front if r.id != reference.id})
+    builders.update({r.id: job.baselines[r.config["baseline"]] for r in baselines})
+    published = {r.id for r in front}
+    steps = len(builders) * (2 if job.final_evaluator is not None else 1) + 1
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        done += 1
+        progress("final", done, steps, what)
+
+    artifacts: dict[int, Artifact] = {}
+    for record_id, build in builders.items():
+        folder = staging / str(record_id) if record_id in published else work / f"final-{record_id}"
+        folder.mkdir(parents=True, exist_ok=True)
+        artifacts[record_id] = build(folder)
+        step(f"lowered #{record_id}")
+    final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
+    if options.latency == "measured":
+        reference_runner = job.target.runner(artifacts[reference.id], job.feed)
+        reference_ms: list[float] = []
+        for i, artifact in artifacts.items():
+            if i == reference.id:
+                continue
+            ratio, ms, rounds = timed_ratio(reference_runner, job.target.runner(artifact, job.feed))
+            final[i] |= {"latency_ratio": ratio, "rounds": float(rounds)}
+            reference_ms.append(ms)
+        if not reference_ms:  # only the reference is left to time
+            reference_ms = interleave({"reference": reference_runner})["reference"]
+        ms = statistics.median(reference_ms)
+        final[reference.id] |= {"latency_ratio": 1.0, "latency_ms": ms}
+        for i in artifacts:
+            final[i]["latency_ms"] = final[i]["latency_ratio"] * ms
+        del reference_runner
+    step("timed")
+    if job.final_evaluator is not None:
+        for i, artifact in artifacts.items():
+            digest = artifact.digest()
+            score = store.score(digest, job.final_evaluator.name)
+            if score is None:
+                score = job.final_evaluator.evaluate(job.target.load(artifact), artifact)
+                store.add_score(digest, job.final_evaluator.name, score)
+            final[i]["accuracy"] = score
+            step(f"scored #{i}")
+    for record in front:
+        folder = staging / str(record.id)
+        for name, path in job.extra_files.items():
+            shutil.copy2(path, folder / name)
+        manifest = {
+            "id": record.id, "kind": record.kind, "model": job.name, "target": job.target.name,
+            "fingerprint": asdict(job.target.fingerprint()), "config": record.config, "metrics": record.metrics,
+            "final": final[record.id], "reference": {"metrics": reference.metrics, "final": final[reference.id]},
+            "model_hash": artifacts[record.id].digest(),
+            "files": [str(f.relative_to(folder)) for f in artifacts[record.id].files],
+            "runtime_settings": dict(artifacts[record.id].settings),
+            "inputs": {name: list(shape) for name, shape in job.structure.signature.items()},
+            "data": job.data, "lowering": summaries.get(record.id, lowering_summary(job.model)),
+        }  # fmt: skip
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+        artifacts[record.id].save_index(folder)
+    pareto, old = out / "pareto", out / "pareto.old"
+    if pareto.exists():
+        pareto.rename(old)
+    staging.rename(pareto)
+    shutil.rmtree(old, ignore_errors=True)
+    for i, metrics in final.items():
+        store.set_final(i, str(pareto / str(i)) if i in published else None, metrics)
+    return final
+
