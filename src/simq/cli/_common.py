@@ -15,8 +15,7 @@ from rich.console import Console
 from simq import ir as simq_ir
 from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
-from simq.search import JobSpec, examples_for
-from simq.search._job import default_cache_root
+from simq.search import JobSpec, default_cache_root, examples_for
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -19,10 +19,10 @@ from simq.passes import Pipeline
 from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
-    References,
     CompileOptions,
     Job,
     JobSpec,
+    References,
     check_out,
     check_spec,
     compile_model,

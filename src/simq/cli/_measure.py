@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import replace
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

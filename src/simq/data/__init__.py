@@ -6,8 +6,8 @@ from simq.data._dataset import Dataset
 from simq.data._encode import model_label2id
 from simq.data._load import DataOptions, DataSplits, check_data, load_data
 from simq.data._read import RawData, read_data
-from simq.data._sources import Examples, SplitExamples, SyntheticExamples
 from simq.data._roles import ROLE_OF_SPLIT, ROLES, RolePlan, assign_roles
+from simq.data._sources import Examples, SplitExamples, SyntheticExamples
 from simq.data._synthetic import synthetic_dataset
 
 __all__ = [

@@ -7,6 +7,15 @@ constraint such as "at most 1 point below the reference" reads the same for all 
 Evaluators score the artifact as its target's runtime runs it.
 """
 
-from simq.eval._evaluators import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, Run, UserEvaluator, load_evaluator, onnx_runner
+from simq.eval._evaluators import (
+    AccuracyEvaluator,
+    AgreementEvaluator,
+    Evaluator,
+    FidelityEvaluator,
+    Run,
+    UserEvaluator,
+    load_evaluator,
+    onnx_runner,
+)
 
 __all__ = ["AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]

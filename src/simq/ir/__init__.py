@@ -2,7 +2,7 @@
 
 from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analyze
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
-from simq.ir._frontends import export_torch, load_transformers_dir
+from simq.ir._frontends import export_torch, load_transformers_dir, text_inputs
 from simq.ir._inputs import InputDomain, input_domains
 from simq.ir._io import ModelSource, load, resolve_source, save
 from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
@@ -50,4 +50,5 @@ __all__ = [
     "resolve_source",
     "restore_symbolic_shapes",
     "save",
+    "text_inputs",
 ]

@@ -16,7 +16,7 @@ from simq.errors import InvalidArgumentError, MissingDependencyError, ModelLoadE
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SEQUENCE_LIMIT", "export_torch", "load_transformers_dir"]
+__all__ = ["SEQUENCE_LIMIT", "export_torch", "load_transformers_dir", "text_inputs"]
 
 _TORCH_HINT = "install the torch extra: pip install -c constraints.txt 'simq[torch]'"
 
@@ -122,7 +122,7 @@ EXPORT_LENGTH = 128
 SEQUENCE_LIMIT = "simq.sequence_limit"
 
 
-def _text_inputs(path: Path, model: Any) -> list[str]:
+def text_inputs(path: Path, model: Any) -> list[str]:
     """The inputs the model's own tokenizer produces and its forward takes (``token_type_ids``
     too, for sentence-pair models), in the tokenizer's order."""
     import inspect
@@ -170,7 +170,7 @@ def load_transformers_dir(path: Path) -> ir.Model:
         generator = torch.Generator().manual_seed(0)
         ids = torch.randint(1, max(getattr(config, "vocab_size", 100) or 100, 2), (2, seq), generator=generator)
         inputs = {}
-        for name in _text_inputs(path, model):
+        for name in text_inputs(path, model):
             if name == "input_ids":
                 inputs[name] = ids
             elif name == "attention_mask":

@@ -4,7 +4,33 @@
 and target: its knobs are the search space.
 """
 
-from simq.passes._knobs import Config, Knob, check_config, defaults
+from simq.passes._knobs import (
+    Config,
+    Knob,
+    channels_knob,
+    check_config,
+    defaults,
+    depth_knob,
+    ffn_knob,
+    heads_knob,
+    is_precision,
+    knob_kind,
+    quant_knob,
+)
 from simq.passes._pipeline import Lowering, Pipeline
 
-__all__ = ["Config", "Knob", "Lowering", "Pipeline", "check_config", "defaults"]
+__all__ = [
+    "Config",
+    "Knob",
+    "Lowering",
+    "Pipeline",
+    "channels_knob",
+    "check_config",
+    "defaults",
+    "depth_knob",
+    "ffn_knob",
+    "heads_knob",
+    "is_precision",
+    "knob_kind",
+    "quant_knob",
+]

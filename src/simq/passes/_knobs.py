@@ -8,7 +8,57 @@ from dataclasses import dataclass
 
 from simq.errors import InvalidConfigError
 
-__all__ = ["Config", "Knob", "check_config", "defaults"]
+__all__ = [
+    "Config",
+    "Knob",
+    "channels_knob",
+    "check_config",
+    "defaults",
+    "depth_knob",
+    "ffn_knob",
+    "heads_knob",
+    "is_precision",
+    "knob_kind",
+    "quant_knob",
+]
+
+# The knob name scheme: ``<kind>.<index or unit>``. Only these helpers spell it.
+_HEADS, _FFN, _CHANNELS, _DEPTH, _QUANT = "heads", "ffn", "channels", "depth", "quant"
+
+
+def heads_knob(layer: int) -> str:
+    """Attention heads kept in transformer layer `layer`."""
+    return f"{_HEADS}.{layer}"
+
+
+def ffn_knob(layer: int) -> str:
+    """FFN neurons kept in transformer layer `layer`."""
+    return f"{_FFN}.{layer}"
+
+
+def channels_knob(group: int) -> str:
+    """Channels kept in coupled channel group `group`."""
+    return f"{_CHANNELS}.{group}"
+
+
+def depth_knob(block: int) -> str:
+    """Whether removable block `block` is dropped."""
+    return f"{_DEPTH}.{block}"
+
+
+def quant_knob(unit: str) -> str:
+    """The precision of quantization unit `unit` (a node name or ``attention.<layer>``)."""
+    return f"{_QUANT}.{unit}"
+
+
+def knob_kind(name: str) -> str:
+    """``heads``, ``ffn``, ``channels``, ``depth``, ``quant``, or the name itself (``precision``)."""
+    return name.split(".", 1)[0]
+
+
+def is_precision(name: str) -> bool:
+    """A per-unit precision knob."""
+    return knob_kind(name) == _QUANT and "." in name
 
 #: A candidate: knob name -> value, JSON-serialisable and stored as-is.
 Config = Mapping[str, Hashable]

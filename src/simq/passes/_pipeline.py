@@ -11,10 +11,9 @@ import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
-from simq.passes._knobs import Knob, check_config
+from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, is_precision
 from simq.passes._run import run_passes
 from simq.passes.prune import PruneOptions, PruningStats, prune, pruning_knobs, pruning_options
-from simq.passes.prune._common import depth_knob
 from simq.passes.quant import (
     INFERENCE_PRECISION,
     INT4_BLOCK,
@@ -145,13 +144,13 @@ class Pipeline:
                 kernels.
         """
         config = self.repair(config)
-        width_config = {k: v for k, v in config.items() if not k.startswith("quant.") and k != INFERENCE_PRECISION}
+        width_config = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
         pruned = any(config[name] != self._by_name[name].default for name in width_config)
         model = prune(self.model.clone(), self.structure, width_config, self.stats, self.prune_options)
         lower = lower and bool(self.lowering.fusions)
         if lower:
             model = self._lowered_model().clone() if not pruned else self._lower(model)
-        policy = {k: v for k, v in config.items() if k.startswith("quant.") and v != "fp32"}
+        policy = {k: v for k, v in config.items() if is_precision(k) and v != "fp32"}
         if policy:
             if self.calibration is None:
                 raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
@@ -195,8 +194,8 @@ class Pipeline:
             nodes = set(block.nodes)
             names = [quant_knob(n) for n in block.nodes]
             if block.layer is not None:
-                names += [f"heads.{block.layer}", f"ffn.{block.layer}", quant_knob(attention_unit_name(block.layer))]
-            names += [f"channels.{g.index}" for g in self.structure.channel_groups if {u.node for u in g.uses} <= nodes]
+                names += [heads_knob(block.layer), ffn_knob(block.layer), quant_knob(attention_unit_name(block.layer))]
+            names += [channels_knob(g.index) for g in self.structure.channel_groups if {u.node for u in g.uses} <= nodes]
             knob = depth_knob(block.index)
             if knob in self._by_name:
                 moot[knob] = [n for n in names if n in self._by_name]
@@ -207,14 +206,14 @@ class Pipeline:
         widths: dict[str, _InputWidth] = {}
         for layer in self.structure.layers:
             a, f = layer.attention, layer.ffn
-            widths[quant_knob(a.out.node)] = _InputWidth(f"heads.{layer.index}", a.out.in_features // a.num_heads)
-            widths[quant_knob(f.down.node)] = _InputWidth(f"ffn.{layer.index}", f.down.in_features // f.width)
+            widths[quant_knob(a.out.node)] = _InputWidth(heads_knob(layer.index), a.out.in_features // a.num_heads)
+            widths[quant_knob(f.down.node)] = _InputWidth(ffn_knob(layer.index), f.down.in_features // f.width)
         in_features = {quant_knob(q.node): q.in_features for q in self.structure.quantizable if q.in_features}
         for group in self.structure.channel_groups:
             for use in group.uses:
                 name = quant_knob(use.node)
                 if use.role == "consumer" and name in in_features:
-                    widths[name] = _InputWidth(f"channels.{group.index}", in_features[name] // group.size)
+                    widths[name] = _InputWidth(channels_knob(group.index), in_features[name] // group.size)
         return {
             name: width for name, width in widths.items()
             if name in self._by_name and "int4w" in self._by_name[name].domain and width.knob in self._by_name

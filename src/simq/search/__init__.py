@@ -3,11 +3,12 @@ Pareto extraction and the report; `compile_model` puts them together."""
 
 from simq.search._algorithms import ALGORITHMS, Algorithm, Goal
 from simq.search._baselines import cached_baselines
-from simq.search._compile import CompileOptions, CompileResult, Job, Progress, check_out, compile_model, make_out
-from simq.search._evaluate import Evaluation, Executor, InProcessExecutor
-from simq.search._objectives import OBJECTIVES, Objective, References, metric
-from simq.search._job import JobSpec, PreparedJob, ZooLike, check_spec, examples_for, prepare_job
+from simq.search._compile import Progress, check_out, compile_model, make_out
 from simq.search._costmodel import train_cost_model
+from simq.search._evaluate import Evaluation, Executor, InProcessExecutor
+from simq.search._job import JobSpec, PreparedJob, ZooLike, check_spec, default_cache_root, examples_for, prepare_job
+from simq.search._objectives import OBJECTIVES, Objective, References, metric
+from simq.search._options import CompileOptions, CompileResult, Job
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._report import SUMMARY_FILE, describe, headline, hypervolume_curve
 from simq.search._space import SearchSpace
@@ -39,6 +40,7 @@ __all__ = [
     "check_spec",
     "compile_model",
     "config_key",
+    "default_cache_root",
     "describe",
     "examples_for",
     "headline",

@@ -24,7 +24,7 @@ from simq.search._algorithms import Goal
 from simq.search._objectives import Objective, References
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
-from simq.targets import Artifact, PER_ROUND, interleave, lowering_summary
+from simq.targets import PER_ROUND, Artifact, interleave, lowering_summary
 
 __all__ = ["MAX_ROUNDS", "MIN_ROUNDS", "TOLERANCE", "publish", "select_front", "timed_ratio"]
 

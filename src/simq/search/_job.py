@@ -11,16 +11,25 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import onnx_ir as ir
 import platformdirs
 
 from simq import ir as sir
-from simq.data import DataOptions, Dataset, Examples, SplitExamples, SyntheticExamples, check_data, load_data, model_label2id
+from simq.data import (
+    DataOptions,
+    Dataset,
+    Examples,
+    SplitExamples,
+    SyntheticExamples,
+    check_data,
+    load_data,
+    model_label2id,
+)
 from simq.errors import ArtifactError, InvalidArgumentError
 from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator
 from simq.passes import Pipeline

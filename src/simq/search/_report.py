@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simq.passes import Knob
+from simq.passes import Knob, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
-from simq.search._pareto import hypervolume
 from simq.search._objectives import OBJECTIVES, Objective, References, metric
+from simq.search._pareto import hypervolume
 from simq.search._store import Record, Store
 
 __all__ = ["SUMMARY_FILE", "describe", "headline", "hypervolume_curve", "write_report"]
@@ -33,7 +33,7 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
         return str(config["baseline"])
     by_kind: dict[str, list[Knob]] = {}
     for knob in knobs:
-        by_kind.setdefault(knob.name.split(".")[0], []).append(knob)
+        by_kind.setdefault(knob_kind(knob.name), []).append(knob)
     parts = []
     depth = by_kind.get("depth", [])
     if depth:
@@ -45,7 +45,7 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
             total = sum(k.default for k in knobs_of_kind)
             parts.append(f"{label} {kept / total:.0%}")
     # A stored config names every unit (fused attentions too); a partial one counts the knobs given.
-    quant = [v for k, v in config.items() if k.startswith("quant.")]
+    quant = [v for k, v in config.items() if is_precision(k)]
     precisions = Counter(quant or [k.default for k in by_kind.get("quant", [])])
     if precisions:
         parts.append(" ".join(f"{p} {precisions[p]}" for p in PRECISIONS[1:] + PRECISIONS[:1] if precisions[p]))

@@ -8,18 +8,15 @@ import numpy as np
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 
-from simq.passes import Pipeline
+from simq.passes import Pipeline, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS, nearest
 from simq.search._store import config_key
 
 __all__ = ["SearchSpace"]
 
-QUANT = "quant."
-
-
 def _is_width(knob) -> bool:
     """A knob that keeps a number of units (heads, neurons, channels), default = all of them."""
-    return not knob.name.startswith(QUANT) and isinstance(knob.default, int) and not isinstance(knob.default, bool)
+    return not is_precision(knob.name) and isinstance(knob.default, int) and not isinstance(knob.default, bool)
 
 
 class SearchSpace:
@@ -35,7 +32,7 @@ class SearchSpace:
         self.upper = np.array([len(k.domain) - 1 for k in self.knobs], dtype=int)
         #: Every precision some quantization knob offers, FP32 first.
         self.precisions = [
-            p for p in PRECISIONS if any(p in k.domain for k in self.knobs if k.name.startswith(QUANT))
+            p for p in PRECISIONS if any(p in k.domain for k in self.knobs if is_precision(k.name))
         ] or ["fp32"]
         #: The whole-model inference precisions on offer (``bf16`` where the target has it).
         self.model_precisions = next((list(k.domain) for k in self.knobs if k.name == INFERENCE_PRECISION), ["fp32"])
@@ -78,7 +75,7 @@ class SearchSpace:
             keys.add(self.key(rows[-1]))
         for precision, width in policies:
             for model_precision in floats:
-                config = {k.name: nearest(k.domain, precision) for k in self.knobs if precision and k.name.startswith(QUANT)}
+                config = {k.name: nearest(k.domain, precision) for k in self.knobs if precision and is_precision(k.name)}
                 if width < 1.0:
                     config |= {k.name: min(k.domain, key=lambda v, k=k: abs(v - width * k.default)) for k in self.knobs if _is_width(k)}
                 if len(floats) > 1:
@@ -113,10 +110,10 @@ class SearchSpace:
         - the whole-model inference precision (BF16 or not), with even odds.
         """
         defaults = self.encode({})
-        kinds = [k.name.split(".")[0] for k in self.knobs]
+        kinds = [knob_kind(k.name) for k in self.knobs]
         width_kinds = sorted({kind for kind, k in zip(kinds, self.knobs) if _is_width(k)})
         base_precisions = [
-            np.array([k.domain.index(nearest(k.domain, p)) if k.name.startswith(QUANT) else 0 for k in self.knobs])
+            np.array([k.domain.index(nearest(k.domain, p)) if is_precision(k.name) else 0 for k in self.knobs])
             for p in self.precisions
         ]
         rows = []
@@ -126,7 +123,7 @@ class SearchSpace:
             levels = {kind: rng.uniform() for kind in width_kinds}
             x = defaults.copy()
             for i, (kind, knob) in enumerate(zip(kinds, self.knobs)):
-                if knob.name.startswith(QUANT):
+                if is_precision(knob.name):
                     x[i] = base[i] if rng.uniform() >= deviate else rng.integers(0, self.upper[i] + 1)
                 elif knob.name == INFERENCE_PRECISION:
                     x[i] = rng.integers(0, self.upper[i] + 1)

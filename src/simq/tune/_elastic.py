@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from simq.errors import UnsupportedModelError
 from simq.ir import Linear, Structure
-from simq.passes import Knob
+from simq.passes import Knob, depth_knob, ffn_knob, heads_knob, knob_kind
 from simq.passes.prune import pruning_knobs
 
 __all__ = ["ElasticLayer", "ElasticNetwork"]
@@ -98,10 +98,10 @@ class ElasticNetwork:
             self.layers.append(
                 ElasticLayer(
                     layer.index, a.num_heads, a.head_size, f.width, *(m for _, m in found.values()),
-                    named.get(parent) if parent else None, f"depth.{block.index}" if block is not None else None,
+                    named.get(parent) if parent else None, depth_knob(block.index) if block is not None else None,
                 )
             )  # fmt: skip
-        self.knobs: list[Knob] = [k for k in pruning_knobs(structure) if k.name.split(".")[0] in ("heads", "ffn", "depth")]
+        self.knobs: list[Knob] = [k for k in pruning_knobs(structure) if knob_kind(k.name) in (knob_kind(heads_knob(0)), knob_kind(ffn_knob(0)), knob_kind(depth_knob(0)))]
         self._by_name = {k.name: k for k in self.knobs}
         self._config: dict[str, Hashable] = {}
         self._hooks = []
@@ -125,14 +125,14 @@ class ElasticNetwork:
 
     def smallest(self, min_width: float) -> dict[str, Hashable]:
         """Every width at the smallest value at least `min_width` of its full size; no layer dropped."""
-        return {k.name: self._floor(k, min_width) for k in self.knobs if not k.name.startswith("depth.")}
+        return {k.name: self._floor(k, min_width) for k in self.knobs if knob_kind(k.name) != knob_kind(depth_knob(0))}
 
     def sample(self, rng: np.random.Generator, min_width: float, drop: float) -> dict[str, Hashable]:
         """A random sub-network of the space `simq compile` searches (widths at least `min_width`):
         each width knob uniform over its allowed values, each layer dropped with probability `drop`."""
         config: dict[str, Hashable] = {}
         for k in self.knobs:
-            if k.name.startswith("depth."):
+            if knob_kind(k.name) == knob_kind(depth_knob(0)):
                 config[k.name] = bool(rng.random() < drop)
             else:
                 allowed = [v for v in k.domain if v >= self._floor(k, min_width)]
@@ -147,7 +147,7 @@ class ElasticNetwork:
 
     def _head_mask(self, layer: ElasticLayer):
         def hook(module, args):
-            h = self._config.get(f"heads.{layer.index}", layer.heads)
+            h = self._config.get(heads_knob(layer.index), layer.heads)
             if h >= layer.heads:
                 return None
             x = args[0].clone()
@@ -158,7 +158,7 @@ class ElasticNetwork:
 
     def _ffn_mask(self, layer: ElasticLayer):
         def hook(module, args):
-            k = self._config.get(f"ffn.{layer.index}", layer.width)
+            k = self._config.get(ffn_knob(layer.index), layer.width)
             if k >= layer.width:
                 return None
             x = args[0].clone()

@@ -64,7 +64,7 @@ def transformers_source(folder: Path) -> TorchSource:
         import transformers
     except ImportError as e:
         raise MissingDependencyError("simq tune needs torch and transformers: pip install -c constraints.txt 'simq[torch]'.") from e
-    from simq.ir._frontends import _text_inputs
+    from simq.ir import text_inputs
 
     config_file = Path(folder) / "config.json"
     if not config_file.is_file():
@@ -80,7 +80,7 @@ def transformers_source(folder: Path) -> TorchSource:
         names: tuple[str, ...] = ("pixel_values",)
         axes = {"pixel_values": {0: "batch"}}
     else:
-        names = tuple(_text_inputs(Path(folder), module))
+        names = tuple(text_inputs(Path(folder), module))
         axes = {n: {0: "batch", 1: "seq"} for n in names}
 
     def save(tuned: Any, out: Path) -> None:

@@ -11,6 +11,7 @@ import onnx_ir as ir
 from simq.errors import InvalidConfigError
 from simq.ir import META_KEPT, Linear, Structure
 from simq.passes._edit import array_of, input_index, set_input
+from simq.passes._knobs import depth_knob
 from simq.passes.prune._refit import refit
 from simq.passes.prune._stats import PruningStats
 
@@ -21,8 +22,6 @@ __all__ = ["Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "g
 Order = Literal["importance", "first"]
 
 
-def depth_knob(block: int) -> str:
-    return f"depth.{block}"
 
 
 def grid(size: int, steps: int = 8) -> tuple[int, ...]:

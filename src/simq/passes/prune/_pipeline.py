@@ -11,9 +11,9 @@ import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
-from simq.passes._knobs import Knob, check_config
+from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob
 from simq.passes._run import run_passes
-from simq.passes.prune._common import Order, depth_knob, dropped_layers
+from simq.passes.prune._common import Order, dropped_layers
 from simq.passes.prune._stats import PruningStats
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
@@ -88,13 +88,13 @@ def _normalized(structure: Structure, config: Mapping[str, Hashable], knobs: lis
     config = dict(config)
     dropped = dropped_layers(structure, config)
     for layer in structure.layers:
-        if config.get(f"heads.{layer.index}") == 0:
+        if config.get(heads_knob(layer.index)) == 0:
             if layer.index not in dropped:
                 raise InvalidConfigError(
-                    f"heads.{layer.index}=0 removes every head of layer {layer.index} but keeps the layer; "
+                    f"{heads_knob(layer.index)}=0 removes every head of layer {layer.index} but keeps the layer; "
                     "drop it with its depth knob or keep at least one head."
                 )
-            config[f"heads.{layer.index}"] = layer.attention.num_heads
+            config[heads_knob(layer.index)] = layer.attention.num_heads
     return check_config(config, knobs)
 
 
@@ -156,16 +156,16 @@ def predicted_params(structure: Structure, config: Mapping[str, Hashable]) -> in
         if layer.index in dropped:
             continue
         f, a = layer.ffn, layer.attention
-        k = config[f"ffn.{layer.index}"]
+        k = config[ffn_knob(layer.index)]
         for tensor in (f.up.weight, f.up.bias, f.down.weight):
             scale(tensor, k, f.width)
-        h = config[f"heads.{layer.index}"]
+        h = config[heads_knob(layer.index)]
         for tensor in (a.q.weight, a.q.bias, a.k.weight, a.k.bias, a.v.weight, a.v.bias, a.out.weight):
             scale(tensor, h, a.num_heads)
     for group in structure.channel_groups:
         if group.prunable:
             for tensor in {u.tensor for u in group.uses}:
-                scale(tensor, config[f"channels.{group.index}"], group.size)
+                scale(tensor, config[channels_knob(group.index)], group.size)
     for block in structure.removable_blocks:
         if config[depth_knob(block.index)]:
             for tensor in block.weights:

@@ -7,7 +7,7 @@ import onnx_ir as ir
 
 from simq.ir import META_KEPT, ChannelGroup, Structure
 from simq.passes._edit import array_of, input_index, set_input
-from simq.passes._knobs import Knob
+from simq.passes._knobs import Knob, channels_knob
 from simq.passes.prune._common import WidthPass, grid, keep_indices
 from simq.passes.prune._refit import refit
 
@@ -26,7 +26,7 @@ class PruneChannelsPass(WidthPass):
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:
         return [
-            Knob(f"channels.{g.index}", grid(g.size), g.size, f"channels kept in group {g.index}")
+            Knob(channels_knob(g.index), grid(g.size), g.size, f"channels kept in group {g.index}")
             for g in structure.channel_groups
             if g.prunable
         ]
@@ -34,7 +34,7 @@ class PruneChannelsPass(WidthPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         for group in self.structure.channel_groups:
-            k = self.config.get(f"channels.{group.index}", group.size)
+            k = self.config.get(channels_knob(group.index), group.size)
             if not group.prunable or k == group.size:
                 continue
             importance = self.stats.channels[group.index] if self.stats is not None else None

@@ -7,8 +7,7 @@ from collections.abc import Hashable, Mapping
 import onnx_ir as ir
 
 from simq.ir import Structure
-from simq.passes._knobs import Knob
-from simq.passes.prune._common import depth_knob
+from simq.passes._knobs import Knob, depth_knob
 
 __all__ = ["DropBlocksPass"]
 

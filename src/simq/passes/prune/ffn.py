@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from simq.ir import Structure
-from simq.passes._knobs import Knob
+from simq.passes._knobs import Knob, ffn_knob
 from simq.passes.prune._common import (
     WidthPass,
     dropped_layers,
@@ -31,7 +31,7 @@ class PruneFFNPass(WidthPass):
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:
         return [
-            Knob(f"ffn.{layer.index}", grid(layer.ffn.width), layer.ffn.width, f"FFN neurons kept in layer {layer.index}")
+            Knob(ffn_knob(layer.index), grid(layer.ffn.width), layer.ffn.width, f"FFN neurons kept in layer {layer.index}")
             for layer in structure.layers
         ]
 
@@ -41,7 +41,7 @@ class PruneFFNPass(WidthPass):
         modified = False
         for layer in self.structure.layers:
             ffn = layer.ffn
-            k = self.config.get(f"ffn.{layer.index}", ffn.width)
+            k = self.config.get(ffn_knob(layer.index), ffn.width)
             if k == ffn.width or layer.index in dropped:
                 continue
             importance = self.stats.ffn[layer.index] if self.stats is not None else None

@@ -8,7 +8,7 @@ import onnx_ir as ir
 from simq.errors import InvalidConfigError, UnsupportedModelError
 from simq.ir import AttentionBlock, Structure
 from simq.passes._edit import array_of, set_input
-from simq.passes._knobs import Knob
+from simq.passes._knobs import Knob, heads_knob
 from simq.passes.prune._common import (
     WidthPass,
     dropped_layers,
@@ -34,7 +34,7 @@ class PruneHeadsPass(WidthPass):
     def knobs(structure: Structure) -> list[Knob]:
         return [
             Knob(
-                f"heads.{layer.index}",
+                heads_knob(layer.index),
                 tuple(range(1, layer.attention.num_heads + 1)),
                 layer.attention.num_heads,
                 f"attention heads kept in layer {layer.index}",
@@ -48,12 +48,12 @@ class PruneHeadsPass(WidthPass):
         modified = False
         for layer in self.structure.layers:
             a = layer.attention
-            h = self.config.get(f"heads.{layer.index}", a.num_heads)
+            h = self.config.get(heads_knob(layer.index), a.num_heads)
             if layer.index in dropped or h == a.num_heads:
                 continue
             if h == 0:
                 raise InvalidConfigError(
-                    f"heads.{layer.index}=0 removes every head of layer {layer.index}; drop the layer with its depth knob instead."
+                    f"{heads_knob(layer.index)}=0 removes every head of layer {layer.index}; drop the layer with its depth knob instead."
                 )
             importance = self.stats.heads[layer.index] if self.stats is not None else None
             heads = keep_indices(importance, a.num_heads, h, self.order)

@@ -4,6 +4,14 @@ from simq.passes.quant._baselines import ort_dynamic, ort_fused, ort_static
 from simq.passes.quant._calibration import Calibration, TensorRange, calibrate, calibrate_values
 from simq.passes.quant._pipeline import quantize
 from simq.passes.quant._sensitivity import sensitivity
+from simq.passes.quant._units import (
+    ATTENTION,
+    QuantUnit,
+    attention_unit_name,
+    fused_attention,
+    quant_units,
+    takes_int8dyn,
+)
 from simq.passes.quant.inference_precision import (
     INFERENCE_PRECISION,
     INFERENCE_PRECISION_METADATA,
@@ -11,8 +19,15 @@ from simq.passes.quant.inference_precision import (
     InferencePrecisionPass,
     inference_precision,
 )
-from simq.passes.quant._units import ATTENTION, QuantUnit, attention_unit_name, fused_attention, quant_units, takes_int8dyn
-from simq.passes.quant.quantize import FALLBACK, INT4_BLOCK, NOTES_METADATA, PRECISIONS, QuantizePass, nearest, quant_knob
+from simq.passes.quant.quantize import (
+    FALLBACK,
+    INT4_BLOCK,
+    NOTES_METADATA,
+    PRECISIONS,
+    QuantizePass,
+    nearest,
+    quant_knob,
+)
 
 __all__ = [
     "ATTENTION",

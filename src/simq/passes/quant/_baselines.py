@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter.ort_fusions import optimize_for_ort
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
 __all__ = ["ort_dynamic", "ort_fused", "ort_static"]
 

@@ -12,7 +12,7 @@ import onnx_ir as ir
 from simq.errors import InvalidConfigError
 from simq.ir import META_KEPT, QuantizableNode, Structure
 from simq.passes._edit import array_of
-from simq.passes._knobs import Knob, check_config
+from simq.passes._knobs import Knob, check_config, quant_knob
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
 from simq.passes.quant._units import ATTENTION, QuantUnit, bind, quant_units, takes_int8dyn
@@ -37,11 +37,6 @@ _INT4_OPSET = 21
 _MS_DOMAIN = "com.microsoft"
 
 Supports = Callable[[str, str], bool]
-
-
-def quant_knob(unit: str) -> str:
-    """The knob setting the precision of quantization unit `unit` (a node name or ``attention.<layer>``)."""
-    return f"quant.{unit}"
 
 
 def nearest(domain: Sequence[Hashable], precision: str) -> str:

@@ -1,0 +1,137 @@
+"""What a compile run is given and gives back: `CompileOptions`, `Job`, `CompileResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx_ir as ir
+
+from simq.errors import InvalidArgumentError
+from simq.eval import Evaluator
+from simq.ir import Structure
+from simq.passes import Pipeline
+from simq.search._algorithms import ALGORITHMS
+from simq.search._objectives import OBJECTIVES, Objective
+from simq.search._store import Record
+from simq.targets import Artifact, CostModel, Target
+
+__all__ = ["CompileOptions", "CompileResult", "Job"]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to search.
+
+    Attributes:
+        objectives: Two or three names of `objective_table` (``accuracy``, ``latency``, ``size``).
+        budget: Candidates to validate (build, evaluate, measure), besides reference and baselines.
+        algorithm: ``linas`` (default), ``nsga2`` or ``random``.
+        population: Candidates validated per batch (generation).
+        max_accuracy_drop: At most this many points of the score's scale below the accuracy
+            reference (1 by default; None: unbounded).
+        max_latency_ms: At most this latency.
+        latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
+        time_limit: Seconds after which no new candidate is started (this invocation; a resumed
+            run gets its own). The front of what was validated is then published as usual.
+        final_models: At most this many models of the front are published (re-timed, re-scored).
+        keep_slower: Publish models slower than FP32 too (kept for their size).
+        objective_table: The objectives by name (`OBJECTIVES`; extend a copy to add one).
+    """
+
+    objectives: tuple[str, ...] = ("accuracy", "latency", "size")
+    budget: int = 40
+    algorithm: str = "linas"
+    population: int = 10
+    seed: int = 0
+    max_accuracy_drop: float | None = 1.0
+    max_latency_ms: float | None = None
+    latency: Literal["measured", "predicted"] = "measured"
+    time_limit: float | None = None
+    final_models: int = 8
+    keep_slower: bool = False
+    objective_table: Mapping[str, Objective] = field(default_factory=lambda: OBJECTIVES, compare=False)
+
+    def check(self) -> None:
+        """Raises `InvalidArgumentError`, in the domain's words, for options that cannot work."""
+        unknown = [o for o in self.objectives if o not in self.objective_table]
+        if unknown:
+            raise InvalidArgumentError(f"unknown objective {unknown[0]!r}; choose two or three of {', '.join(self.objective_table)}.")
+        if len(set(self.objectives)) != len(self.objectives) or not 2 <= len(self.objectives) <= 3:
+            raise InvalidArgumentError("give two or three different objectives, e.g. accuracy,latency,size.")
+        if self.budget < 1:
+            raise InvalidArgumentError(f"the budget must be at least 1 candidate (got {self.budget}).")
+        if self.population < 2:
+            raise InvalidArgumentError(f"a population must hold at least 2 candidates (got {self.population}).")
+        if self.final_models < 1:
+            raise InvalidArgumentError("at least one model of the front must be published.")
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidArgumentError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
+            raise InvalidArgumentError("the accepted accuracy drop cannot be negative.")
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            raise InvalidArgumentError("a latency bound must be positive.")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise InvalidArgumentError("a time limit must be positive.")
+        if self.latency not in ("measured", "predicted"):
+            raise InvalidArgumentError("latency is 'measured' or 'predicted'.")
+
+    def chosen_objectives(self) -> list[Objective]:
+        return [self.objective_table[name] for name in self.objectives]
+
+    @property
+    def needs_accuracy(self) -> bool:
+        return any(o.needs_evaluator for o in self.chosen_objectives()) or self.max_accuracy_drop is not None
+
+
+@dataclass
+class Job:
+    """What to compile, with everything computed once per model.
+
+    Attributes:
+        name: How the model is named in reports (e.g. ``zoo:minilm-tweets``).
+        model: The FP32 model.
+        structure: Its analysis at `signature`.
+        pipeline: The passes and their knobs (the search space).
+        target: Where it runs.
+        feed: Batch-1 inputs for latency.
+        evaluator: Scores candidates during the search (e.g. the validation split).
+        final_evaluator: Scores the Pareto set and baselines at the end (e.g. the test split).
+        baselines: Off-the-shelf recipes to compare with, by name: each builds its artifact into
+            a folder (lazily), e.g. `Target.baselines`.
+        cost_model: The target's latency predictor, for ``latency="predicted"``.
+        extra_files: Copied into every Pareto artifact's folder, by name: what running it needs
+            besides the model (the source's tokenizer, image processor, config).
+        data: Where the examples came from, for manifests and reports.
+        accuracy_reference: The baseline whose score accuracy constraints are measured from
+            (the model before `simq tune`), instead of the FP32 reference's.
+    """
+
+    name: str
+    model: ir.Model
+    structure: Structure
+    pipeline: Pipeline
+    target: Target
+    feed: Mapping[str, np.ndarray]
+    evaluator: Evaluator | None = None
+    final_evaluator: Evaluator | None = None
+    baselines: Mapping[str, Callable[[Path], Artifact]] = field(default_factory=dict)
+    cost_model: CostModel | None = None
+    extra_files: Mapping[str, Path] = field(default_factory=dict)
+    data: str = ""
+    accuracy_reference: str | None = None
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    out: Path
+    pareto: list[Record]
+    reference: Record
+    baselines: list[Record]
+    report: Path
+    evaluated: int
+    #: Why the search stopped before its budget (``"time limit"``), or None.
+    stopped_early: str | None = None
