@@ -27,6 +27,9 @@ SUMMARY_FILE = "summary.json"
 DEFAULT_DROP_SPAN = 5.0
 
 
+_LABELS = {"ffn": "FFN"}
+
+
 def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
     """A one-line summary of a config: what was pruned and how nodes run."""
     if "baseline" in config:
@@ -38,12 +41,11 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
     depth = by_kind.get("depth", [])
     if depth:
         parts.append(f"blocks dropped {sum(bool(config.get(k.name)) for k in depth)}/{len(depth)}")
-    for kind, label in (("heads", "heads"), ("ffn", "FFN"), ("channels", "channels")):
-        knobs_of_kind = by_kind.get(kind, [])
-        if knobs_of_kind:
-            kept = sum(config.get(k.name, k.default) for k in knobs_of_kind)
-            total = sum(k.default for k in knobs_of_kind)
-            parts.append(f"{label} {kept / total:.0%}")
+    for kind, knobs_of_kind in by_kind.items():  # every kind of width: the share of its units kept
+        widths = [k for k in knobs_of_kind if isinstance(k.default, int) and not isinstance(k.default, bool)]
+        if widths and not is_precision(widths[0].name):
+            kept = sum(config.get(k.name, k.default) for k in widths)
+            parts.append(f"{_LABELS.get(kind, kind)} {kept / sum(k.default for k in widths):.0%}")
     # A stored config names every unit (fused attentions too); a partial one counts the knobs given.
     quant = [v for k, v in config.items() if is_precision(k)]
     precisions = Counter(quant or [k.default for k in by_kind.get("quant", [])])

@@ -7,6 +7,7 @@ matrices for least-squares reconstruction come from `collect_stats`, run once pe
 
 from simq.passes.prune._pipeline import (
     ELASTIC_METADATA,
+    PRUNING_PASSES,
     PruneOptions,
     elastic_record,
     predicted_params,
@@ -23,6 +24,7 @@ from simq.passes.prune.heads import PruneHeadsPass
 
 __all__ = [
     "ELASTIC_METADATA",
+    "PRUNING_PASSES",
     "DropBlocksPass",
     "PruneChannelsPass",
     "PruneFFNPass",

@@ -13,7 +13,7 @@ from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
 from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob
 from simq.passes._run import run_passes
-from simq.passes.prune._common import Order, dropped_layers
+from simq.passes.prune._common import Order, WidthPass, dropped_layers
 from simq.passes.prune._stats import PruningStats
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
@@ -22,6 +22,7 @@ from simq.passes.prune.heads import PruneHeadsPass
 
 __all__ = [
     "ELASTIC_METADATA",
+    "PRUNING_PASSES",
     "PruneOptions",
     "elastic_record",
     "predicted_params",
@@ -60,26 +61,23 @@ def pruning_options(model: ir.Model, stats_available: bool) -> PruneOptions:
     return PruneOptions(order="importance" if stats_available else "first", reconstruct=stats_available)
 
 
+#: The pruning passes, in the order they run (widths first, then depth). A new kind of pruning is
+#: its pass file (a `WidthPass` with its knobs) and one entry here.
+PRUNING_PASSES: tuple[type[ir.passes.InPlacePass], ...] = (PruneHeadsPass, PruneFFNPass, PruneChannelsPass, DropBlocksPass)
+
+
 def pruning_knobs(structure: Structure) -> list[Knob]:
     """Every pruning knob of the model: heads, FFN widths, channel groups, depth."""
-    return (
-        PruneHeadsPass.knobs(structure)
-        + PruneFFNPass.knobs(structure)
-        + PruneChannelsPass.knobs(structure)
-        + DropBlocksPass.knobs(structure)
-    )
+    return [knob for cls in PRUNING_PASSES for knob in cls.knobs(structure)]
 
 
 def pruning_passes(
     structure: Structure, config: Mapping[str, Hashable], stats: PruningStats | None, options: PruneOptions
 ) -> list[ir.passes.PassBase]:
-    """The passes that apply `config`, in order: widths first, then depth."""
-    kw = {"order": options.order, "reconstruct": options.reconstruct}
+    """The passes that apply `config`, in `PRUNING_PASSES` order."""
     return [
-        PruneHeadsPass(structure, config, stats, **kw),
-        PruneFFNPass(structure, config, stats, **kw),
-        PruneChannelsPass(structure, config, stats, **kw),
-        DropBlocksPass(structure, config),
+        cls(structure, config, stats, order=options.order, reconstruct=options.reconstruct) if issubclass(cls, WidthPass) else cls(structure, config)
+        for cls in PRUNING_PASSES
     ]
 
 
