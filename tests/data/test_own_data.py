@@ -75,8 +75,8 @@ def test_without_data_the_inputs_respect_the_model(text_model, tmp_path, capsys)
     assert "synthetic inputs" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["score"] == "fidelity" and "synthetic" in summary["data"]
-    from simq.data import SyntheticExamples
     import simq.ir as sir
+    from simq.data import SyntheticExamples
 
     model = sir.load(next((tmp_path / "cache" / "exports").glob("*/model.onnx")))
     examples = SyntheticExamples(sir.input_domains(model), {"input_ids": (1, 16), "token_type_ids": (1, 16), "attention_mask": (1, 16)})

@@ -96,3 +96,15 @@ def test_training_rows_must_not_be_scored_rows(text_model, tmp_path, make_senten
         writer.writerows(rows + rows[:30])  # the same reviews twice: some land in two splits
     with pytest.raises(DataError, match="also in the"):
         tune(transformers_source(text_model), _examples(text_model, path, tmp_path / "cache"), tmp_path / "out", FAST)
+
+
+def test_a_model_tuned_from_the_zoo_is_scored_on_that_zoo_models_splits(zoo, tmp_path):
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+    (folder / "tune.json").write_text(json.dumps({"source": "zoo:digits-cnn"}))  # what simq tune records
+    model = sir.load(zoo.path("digits-cnn"))
+    examples = examples_for(JobSpec(model=str(folder)), model, folder, zoo)[0]
+    assert examples.labelled and "digits-cnn" in examples.describe()
+    assert np.array_equal(examples.role("test").labels, zoo.data("digits-cnn", "test").labels)
+    (folder / "tune.json").write_text(json.dumps({"source": "/data/my-bert"}))
+    assert examples_for(JobSpec(model=str(folder)), model, folder, zoo)[0].synthetic

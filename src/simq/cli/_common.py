@@ -15,7 +15,7 @@ from rich.console import Console
 from simq import ir as simq_ir
 from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
-from simq.search import JobSpec, default_cache_root, examples_for
+from simq.search import JobSpec, default_cache_root, examples_for, zoo_model_of
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -132,8 +132,9 @@ def data_options(args: argparse.Namespace) -> DataOptions | None:
 
 
 def zoo_for(args: argparse.Namespace):
-    """The zoo, when the model is ``zoo:NAME`` (importing it pulls in the examples' dependencies)."""
-    if not str(getattr(args, "model", "")).startswith("zoo:"):
+    """The zoo, when the model is ``zoo:NAME`` or was tuned from one (importing it pulls in the
+    examples' dependencies)."""
+    if zoo_model_of(str(getattr(args, "model", ""))) is None:
         return None
     from simq.zoo import Zoo
 

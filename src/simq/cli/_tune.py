@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         f"tuned {result.epochs_done} epoch(s){' (stopped at the time limit)' if result.stopped_early else ''}: validation accuracy "
         f"{last.get('validation_largest', float('nan')):.2f} % (largest), {last.get('validation_smallest', float('nan')):.2f} % (smallest)"
     )
-    console.print(f"wrote {args.out}; next: simq compile {args.out} --data ...")
+    data = "" if args.model.startswith("zoo:") else " --data ..."  # a zoo model's own splits carry over
+    console.print(f"wrote {args.out}; next: simq compile {args.out}{data}")
     return 0
 
 

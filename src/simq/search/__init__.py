@@ -6,7 +6,16 @@ from simq.search._baselines import cached_baselines
 from simq.search._compile import Progress, check_out, compile_model, make_out
 from simq.search._costmodel import train_cost_model
 from simq.search._evaluate import Evaluation, Executor, InProcessExecutor
-from simq.search._job import JobSpec, PreparedJob, ZooLike, check_spec, default_cache_root, examples_for, prepare_job
+from simq.search._job import (
+    JobSpec,
+    PreparedJob,
+    ZooLike,
+    check_spec,
+    default_cache_root,
+    examples_for,
+    prepare_job,
+    zoo_model_of,
+)
 from simq.search._objectives import OBJECTIVES, Objective, References, metric
 from simq.search._options import CompileOptions, CompileResult, Job
 from simq.search._pareto import hypervolume, pareto_front
@@ -51,4 +60,5 @@ __all__ = [
     "pareto_front",
     "prepare_job",
     "train_cost_model",
+    "zoo_model_of",
 ]

@@ -9,6 +9,7 @@ target's lowering, the baselines and the evaluators.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from simq.search._baselines import cached_baselines
 from simq.search._compile import Job
 from simq.targets import Target, TargetRegistry
 
-__all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job"]
+__all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job", "zoo_model_of"]
 
 #: The baseline that is the model before `simq tune`, when compiling a tuned model.
 ORIGINAL = "original (before tuning)"
@@ -169,8 +170,7 @@ def examples_for(
         label2id = model_label2id(source_dir or spec.data.tokenizer)  # a tokenizer folder is often the model's
         examples = load_data(spec.data, domains, model_dir=source_dir, label2id=label2id)
         implied = {name: (batch or 1, *array.shape[1:]) for name, array in examples.role("calibration").inputs.items()}
-    elif zoo is not None and spec.model.startswith("zoo:"):
-        name = spec.model[len("zoo:") :]
+    elif zoo is not None and (name := zoo_model_of(spec.model)) is not None:
         entry = zoo.entry(name)
         implied = dict(entry.signature)
         examples = SplitExamples(
@@ -182,6 +182,21 @@ def examples_for(
     if batch is not None:
         signature = {k: (batch, *v[1:]) for k, v in signature.items()}
     return examples or SyntheticExamples(domains, signature, spec.seed), signature, batch
+
+
+def zoo_model_of(model: str) -> str | None:
+    """The zoo model whose splits score a job: ``zoo:NAME`` itself, or the zoo model a `simq tune`
+    output folder was tuned from (its tune.json says)."""
+    if model.startswith("zoo:"):
+        return model[len("zoo:") :]
+    record = Path(model) / "tune.json"
+    if not record.is_file():
+        return None
+    try:
+        source = str(json.loads(record.read_text()).get("source", ""))
+    except (OSError, ValueError, AttributeError):
+        return None  # not one of ours: loading the folder reports what is wrong with it
+    return source[len("zoo:") :] if source.startswith("zoo:") else None
 
 
 def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str], None] | None = None) -> PreparedJob:

@@ -126,8 +126,8 @@ def torch_source(recipe: Recipe, folder: Path):
     model = _TweetClassifier(encoder, len(recipe.options["classes"])).eval()
     initializers = ir.load(folder / "model.onnx").graph.initializers
     with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(initializers["inner.head.weight"].const_value.numpy()))
-        model.head.bias.copy_(torch.from_numpy(initializers["inner.head.bias"].const_value.numpy()))
+        model.head.weight.copy_(torch.tensor(initializers["inner.head.weight"].const_value.numpy()))
+        model.head.bias.copy_(torch.tensor(initializers["inner.head.bias"].const_value.numpy()))
 
     def save(tuned: Any, out: Path) -> None:
         torch.save(tuned.state_dict(), out / "model.pt")

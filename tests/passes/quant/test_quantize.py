@@ -11,8 +11,8 @@ import pytest
 
 import simq.ir as sir
 from simq.errors import InvalidConfigError
-from simq.passes.prune import prune
 from simq.passes.fuse import OrtFusionPass
+from simq.passes.prune import prune
 from simq.passes.quant import (
     INT4_BLOCK,
     Calibration,
