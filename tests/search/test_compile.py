@@ -258,3 +258,18 @@ def test_without_a_terminal_each_phase_and_candidate_is_one_plain_line(zoo, tmp_
     assert sum(" #" in line and "/3)" in line and "latency" in line for line in lines) == 3
     assert any("final pass" in line and line.endswith("done") for line in lines)
     assert "━" not in err  # no progress bars in a log
+
+
+def test_a_store_written_before_the_worker_column_opens_and_resumes(tmp_path):
+    path = tmp_path / Store.FILENAME
+    store = Store(path)
+    store.add({"a": 1}, kind="candidate", metrics={"accuracy": 1.0}, fingerprint="f", seconds=1.0)
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE candidates DROP COLUMN worker")  # as stores were written before
+    store = Store(path)
+    try:
+        assert [r.worker for r in store.records()] == [None]
+        assert store.add({"a": 2}, kind="candidate", metrics={}, fingerprint="f", seconds=1.0, worker="node:7").worker == "node:7"
+    finally:
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, zoo_for
 from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
-from simq.errors import InvalidArgumentError
+from simq.errors import InvalidArgumentError, MissingDependencyError
 from simq.eval import Evaluator
 from simq.passes import Pipeline
 from simq.search import (
@@ -33,7 +34,7 @@ from simq.search import (
     prepare_job,
     train_cost_model,
 )
-from simq.targets import CostModel
+from simq.targets import CostModel, TargetRegistry
 
 __all__ = ["register", "run"]
 
@@ -98,6 +99,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--final-models", type=int, default=8, help="models of the front to publish (re-time, re-score; default 8)")
     parser.add_argument("--keep-slower", action="store_true", help="also publish models slower than FP32 (kept for their size)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="build, score and time candidates as Ray tasks: alone, on a local cluster of this machine; ADDRESS "
+        "(or auto) joins a running cluster, whose measuring nodes (simq worker) time them",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ray-share", type=Path, metavar="DIR",
+        help="with --ray: a folder every node sees at the same path, for artifacts (default: Ray's object store)",
+    )  # fmt: skip
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
     parser.add_argument(
@@ -140,7 +150,23 @@ def _options(args: argparse.Namespace) -> CompileOptions:
         raise InvalidArgumentError("--no-prune and --no-quantize leave nothing to search.")
     if args.cost_model_samples < 4:
         raise InvalidArgumentError("--cost-model-samples must be at least 4.")
+    if args.ray_share is not None and args.ray is None:
+        raise InvalidArgumentError("--ray-share goes with --ray.")
     return options
+
+
+def _executor(args: argparse.Namespace, options: CompileOptions):
+    """The executor of the candidates' evaluations: this process, or a Ray cluster (--ray)."""
+    if args.ray is None:
+        return contextlib.nullcontext(None)
+    try:
+        from simq.cluster import RayExecutor, check_share
+    except ImportError:
+        raise MissingDependencyError("--ray needs Ray: pip install 'simq[ray]'.") from None
+    if args.ray_share is not None:
+        check_share(args.ray_share)
+    address = None if args.ray == "local" else args.ray
+    return RayExecutor(address, measured=options.latency == "measured", share=args.ray_share)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -154,16 +180,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )  # fmt: skip
     check_out(args.out, args.resume)
     check_spec(spec)  # the data, the evaluator and the target, before minutes of work
-    with console.status("preparing") as status:
-        prepared = prepare_job(spec, zoo_for(args), status=status.update)
-    console.print(prepared.describe())
-    make_out(args.out)
-    write_recipe(parser, args, args.out / "recipe.yaml")
-    job = prepared.job
-    with _progress(console, job.pipeline.knobs) as progress:
-        if options.latency == "predicted":
-            job.cost_model = _cost_model(args, job, job.target, progress)
-        result = compile_model(job, options, args.out, resume=args.resume, progress=progress)
+    with _executor(args, options) as executor:
+        if executor is not None:  # the cluster and its measuring nodes, too
+            executor.fingerprint(TargetRegistry().get(spec.target, threads=spec.threads))
+        with console.status("preparing") as status:
+            prepared = prepare_job(spec, zoo_for(args), status=status.update)
+        console.print(prepared.describe())
+        make_out(args.out)
+        write_recipe(parser, args, args.out / "recipe.yaml")
+        job = prepared.job
+        with _progress(console, job.pipeline.knobs) as progress:
+            if options.latency == "predicted":
+                job.cost_model = _cost_model(args, job, job.target, progress)
+            result = compile_model(job, options, args.out, resume=args.resume, progress=progress, executor=executor)
     _summary(console, result, job.pipeline, job.evaluator, options.max_accuracy_drop, job.accuracy_reference)
     return 0
 
@@ -221,6 +250,8 @@ class _progress:
             ratio = f"{m['latency_ratio']:.3f}x" if "latency_ratio" in m else f"{m.get('latency_ms', float('nan')):.2f} ms"
             size = f"{m['size_bytes'] / 1e6:.1f} MB" if "size_bytes" in m else "-"
             status = f"failed: {detail.error}" if detail.error else f"score {score} · latency {ratio} · {size}"
+            if detail.worker:
+                status += f" · on {detail.worker}"
             print(f"{elapsed} #{detail.id} ({done}/{total}) {describe(detail.config, self.knobs)} · {status} · {detail.seconds:.1f} s",
                   file=self.console.file, flush=True)  # fmt: skip
         elif phase != "search" and done == total:

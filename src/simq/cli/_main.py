@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from simq import __version__
-from simq.cli import _compile, _inspect, _measure, _run, _show, _targets, _tune
+from simq.cli import _compile, _inspect, _measure, _run, _show, _targets, _tune, _worker
 from simq.errors import SimqError
 
 __all__ = ["main"]
 
-_COMMANDS = (_compile, _show, _run, _tune, _inspect, _targets, _measure)
+_COMMANDS = (_compile, _show, _run, _tune, _inspect, _targets, _measure, _worker)
 
 
 class _Parser(argparse.ArgumentParser):

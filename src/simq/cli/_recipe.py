@@ -16,7 +16,7 @@ from simq.errors import InvalidArgumentError, OutputError
 __all__ = ["add_recipe_argument", "apply_recipe", "write_recipe"]
 
 # Options that say how to run, not what to compute: never read from or written to a recipe.
-_NOT_RECIPE = frozenset({"config", "resume", "debug", "run", "command", "help", "argv"})
+_NOT_RECIPE = frozenset({"config", "resume", "debug", "run", "command", "help", "argv", "ray", "ray_share"})  # not what, but how or where
 
 
 def add_recipe_argument(parser: argparse.ArgumentParser) -> None:

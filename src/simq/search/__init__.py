@@ -5,7 +5,7 @@ from simq.search._algorithms import ALGORITHMS, Algorithm, Goal
 from simq.search._baselines import cached_baselines
 from simq.search._compile import Progress, check_out, compile_model, make_out
 from simq.search._costmodel import train_cost_model
-from simq.search._evaluate import Evaluation, Executor, InProcessExecutor
+from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator, first_line
 from simq.search._job import (
     JobSpec,
     PreparedJob,
@@ -34,6 +34,7 @@ __all__ = [
     "Executor",
     "Goal",
     "InProcessExecutor",
+    "ModelEvaluator",
     "Job",
     "JobSpec",
     "Objective",
@@ -52,6 +53,7 @@ __all__ = [
     "default_cache_root",
     "describe",
     "examples_for",
+    "first_line",
     "headline",
     "hypervolume",
     "hypervolume_curve",

@@ -9,6 +9,7 @@ feasible front is published (`simq.search._final`) and written up (``pareto.csv`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -44,7 +45,7 @@ class _Compiler:
         self.job, self.options, self.out = job, options, out
         self.progress = progress or (lambda *_: None)
         self.executor = executor or InProcessExecutor()
-        self.fingerprint = job.target.fingerprint().key()
+        self.fingerprint = self.executor.fingerprint(job.target)
         if options.needs_accuracy and job.evaluator is None:
             raise InvalidArgumentError("the accuracy objective or an accuracy limit needs an evaluator.")
         if options.latency == "predicted" and job.cost_model is None:
@@ -55,6 +56,18 @@ class _Compiler:
         self.store.bind(self._settings(), resume)
         self.space = SearchSpace(job.pipeline)
         self.evaluator = ModelEvaluator(job, options, self.work, self.store, self.fingerprint)
+        #: (calls, seconds) of the driver per step of the search: "ask", "tell", "commit" (the
+        #: store), "wait" (for the executor's evaluations).
+        self.driver_steps = dict.fromkeys(("ask", "tell", "commit", "wait"), (0, 0.0))
+
+    @contextlib.contextmanager
+    def _timed(self, step: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            calls, seconds = self.driver_steps[step]
+            self.driver_steps[step] = (calls + 1, seconds + time.perf_counter() - start)
 
     def _settings(self) -> dict:
         o = self.options
@@ -69,10 +82,11 @@ class _Compiler:
         }
 
     def _commit(self, config: Mapping[str, Hashable], kind: str, evaluation: Evaluation, predicted=None) -> Record:
-        return self.store.add(
-            config, kind=kind, metrics=evaluation.metrics, fingerprint=self.fingerprint, seconds=evaluation.seconds,
-            predicted=predicted, model_hash=evaluation.digest, error=evaluation.error,
-        )  # fmt: skip
+        with self._timed("commit"):
+            return self.store.add(
+                config, kind=kind, metrics=evaluation.metrics, fingerprint=self.fingerprint, seconds=evaluation.seconds,
+                predicted=predicted, model_hash=evaluation.digest, error=evaluation.error, worker=evaluation.worker,
+            )  # fmt: skip
 
     def _once(self, build: Callable[[Path], Artifact], config: Mapping[str, Hashable], kind: str) -> Record:
         """The stored record of `config`, or evaluate and commit it now (reference, baselines)."""
@@ -94,7 +108,8 @@ class _Compiler:
         validated, stalled, stopped_early = 0, 0, None
         self.progress("search", 0, o.budget, None)
         while validated < o.budget and stalled < 50 and stopped_early is None:
-            asked = algorithm.ask()
+            with self._timed("ask"):
+                asked = algorithm.ask()
             batch: list[tuple[np.ndarray, dict[str, Hashable]]] = []
             fresh: list[str] = []  # keys this run has not asked for before
             for x in asked:
@@ -115,7 +130,8 @@ class _Compiler:
                 self.progress("search", validated, o.budget, record)
             stalled = 0 if fresh else stalled + 1
             if batch:
-                algorithm.tell(np.array([x for x, _ in batch]), np.array([self._metric_vector(r, references, goal) for r in records]))
+                with self._timed("tell"):
+                    algorithm.tell(np.array([x for x, _ in batch]), np.array([self._metric_vector(r, references, goal) for r in records]))
         return self._finish(references, goal, stopped_early)
 
     def _evaluate_batch(self, batch, algorithm, reference: Record) -> list[Record]:
@@ -131,7 +147,12 @@ class _Compiler:
                 records[key] = found
             elif key not in {config_key(c) for c in todo}:
                 todo.append(config)
-        for config, evaluation in self.executor.map(lambda c: self.evaluator.evaluate(self.evaluator.candidate_artifact(c), c, "candidate"), todo):
+        evaluations = self.executor.evaluate(self.evaluator, todo)
+        while True:
+            with self._timed("wait"):
+                config, evaluation = next(evaluations, (None, None))
+            if config is None:
+                break
             key = config_key(config)
             kind = "candidate" if key != reference_key else "reference"
             records[key] = self._commit(config, kind, evaluation, _readable(algorithm.predictions.get(key)))
@@ -181,7 +202,7 @@ class _Compiler:
         report = write_report(self.out, self.store, o, self.job, reference, baselines, front, goal)
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
-        return CompileResult(self.out, front, reference, baselines, report, evaluated, stopped_early)
+        return CompileResult(self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.driver_steps))
 
 
 def _readable(predicted: Mapping[str, float] | None) -> dict[str, float] | None:

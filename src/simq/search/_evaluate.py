@@ -1,5 +1,6 @@
 """Evaluating one model: build its artifact, score it in its runtime, time it against FP32 in the
-same run; and the executors that run evaluations (in this process by default).
+same run; and the executors that run evaluations (in this process by default; on a Ray cluster
+with `simq.cluster.RayExecutor`).
 
 An evaluation returns what it measured and commits nothing: the search loop commits each one to
 the store as it arrives, so an executor may run them anywhere and in any order.
@@ -10,10 +11,10 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import onnx_ir as ir
 
@@ -22,10 +23,11 @@ from simq.ir import analyze
 from simq.search._store import Store
 from simq.targets import Artifact, compare, features
 
-__all__ = ["Evaluation", "Executor", "InProcessExecutor", "ModelEvaluator", "first_line"]
+__all__ = ["Evaluation", "Executor", "InProcessExecutor", "LatencyFunction", "ModelEvaluator", "first_line"]
 
-T = TypeVar("T")
-R = TypeVar("R")
+Config = Mapping[str, Hashable]
+#: ``latency(config, kind, artifact, digest)``: the latency metrics of a built artifact.
+LatencyFunction = Callable[[Config, str, Artifact, str], dict[str, float]]
 
 
 def first_line(e: BaseException) -> str:
@@ -41,21 +43,32 @@ class Evaluation:
     digest: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    worker: str | None = None  # where it ran (host:pid), when not in this process
 
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs evaluations: `map` yields ``(item, result)`` pairs as they finish (any order)."""
+    """Runs the candidates' evaluations of a search."""
 
-    def map(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]: ...
+    def fingerprint(self, target: Any) -> str:
+        """The fingerprint key of the hardware latencies are measured on."""
+        ...
+
+    def evaluate(self, evaluator: ModelEvaluator, configs: Sequence[Config]) -> Iterator[tuple[Config, Evaluation]]:
+        """Evaluate every config (as `evaluator` would); yield ``(config, evaluation)`` pairs as
+        they finish, in any order, each config exactly once."""
+        ...
 
 
 class InProcessExecutor:
     """One evaluation after the other, in this process."""
 
-    def map(self, function: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
-        for item in items:
-            yield item, function(item)
+    def fingerprint(self, target: Any) -> str:
+        return target.fingerprint().key()
+
+    def evaluate(self, evaluator: ModelEvaluator, configs: Sequence[Config]) -> Iterator[tuple[Config, Evaluation]]:
+        for config in configs:
+            yield config, evaluator.evaluate(evaluator.candidate_artifact(config), config, "candidate")
 
 
 class ModelEvaluator:
@@ -65,11 +78,12 @@ class ModelEvaluator:
         job: The compile job.
         options: Its `CompileOptions`.
         work: A scratch folder.
-        store: Where measurements already made (by artifact digest) are found.
+        store: Where measurements already made (by artifact digest) are found (None on a
+            worker, which measures no latency itself: see `evaluate`'s `latency`).
         fingerprint: The target's fingerprint key.
     """
 
-    def __init__(self, job: Any, options: Any, work: Path, store: Store, fingerprint: str) -> None:
+    def __init__(self, job: Any, options: Any, work: Path, store: Store | None, fingerprint: str) -> None:
         self.job, self.options, self.work, self.store, self.fingerprint = job, options, work, store, fingerprint
         self._reference_runner = None
         self._reference_ms: list[float] = []
@@ -77,11 +91,18 @@ class ModelEvaluator:
     def reference_artifact(self, workdir: Path) -> Artifact:
         return self.job.target.lower(self.job.model, workdir)
 
-    def candidate_artifact(self, config: Mapping[str, Hashable]) -> Callable[[Path], Artifact]:
+    def candidate_artifact(self, config: Config) -> Callable[[Path], Artifact]:
         return lambda workdir: self.job.target.lower(self.job.pipeline.build(config), workdir)
 
-    def evaluate(self, build: Callable[[Path], Artifact], config: Mapping[str, Hashable], kind: str) -> Evaluation:
-        """Build the artifact, measure every metric; a failure is recorded (the reference's raises)."""
+    def evaluate(
+        self, build: Callable[[Path], Artifact], config: Config, kind: str, latency: LatencyFunction | None = None
+    ) -> Evaluation:
+        """Build the artifact, measure every metric; a failure is recorded (the reference's raises).
+
+        Args:
+            latency: Measures the latency metrics instead of this evaluator (e.g. hands the
+                artifact to the machine that has the target); `latency_metrics` by default.
+        """
         start = time.perf_counter()
         metrics: dict[str, float] = {}
         digest = None
@@ -95,7 +116,7 @@ class ModelEvaluator:
                 for objective in self.options.chosen_objectives():
                     if objective.measure is not None:
                         metrics[objective.name] = float(objective.measure(artifact))
-                metrics.update(self._latency(config, kind, artifact, digest))
+                metrics.update((latency or self.latency_metrics)(config, kind, artifact, digest))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one candidate's failure (e.g. in a user evaluator) is recorded, not fatal
@@ -104,7 +125,7 @@ class ModelEvaluator:
             return Evaluation({}, digest, first_line(e), time.perf_counter() - start)
         return Evaluation(metrics, digest, None, time.perf_counter() - start)
 
-    def _features_model(self, config: Mapping[str, Hashable], kind: str, artifact: Artifact) -> ir.Model:
+    def _features_model(self, config: Config, kind: str, artifact: Artifact) -> ir.Model:
         """The model the cost model reads: the candidate before the target's fusions (their
         contrib ops hide shapes from ONNX inference), the reference, or a baseline's ONNX."""
         if kind == "candidate":
@@ -115,12 +136,17 @@ class ModelEvaluator:
             raise SimqError(f"{config.get('baseline')} has no ONNX model for the cost model to read.")
         return ir.load(artifact.onnx)
 
-    def _latency(self, config: Mapping[str, Hashable], kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
+    def predicted_latency(self, config: Config, kind: str, artifact: Artifact) -> dict[str, float]:
+        """The cost model's latency of a built artifact (no timing)."""
+        model = self._features_model(config, kind, artifact)
+        ms = self.job.cost_model.predict(features(model, analyze(model, dict(self.job.structure.signature)))).latency_ms
+        return {"latency_ms": ms}
+
+    def latency_metrics(self, config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
+        """Predicted, or timed here against FP32 (once per artifact digest and fingerprint)."""
         if self.options.latency == "predicted":
-            model = self._features_model(config, kind, artifact)
-            ms = self.job.cost_model.predict(features(model, analyze(model, dict(self.job.structure.signature)))).latency_ms
-            return {"latency_ms": ms}
-        cached = self.store.measurement(digest, self.fingerprint)
+            return self.predicted_latency(config, kind, artifact)
+        cached = self.measured(digest)
         if cached is None:
             if self._reference_runner is None:
                 self._reference_runner = self.job.target.runner(self.reference_artifact(self.work / "reference"), self.job.feed)
@@ -129,9 +155,20 @@ class ModelEvaluator:
                 # 1 by definition; timed against itself, a 0.05 ms model came out at 1.44 and was
                 # then dominated by candidates slower than it.
                 ratio = 1.0
-            self._reference_ms.append(reference_ms)
-            cached = (ratio, ratio * statistics.median(self._reference_ms))
-            self.store.add_measurement(digest, self.fingerprint, *cached)
+            cached = self.record_timing(digest, ratio, reference_ms)
+        return cached
+
+    def measured(self, digest: str) -> dict[str, float] | None:
+        """The latency metrics stored for an artifact on this fingerprint, if it was timed."""
+        cached = self.store.measurement(digest, self.fingerprint)
+        return None if cached is None else {"latency_ratio": cached[0], "latency_ms": cached[1]}
+
+    def record_timing(self, digest: str, ratio: float, reference_ms: float) -> dict[str, float]:
+        """Store a timing (`ratio` to FP32, timed beside it at `reference_ms`); its latency metrics,
+        milliseconds from the median of FP32's timings in this run."""
+        self._reference_ms.append(reference_ms)
+        cached = (ratio, ratio * statistics.median(self._reference_ms))
+        self.store.add_measurement(digest, self.fingerprint, *cached)
         return {"latency_ratio": cached[0], "latency_ms": cached[1]}
 
     def close(self) -> None:

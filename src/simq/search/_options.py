@@ -135,3 +135,7 @@ class CompileResult:
     evaluated: int
     #: Why the search stopped before its budget (``"time limit"``), or None.
     stopped_early: str | None = None
+    #: (calls, seconds) of the driver per search step in this invocation: ``ask`` (LINAS: its
+    #: predictors' refit and inner NSGA-II), ``tell``, ``commit`` (the store), ``wait`` (for
+    #: the executor's evaluations; in this process, the evaluations themselves).
+    driver_steps: dict[str, tuple[int, float]] = field(default_factory=dict)

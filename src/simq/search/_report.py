@@ -291,7 +291,7 @@ def write_report(
     if failed:
         parts.append(
             f"<h3>{len(failed)} failed evaluations</h3><ul>"
-            + "".join(f"<li>#{r.id}: {html.escape(r.error or '')}</li>" for r in failed[:50])
+            + "".join(f"<li>#{r.id}: {html.escape(r.error or '')}{html.escape(f' (on {r.worker})' if r.worker else '')}</li>" for r in failed[:50])
             + "</ul>"
         )
     report = out / "report.html"

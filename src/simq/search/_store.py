@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     fingerprint TEXT NOT NULL,
     artifact TEXT,
     seconds REAL NOT NULL,
-    final TEXT NOT NULL DEFAULT '{}'
+    final TEXT NOT NULL DEFAULT '{}',
+    worker TEXT
 );
 CREATE TABLE IF NOT EXISTS scores (
     model_hash TEXT NOT NULL,
@@ -70,6 +71,7 @@ class Record:
         final: The end-of-run values for the Pareto set, the reference and the baselines:
             ``latency_ms``/``latency_ratio`` timed in blocks with FP32 (median of three passes), and
             ``accuracy`` on the final split.
+        worker: Where it was evaluated (``host:pid`` of a cluster worker), if not in the driver.
     """
 
     id: int
@@ -84,6 +86,7 @@ class Record:
     artifact: str | None
     seconds: float
     final: dict[str, float]
+    worker: str | None = None
 
 
 class Store:
@@ -95,6 +98,9 @@ class Store:
         try:
             self._db = sqlite3.connect(path)
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(candidates)")}
+            if "worker" not in columns:  # a store written before runs could be distributed
+                self._db.execute("ALTER TABLE candidates ADD COLUMN worker TEXT")
         except sqlite3.Error as e:
             raise OutputError(f"cannot open the result store {path}: {e}") from None
         self.path = path
@@ -147,15 +153,16 @@ class Store:
         predicted: Mapping[str, float] | None = None,
         model_hash: str | None = None,
         error: str | None = None,
+        worker: str | None = None,
     ) -> Record:
         """Commit one evaluated candidate (or its failure) and return it."""
         with self._db:
             cursor = self._db.execute(
-                "INSERT INTO candidates (config_key, config, kind, status, error, metrics, predicted, model_hash, fingerprint, seconds)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO candidates (config_key, config, kind, status, error, metrics, predicted, model_hash, fingerprint, seconds, worker)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     config_key(config), json.dumps(dict(config)), kind, "error" if error else "ok", error,
-                    json.dumps(dict(metrics)), json.dumps(dict(predicted or {})), model_hash, fingerprint, seconds,
+                    json.dumps(dict(metrics)), json.dumps(dict(predicted or {})), model_hash, fingerprint, seconds, worker,
                 ),
             )  # fmt: skip
         return self.get(cursor.lastrowid)
@@ -210,10 +217,10 @@ class Store:
 
     @staticmethod
     def _record(row: tuple) -> Record:
-        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds, final) = (
+        (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds, final, worker) = (
             row
         )
         return Record(
             id_, json.loads(config), kind, status, error, json.loads(metrics), json.loads(predicted), model_hash,
-            fingerprint, artifact, seconds, json.loads(final),
+            fingerprint, artifact, seconds, json.loads(final), worker,
         )  # fmt: skip
