@@ -32,14 +32,17 @@ _STAMP = re.compile(r"^\[\s*([\d.]+) min\] (.*)$")
 
 
 def phases(log: str, total: float) -> dict[str, float]:
-    """Minutes per phase, from the log's elapsed stamps (preparation: before the search starts)."""
+    """Minutes per phase, from the log's elapsed stamps. They count from the end of the
+    preparation (the zoo build included) and the run ends just after the last one, so the
+    preparation is the total less the last stamp, plus the time to the search's start."""
     stamps = [(float(m[1]), m[2]) for line in log.splitlines() if (m := _STAMP.match(line))]
     start = lambda text: next((t for t, what in stamps if what.startswith(text)), None)  # noqa: E731
-    search, final = start("validating candidates"), start("final pass")
+    last = stamps[-1][0] if stamps else 0.0
+    search, final = start("validating candidates") or 0.0, start("final pass") or last
     return {
-        "preparation (load, analysis, calibration, statistics, fusion, baselines built)": search or 0.0,
-        "search (reference, baselines and candidates evaluated)": (final or total) - (search or 0.0),
-        "final pass (publish, re-time, score on test)": total - (final or total),
+        "preparation (zoo build, load, analysis, calibration, statistics, fusion, baselines built)": total - last + search,
+        "search (reference, baselines and candidates evaluated)": final - search,
+        "final pass (publish, re-time, score on test)": last - final,
     }
 
 

@@ -57,3 +57,26 @@ def test_a_user_evaluator_gets_the_artifact_and_a_ready_runner(zoo, tmp_path, mo
     artifact = target.lower(sir.load(zoo.path("digits-cnn")), tmp_path)
     assert load_evaluator("my_eval:score").evaluate(target.load(artifact), artifact) == 1002
     assert load_evaluator("my_eval:old").evaluate(target.load(artifact), artifact) == len(str(artifact.onnx))
+
+
+def test_text_batches_are_cut_to_their_longest_example_with_the_same_score(text_model, text_csv, tmp_path):
+    from simq.data import DataOptions
+    from simq.eval import onnx_runner
+    from simq.search import JobSpec, prepare_job
+
+    job = prepare_job(JobSpec(model=str(text_model), data=DataOptions(text_csv), baselines=False, cache_dir=tmp_path), None).job
+    evaluator = job.final_evaluator
+    assert evaluator.mask == "attention_mask"  # a classifier with a dynamic sequence length, padded on the right
+    run = onnx_runner(sir.save(job.model, tmp_path / "model.onnx"))
+    widths: list[int] = []
+
+    def recording(inputs):
+        mask = inputs["attention_mask"]
+        assert mask[:, -1].any() and all(v.shape[1] == mask.shape[1] for v in inputs.values())  # no all-padding column
+        widths.append(mask.shape[1])
+        return run(inputs)
+
+    cut = AccuracyEvaluator(evaluator.inputs, evaluator.labels, 4, evaluator.mask)  # small batches: several widths
+    full = AccuracyEvaluator(evaluator.inputs, evaluator.labels, 4)
+    assert cut.evaluate(recording) == full.evaluate(run)
+    assert widths == sorted(widths) and widths[0] < evaluator.inputs["attention_mask"].shape[1]

@@ -254,7 +254,9 @@ class _progress:
                 status += f" · on {detail.worker}"
             print(f"{elapsed} #{detail.id} ({done}/{total}) {describe(detail.config, self.knobs)} · {status} · {detail.seconds:.1f} s",
                   file=self.console.file, flush=True)  # fmt: skip
-        elif phase != "search" and done == total:
+        elif phase == "final" and isinstance(detail, str):  # what the final pass just did: lowered, timed, scored
+            print(f"{elapsed} final pass: {detail}", file=self.console.file, flush=True)
+        if phase != "search" and done == total:
             print(f"{elapsed} {self._LABELS.get(phase, phase)} done", file=self.console.file, flush=True)
 
 

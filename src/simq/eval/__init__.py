@@ -16,6 +16,10 @@ from simq.eval._evaluators import (
     UserEvaluator,
     load_evaluator,
     onnx_runner,
+    padding_mask,
 )
 
-__all__ = ["AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]
+__all__ = [
+    "AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator",
+    "onnx_runner", "padding_mask",
+]  # fmt: skip

@@ -23,7 +23,10 @@ from simq.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from simq.targets import Artifact
 
-__all__ = ["AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator", "onnx_runner"]
+__all__ = [
+    "AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator",
+    "onnx_runner", "padding_mask",
+]  # fmt: skip
 
 #: A loaded model: inputs by name (batch on axis 0) -> every output.
 Run = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
@@ -69,18 +72,52 @@ def _outputs(run: Run, inputs: Mapping[str, np.ndarray], batch_size: int) -> lis
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
+def _first_output(run: Run, inputs: Mapping[str, np.ndarray], batch_size: int, mask: str | None) -> np.ndarray:
+    """The first output (one row per example) over all `inputs`.
+
+    With `mask`, the name of a 0/1 padding mask padded on the right (``attention_mask``), the
+    examples run in batches of similar length, each cut to its longest example: the outputs of
+    the same model on the same tokens, without most of the padding's compute.
+    """
+    if mask is None:
+        return _outputs(run, inputs, batch_size)[0]
+    lengths = inputs[mask].sum(axis=1)
+    width = inputs[mask].shape[1]
+    order = np.argsort(lengths, kind="stable")
+    parts = []
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        cut = max(int(lengths[index].max()), 1)
+        parts.append(run({k: v[index][:, :cut] if v.ndim >= 2 and v.shape[1] == width else v[index] for k, v in inputs.items()})[0])
+    rows = np.concatenate(parts)
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
+def padding_mask(inputs: Mapping[str, np.ndarray], name: str = "attention_mask") -> str | None:
+    """`name` if `inputs` hold it as a 0/1 mask padded on the right (what `AccuracyEvaluator` and
+    `AgreementEvaluator` may cut batches by), else None."""
+    mask = inputs.get(name)
+    if mask is None or mask.ndim != 2 or not np.isin(mask, (0, 1)).all():
+        return None
+    return name if bool(np.all(mask[:, :-1] >= mask[:, 1:])) else None
+
+
 class AccuracyEvaluator(Evaluator):
     """Top-1 accuracy (percent) of the first output's arg-max against `labels`."""
 
     name = "accuracy"
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray, batch_size: int = 64) -> None:
+    def __init__(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray, batch_size: int = 64, mask: str | None = None) -> None:
+        """`mask`: a right-padded mask input (see `padding_mask`) to cut batches by, for a model
+        whose sequence length is dynamic."""
         if len(labels) == 0 or any(len(v) != len(labels) for v in inputs.values()):
             raise InvalidArgumentError("accuracy needs as many labels as examples, and at least one.")
-        self.inputs, self.labels, self.batch_size = dict(inputs), np.asarray(labels), batch_size
+        self.inputs, self.labels, self.batch_size, self.mask = dict(inputs), np.asarray(labels), batch_size, mask
 
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
-        logits = _outputs(run, self.inputs, self.batch_size)[0]
+        logits = _first_output(run, self.inputs, self.batch_size, self.mask)
         return float(100 * np.mean(logits.reshape(len(self.labels), -1).argmax(-1) == self.labels))
 
 
@@ -90,13 +127,13 @@ class AgreementEvaluator(Evaluator):
 
     name = "agreement"
 
-    def __init__(self, reference: Path, inputs: Mapping[str, np.ndarray], batch_size: int = 64) -> None:
-        self.inputs, self.batch_size = dict(inputs), batch_size
-        logits = _outputs(onnx_runner(reference), self.inputs, batch_size)[0]
+    def __init__(self, reference: Path, inputs: Mapping[str, np.ndarray], batch_size: int = 64, mask: str | None = None) -> None:
+        self.inputs, self.batch_size, self.mask = dict(inputs), batch_size, mask
+        logits = _first_output(onnx_runner(reference), self.inputs, batch_size, mask)
         self._reference = logits.reshape(len(logits), -1).argmax(-1)
 
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
-        logits = _outputs(run, self.inputs, self.batch_size)[0]
+        logits = _first_output(run, self.inputs, self.batch_size, self.mask)
         return float(100 * np.mean(logits.reshape(len(logits), -1).argmax(-1) == self._reference))
 
 

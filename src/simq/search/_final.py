@@ -110,7 +110,8 @@ def publish(
     builders.update({r.id: shipped(r.id, r.config) for r in front if r.id != reference.id})
     builders.update({r.id: job.baselines[r.config["baseline"]] for r in baselines})
     published = {r.id for r in front}
-    steps = len(builders) * (2 if job.final_evaluator is not None else 1) + 1
+    timed = options.latency == "measured"
+    steps = len(builders) * (1 + (job.final_evaluator is not None)) + (len(builders) - 1 if timed else 0)
     done = 0
 
     def step(what: str) -> None:
@@ -125,7 +126,7 @@ def publish(
         artifacts[record_id] = build(folder)
         step(f"lowered #{record_id}")
     final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
-    if options.latency == "measured":
+    if timed:
         reference_runner = job.target.runner(artifacts[reference.id], job.feed)
         reference_ms: list[float] = []
         for i, artifact in artifacts.items():
@@ -134,6 +135,7 @@ def publish(
             ratio, ms, rounds = timed_ratio(reference_runner, job.target.runner(artifact, job.feed))
             final[i] |= {"latency_ratio": ratio, "rounds": float(rounds)}
             reference_ms.append(ms)
+            step(f"timed #{i} ({rounds} rounds, {ratio:.3f}x FP32)")
         if not reference_ms:  # only the reference is left to time
             reference_ms = interleave({"reference": reference_runner})["reference"]
         ms = statistics.median(reference_ms)
@@ -141,7 +143,6 @@ def publish(
         for i in artifacts:
             final[i]["latency_ms"] = final[i]["latency_ratio"] * ms
         del reference_runner
-    step("timed")
     if job.final_evaluator is not None:
         for i, artifact in artifacts.items():
             digest = artifact.digest()

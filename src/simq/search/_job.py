@@ -32,7 +32,7 @@ from simq.data import (
     model_label2id,
 )
 from simq.errors import ArtifactError, InvalidArgumentError
-from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator
+from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator, padding_mask
 from simq.passes import Pipeline
 from simq.passes.prune import collect_stats, elastic_record
 from simq.passes.quant import calibrate
@@ -266,12 +266,28 @@ def _evaluators(spec: JobSpec, model: ir.Model, examples: Examples, batch: int |
         return load_evaluator(spec.evaluator), None
     validation, test = examples.role("validation"), examples.role("test")
     size = batch or EVALUATION_BATCH
+    masks = [_cut_by(model, split.inputs) for split in (validation, test)]
     if examples.labelled:
-        return AccuracyEvaluator(validation.inputs, validation.labels, size), AccuracyEvaluator(test.inputs, test.labels, size)
+        return (
+            AccuracyEvaluator(validation.inputs, validation.labels, size, masks[0]),
+            AccuracyEvaluator(test.inputs, test.labels, size, masks[1]),
+        )
     with tempfile.TemporaryDirectory() as tmp:
         reference = sir.save(model, Path(tmp) / "reference.onnx")
-        cls = AgreementEvaluator if _is_classifier(model) and not examples.synthetic else FidelityEvaluator
-        return cls(reference, validation.inputs, size), cls(reference, test.inputs, size)
+        if _is_classifier(model) and not examples.synthetic:
+            return AgreementEvaluator(reference, validation.inputs, size, masks[0]), AgreementEvaluator(reference, test.inputs, size, masks[1])
+        return FidelityEvaluator(reference, validation.inputs, size), FidelityEvaluator(reference, test.inputs, size)
+
+
+def _cut_by(model: ir.Model, inputs) -> str | None:
+    """The padding mask a classifier's scoring batches may be cut by (tokens padded on the right,
+    a dynamic sequence length; one row of logits per example), else None."""
+    mask = padding_mask(inputs)
+    if mask is None or not _is_classifier(model):
+        return None
+    graph_input = next((i for i in model.graph.inputs if i.name == mask), None)
+    shape = graph_input.shape if graph_input is not None else None
+    return mask if shape is not None and len(shape) == 2 and not isinstance(shape[1], int) else None
 
 
 def _is_classifier(model: ir.Model) -> bool:
