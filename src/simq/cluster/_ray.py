@@ -8,7 +8,9 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -17,6 +19,7 @@ from typing import Any
 
 import ray
 import ray.exceptions
+from ray import cloudpickle
 
 from simq.errors import InvalidArgumentError, SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
@@ -178,8 +181,37 @@ class RayExecutor:
         """The job in the object store, put once (wrapped in a list, so that tasks receive the
         reference and each worker deserializes the job once, not once per task)."""
         if self._job_key != id(job):
-            self._job_refs, self._job_key = [ray.put(job)], id(job)
+            self._job_refs, self._job_key = [ray.put(_dumps(job))], id(job)
         return self._job_refs
+
+
+def _dumps(job: Any) -> bytes:
+    """The job pickled. An IR graph's nodes and values refer to each other, so pickling one
+    recurses about as deep as the graph is long (a 6-layer MiniLM overflows Python's default
+    limit): it runs in a thread with a large stack and a high recursion limit. Unpickling does
+    not recurse."""
+    result: dict[str, Any] = {}
+
+    def dump() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 1_000_000))
+        try:
+            result["bytes"] = cloudpickle.dumps(job)
+        except Exception as e:  # noqa: BLE001 - reported in the caller's thread
+            result["error"] = e
+        finally:
+            sys.setrecursionlimit(limit)
+
+    previous = threading.stack_size(1 << 30)
+    try:
+        thread = threading.Thread(target=dump, name="simq-pickle-job")
+        thread.start()
+    finally:
+        threading.stack_size(previous)
+    thread.join()
+    if "error" in result:
+        raise SimqError(f"the compile job cannot be sent to the cluster: {first_line(result['error'])}") from result["error"]
+    return result["bytes"]
 
 
 # On the workers
@@ -195,7 +227,7 @@ def _cached_job(refs: list[ray.ObjectRef]) -> Any:
     if key not in _JOBS:
         _JOBS.clear()  # a worker serves one job at a time
         _REFERENCES.clear()
-        _JOBS[key] = ray.get(refs[0])
+        _JOBS[key] = cloudpickle.loads(ray.get(refs[0]))
     return _JOBS[key]
 
 
