@@ -356,25 +356,24 @@ works post-training on the given weights (no fine-tuning), so the comparable col
 
 ## What the runs show
 
-- **Transformers (minilm-tweets, bert-base, vit-base, clip-small).** On ONNX Runtime, SimQ's
-  fastest accepted model runs at 0.85-1.1x the speed of the best ORT INT8 baseline (its own INT8
-  everywhere is about as fast as ORT's dynamic INT8 and keeps accuracy better on minilm-tweets, where
-  ORT's static QDQ-everywhere loses 20+ points); on OpenVINO, where ORT's
-  dynamic INT8 runs slower than FP32, SimQ is the fastest accepted model on every transformer. Pruning
-  adds little at <= 1 point: post-training (no fine-tuning), 25 % fewer heads and FFN neurons already
-  cost about a point on minilm-tweets, and with random weights (bert-base, vit-base) any pruning
-  moves the output cosine below 99 %. That, not the search, is what keeps minilm-tweets at about
-  1.1x of ORT dynamic INT8 instead of the 2x goal; the paper's 4.8x comes from super-networks
-  fine-tuned per task.
-- **CNNs (digits-resnet, resnet50).** SimQ's INT8 puts Q/DQ on each Conv's input and weight only;
-  ORT's static INT8 also quantizes Conv outputs, Relus and residual Adds, so ONNX Runtime fuses whole
-  QLinearConv chains: resnet50 runs at about 0.3x FP32 there against about 0.65x with SimQ's policy.
-  With random weights neither keeps the output cosine >= 99 % on resnet50 (98.4 %), so nothing
-  compressed is accepted there. Quantizing Conv outputs (calibrating them) is the next step for CNNs.
-  Channel pruning of digits-resnet's residual stream collapses accuracy (75 % of its channels kept:
-  23 % top-1); only 1x1 consumers get a least-squares refit.
-- **Tiny models (digits-*).** A 0.05-0.1 ms model is dominated by per-node overhead: every Q/DQ pair
-  costs more than the arithmetic it saves, so FP32 is often on the front.
+(Read off the table above by hand, for the runs of this document's last full write.)
+
+- **Transformers, ort-cpu.** With fused lowering and dynamic INT8 (QAttention included), SimQ's
+  fastest accepted model matches or passes ORT's strongest recipe: minilm-tweets 1.03x faster
+  than fused + dynamic INT8, clip-small 1.23x faster than ORT dynamic INT8, digits-vit 1.15x
+  faster than fused FP32 (ORT's INT8 recipes lose accuracy there). Post-training pruning adds
+  little within 1 point on minilm-tweets; `simq tune` (docs/TUNE.md) is what moves it: heads
+  75 % + FFN 50 % + INT8 of the tuned model runs 1.69x faster than fused + dynamic INT8 at +0.59
+  test points.
+- **Transformers, openvino-cpu.** NNCF's INT8 (transformer preset) and OpenVINO's own BF16 are
+  strong: SimQ is 0.96x their speed on minilm-tweets and digits-vit (within the noise of one
+  comparison on this machine) and 1.13x faster on clip-small.
+- **CNNs.** SimQ's INT8 regions reach ORT's QLinearConv/QLinearAdd chains: digits-resnet 1.02x ORT
+  static INT8 on ort-cpu, 0.97x NNCF on openvino-cpu. resnet50 has random weights and a
+  fidelity threshold (cosine >= 99 %) that no INT8 model of anyone keeps; on openvino-cpu the BF16
+  whole-model precision is accepted and runs as fast as OpenVINO's default (BF16).
+- **Tiny models (digits-*).** A 0.05-0.1 ms model is dominated by per-call overhead: on openvino-cpu
+  FP32 stays on the digits-vit front.
 - **Size on openvino-cpu.** OpenVINO's IR stores FP32 weights as FP16 by default (`save_model`
   compresses), so the FP32 artifact there is half the ONNX bytes and INT8 models come out at
   about 0.5x, not 0.25x.
