@@ -360,13 +360,13 @@ works post-training on the given weights (no fine-tuning), so the comparable col
 
 - **Transformers, ort-cpu.** With fused lowering and dynamic INT8 (QAttention included), SimQ's
   fastest accepted model matches or passes ORT's strongest recipe: minilm-tweets 1.03x faster
-  than fused + dynamic INT8, clip-small 1.23x faster than ORT dynamic INT8, digits-vit 1.15x
+  than fused + dynamic INT8, bert-base 1.08x and clip-small 1.23x faster than ORT dynamic INT8, digits-vit 1.15x
   faster than fused FP32 (ORT's INT8 recipes lose accuracy there). Post-training pruning adds
   little within 1 point on minilm-tweets; `simq tune` (docs/TUNE.md) is what moves it: heads
   75 % + FFN 50 % + INT8 of the tuned model runs 1.69x faster than fused + dynamic INT8 at +0.59
   test points.
 - **Transformers, openvino-cpu.** NNCF's INT8 (transformer preset) and OpenVINO's own BF16 are
-  strong: SimQ is 0.96x their speed on minilm-tweets and digits-vit (within the noise of one
+  strong: SimQ is 0.96-0.97x their speed on minilm-tweets, bert-base and digits-vit (within the noise of one
   comparison on this machine) and 1.13x faster on clip-small.
 - **CNNs.** SimQ's INT8 regions reach ORT's QLinearConv/QLinearAdd chains: digits-resnet 1.02x ORT
   static INT8 on ort-cpu, 0.97x NNCF on openvino-cpu. resnet50 has random weights and a
