@@ -36,6 +36,14 @@ def _candidates(out: Path) -> list[tuple]:
         ).fetchall()
 
 
+def _committed(out: Path) -> int:
+    """Candidates committed so far by a run in progress (0 while its store is being created)."""
+    try:
+        return len(_candidates(out)) if (out / Store.FILENAME).exists() else 0
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return 0
+
+
 def _pareto(out: Path) -> list[str]:
     return sorted(row["config"] for row in json.loads((out / "summary.json").read_text())["rows"])
 
@@ -87,7 +95,7 @@ def test_a_worker_killed_mid_task_loses_and_repeats_nothing(zoo, tmp_path):
     killed: list[int] = []
 
     def kill_a_busy_worker() -> bool:
-        if (out / Store.FILENAME).exists() and len(_candidates(out)) >= 1:
+        if _committed(out) >= 1:
             for pid in _ray_task_pids("_build"):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -108,7 +116,7 @@ def test_a_killed_driver_resumes_and_finishes_the_budget(zoo, tmp_path):
     out = tmp_path / "killed-driver"
     args = _args(zoo, out, "--budget", "8", "--final-models", "1", "--ray", "--latency", "predicted", "--cost-model-samples", "4")
     process = subprocess.Popen([sys.executable, "-m", "simq", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _run_until(process, lambda: (out / Store.FILENAME).exists() and len(_candidates(out)) >= 3)
+    _run_until(process, lambda: _committed(out) >= 3)
     process.kill()
     process.wait()
     finished = _candidates(out)

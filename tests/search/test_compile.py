@@ -129,8 +129,11 @@ def test_a_killed_run_resumes_without_losing_or_repeating_an_evaluation(zoo, tmp
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if (out / Store.FILENAME).exists() and len(_candidates(out)) >= 4:
-            break
+        try:
+            if (out / Store.FILENAME).exists() and len(_candidates(out)) >= 4:
+                break
+        except sqlite3.OperationalError:  # the store's file exists, its tables not yet
+            pass
         time.sleep(0.05)
     process.kill()
     process.wait()
