@@ -127,6 +127,17 @@ def test_a_killed_driver_resumes_and_finishes_the_budget(zoo, tmp_path):
     assert final[: len(finished)] == finished and len(final) == 8
 
 
+def test_artifacts_travel_through_a_shared_folder_to_the_measuring_node(zoo, tmp_path):
+    out, share = tmp_path / "shared", tmp_path / "share"
+    share.mkdir()
+    assert main([*_args(zoo, out, "--budget", "3", "--final-models", "1"), "--ray", "--ray-share", str(share)]) == 0
+    candidates = _candidates(out)
+    assert len(candidates) == 3 and all("latency_ratio" in json.loads(metrics) for *_, metrics, _ in candidates)
+    published = [p for p in share.iterdir() if not p.name.startswith(".")]
+    assert published and all((p / "artifact.json").is_file() for p in published)  # one folder per artifact digest
+    assert not [p for p in share.iterdir() if p.name.endswith(".partial")]
+
+
 def test_a_cluster_that_cannot_be_reached_is_a_one_line_error(zoo, tmp_path, capsys):
     assert main([*_args(zoo, tmp_path / "out", "--budget", "2"), "--ray", "127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip()
