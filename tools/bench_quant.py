@@ -35,9 +35,10 @@ from _bench import (  # noqa: E402
 
 import simq.ir as sir  # noqa: E402
 from simq.passes import Pipeline  # noqa: E402
-from simq.passes.quant import QuantizePass, calibrate, nearest, ort_dynamic, ort_static, quant_knob, quantize, sensitivity  # noqa: E402
-from simq.targets import TargetRegistry  # noqa: E402
+from simq.passes.quant import QuantizePass, calibrate, nearest, quant_knob, quantize, sensitivity  # noqa: E402
 from simq.passes.quant._sensitivity import output_error  # noqa: E402
+from simq.targets import TargetRegistry  # noqa: E402
+from simq.targets.ort_cpu import ort_dynamic, ort_static  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,6 +202,7 @@ def _options() -> ort.SessionOptions:
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # several sessions share the cores
     return options
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from simq import ir as simq_ir
 from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
-from simq.search import JobSpec, default_cache_root, examples_for, zoo_model_of
+from simq.search import JobSpec, default_cache_root, examples_for
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -134,7 +134,7 @@ def data_options(args: argparse.Namespace) -> DataOptions | None:
 def zoo_for(args: argparse.Namespace):
     """The zoo, when the model is ``zoo:NAME`` or was tuned from one (importing it pulls in the
     examples' dependencies)."""
-    if zoo_model_of(str(getattr(args, "model", ""))) is None:
+    if simq_ir.zoo_model_of(str(getattr(args, "model", ""))) is None:
         return None
     from simq.zoo import Zoo
 
@@ -161,7 +161,8 @@ def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
     """Load ``args.model`` (building a zoo model on first use, exporting a transformers folder once)
     with its input signature."""
     zoo = zoo_for(args)
-    signature: dict[str, tuple[int, ...]] = dict(zoo.entry(args.model[len("zoo:") :]).signature) if zoo else {}
+    name = simq_ir.zoo_model_of(args.model)
+    signature: dict[str, tuple[int, ...]] = dict(zoo.entry(name).signature) if zoo and name else {}
     source = simq_ir.resolve_source(args.model, zoo)  # builds a zoo model on first use, with its own display
     signature.update(parse_shapes(args.input_shape))
     with console.status(f"loading {args.model}"):

@@ -52,6 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
     parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
     parser.add_argument(
+        "--batch-size", type=_positive, metavar="N",
+        help="examples per call where latency is timed: the deployment's batch (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seq-len", type=_positive, metavar="N",
+        help="tokens per example where latency is timed, every one attended (default: the data's length, 64 for the zoo's text)",
+    )  # fmt: skip
+    parser.add_argument(
         "--objectives",
         default="accuracy,latency,size",
         help=f"two or three of {','.join(OBJECTIVES)} (default all three)",
@@ -118,6 +126,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=functools.partial(run, parser=parser))
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _drop(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -175,7 +193,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     console = Console(stderr=True)
     spec = JobSpec(
         model=args.model, target=args.target, threads=args.threads, data=data_options(args),
-        input_shapes=parse_shapes(args.input_shape), evaluator=args.evaluator, prune=not args.no_prune,
+        input_shapes=parse_shapes(args.input_shape), batch_size=args.batch_size, seq_len=args.seq_len, evaluator=args.evaluator, prune=not args.no_prune,
         quantize=not args.no_quantize, baselines=not args.no_baselines, cache_dir=args.cache_dir, seed=args.seed,
     )  # fmt: skip
     check_out(args.out, args.resume)

@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("give --data with labels: tuning trains on its train split.")
     console = Console(stderr=True)
     with console.status(f"loading {args.model}"):
-        if zoo is not None:
-            source = zoo.torch_source(args.model[len("zoo:") :])
-            path = zoo.path(args.model[len("zoo:") :])
+        name = simq_ir.zoo_name(args.model)
+        if zoo is not None and name is not None:
+            source = zoo.torch_source(name)
+            path = zoo.path(name)
             folder = None
         else:
             path = simq_ir.resolve_source(args.model)
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         f"tuned {result.epochs_done} epoch(s){' (stopped at the time limit)' if result.stopped_early else ''}: validation accuracy "
         f"{last.get('validation_largest', float('nan')):.2f} % (largest), {last.get('validation_smallest', float('nan')):.2f} % (smallest)"
     )
-    data = "" if args.model.startswith("zoo:") else " --data ..."  # a zoo model's own splits carry over
+    data = "" if simq_ir.zoo_name(args.model) else " --data ..."  # a zoo model's own splits carry over
     console.print(f"wrote {args.out}; next: simq compile {args.out}{data}")
     return 0
 

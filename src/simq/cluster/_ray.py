@@ -23,7 +23,7 @@ from ray import cloudpickle
 
 from simq.errors import InvalidArgumentError, SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
-from simq.targets import Artifact, Fingerprint, Target, compare
+from simq.targets import Artifact, Fingerprint, PairedRatio, Target, compare
 
 __all__ = ["RayExecutor", "check_share", "measure_resource"]
 
@@ -173,8 +173,8 @@ class RayExecutor:
                 )
                 pending[timing] = (config, evaluation, None)
             else:  # timed
-                ratio, reference_ms, seconds = result
-                latency = evaluator.record_timing(built.digest, ratio, reference_ms)
+                paired, seconds = result
+                latency = evaluator.record_timing(built.digest, paired)
                 yield config, replace(built, metrics={**built.metrics, **latency}, seconds=built.seconds + seconds)
 
     def _job(self, job: Any) -> list[ray.ObjectRef]:
@@ -254,8 +254,8 @@ def _build(refs: list[ray.ObjectRef], options: Any, config: dict, measured: bool
 
 
 @ray.remote
-def _time(refs: list[ray.ObjectRef], packed: Any) -> tuple[float, float, float]:
-    """Time one artifact interleaved with FP32 (lowered once per worker): (ratio, FP32 ms, s)."""
+def _time(refs: list[ray.ObjectRef], packed: Any) -> tuple[PairedRatio, float]:
+    """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds)."""
     start = time.perf_counter()
     job = _cached_job(refs)
     key = refs[0].hex()
@@ -264,8 +264,8 @@ def _time(refs: list[ray.ObjectRef], packed: Any) -> tuple[float, float, float]:
         _REFERENCES[key] = job.target.runner(job.target.lower(job.model, folder), job.feed)
     with tempfile.TemporaryDirectory(prefix="timing-", dir=_SCRATCH) as tmp:
         artifact = _unpack(packed, Path(tmp))
-        ratio, reference_ms = compare(_REFERENCES[key], job.target.runner(artifact, job.feed))
-    return ratio, reference_ms, time.perf_counter() - start
+        paired = compare(_REFERENCES[key], job.target.runner(artifact, job.feed))
+    return paired, time.perf_counter() - start
 
 
 def _files(artifact: Artifact) -> tuple[Path, list[Path]]:

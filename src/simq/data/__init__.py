@@ -8,7 +8,7 @@ from simq.data._load import DataOptions, DataSplits, check_data, load_data
 from simq.data._read import RawData, read_data
 from simq.data._roles import ROLE_OF_SPLIT, ROLES, RolePlan, assign_roles
 from simq.data._sources import Examples, SplitExamples, SyntheticExamples
-from simq.data._synthetic import synthetic_dataset
+from simq.data._synthetic import synthetic_dataset, timing_feed
 
 __all__ = [
     "ROLES",
@@ -27,4 +27,5 @@ __all__ = [
     "model_label2id",
     "read_data",
     "synthetic_dataset",
+    "timing_feed",
 ]

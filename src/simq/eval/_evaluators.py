@@ -38,6 +38,8 @@ def onnx_runner(path: Path, threads: int = 2) -> Run:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Spinning off, as in every session SimQ keeps while it times others (simq.targets).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda inputs: session.run(None, dict(inputs))
 

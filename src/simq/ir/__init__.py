@@ -2,9 +2,10 @@
 
 from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analyze
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
-from simq.ir._frontends import export_torch, load_transformers_dir, text_inputs
+from simq.ir._frontends import SEQUENCE_LIMIT, export_torch, load_transformers_dir, text_inputs
 from simq.ir._inputs import InputDomain, input_domains
 from simq.ir._io import ModelSource, load, resolve_source, save
+from simq.ir._refs import TUNE_RECORD, ZOO_PREFIX, tuned_source, zoo_model_of, zoo_name
 from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
 from simq.ir._structure import (
     AttentionBlock,
@@ -18,13 +19,18 @@ from simq.ir._structure import (
     Structure,
     TransformerLayer,
 )
+from simq.ir._torch import TOOLS_OPSET, ToolsExport, TorchSource, transformers_source
 
 __all__ = [
     "DEFAULT_DIM",
+    "TOOLS_OPSET",
+    "TUNE_RECORD",
+    "ZOO_PREFIX",
     "META_COST",
     "META_KEPT",
     "META_ROLE",
     "META_SHAPE",
+    "SEQUENCE_LIMIT",
     "AttentionBlock",
     "ChannelGroup",
     "ChannelUse",
@@ -37,6 +43,8 @@ __all__ = [
     "QuantizableNode",
     "RemovableBlock",
     "Structure",
+    "ToolsExport",
+    "TorchSource",
     "TransformerLayer",
     "analyze",
     "cleanup",
@@ -51,4 +59,8 @@ __all__ = [
     "restore_symbolic_shapes",
     "save",
     "text_inputs",
+    "transformers_source",
+    "tuned_source",
+    "zoo_model_of",
+    "zoo_name",
 ]

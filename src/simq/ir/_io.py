@@ -13,6 +13,7 @@ import onnx_ir as ir
 from simq.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
 from simq.ir._cleanup import cleanup
 from simq.ir._frontends import load_transformers_dir
+from simq.ir._refs import zoo_name
 
 __all__ = ["TUNED_MODEL", "ModelSource", "load", "resolve_source", "save"]
 
@@ -39,10 +40,11 @@ def resolve_source(source: str | os.PathLike[str], zoo: ModelSource | None = Non
         ModelLoadError: Nothing by that name exists here.
     """
     text = os.fspath(source)
-    if text.startswith("zoo:"):
+    name = zoo_name(text)
+    if name is not None:
         if zoo is None:
             raise InvalidArgumentError(f"{text}: zoo models need a zoo to resolve them; pass zoo=simq.zoo.Zoo().")
-        return zoo.path(text[len("zoo:") :])
+        return zoo.path(name)
     path = Path(text)
     if path.exists() or path.suffix == ".onnx" or text.startswith((".", "/", "~")) or text.count("/") > 1:
         return path

@@ -14,7 +14,6 @@ from simq.search._job import (
     default_cache_root,
     examples_for,
     prepare_job,
-    zoo_model_of,
 )
 from simq.search._objectives import OBJECTIVES, Objective, References, metric
 from simq.search._options import CompileOptions, CompileResult, Job
@@ -62,5 +61,4 @@ __all__ = [
     "pareto_front",
     "prepare_job",
     "train_cost_model",
-    "zoo_model_of",
 ]

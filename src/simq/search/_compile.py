@@ -77,6 +77,7 @@ class _Compiler:
             "target": self.fingerprint,
             "knobs": [k.name for k in self.job.pipeline.knobs],
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
+            "timed_at": {name: list(v.shape) for name, v in self.job.feed.items()},
             # What changes the candidates a run evaluates; not how long it runs or what it publishes.
             **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in ("budget", "time_limit", "final_models", "keep_slower", "objective_table")},
         }

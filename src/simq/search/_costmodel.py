@@ -32,9 +32,9 @@ def train_cost_model(
             progress("cost model", i, samples)
             config = space.decode(x)
             artifact = target.lower(job.pipeline.build(config), Path(tmp) / str(i))
-            ratio, ms = compare(reference, target.runner(artifact, job.feed))
-            ratios.append(ratio)
-            reference_ms.append(ms)
+            paired = compare(reference, target.runner(artifact, job.feed))
+            ratios.append(paired.ratio)
+            reference_ms.append(paired.reference_ms)
             unfused = job.pipeline.build(config, lower=False)  # what `features` can read
             rows.append(features(unfused, analyze(unfused, signature)))
         progress("cost model", samples, samples)

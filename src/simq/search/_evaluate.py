@@ -21,7 +21,7 @@ import onnx_ir as ir
 from simq.errors import SimqError
 from simq.ir import analyze
 from simq.search._store import Store
-from simq.targets import Artifact, compare, features
+from simq.targets import Artifact, PairedRatio, compare, features
 
 __all__ = ["Evaluation", "Executor", "InProcessExecutor", "LatencyFunction", "ModelEvaluator", "first_line"]
 
@@ -150,26 +150,25 @@ class ModelEvaluator:
         if cached is None:
             if self._reference_runner is None:
                 self._reference_runner = self.job.target.runner(self.reference_artifact(self.work / "reference"), self.job.feed)
-            ratio, reference_ms = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
+            paired = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
             if kind == "reference":
                 # 1 by definition; timed against itself, a 0.05 ms model came out at 1.44 and was
                 # then dominated by candidates slower than it.
-                ratio = 1.0
-            cached = self.record_timing(digest, ratio, reference_ms)
+                paired = PairedRatio(1.0, 1.0, 1.0, paired.reference_ms, paired.rounds)
+            cached = self.record_timing(digest, paired)
         return cached
 
     def measured(self, digest: str) -> dict[str, float] | None:
         """The latency metrics stored for an artifact on this fingerprint, if it was timed."""
-        cached = self.store.measurement(digest, self.fingerprint)
-        return None if cached is None else {"latency_ratio": cached[0], "latency_ms": cached[1]}
+        return self.store.measurement(digest, self.fingerprint)
 
-    def record_timing(self, digest: str, ratio: float, reference_ms: float) -> dict[str, float]:
-        """Store a timing (`ratio` to FP32, timed beside it at `reference_ms`); its latency metrics,
-        milliseconds from the median of FP32's timings in this run."""
-        self._reference_ms.append(reference_ms)
-        cached = (ratio, ratio * statistics.median(self._reference_ms))
-        self.store.add_measurement(digest, self.fingerprint, *cached)
-        return {"latency_ratio": cached[0], "latency_ms": cached[1]}
+    def record_timing(self, digest: str, paired: PairedRatio) -> dict[str, float]:
+        """Store a timing (a ratio to FP32 timed beside it); its latency metrics, milliseconds
+        from the median of FP32's timings in this run."""
+        self._reference_ms.append(paired.reference_ms)
+        metrics = {**paired.metrics(), "latency_ms": paired.ratio * statistics.median(self._reference_ms)}
+        self.store.add_measurement(digest, self.fingerprint, metrics)
+        return metrics
 
     def close(self) -> None:
         self._reference_runner = None

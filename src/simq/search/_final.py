@@ -10,7 +10,6 @@ rounds; each is scored on the final split once per artifact (cached by digest in
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -24,14 +23,9 @@ from simq.search._algorithms import Goal
 from simq.search._objectives import Objective, References
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
-from simq.targets import PER_ROUND, Artifact, interleave, lowering_summary
+from simq.targets import Artifact, interleave, lowering_summary, timed_ratio
 
-__all__ = ["MAX_ROUNDS", "MIN_ROUNDS", "TOLERANCE", "publish", "select_front", "timed_ratio"]
-
-#: Final timing: stop once the 95 % interval of a ratio is within ±TOLERANCE of it, after at
-#: least MIN_ROUNDS and at most MAX_ROUNDS paired rounds.
-TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
-_BLOCK = 5  # rounds per interleaved block
+__all__ = ["publish", "select_front"]
 
 
 def select_front(
@@ -67,24 +61,6 @@ def select_front(
 def _value(objective: Objective, record: Record, references: References) -> float:
     value = objective.value(record, references)
     return np.nan if value is None else value
-
-
-def timed_ratio(reference: Callable[[], Any], candidate: Callable[[], Any]) -> tuple[float, float, int]:
-    """(median per-round ratio, the reference's median ms, rounds): blocks of paired rounds until
-    the 95 % interval of the ratio is within ±TOLERANCE (between MIN_ROUNDS and MAX_ROUNDS)."""
-    ratios: list[float] = []
-    reference_ms: list[float] = []
-    while len(ratios) < MAX_ROUNDS:
-        times = interleave({"reference": reference, "candidate": candidate}, rounds=_BLOCK, per_round=PER_ROUND)
-        for i in range(0, len(times["candidate"]), PER_ROUND):
-            ratios.append(statistics.median(times["candidate"][i : i + PER_ROUND]) / statistics.median(times["reference"][i : i + PER_ROUND]))
-        reference_ms += times["reference"]
-        if len(ratios) >= MIN_ROUNDS:
-            logs = np.log(ratios)
-            half = 1.96 * logs.std(ddof=1) / math.sqrt(len(logs))
-            if math.expm1(half) <= TOLERANCE:
-                break
-    return statistics.median(ratios), statistics.median(reference_ms), len(ratios)
 
 
 def publish(
@@ -132,14 +108,14 @@ def publish(
         for i, artifact in artifacts.items():
             if i == reference.id:
                 continue
-            ratio, ms, rounds = timed_ratio(reference_runner, job.target.runner(artifact, job.feed))
-            final[i] |= {"latency_ratio": ratio, "rounds": float(rounds)}
-            reference_ms.append(ms)
-            step(f"timed #{i} ({rounds} rounds, {ratio:.3f}x FP32)")
+            paired = timed_ratio(reference_runner, job.target.runner(artifact, job.feed))
+            final[i] |= {**paired.metrics(), "rounds": float(paired.rounds)}
+            reference_ms.append(paired.reference_ms)
+            step(f"timed #{i} ({paired.rounds} rounds, {paired.ratio:.3f}x FP32 [{paired.low:.3f}, {paired.high:.3f}])")
         if not reference_ms:  # only the reference is left to time
             reference_ms = interleave({"reference": reference_runner})["reference"]
         ms = statistics.median(reference_ms)
-        final[reference.id] |= {"latency_ratio": 1.0, "latency_ms": ms}
+        final[reference.id] |= {"latency_ratio": 1.0, "latency_ratio_low": 1.0, "latency_ratio_high": 1.0, "latency_ms": ms}
         for i in artifacts:
             final[i]["latency_ms"] = final[i]["latency_ratio"] * ms
         del reference_runner
@@ -152,6 +128,11 @@ def publish(
                 store.add_score(digest, job.final_evaluator.name, score)
             final[i]["accuracy"] = score
             step(f"scored #{i}")
+    timing = {
+        "settings": job.target.timing_settings(), "inputs": {name: list(v.shape) for name, v in job.feed.items()},
+        "protocol": "paired rounds against FP32 in one process, each session alone on the cores while timed; "
+        "latency_ratio is the median per-round ratio, latency_ratio_low/high its 95 % interval",
+    }  # fmt: skip
     for record in front:
         folder = staging / str(record.id)
         for name, path in job.extra_files.items():
@@ -163,6 +144,7 @@ def publish(
             "model_hash": artifacts[record.id].digest(),
             "files": [str(f.relative_to(folder)) for f in artifacts[record.id].files],
             "runtime_settings": dict(artifacts[record.id].settings),
+            "timing": timing,
             "inputs": {name: list(shape) for name, shape in job.structure.signature.items()},
             "data": job.data, "lowering": summaries.get(record.id, lowering_summary(job.model)),
         }  # fmt: skip

@@ -9,7 +9,6 @@ target's lowering, the baselines and the evaluators.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,23 +29,35 @@ from simq.data import (
     check_data,
     load_data,
     model_label2id,
+    timing_feed,
 )
 from simq.errors import ArtifactError, InvalidArgumentError
-from simq.eval import AccuracyEvaluator, AgreementEvaluator, Evaluator, FidelityEvaluator, load_evaluator, padding_mask
+from simq.eval import (
+    AccuracyEvaluator,
+    AgreementEvaluator,
+    Evaluator,
+    FidelityEvaluator,
+    load_evaluator,
+    onnx_runner,
+    padding_mask,
+)
 from simq.passes import Pipeline
 from simq.passes.prune import collect_stats, elastic_record
 from simq.passes.quant import calibrate
 from simq.search._baselines import cached_baselines
 from simq.search._compile import Job
-from simq.targets import Target, TargetRegistry
+from simq.search._exports import tools_exports
+from simq.targets import Artifact, Target, TargetRegistry
 
-__all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job", "zoo_model_of"]
+__all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job"]
 
 #: The baseline that is the model before `simq tune`, when compiling a tuned model.
 ORIGINAL = "original (before tuning)"
 #: Calibration batches (and their size, unless the model fixes its batch).
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
 EVALUATION_BATCH = 64
+# Bumped when the baselines a target builds change, so that cached ones of the old set are redone.
+_BASELINES_VERSION = "2"
 
 
 def default_cache_root() -> Path:
@@ -64,6 +75,8 @@ class JobSpec:
         data: The user's data; without it a zoo model uses its own splits and any other model
             seeded synthetic inputs (scores are then fidelity to FP32 on them).
         input_shapes: Concrete shapes of inputs (``--input-shape``), overriding the defaults.
+        batch_size, seq_len: The deployment shape latency is timed at: examples per call, and
+            tokens per example for text inputs (default: batch 1 and the data's length).
         evaluator: ``module:function`` scoring artifacts instead of the data's labels.
         cache_dir: Where zoo models are built, and transformers exports (``exports/``) and
             baselines (``baselines/``) are kept; by default the user cache directory (zoo
@@ -75,6 +88,8 @@ class JobSpec:
     threads: int = 2
     data: DataOptions | None = None
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    batch_size: int | None = None
+    seq_len: int | None = None
     evaluator: str | None = None
     prune: bool = True
     quantize: bool = True
@@ -112,6 +127,8 @@ class ZooLike(Protocol):
     def entry(self, name: str) -> Any: ...
 
     def data(self, name: str, split: str) -> Dataset: ...
+
+    def torch_source(self, name: str) -> sir.TorchSource: ...
 
 
 def _cache_root(spec: JobSpec) -> Path:
@@ -170,7 +187,7 @@ def examples_for(
         label2id = model_label2id(source_dir or spec.data.tokenizer)  # a tokenizer folder is often the model's
         examples = load_data(spec.data, domains, model_dir=source_dir, label2id=label2id)
         implied = {name: (batch or 1, *array.shape[1:]) for name, array in examples.role("calibration").inputs.items()}
-    elif zoo is not None and (name := zoo_model_of(spec.model)) is not None:
+    elif zoo is not None and (name := sir.zoo_model_of(spec.model)) is not None:
         entry = zoo.entry(name)
         implied = dict(entry.signature)
         examples = SplitExamples(
@@ -178,25 +195,26 @@ def examples_for(
             entry.has_labels, f"the zoo's {name} splits",
         )  # fmt: skip
     overrides = {k: v for k, v in implied.items() if k in names} | dict(spec.input_shapes)
-    signature = sir.resolve_signature(model, overrides)
+    signature = _deployment_shape(model, domains, sir.resolve_signature(model, overrides), spec)
     if batch is not None:
         signature = {k: (batch, *v[1:]) for k, v in signature.items()}
     return examples or SyntheticExamples(domains, signature, spec.seed), signature, batch
 
 
-def zoo_model_of(model: str) -> str | None:
-    """The zoo model whose splits score a job: ``zoo:NAME`` itself, or the zoo model a `simq tune`
-    output folder was tuned from (its tune.json says)."""
-    if model.startswith("zoo:"):
-        return model[len("zoo:") :]
-    record = Path(model) / "tune.json"
-    if not record.is_file():
-        return None
-    try:
-        source = str(json.loads(record.read_text()).get("source", ""))
-    except (OSError, ValueError, AttributeError):
-        return None  # not one of ours: loading the folder reports what is wrong with it
-    return source[len("zoo:") :] if source.startswith("zoo:") else None
+def _deployment_shape(model: ir.Model, domains, signature: dict[str, tuple[int, ...]], spec: JobSpec) -> dict[str, tuple[int, ...]]:
+    """`signature` with the batch and the token-sequence length a deployment runs (`JobSpec`)."""
+    limit = int(model.metadata_props.get(sir.SEQUENCE_LIMIT, 0)) or None
+    if spec.seq_len is not None and limit is not None and spec.seq_len > limit:
+        raise InvalidArgumentError(f"--seq-len {spec.seq_len} is longer than the model's {limit} positions.")
+    shaped = {}
+    for d in domains:
+        shape = list(signature[d.name])
+        if spec.batch_size is not None and shape and d.fixed(0) is None:
+            shape[0] = spec.batch_size
+        if spec.seq_len is not None and len(shape) == 2 and d.is_integer and d.fixed(1) is None:
+            shape[1] = spec.seq_len
+        shaped[d.name] = tuple(shape)
+    return shaped
 
 
 def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str], None] | None = None) -> PreparedJob:
@@ -242,21 +260,42 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
     if not pipeline.knobs:
         raise InvalidArgumentError(f"{spec.model} offers nothing to search: no prunable structure or quantizable node was found.")
     test = examples.role("test")
-    feed = {k: v[: batch or 1] for k, v in test.inputs.items()}
-    baselines = {}
-    if spec.quantize and spec.baselines:
-        key = "|".join([_digest(model), target.fingerprint().key(), _batches_digest(batches)])
-        baselines = cached_baselines(target.baselines(model, structure, batches), _cache_root(spec) / "baselines", key)
+    feed = timing_feed(test.inputs, sir.input_domains(model), signature)
+    baselines: dict[str, Callable[[Path], Artifact]] = {}
+    notes: list[str] = []
+    original = None
     if elastic is not None and path.is_dir() and (path / elastic["original"]).is_file():
-        # "Drop" means below what the user had: the model before tuning sets the accuracy bar.
         original = sir.load(path / elastic["original"])
+    if spec.quantize and spec.baselines:
+        exports: list[sir.ToolsExport] = []
+        if structure.layers and batch is None:
+            status("exporting the model as users' tools do (once per model)")
+            exports, notes = _tools_exports(spec, model, original, path, source_dir, elastic, zoo, batches[0])
+        key = "|".join([_BASELINES_VERSION, _digest(model), target.fingerprint().key(), _batches_digest(batches)])
+        baselines = cached_baselines(target.baselines(model, structure, batches, exports), _cache_root(spec) / "baselines", key)
+    if original is not None:
+        # "Drop" means below what the user had: the model before tuning sets the accuracy bar.
         baselines = {ORIGINAL: lambda workdir: target.lower(original, workdir), **baselines}
     evaluator, final = _evaluators(spec, model, examples, batch)
     job = Job(spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines)
+    job.notes = tuple(notes)
     job.accuracy_reference = ORIGINAL if ORIGINAL in baselines else None
     job.extra_files = _runtime_files(spec.data.tokenizer if spec.data else None, source_dir)
     job.data = examples.describe()
     return PreparedJob(job, examples, source_dir, batch, signature)
+
+
+def _tools_exports(
+    spec: JobSpec, model: ir.Model, original: ir.Model | None, path: Path, source_dir: Path | None, elastic, zoo, batch: Mapping[str, np.ndarray]
+) -> tuple[list[sir.ToolsExport], list[str]]:
+    """The model (and the model before tuning) as users' tools export them (`tools_exports`)."""
+    example = {k: v[:2] for k, v in batch.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        references = {"": (_digest(model), onnx_runner(sir.save(model, Path(tmp) / "model.onnx")))}
+        if original is not None:
+            references["original"] = (_digest(original), onnx_runner(sir.save(original, Path(tmp) / "original.onnx")))
+        model_ref = str(path) if elastic is not None else spec.model
+        return tools_exports(model_ref, source_dir, elastic, zoo, references, example, _cache_root(spec) / "exports" / "tools")
 
 
 def _evaluators(spec: JobSpec, model: ir.Model, examples: Examples, batch: int | None) -> tuple[Evaluator, Evaluator | None]:

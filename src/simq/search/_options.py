@@ -108,6 +108,7 @@ class Job:
         data: Where the examples came from, for manifests and reports.
         accuracy_reference: The baseline whose score accuracy constraints are measured from
             (the model before `simq tune`), instead of the FP32 reference's.
+        notes: What preparing the job could not do and the report should say (a baseline left out).
     """
 
     name: str
@@ -123,6 +124,7 @@ class Job:
     extra_files: Mapping[str, Path] = field(default_factory=dict)
     data: str = ""
     accuracy_reference: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

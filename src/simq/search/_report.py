@@ -153,11 +153,14 @@ def _row(record: Record, references: References, knobs) -> dict[str, object]:
     return {
         "id": record.id,
         "kind": record.kind,
+        "baseline": record.config.get("baseline"),
         "accuracy": rounded(accuracy, 3),
         "accuracy_drop": rounded(OBJECTIVES["accuracy"].value(record, references, final=True), 3),
         "search_accuracy": rounded(record.metrics.get("accuracy"), 3),
         "latency_ms": rounded(metric(record, "latency_ms"), 3),
         "latency_ratio": rounded(OBJECTIVES["latency"].value(record, references, final=True), 4),
+        "latency_ratio_low": rounded(metric(record, "latency_ratio_low"), 4),
+        "latency_ratio_high": rounded(metric(record, "latency_ratio_high"), 4),
         "size_mb": round(record.metrics["size_bytes"] / 1e6, 3),
         "size_ratio": round(OBJECTIVES["size"].value(record, references), 4),
         "config": describe(record.config, knobs),
@@ -185,7 +188,9 @@ def headline(
     reference: Record, baselines: Sequence[Record], front: Sequence[Record], max_drop: float | None, accuracy_reference: str | None = None
 ) -> str | None:
     """One sentence: the fastest baseline and the fastest SimQ model within the accuracy
-    constraint, and how they compare (None without latency ratios).
+    constraint, and how they compare (None without latency ratios). Which models are within the
+    constraint is decided on the search's split (validation), as the published front was: the
+    test split only confirms; latencies are the final pass's.
 
     Args:
         accuracy_reference: The baseline accuracy is measured from (the model before tuning),
@@ -194,10 +199,10 @@ def headline(
     allowed = max_drop if max_drop is not None else 0.0
     anchor = next((b for b in baselines if b.config.get("baseline") == accuracy_reference), reference)
     what = "the original" if anchor is not reference else "FP32"
-    reference_score = _final(anchor, "accuracy")
+    reference_score = anchor.metrics.get("accuracy")
 
     def within(r: Record) -> bool:
-        score = _final(r, "accuracy")
+        score = r.metrics.get("accuracy")
         return reference_score is None or (score is not None and score >= reference_score - allowed - 1e-9)
 
     ratio = lambda r: _final(r, "latency_ratio")  # noqa: E731
@@ -218,10 +223,18 @@ def headline(
     best = min(ours, key=ratio)
     speedup = ratio(base) / ratio(best)
     verdict = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
+    bounds = [_final(r, f"latency_ratio_{side}") for r in (base, best) for side in ("low", "high")]
+    if None not in bounds and base is not reference:  # each ratio's interval, combined at their worst
+        low, high = bounds[0] / bounds[3], bounds[1] / bounds[2]
+        verdict += f" ({low:.2f}–{high:.2f}x)" if speedup >= 1 else f" ({1 / high:.2f}–{1 / low:.2f}x)"
     return (
         f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32. Fastest SimQ model {limit}: #{best.id} at "
         f"{ratio(best):.2f}x FP32, {verdict}."
     )
+
+
+def _settings_text(settings: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "the artifact's own runtime settings"
 
 
 def write_report(
@@ -264,9 +277,11 @@ def write_report(
         f"<h1>SimQ compile: {html.escape(job.name)} for {html.escape(job.target.name)}</h1>",
         f"<p>Target fingerprint: {html.escape(job.target.fingerprint().key())}<br>{html.escape(' · '.join(settings))}</p>",
         (
-            "<p>Latency: the Pareto set, the FP32 reference and the baselines re-timed in one interleaved pass "
-            "(ratios are medians of per-round ratios to FP32). <code>accuracy</code> is on the final split where "
-            "there is one; <code>search_accuracy</code> is what the search saw.</p>"
+            "<p>Latency: the Pareto set, the FP32 reference and the baselines re-timed against FP32 in paired "
+            "rounds (ratios are medians of per-round ratios, with their 95 % interval), every session in the "
+            f"process with {html.escape(_settings_text(job.target.timing_settings()))}. "
+            "<code>accuracy</code> is on the final split where there is one; <code>search_accuracy</code> is what "
+            "the search saw, and what decided which models are within the accuracy limit.</p>"
         ),
         (
             f"<p>Hypervolume reference point ({', '.join(options.objectives)}): {', '.join(f'{v:g}' for v in point)} "
@@ -280,9 +295,12 @@ def write_report(
         parts.insert(2, f"<p><b>{html.escape(summary)}</b></p>")
     if job.data:
         parts.insert(2, f"<p>Data: {html.escape(job.data)}</p>")
+    if job.notes:
+        parts.insert(2, "<p>Notes:</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in job.notes) + "</ul>")
     run = {
         "model": job.name, "target": job.target.name, "fingerprint": job.target.fingerprint().key(),
-        "data": job.data, "score": accuracy_name, "headline": summary, "settings": settings, "rows": table_rows,
+        "data": job.data, "score": accuracy_name, "headline": summary, "settings": settings, "notes": list(job.notes),
+        "timing": job.target.timing_settings(), "rows": table_rows,
     }  # fmt: skip
     (out / "summary.json.partial").write_text(json.dumps(run, indent=1, default=str))
     (out / "summary.json.partial").replace(out / SUMMARY_FILE)

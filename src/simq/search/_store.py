@@ -47,9 +47,22 @@ CREATE TABLE IF NOT EXISTS measurements (
     fingerprint TEXT NOT NULL,
     latency_ratio REAL NOT NULL,
     latency_ms REAL NOT NULL,
+    latency_ratio_low REAL,
+    latency_ratio_high REAL,
     PRIMARY KEY (model_hash, fingerprint)
 );
 """
+
+
+#: Columns added after stores were first written: (table, column, type); opening adds them.
+_ADDED_COLUMNS = (
+    ("candidates", "worker", "TEXT"),
+    ("measurements", "latency_ratio_low", "REAL"),
+    ("measurements", "latency_ratio_high", "REAL"),
+)
+
+
+_MEASURED = ("latency_ratio", "latency_ms", "latency_ratio_low", "latency_ratio_high")
 
 
 def config_key(config: Mapping[str, Hashable]) -> str:
@@ -98,9 +111,9 @@ class Store:
         try:
             self._db = sqlite3.connect(path)
             self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(candidates)")}
-            if "worker" not in columns:  # a store written before runs could be distributed
-                self._db.execute("ALTER TABLE candidates ADD COLUMN worker TEXT")
+            for table, column, kind in _ADDED_COLUMNS:  # a store written before the column existed
+                if column not in {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except sqlite3.Error as e:
             raise OutputError(f"cannot open the result store {path}: {e}") from None
         self.path = path
@@ -191,18 +204,20 @@ class Store:
 
     # measurements
 
-    def measurement(self, model_hash: str, fingerprint: str) -> tuple[float, float] | None:
+    def measurement(self, model_hash: str, fingerprint: str) -> dict[str, float] | None:
+        """The latency metrics of a model timed on this fingerprint (``latency_ratio``, its
+        interval where it was stored, ``latency_ms``), or None."""
         row = self._db.execute(
-            "SELECT latency_ratio, latency_ms FROM measurements WHERE model_hash = ? AND fingerprint = ?",
-            (model_hash, fingerprint),
+            f"SELECT {', '.join(_MEASURED)} FROM measurements WHERE model_hash = ? AND fingerprint = ?", (model_hash, fingerprint)
         ).fetchone()
-        return (row[0], row[1]) if row else None
+        return None if row is None else {name: value for name, value in zip(_MEASURED, row) if value is not None}
 
-    def add_measurement(self, model_hash: str, fingerprint: str, latency_ratio: float, latency_ms: float) -> None:
+    def add_measurement(self, model_hash: str, fingerprint: str, metrics: Mapping[str, float]) -> None:
+        """Store the latency metrics of a timed model (the names of `measurement`)."""
         with self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?)",
-                (model_hash, fingerprint, latency_ratio, latency_ms),
+                f"INSERT OR REPLACE INTO measurements (model_hash, fingerprint, {', '.join(_MEASURED)}) VALUES (?, ?, ?, ?, ?, ?)",
+                (model_hash, fingerprint, *(metrics.get(name) for name in _MEASURED)),
             )
 
     # final scores (an artifact scored on the final split is never scored again)

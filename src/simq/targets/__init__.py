@@ -4,16 +4,33 @@ from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_
 from simq.targets._costmodel import CostModel, Prediction
 from simq.targets._features import features, lowering_summary
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
-from simq.targets._timing import PER_ROUND, ROUNDS, compare, interleave, paired_ratio
+from simq.targets._timing import (
+    MAX_ROUNDS,
+    MIN_ROUNDS,
+    PER_ROUND,
+    ROUNDS,
+    TOLERANCE,
+    PairedRatio,
+    compare,
+    interleave,
+    median_interval,
+    paired_ratio,
+    round_ratios,
+    timed_ratio,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "MAX_ROUNDS",
+    "MIN_ROUNDS",
     "PER_ROUND",
     "ROUNDS",
+    "TOLERANCE",
     "Artifact",
     "CostModel",
     "Fingerprint",
     "LatencyStats",
+    "PairedRatio",
     "Prediction",
     "Target",
     "TargetInfo",
@@ -22,6 +39,9 @@ __all__ = [
     "features",
     "interleave",
     "lowering_summary",
+    "median_interval",
     "paired_ratio",
+    "round_ratios",
     "time_calls",
+    "timed_ratio",
 ]

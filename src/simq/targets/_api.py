@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import onnx_ir as ir
 
-from simq.ir import Structure
+from simq.ir import Structure, ToolsExport
 from simq.passes import Lowering
 
 __all__ = ["Artifact", "Fingerprint", "LatencyStats", "Target", "time_calls"]
@@ -150,13 +150,25 @@ class Target(Protocol):
         ...
 
     def baselines(
-        self, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+        self,
+        model: ir.Model,
+        structure: Structure,
+        batches: Sequence[Mapping[str, np.ndarray]],
+        exports: Sequence[ToolsExport] = (),
     ) -> dict[str, Callable[[Path], Artifact]]:
         """The strongest off-the-shelf recipes for this runtime, by name: each builds its artifact
-        of `model` into a folder (`batches` are calibration inputs)."""
+        of `model` into a folder (`batches` are calibration inputs; `exports` the model as the
+        user's own tools export it, where it has a PyTorch source, and the model before tuning
+        labelled ``original``)."""
         ...
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact: ...
+
+    def timing_settings(self) -> dict[str, str]:
+        """Runtime settings SimQ's own sessions (`load`, `runner`) use beyond `Artifact.settings`,
+        so that several models in one process time without disturbing each other (ONNX Runtime:
+        thread spinning off). Recorded in manifests apart from what a deployment runs."""
+        ...
 
     def load(self, artifact: Artifact) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
         """The artifact loaded in its runtime, as ``run(inputs) -> outputs`` (any batch size the

@@ -1,16 +1,58 @@
-"""Same-run comparisons: models timed in interleaved blocks, and ratios paired by round."""
+"""Same-run comparisons: models timed in interleaved blocks, and ratios paired by round.
+
+This module owns the paired ratio: every latency SimQ reports (search labels, cost-model
+labels, the final pass, benchmarks) is a median of per-round ratios to a reference timed in the
+same rounds, with the distribution-free interval of that median beside it.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PER_ROUND", "ROUNDS", "compare", "interleave", "paired_ratio"]
+from scipy import stats
+
+__all__ = [
+    "MAX_ROUNDS", "MIN_ROUNDS", "PER_ROUND", "ROUNDS", "TOLERANCE", "PairedRatio", "compare", "interleave",
+    "median_interval", "paired_ratio", "round_ratios", "timed_ratio",
+]  # fmt: skip
 
 #: Default protocol: rounds, and timed calls per model per round.
 ROUNDS, PER_ROUND = 5, 4
+#: Adaptive protocol (`timed_ratio`): stop once the 95 % interval of the ratio is within
+#: ±TOLERANCE of it, after at least MIN_ROUNDS and at most MAX_ROUNDS paired rounds.
+TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
+_BLOCK = 5  # rounds per interleaved block of the adaptive protocol
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """A candidate's latency as a ratio to a reference timed in the same rounds.
+
+    Attributes:
+        ratio: Median over rounds of (candidate's round median / reference's round median).
+        low, high: The 95 % distribution-free interval of that median (order statistics).
+        reference_ms: The reference's median per-call latency over the same rounds.
+        rounds: Paired rounds behind the ratio.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    reference_ms: float
+    rounds: int
+
+    @property
+    def half_width(self) -> float:
+        """The interval's larger side, relative to the ratio (0.03 is ±3 %)."""
+        return max(self.high / self.ratio - 1, 1 - self.low / self.ratio)
+
+    def metrics(self) -> dict[str, float]:
+        """As stored with a record: ``latency_ratio`` and its interval."""
+        return {"latency_ratio": self.ratio, "latency_ratio_low": self.low, "latency_ratio_high": self.high}
 
 
 def interleave(
@@ -40,21 +82,63 @@ def interleave(
     return times
 
 
-def paired_ratio(candidate: Sequence[float], reference: Sequence[float], per_round: int = PER_ROUND) -> float:
-    """Median over rounds of (candidate's round median / reference's round median).
+def round_ratios(candidate: Sequence[float], reference: Sequence[float], per_round: int = PER_ROUND) -> list[float]:
+    """Per round: the candidate's median call over the reference's median call.
 
-    Pairing each round with its neighbouring block cancels disturbances shorter than a round,
+    Pairing each round with its neighbouring block cancels disturbances longer than a round,
     which a ratio of overall medians does not.
     """
     if len(candidate) != len(reference) or not candidate:
-        raise ValueError("paired_ratio needs the same number of timed calls for both, at least one round")
-    return statistics.median(
+        raise ValueError("a paired ratio needs the same number of timed calls for both, at least one round")
+    return [
         statistics.median(candidate[i : i + per_round]) / statistics.median(reference[i : i + per_round])
         for i in range(0, len(candidate), per_round)
-    )
+    ]
 
 
-def compare(reference: Callable[[], Any], candidate: Callable[[], Any]) -> tuple[float, float]:
-    """Time `candidate` interleaved with `reference`: (paired ratio, reference's median ms)."""
-    times = interleave({"reference": reference, "candidate": candidate})
-    return paired_ratio(times["candidate"], times["reference"]), statistics.median(times["reference"])
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The distribution-free interval of the median of `values` (order statistics): no normality
+    assumed, which round ratios disturbed by a noisy neighbour do not have."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n < 6:  # too few for any order-statistic interval at 95 %: the range is all there is
+        return ordered[0], ordered[-1]
+    k = int(stats.binom.ppf((1 - confidence) / 2, n, 0.5))  # the k-th smallest and largest bound it
+    k = max(k - 1, 0)
+    return ordered[k], ordered[n - 1 - k]
+
+
+def paired_ratio(candidate: Sequence[float], reference: Sequence[float], per_round: int = PER_ROUND) -> float:
+    """Median over rounds of (candidate's round median / reference's round median)."""
+    return statistics.median(round_ratios(candidate, reference, per_round))
+
+
+def _summary(ratios: Sequence[float], reference_ms: Sequence[float]) -> PairedRatio:
+    low, high = median_interval(ratios)
+    return PairedRatio(statistics.median(ratios), low, high, statistics.median(reference_ms), len(ratios))
+
+
+def compare(reference: Callable[[], Any], candidate: Callable[[], Any], rounds: int = ROUNDS) -> PairedRatio:
+    """Time `candidate` interleaved with `reference` for a fixed number of rounds."""
+    times = interleave({"reference": reference, "candidate": candidate}, rounds=rounds)
+    return _summary(round_ratios(times["candidate"], times["reference"]), times["reference"])
+
+
+def timed_ratio(
+    reference: Callable[[], Any],
+    candidate: Callable[[], Any],
+    tolerance: float = TOLERANCE,
+    min_rounds: int = MIN_ROUNDS,
+    max_rounds: int = MAX_ROUNDS,
+) -> PairedRatio:
+    """Blocks of paired rounds until the 95 % interval of the median ratio lies within
+    ±`tolerance` of it (between `min_rounds` and `max_rounds` rounds)."""
+    ratios: list[float] = []
+    reference_ms: list[float] = []
+    while True:
+        times = interleave({"reference": reference, "candidate": candidate}, rounds=_BLOCK, per_round=PER_ROUND)
+        ratios += round_ratios(times["candidate"], times["reference"])
+        reference_ms += times["reference"]
+        result = _summary(ratios, reference_ms)
+        if len(ratios) >= max_rounds or (len(ratios) >= min_rounds and result.half_width <= tolerance):
+            return result

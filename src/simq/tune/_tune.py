@@ -23,10 +23,9 @@ import numpy as np
 
 from simq.data import Dataset, Examples
 from simq.errors import DataError, InvalidArgumentError, OutputError
-from simq.ir import analyze, cleanup, resolve_signature, save
+from simq.ir import TorchSource, analyze, cleanup, resolve_signature, save
 from simq.passes.prune import ELASTIC_METADATA
 from simq.tune._elastic import ElasticNetwork
-from simq.tune._source import TorchSource
 
 __all__ = ["TuneOptions", "TuneResult", "tune"]
 

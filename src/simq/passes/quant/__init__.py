@@ -1,6 +1,5 @@
 """Per-node quantization: FP32, static INT8 (QDQ), dynamic INT8 or INT4 weights, calibrated once."""
 
-from simq.passes.quant._baselines import ort_dynamic, ort_fused, ort_static
 from simq.passes.quant._calibration import Calibration, TensorRange, calibrate, calibrate_values
 from simq.passes.quant._pipeline import quantize
 from simq.passes.quant._sensitivity import sensitivity
@@ -49,9 +48,6 @@ __all__ = [
     "fused_attention",
     "inference_precision",
     "nearest",
-    "ort_dynamic",
-    "ort_fused",
-    "ort_static",
     "quant_knob",
     "quant_units",
     "quantize",

@@ -15,8 +15,9 @@ import onnx_ir as ir
 
 from simq.errors import MissingDependencyError
 from simq.ir import Structure, save
-from simq.passes.quant import InferencePrecisionPass, ort_static
+from simq.passes.quant import InferencePrecisionPass
 from simq.targets._api import Artifact
+from simq.targets.ort_cpu import ort_static
 
 if TYPE_CHECKING:
     from simq.targets.openvino_cpu._target import OpenVinoCpuTarget

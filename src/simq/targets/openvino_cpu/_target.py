@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import ArtifactError, MissingDependencyError
-from simq.ir import Structure, save
+from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
 from simq.passes.quant import WHOLE_MODEL, inference_precision
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
@@ -76,7 +76,11 @@ class OpenVinoCpuTarget:
         return Lowering()
 
     def baselines(
-        self, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+        self,
+        model: ir.Model,
+        structure: Structure,
+        batches: Sequence[Mapping[str, np.ndarray]],
+        exports: Sequence[ToolsExport] = (),
     ) -> dict[str, Callable[[Path], Artifact]]:
         """OpenVINO at its default precision, NNCF INT8 (transformer preset where it applies),
         NNCF INT8 weight compression, and ORT's static INT8 QDQ model run by OpenVINO."""
@@ -119,6 +123,10 @@ class OpenVinoCpuTarget:
             "INFERENCE_NUM_THREADS": str(self.threads),
             "INFERENCE_PRECISION_HINT": _HINTS[precision],
         }
+
+    def timing_settings(self) -> dict[str, str]:
+        """Nothing beyond the artifact's settings: idle OpenVINO requests do not spin."""
+        return {}
 
     def compiled(self, artifact: Artifact) -> Any:
         ov = openvino()

@@ -11,12 +11,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from simq.errors import ArtifactError
-from simq.ir import Structure, save
+from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
 from simq.passes.fuse import OrtFusionPass
-from simq.passes.quant import ort_dynamic, ort_fused, ort_static
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_int8_dot
+from simq.targets.ort_cpu._baselines import ort_baselines
 
 __all__ = ["OrtCpuTarget"]
 
@@ -31,6 +31,11 @@ _PRECISIONS = {
     "Attention": ("fp32", "int8dyn"),
 }
 _INTEGER = ("int8dyn", "int8", "int4w")
+#: What SimQ times and scores under, beside what the artifact records for deployment: ORT's
+#: thread pools spin after each run, and with several sessions in one process an idle session's
+#: spinning worker takes the cores of the one being timed (a recipe's 64-token median read 3.18 ms
+#: with p90 7.67 ms with spinning on, 3.02 / 3.87 with it off; DESIGN.md, Measurement rules).
+_TIMING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
 
 
 class OrtCpuTarget:
@@ -68,23 +73,16 @@ class OrtCpuTarget:
         return Lowering(fusions=(OrtFusionPass(signature),), reduce_range=not has_int8_dot(self.fingerprint().isa))
 
     def baselines(
-        self, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+        self,
+        model: ir.Model,
+        structure: Structure,
+        batches: Sequence[Mapping[str, np.ndarray]],
+        exports: Sequence[ToolsExport] = (),
     ) -> dict[str, Callable[[Path], Artifact]]:
-        """What ONNX Runtime users run instead: dynamic INT8, static INT8 (QDQ on every supported
-        node), and for transformers the ORT fusions alone and fused + dynamic INT8 (per channel),
-        the recipe of Optimum's ORT quantizer."""
-
-        def lowered(build: Callable[[], ir.Model]) -> Callable[[Path], Artifact]:
-            return lambda workdir: self.lower(build(), workdir)
-
-        baselines = {
-            "ORT dynamic INT8": lowered(lambda: ort_dynamic(model)),
-            "ORT static INT8": lowered(lambda: ort_static(model, batches)),
-        }
-        if structure.layers:
-            baselines["ORT fused FP32"] = lowered(lambda: ort_fused(model)[0])
-            baselines["ORT fused + dynamic INT8"] = lowered(lambda: ort_dynamic(ort_fused(model)[0], per_channel=True))
-        return baselines
+        """What ONNX Runtime users run instead (`simq.targets.ort_cpu.ort_baselines`): dynamic and
+        static INT8, and for transformers ORT's transformers optimizer alone and with dynamic
+        INT8 per tensor, the recipe of Optimum's CPU INT8 path."""
+        return ort_baselines(self, model, structure, batches, exports)
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact:
         """The artifact is the ONNX file itself; ONNX Runtime optimises it when loading."""
@@ -99,12 +97,20 @@ class OrtCpuTarget:
             "graph_optimization_level": "ORT_ENABLE_ALL",
         }
 
-    def session(self, artifact: Artifact) -> ort.InferenceSession:
+    def timing_settings(self) -> dict[str, str]:
+        return dict(_TIMING)
+
+    def session(self, artifact: Artifact, *, deployment: bool = False) -> ort.InferenceSession:
+        """An ONNX Runtime session of `artifact` with its settings; with SimQ's timing settings
+        (`timing_settings`) unless `deployment` asks for the settings alone, as a user runs it."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if not deployment:
+            for key, value in _TIMING.items():
+                options.add_session_config_entry(key, value)
         try:
             return ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for bad models

@@ -1,0 +1,74 @@
+"""The baselines ONNX Runtime users run: plain quantizers, and the recipe Optimum's CPU INT8 path
+produces (a TorchScript export with eager attention, ORT's transformers optimizer, per-tensor
+dynamic INT8)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import simq.ir as sir
+from simq.passes.fuse import FUSION_METADATA
+from simq.targets.ort_cpu import RECIPE, OrtCpuTarget, ort_dynamic, ort_optimizer, ort_static
+
+
+def _run(model: ir.Model, feed):
+    session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+def test_baselines_quantize_and_run(zoo):
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    batches = [x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)]
+    dynamic, static = ort_dynamic(model), ort_static(model, batches)
+    assert any(n.op_type == "DynamicQuantizeLinear" or n.op_type == "MatMulInteger" for n in dynamic.graph)
+    assert sum(n.op_type == "QuantizeLinear" for n in static.graph) > 10
+    for quantized in (dynamic, static):
+        assert _run(quantized, batches[0]).shape == (16, 32, 128)
+
+
+def test_the_recipe_fuses_attention_and_quantizes_it_per_tensor(zoo, tmp_path):
+    pytest.importorskip("transformers")
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    feed = next(zoo.data("bert-tiny", "calibration").batches(4))[0]
+    export = zoo.torch_source("bert-tiny").export_for_tools(feed, tmp_path / "export.onnx")
+    assert (export.model_type, export.num_heads, export.hidden_size) == ("bert", 2, 128)
+
+    fused = ort_optimizer(export)
+    record = json.loads(fused.metadata_props[FUSION_METADATA])
+    assert record["status"] == "fused" and record["counts"]["Attention"] == 2  # both layers, with num_heads from the config
+    recipe = ort_dynamic(fused)
+    ops = Counter(n.op_type for n in recipe.graph)
+    assert ops["QAttention"] == 2 and ops["MatMulInteger"] > 0
+    scales = [recipe.graph.initializers[n.inputs[3].name] for n in recipe.graph if n.op_type == "MatMulInteger" and n.inputs[3].name in recipe.graph.initializers]
+    assert scales and all(v.const_value.numpy().size == 1 for v in scales)  # per tensor, as users run it
+
+    expected = _run(model, feed)
+    assert np.allclose(_run(fused, feed), expected, atol=1e-4)  # the same model, fused
+    assert np.corrcoef(_run(recipe, feed).ravel(), expected.ravel())[0, 1] > 0.99
+
+
+def test_without_an_export_the_recipe_comes_from_simqs_own_fusion(zoo):
+    model = sir.load("zoo:bert-tiny", zoo=zoo)
+    structure = sir.analyze(model, {"input_ids": (1, 32), "attention_mask": (1, 32)})
+    batches = [x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)]
+    target = OrtCpuTarget()
+    assert f"{RECIPE} (SimQ's fusion)" in target.baselines(model, structure, batches)
+    assert RECIPE not in target.baselines(model, structure, batches)
+
+
+def test_simqs_sessions_time_without_spinning_and_deployments_keep_the_default(zoo, tmp_path):
+    target = OrtCpuTarget()
+    artifact = target.lower(sir.load("zoo:bert-tiny", zoo=zoo), tmp_path)
+    key = "session.intra_op.allow_spinning"
+    assert target.timing_settings()[key] == "0"
+    assert target.session(artifact).get_session_options().get_session_config_entry(key) == "0"
+    deployed = target.session(artifact, deployment=True).get_session_options()
+    with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default, as a user runs it
+        deployed.get_session_config_entry(key)
+    assert key not in artifact.settings
