@@ -23,7 +23,7 @@ def test_text_classifier_folder_and_a_csv(text_model, text_csv, tmp_path, capsys
     _compile(out, text_model, "--data", str(text_csv), "--text-column", "text", "--label-column", "label",
              "--max-accuracy-drop", "1", cache=tmp_path / "cache")  # fmt: skip
     err = " ".join(capsys.readouterr().err.split())
-    assert "data splits: train 60, calibration 12, validation 24, test 24 (carved with a fixed seed" in err
+    assert "data splits: train 48, calibration 12, validation 36, test 24 (carved with a fixed seed" in err
     # Every tokenizer input was exported (token_type_ids too), once: a second load hits the cache.
     exports = list((tmp_path / "cache" / "exports").glob("*/model.onnx"))
     assert len(exports) == 1

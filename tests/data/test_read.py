@@ -54,7 +54,7 @@ def test_named_splits_keep_their_roles_and_missing_ones_are_carved_disjoint():
     whole = assign_roles({"data": 500}, seed=0)
     indices = [set(whole.parts[role][1].tolist()) for role in ROLES]
     assert sum(map(len, indices)) == 500 and len(set().union(*indices)) == 500
-    assert [len(whole.parts[r][1]) for r in ROLES] == [250, 50, 100, 100]  # train, calibration, validation, test
+    assert [len(whole.parts[r][1]) for r in ROLES] == [200, 50, 150, 100]  # train, calibration, validation, test
     assert assign_roles({"data": 500}, seed=0).parts["test"][1].tolist() == whole.parts["test"][1].tolist()
     assert assign_roles({"data": 500}, seed=1).parts["test"][1].tolist() != whole.parts["test"][1].tolist()
 

@@ -84,7 +84,7 @@ def test_resume_after_completion_repeats_nothing_and_extends_the_budget(zoo, com
             for (p,) in db.execute("SELECT predicted FROM candidates WHERE kind = 'candidate' ORDER BY id")
         ]
     # LINAS's third generation came from its predictors, and they are kept beside the measurements.
-    assert set(predicted[-1]) == {"accuracy", "latency", "size"} and not predicted[0]
+    assert set(predicted[-1]) == {"accuracy", "latency", "size", "accuracy@limit"} and not predicted[0]
 
 
 _COUNTING_EVALUATOR = """
@@ -276,3 +276,41 @@ def test_a_store_written_before_the_worker_column_opens_and_resumes(tmp_path):
         assert store.add({"a": 2}, kind="candidate", metrics={}, fingerprint="f", seconds=1.0, worker="node:7").worker == "node:7"
     finally:
         store.close()
+
+
+def test_published_models_are_accepted_by_their_paired_bound_and_confirmed_on_test(zoo, compiled):
+    """Every candidate keeps its per-example validation scores (through resume too), the published
+    ones have their drop's upper bound within the limit, and the test split reports an interval."""
+    from simq.search import References, accuracy_drop
+
+    store = Store(compiled / Store.FILENAME)
+    try:
+        records = store.records()
+        reference = next(r for r in records if r.kind == "reference")
+        validation = len(zoo.data("digits-cnn", "validation"))
+        assert all(len(r.per_example["search"]) == validation for r in records if r.status == "ok")
+        references = References(reference, reference, 0.9)
+        published = [r for r in records if r.artifact and r.kind == "candidate"]
+        assert all(accuracy_drop(r, references).bound <= 1.0 for r in published)
+        assert len(reference.per_example["final"]) == len(zoo.data("digits-cnn", "test"))
+    finally:
+        store.close()
+    summary = json.loads((compiled / "summary.json").read_text())
+    for row in summary["rows"]:
+        if row["kind"] == "candidate":
+            assert row["accuracy_drop_low"] <= row["accuracy_drop"] <= row["accuracy_drop_high"]
+            assert row["search_accuracy_bound"] <= 1.0 and row["confirmed"] in ("yes", "beyond the limit")
+
+
+def test_a_small_validation_split_is_named_before_the_search(zoo, tmp_path, capsys):
+    assert main(_args(zoo, tmp_path / "out", "--budget", "2", "--no-baselines", "--max-accuracy-drop", "0.5")) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the validation split holds" in err and "resolves drops of about" in err
+
+
+def test_the_search_can_rank_by_divergence_and_still_publish_by_accuracy(zoo, tmp_path):
+    out = tmp_path / "out"
+    assert main(_args(zoo, out, "--budget", "4", "--no-baselines", "--objectives", "divergence,latency", "--max-accuracy-drop", "3")) == 0
+    with sqlite3.connect(out / Store.FILENAME) as db:
+        metrics = [json.loads(m) for (m,) in db.execute("SELECT metrics FROM candidates WHERE kind = 'candidate'")]
+    assert all(m["divergence"] >= 0 and 0 <= m["disagreement"] <= 100 and "accuracy" in m for m in metrics)

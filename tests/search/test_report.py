@@ -1,14 +1,18 @@
-"""The one-sentence verdict of a compile run: the best baseline against SimQ's fastest, both within the constraint."""
+"""The one-sentence verdict of a compile run, and the run's table: the best baseline against SimQ's
+fastest, both within the accuracy limit as judged paired on the search's examples."""
 
 from __future__ import annotations
 
-from simq.search import Record, headline
+import numpy as np
+
+from simq.search import Record, References, display_table, headline
 
 
-def _record(id: int, kind: str, accuracy: float, ratio: float, baseline: str | None = None) -> Record:
+def _record(id: int, kind: str, accuracy: float, ratio: float, baseline: str | None = None, per_example=None) -> Record:
     config = {"baseline": baseline} if baseline else {}
     final = {"accuracy": accuracy, "latency_ratio": ratio}
-    return Record(id, config, kind, "ok", None, dict(final), {}, None, "fp", None, 1.0, final)
+    examples = {} if per_example is None else {"search": np.asarray(per_example, np.float32)}
+    return Record(id, config, kind, "ok", None, dict(final), {}, None, "fp", None, 1.0, final, None, examples)
 
 
 def test_the_fastest_within_the_constraint_on_both_sides():
@@ -18,10 +22,49 @@ def test_the_fastest_within_the_constraint_on_both_sides():
         _record(3, "baseline", 50.0, 0.4, "static INT8"),  # fast, but 20 points down: not a choice
     ]
     front = [_record(7, "candidate", 69.2, 0.45), _record(8, "candidate", 60.0, 0.2)]
-    text = headline(reference, baselines, front, 1.0)
+    references = References(reference, reference)
+    text = headline(references, baselines, front, 1.0)
     assert text == (
         "Best baseline within 1 point of FP32: fused + dynamic INT8 at 0.60x FP32. "
         "Fastest SimQ model within 1 point of FP32: #7 at 0.45x FP32, 1.33x faster."
     )
-    assert "no SimQ model" in headline(reference, baselines, front[1:], 1.0)
-    assert "static INT8 at 0.40x" in headline(reference, baselines, front, 25.0)
+    assert "no SimQ model" in headline(references, baselines, front[1:], 1.0)
+    assert "static INT8 at 0.40x" in headline(references, baselines, front, 25.0)
+
+
+def test_within_the_limit_means_its_paired_upper_bound_is():
+    """Two models 0.5 points below the reference on 400 examples: one changes 2 verdicts (a tight
+    interval), the other 40 (20 better, 22 worse): its upper bound passes a point."""
+    n = 400
+    reference_scores = np.full(n, 100.0)
+    reference_scores[:100] = 0.0
+    steady = reference_scores.copy()
+    steady[100:102] = 0.0
+    shaky = reference_scores.copy()
+    shaky[:20] = 100.0
+    shaky[100:122] = 0.0
+    reference = _record(1, "reference", 75.0, 1.0, per_example=reference_scores)
+    front = [
+        _record(5, "candidate", float(steady.mean()), 0.5, per_example=steady),
+        _record(6, "candidate", float(shaky.mean()), 0.3, per_example=shaky),
+    ]
+    text = headline(References(reference, reference, 0.9), [], front, 1.0)
+    assert "#5 at 0.50x" in text  # the faster #6 is as good on average, but not within a point with 90 % confidence
+    assert "#6" in headline(References(reference, reference, 0.5), [], front, 1.0)  # the point estimate accepts it
+
+
+def test_the_table_shows_each_drop_with_its_interval():
+    summary = {
+        "score": "accuracy",
+        "rows": [
+            {"id": 1, "kind": "reference", "baseline": None, "accuracy": 70.0, "accuracy_drop": 0.0, "accuracy_drop_low": 0.0,
+             "accuracy_drop_high": 0.0, "latency_ms": 10.0, "latency_ratio": 1.0, "latency_ratio_low": 1.0,
+             "latency_ratio_high": 1.0, "size_mb": 90.0, "size_ratio": 1.0, "config": "FP32 reference", "confirmed": "yes"},
+            {"id": 7, "kind": "candidate", "baseline": None, "accuracy": 68.0, "accuracy_drop": 2.0, "accuracy_drop_low": 1.2,
+             "accuracy_drop_high": 2.8, "latency_ms": 4.0, "latency_ratio": 0.4, "latency_ratio_low": 0.39,
+             "latency_ratio_high": 0.41, "size_mb": 20.0, "size_ratio": 0.22, "config": "heads 50%", "confirmed": "beyond the limit"},
+        ],
+    }  # fmt: skip
+    columns, rows = display_table(summary)
+    assert columns[1] == "accuracy" and rows[0][-1] == "FP32"
+    assert rows[1][2] == "-2.00 (-2.80, -1.20) beyond" and rows[1][4] == "0.400 (0.390–0.410)"

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 from rich.console import Console
+from rich.table import Table
 
 from simq import ir as simq_ir
 from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
-from simq.search import JobSpec, default_cache_root, examples_for
+from simq.search import JobSpec, default_cache_root, display_table, examples_for
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -168,3 +169,14 @@ def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
     with console.status(f"loading {args.model}"):
         model = simq_ir.load(source, cache_dir=cache_root(args))
     return LoadedModel(args.model, model, signature or None, source if source.suffix == ".onnx" else None, source if source.is_dir() else None)
+
+
+def render_table(summary, title: str) -> Table:
+    """A compile run's table (`simq.search.display_table`) as a rich table."""
+    columns, rows = display_table(summary)
+    table = Table(title=f"{title} ({summary['score']})", title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table

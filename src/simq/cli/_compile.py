@@ -10,28 +10,24 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, zoo_for
+from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, render_table, zoo_for
 from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
 from simq.errors import InvalidArgumentError, MissingDependencyError
-from simq.eval import Evaluator
-from simq.passes import Pipeline
+from simq.eval import DEFAULT_CONFIDENCE
 from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
     CompileOptions,
     Job,
     JobSpec,
-    References,
     check_out,
     check_spec,
     compile_model,
     describe,
-    headline,
     make_out,
-    metric,
     prepare_job,
+    resolution_note,
     train_cost_model,
 )
 from simq.targets import CostModel, TargetRegistry
@@ -77,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-accuracy-drop", type=_drop, default=1.0,
         help="keep only candidates at most this many points of the score below FP32 (default 1; 'none': no limit)",
     )  # fmt: skip
-    parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this fast")
+    parser.add_argument(
+        "--confidence", type=float, default=DEFAULT_CONFIDENCE,
+        help="confidence that a published model is at most --max-accuracy-drop below FP32, judged paired on the "
+        f"validation split's examples (default {DEFAULT_CONFIDENCE}; 0.5 trusts the point estimate)",
+    )  # fmt: skip
+    parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(
         "--evaluator", metavar="MODULE:FUNCTION",
         help="score candidates with FUNCTION(artifact, run) -> float, higher is better (default: accuracy on the "
@@ -106,6 +107,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--final-models", type=int, default=8, help="models of the front to publish (re-time, re-score; default 8)")
     parser.add_argument("--keep-slower", action="store_true", help="also publish models slower than FP32 (kept for their size)")
+    parser.add_argument(
+        "--withhold-unconfirmed", action="store_true",
+        help="take back published models whose whole test interval lies beyond --max-accuracy-drop (default: publish "
+        "and mark them; withholding selects on the test split)",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument(
         "--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -145,6 +151,7 @@ def _drop(text: str) -> float | None:
 _FLAGS = {
     "the budget": "--budget", "a population": "--population", "the accepted accuracy drop": "--max-accuracy-drop",
     "a latency bound": "--max-latency-ms", "a time limit": "--time-limit", "at least one model of the front": "--final-models",
+    "the confidence of the accuracy limit": "--confidence",
 }  # fmt: skip
 
 
@@ -152,9 +159,9 @@ def _options(args: argparse.Namespace) -> CompileOptions:
     options = CompileOptions(
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         budget=args.budget, algorithm=args.algorithm, population=args.population, seed=args.seed,
-        max_accuracy_drop=args.max_accuracy_drop, max_latency_ms=args.max_latency_ms, latency=args.latency,
+        max_accuracy_drop=args.max_accuracy_drop, confidence=args.confidence, max_latency_ms=args.max_latency_ms, latency=args.latency,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
-        keep_slower=args.keep_slower,
+        keep_slower=args.keep_slower, withhold_unconfirmed=args.withhold_unconfirmed,
     )  # fmt: skip
     try:
         options.check()
@@ -196,6 +203,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         input_shapes=parse_shapes(args.input_shape), batch_size=args.batch_size, seq_len=args.seq_len, evaluator=args.evaluator, prune=not args.no_prune,
         quantize=not args.no_quantize, baselines=not args.no_baselines, cache_dir=args.cache_dir, seed=args.seed,
     )  # fmt: skip
+    if options.max_accuracy_drop is not None and 0 < options.max_accuracy_drop < 0.1:
+        console.print(
+            f"[yellow]note:[/] --max-accuracy-drop is in points of the score (1 = one percentage point of accuracy): "
+            f"{options.max_accuracy_drop:g} allows {options.max_accuracy_drop:g} of a point. NNCF's max_drop=0.01 is 1 here."
+        )
     check_out(args.out, args.resume)
     check_spec(spec)  # the data, the evaluator and the target, before minutes of work
     with _executor(args, options) as executor:
@@ -204,6 +216,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with console.status("preparing") as status:
             prepared = prepare_job(spec, zoo_for(args), status=status.update)
         console.print(prepared.describe())
+        note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.confidence)
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
         make_out(args.out)
         write_recipe(parser, args, args.out / "recipe.yaml")
         job = prepared.job
@@ -211,7 +226,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if options.latency == "predicted":
                 job.cost_model = _cost_model(args, job, job.target, progress)
             result = compile_model(job, options, args.out, resume=args.resume, progress=progress, executor=executor)
-    _summary(console, result, job.pipeline, job.evaluator, options.max_accuracy_drop, job.accuracy_reference)
+    _summary(console, result)
     return 0
 
 
@@ -278,32 +293,11 @@ class _progress:
             print(f"{elapsed} {self._LABELS.get(phase, phase)} done", file=self.console.file, flush=True)
 
 
-def _summary(
-    console: Console, result, pipeline: Pipeline, evaluator: Evaluator, max_drop: float | None, accuracy_reference: str | None
-) -> None:
+def _summary(console: Console, result) -> None:
     out = Console()
-    table = Table(title=f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)")
-    for column in ("id", evaluator.name, "latency ms", "× FP32", "size MB", "config"):
-        table.add_column(column, overflow="fold")
-    rows = (
-        [(result.reference, "FP32")]
-        + [(b, b.config["baseline"]) for b in result.baselines]
-        + [(r, None) for r in result.pareto if r.kind != "reference"]
-    )
-    reference_size = result.reference.metrics["size_bytes"]
-    references = References(result.reference, result.reference)
-    for record, label in rows:
-        accuracy, ms = metric(record, "accuracy"), metric(record, "latency_ms")
-        ratio = OBJECTIVES["latency"].value(record, references, final=True)
-        table.add_row(
-            str(record.id), "" if accuracy is None else f"{accuracy:.2f}", "" if ms is None else f"{ms:.2f}",
-            "" if ratio is None else f"{ratio:.2f}", f"{record.metrics['size_bytes'] / 1e6:.1f} ({record.metrics['size_bytes'] / reference_size:.2f}x)",
-            label or describe(record.config, pipeline.knobs),
-        )  # fmt: skip
-    out.print(table)
-    summary = headline(result.reference, result.baselines, result.pareto, max_drop, accuracy_reference)
-    if summary:
-        out.print(summary)
+    out.print(render_table(result.summary, f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)"))
+    if result.summary.get("headline"):
+        out.print(result.summary["headline"])
     if result.stopped_early:
         console.print(
             f"the search stopped at its {result.stopped_early}; --resume (with a larger --budget or --time-limit) continues it"

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from simq.cli._common import render_table
 from simq.errors import InvalidArgumentError
 from simq.search import SUMMARY_FILE
 
@@ -38,20 +38,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]{summary['model']}[/] for {summary['target']} · {summary['fingerprint']}")
     if summary.get("data"):
         console.print(f"data: {summary['data']}")
-    table = Table(title=f"{args.out} ({summary['score']})", title_justify="left")
-    for column in ("id", summary["score"], "Δ", "latency ms", "× FP32", "size MB", "× FP32 size", "config", "artifact"):
-        table.add_column(column, overflow="fold")
-    for row in summary["rows"]:
-        table.add_row(
-            str(row["id"]), _num(row["accuracy"], 2), _num(-row["accuracy_drop"] if row["accuracy_drop"] is not None else None, 2, "+"),
-            _num(row["latency_ms"], 2), _num(row["latency_ratio"], 2), _num(row["size_mb"], 1), _num(row["size_ratio"], 2),
-            row["config"], row["artifact"],
-        )  # fmt: skip
-    console.print(table)
+    console.print(render_table(summary, str(args.out)))
     if summary.get("headline"):
         console.print(summary["headline"])
     return 0
-
-
-def _num(value, digits: int, sign: str = "") -> str:
-    return "" if value is None else f"{value:{sign}.{digits}f}"

@@ -3,7 +3,8 @@
 Scores are in points: accuracy in percent on labelled data, top-1 agreement with the FP32 model
 in percent for a classifier on data without labels, fidelity as the mean output cosine to the
 FP32 model in percent (100 = identical), or whatever a user evaluator returns. A
-constraint such as "at most 1 point below the reference" reads the same for all of them.
+constraint such as "at most 1 point below the reference" reads the same for all of them, and is
+judged paired, example by example, where the evaluator gives per-example scores (`paired_drop`).
 Evaluators score the artifact as its target's runtime runs it.
 """
 
@@ -13,13 +14,17 @@ from simq.eval._evaluators import (
     Evaluator,
     FidelityEvaluator,
     Run,
+    Score,
     UserEvaluator,
+    classifier_logits,
     load_evaluator,
     onnx_runner,
     padding_mask,
 )
+from simq.eval._paired import DEFAULT_CONFIDENCE, PairedDrop, paired_drop, resolvable_drop
 
 __all__ = [
-    "AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator",
-    "onnx_runner", "padding_mask",
+    "DEFAULT_CONFIDENCE", "AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "PairedDrop", "Run",
+    "Score", "UserEvaluator", "classifier_logits", "load_evaluator", "onnx_runner", "padding_mask", "paired_drop",
+    "resolvable_drop",
 ]  # fmt: skip

@@ -12,6 +12,7 @@ import inspect
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from simq.targets import Artifact
 
 __all__ = [
-    "AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "UserEvaluator", "load_evaluator",
-    "onnx_runner", "padding_mask",
+    "AccuracyEvaluator", "AgreementEvaluator", "Evaluator", "FidelityEvaluator", "Run", "Score", "UserEvaluator",
+    "classifier_logits", "load_evaluator", "onnx_runner", "padding_mask",
 ]  # fmt: skip
 
 #: A loaded model: inputs by name (batch on axis 0) -> every output.
@@ -44,6 +45,25 @@ def onnx_runner(path: Path, threads: int = 2) -> Run:
     return lambda inputs: session.run(None, dict(inputs))
 
 
+@dataclass(frozen=True)
+class Score:
+    """What an evaluator found.
+
+    Attributes:
+        value: The score in points (higher is better).
+        per_example: Each example's score in the same points (their mean is `value`), where the
+            evaluator has them: two models scored on the same examples then compare paired,
+            which resolves differences far smaller than either score's own interval.
+        signals: Finer measures of how far the model's outputs are from the reference model's,
+            per the whole split: ``disagreement`` (% of examples whose top-1 differs) and
+            ``divergence`` (mean KL divergence of the softmax outputs, in millinats).
+    """
+
+    value: float
+    per_example: np.ndarray | None = field(default=None, compare=False)
+    signals: Mapping[str, float] = field(default_factory=dict)
+
+
 class Evaluator(ABC):
     """Scores a loaded model; higher is better.
 
@@ -56,6 +76,16 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
         """Score the model `run` executes (`artifact` is what was loaded, if anything)."""
+
+    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
+        """`evaluate` with what else the evaluator knows per example (see `Score`)."""
+        return Score(self.evaluate(run, artifact))
+
+    @property
+    def size(self) -> int | None:
+        """How many examples it scores on, where it knows."""
+        inputs = getattr(self, "inputs", None)
+        return len(next(iter(inputs.values()))) if inputs else None
 
     def evaluate_onnx(self, path: Path) -> float:
         """Score an ONNX file run by ONNX Runtime."""
@@ -106,37 +136,87 @@ def padding_mask(inputs: Mapping[str, np.ndarray], name: str = "attention_mask")
     return name if bool(np.all(mask[:, :-1] >= mask[:, 1:])) else None
 
 
-class AccuracyEvaluator(Evaluator):
-    """Top-1 accuracy (percent) of the first output's arg-max against `labels`."""
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def classifier_logits(run: Run, inputs: Mapping[str, np.ndarray], batch_size: int = 64, mask: str | None = None) -> np.ndarray:
+    """The first output of a classifier over `inputs`, one row of logits per example (batches cut
+    by `mask` as `AccuracyEvaluator` cuts them)."""
+    logits = _first_output(run, inputs, batch_size, mask)
+    return logits.reshape(len(logits), -1).astype(np.float64)
+
+
+class _Classifier(Evaluator):
+    """A classifier's first output (one row of logits per example), compared per example with
+    labels or with the reference model's logits on the same inputs."""
+
+    def __init__(self, inputs: Mapping[str, np.ndarray], batch_size: int, mask: str | None, reference: np.ndarray | None) -> None:
+        self.inputs, self.batch_size, self.mask = dict(inputs), batch_size, mask
+        count = len(next(iter(self.inputs.values())))
+        if reference is not None and len(reference) != count:
+            raise InvalidArgumentError(f"the reference logits cover {len(reference)} examples, the inputs {count}.")
+        self.reference = reference
+
+    def _logits(self, run: Run) -> np.ndarray:
+        return classifier_logits(run, self.inputs, self.batch_size, self.mask)
+
+    def _signals(self, logits: np.ndarray) -> dict[str, float]:
+        if self.reference is None:
+            return {}
+        p = _log_softmax(self.reference)
+        kl = (np.exp(p) * (p - _log_softmax(logits))).sum(-1)
+        return {"disagreement": float(100 * np.mean(logits.argmax(-1) != self.reference.argmax(-1))), "divergence": float(1000 * kl.mean())}
+
+    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        return self.score(run, artifact).value
+
+
+class AccuracyEvaluator(_Classifier):
+    """Top-1 accuracy (percent) of the first output's arg-max against `labels`; per example, 100
+    or 0; with a `reference` model, how far the outputs moved from its outputs (`Score.signals`)."""
 
     name = "accuracy"
 
-    def __init__(self, inputs: Mapping[str, np.ndarray], labels: np.ndarray, batch_size: int = 64, mask: str | None = None) -> None:
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        labels: np.ndarray,
+        batch_size: int = 64,
+        mask: str | None = None,
+        reference: np.ndarray | None = None,
+    ) -> None:
         """`mask`: a right-padded mask input (see `padding_mask`) to cut batches by, for a model
-        whose sequence length is dynamic."""
+        whose sequence length is dynamic; `reference`: the reference model's logits on `inputs`
+        (`classifier_logits`)."""
         if len(labels) == 0 or any(len(v) != len(labels) for v in inputs.values()):
             raise InvalidArgumentError("accuracy needs as many labels as examples, and at least one.")
-        self.inputs, self.labels, self.batch_size, self.mask = dict(inputs), np.asarray(labels), batch_size, mask
+        super().__init__(inputs, batch_size, mask, reference)
+        self.labels = np.asarray(labels)
 
-    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
-        logits = _first_output(run, self.inputs, self.batch_size, self.mask)
-        return float(100 * np.mean(logits.reshape(len(self.labels), -1).argmax(-1) == self.labels))
+    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
+        logits = self._logits(run)
+        hits = logits.argmax(-1) == self.labels
+        return Score(float(100 * np.mean(hits)), 100 * hits.astype(np.float32), self._signals(logits))
 
 
-class AgreementEvaluator(Evaluator):
+class AgreementEvaluator(_Classifier):
     """Top-1 agreement (percent) of the first output's arg-max with the reference model's: the
     score of a classifier on data without labels."""
 
     name = "agreement"
 
-    def __init__(self, reference: Path, inputs: Mapping[str, np.ndarray], batch_size: int = 64, mask: str | None = None) -> None:
-        self.inputs, self.batch_size, self.mask = dict(inputs), batch_size, mask
-        logits = _first_output(onnx_runner(reference), self.inputs, batch_size, mask)
-        self._reference = logits.reshape(len(logits), -1).argmax(-1)
+    def __init__(self, reference: Path | np.ndarray, inputs: Mapping[str, np.ndarray], batch_size: int = 64, mask: str | None = None) -> None:
+        """`reference`: the reference model (an ONNX file) or its logits on `inputs`."""
+        if not isinstance(reference, np.ndarray):
+            reference = classifier_logits(onnx_runner(Path(reference)), inputs, batch_size, mask)
+        super().__init__(inputs, batch_size, mask, reference)
 
-    def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
-        logits = _first_output(run, self.inputs, self.batch_size, self.mask)
-        return float(100 * np.mean(logits.reshape(len(logits), -1).argmax(-1) == self._reference))
+    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
+        logits = self._logits(run)
+        agree = logits.argmax(-1) == self.reference.argmax(-1)
+        return Score(float(100 * np.mean(agree)), 100 * agree.astype(np.float32), self._signals(logits))
 
 
 class FidelityEvaluator(Evaluator):
@@ -157,19 +237,24 @@ class FidelityEvaluator(Evaluator):
         return np.concatenate([o.reshape(len(o), -1).astype(np.float64) for o in outputs], axis=1)
 
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        return self.score(run, artifact).value
+
+    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
         out = self._flat(_outputs(run, self.inputs, self.batch_size))
         ref = self._reference
-        cos = (out * ref).sum(1) / np.maximum(np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
-        return float(100 * cos.mean())
+        cos = 100 * (out * ref).sum(1) / np.maximum(np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
+        return Score(float(cos.mean()), cos.astype(np.float32))
 
 
 class UserEvaluator(Evaluator):
     """A user function (higher is better), named by its spec.
 
-    ``f(artifact, run) -> float`` receives the `simq.targets.Artifact` (``artifact.path`` is what
-    the runtime loads, ``artifact.onnx`` the ONNX it came from) and ``run(inputs) -> outputs``,
-    the artifact already loaded in its runtime. A function of one parameter, ``f(onnx_path)``,
-    receives the ONNX file's path as a string (the contract before artifacts were scored).
+    ``f(artifact, run)`` receives the `simq.targets.Artifact` (``artifact.path`` is what the
+    runtime loads, ``artifact.onnx`` the ONNX it came from) and ``run(inputs) -> outputs``, the
+    artifact already loaded in its runtime, and returns the score, or one score per example (a
+    sequence, the same examples in the same order every call: the score is their mean, and
+    models are then compared paired). A function of one parameter, ``f(onnx_path)``, receives
+    the ONNX file's path as a string (the contract before artifacts were scored).
     """
 
     def __init__(self, function: Callable[..., Any], name: str) -> None:
@@ -177,19 +262,30 @@ class UserEvaluator(Evaluator):
         self._takes_run = _positional_parameters(function) >= 2
 
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
+        return self.score(run, artifact).value
+
+    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
         if self._takes_run:
             value = self.function(artifact, run)
         else:
             if artifact is None:
                 raise InvalidArgumentError(f"evaluator {self.name} takes an ONNX path; give it an artifact.")
             value = self.function(str(artifact.onnx))
+        if isinstance(value, (list, tuple, np.ndarray)):
+            try:
+                values = np.asarray(value, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(f"evaluator {self.name} returned a sequence that is not all numbers.") from None
+            if not len(values) or not np.isfinite(values).all():
+                raise InvalidArgumentError(f"evaluator {self.name} returned per-example scores that are empty or not all finite.")
+            return Score(float(values.mean(dtype=np.float64)), values)
         try:
             value = float(value)
         except (TypeError, ValueError):
             raise InvalidArgumentError(f"evaluator {self.name} returned {value!r}, not a number.") from None
         if not np.isfinite(value):
             raise InvalidArgumentError(f"evaluator {self.name} returned {value}, not a finite number.")
-        return value
+        return Score(value)
 
     def evaluate_onnx(self, path: Path) -> float:
         if self._takes_run:

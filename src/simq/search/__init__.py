@@ -15,10 +15,11 @@ from simq.search._job import (
     examples_for,
     prepare_job,
 )
-from simq.search._objectives import OBJECTIVES, Objective, References, metric
+from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric
 from simq.search._options import CompileOptions, CompileResult, Job
 from simq.search._pareto import hypervolume, pareto_front
-from simq.search._report import SUMMARY_FILE, describe, headline, hypervolume_curve
+from simq.search._report import SUMMARY_FILE, describe, display_table, headline, hypervolume_curve
+from simq.search._scoring import resolution_note
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
 
@@ -44,6 +45,7 @@ __all__ = [
     "SearchSpace",
     "Store",
     "ZooLike",
+    "accuracy_drop",
     "cached_baselines",
     "check_out",
     "check_spec",
@@ -51,6 +53,7 @@ __all__ = [
     "config_key",
     "default_cache_root",
     "describe",
+    "display_table",
     "examples_for",
     "first_line",
     "headline",
@@ -60,5 +63,6 @@ __all__ = [
     "metric",
     "pareto_front",
     "prepare_job",
+    "resolution_note",
     "train_cost_model",
 ]

@@ -26,7 +26,7 @@ from simq.passes import defaults
 from simq.search._algorithms import FAILED, Goal, make_algorithm
 from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator
 from simq.search._final import publish, select_front
-from simq.search._objectives import References
+from simq.search._objectives import LIMITED, References, accuracy_drop, tracked_values
 from simq.search._options import CompileOptions, CompileResult, Job
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
@@ -38,6 +38,11 @@ __all__ = ["Progress", "check_out", "compile_model", "make_out"]
 #: ``progress(phase, done, total, detail)``: phases ``"search"``, ``"final"``, ``"cost model"``;
 #: `detail` is the record just committed (search) or what was done (final), else None.
 Progress = Callable[..., None]
+
+
+# Options that change how long a run goes on or what it publishes, not the candidates it evaluates:
+# a resumed run may change them.
+_NOT_SETTINGS = ("budget", "time_limit", "final_models", "keep_slower", "withhold_unconfirmed", "objective_table")
 
 
 class _Compiler:
@@ -79,7 +84,7 @@ class _Compiler:
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
             "timed_at": {name: list(v.shape) for name, v in self.job.feed.items()},
             # What changes the candidates a run evaluates; not how long it runs or what it publishes.
-            **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in ("budget", "time_limit", "final_models", "keep_slower", "objective_table")},
+            **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in _NOT_SETTINGS},
         }
 
     def _commit(self, config: Mapping[str, Hashable], kind: str, evaluation: Evaluation, predicted=None) -> Record:
@@ -87,6 +92,7 @@ class _Compiler:
             return self.store.add(
                 config, kind=kind, metrics=evaluation.metrics, fingerprint=self.fingerprint, seconds=evaluation.seconds,
                 predicted=predicted, model_hash=evaluation.digest, error=evaluation.error, worker=evaluation.worker,
+                per_example=evaluation.per_example,
             )  # fmt: skip
 
     def _once(self, build: Callable[[Path], Artifact], config: Mapping[str, Hashable], kind: str) -> Record:
@@ -102,7 +108,7 @@ class _Compiler:
         reference = self._once(self.evaluator.reference_artifact, defaults(self.job.pipeline.knobs), "reference")
         for name, build in self.job.baselines.items():
             self._once(build, {"baseline": name}, "baseline")
-        references = References(reference, self._accuracy_reference(reference))
+        references = References(reference, self._accuracy_reference(reference), o.confidence)
         goal = self._goal(references)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
         seen: set[str] = {config_key(reference.config)}
@@ -169,22 +175,20 @@ class _Compiler:
         return found
 
     def _goal(self, references: References) -> Goal:
+        """The objectives, then each limited metric (``NAME@limit``) with its limit."""
         o = self.options
         metrics = list(o.objectives)
         limits: dict[int, float] = {}
         if o.max_accuracy_drop is not None:
-            if "accuracy" not in metrics:
-                metrics.append("accuracy")
-            limits[metrics.index("accuracy")] = o.max_accuracy_drop
+            metrics.append("accuracy" + LIMITED)
+            limits[len(metrics) - 1] = o.max_accuracy_drop
         if o.max_latency_ms is not None:
-            if "latency" not in metrics:
-                metrics.append("latency")
-            limits[metrics.index("latency")] = o.max_latency_ms / references.fp32.metrics["latency_ms"]
+            metrics.append("latency" + LIMITED)
+            limits[len(metrics) - 1] = o.max_latency_ms / references.fp32.metrics["latency_ms"]
         return Goal(tuple(metrics), tuple(range(len(o.objectives))), limits)
 
     def _metric_vector(self, record: Record, references: References, goal: Goal) -> np.ndarray:
-        table = self.options.objective_table
-        values = [table[name].value(record, references) for name in goal.metrics]
+        values = tracked_values(self.options.objective_table, goal.metrics, record, references)
         return np.array([FAILED if v is None else v for v in values])
 
     # the end: the published front and the report
@@ -192,18 +196,35 @@ class _Compiler:
     def _finish(self, references: References, goal: Goal, stopped_early: str | None) -> CompileResult:
         o = self.options
         candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
-        objectives = [o.objective_table[name] for name in goal.metrics]
-        front = select_front(candidates, references, goal, objectives, o.final_models, o.keep_slower)
+        front = select_front(candidates, references, goal, o.objective_table, o.final_models, o.keep_slower)
         baselines = [r for r in self.store.records("baseline") if r.status == "ok"]
         publish(self, front, references.fp32, baselines, self.progress)
         self.evaluator.close()
         front = [self.store.get(r.id) for r in front]
         baselines = [self.store.get(r.id) for r in baselines]
         reference = self.store.get(references.fp32.id)
-        report = write_report(self.out, self.store, o, self.job, reference, baselines, front, goal)
+        references = References(reference, self.store.get(references.accuracy.id), o.confidence)
+        if o.withhold_unconfirmed and o.max_accuracy_drop is not None:
+            front = self._withhold(front, references, o.max_accuracy_drop)
+        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal)
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
-        return CompileResult(self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.driver_steps))
+        return CompileResult(
+            self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.driver_steps), references.accuracy, summary
+        )  # fmt: skip
+
+
+    def _withhold(self, front: list[Record], references: References, allowed: float) -> list[Record]:
+        """The front without models the test split refutes (their whole interval past `allowed`)."""
+        kept = []
+        for record in front:
+            drop = accuracy_drop(record, references, final=True)
+            if record.kind == "candidate" and drop is not None and "accuracy" in record.final and drop.beyond(allowed):
+                shutil.rmtree(self.out / "pareto" / str(record.id), ignore_errors=True)
+                self.store.set_final(record.id, None, record.final)
+            else:
+                kept.append(record)
+        return kept
 
 
 def _readable(predicted: Mapping[str, float] | None) -> dict[str, float] | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import onnx_ir as ir
 
 from simq.errors import SimqError
@@ -44,6 +45,7 @@ class Evaluation:
     error: str | None = None
     seconds: float = 0.0
     worker: str | None = None  # where it ran (host:pid), when not in this process
+    per_example: np.ndarray | None = field(default=None, compare=False, repr=False)  # the evaluator's, where it has them
 
 
 @runtime_checkable
@@ -105,14 +107,16 @@ class ModelEvaluator:
         """
         start = time.perf_counter()
         metrics: dict[str, float] = {}
-        digest = None
+        digest, per_example = None, None
         try:
             with tempfile.TemporaryDirectory(dir=self.work) as tmp:
                 artifact = build(Path(tmp))
                 digest = artifact.digest()
                 metrics["size_bytes"] = float(artifact.size_bytes)
                 if self.options.needs_accuracy:
-                    metrics["accuracy"] = self.job.evaluator.evaluate(self.job.target.load(artifact), artifact)
+                    score = self.job.evaluator.score(self.job.target.load(artifact), artifact)
+                    metrics |= {"accuracy": score.value, **score.signals}
+                    per_example = score.per_example
                 for objective in self.options.chosen_objectives():
                     if objective.measure is not None:
                         metrics[objective.name] = float(objective.measure(artifact))
@@ -123,7 +127,7 @@ class ModelEvaluator:
             if kind == "reference":
                 raise (e if isinstance(e, SimqError) else SimqError(f"the FP32 model cannot be evaluated: {first_line(e)}")) from e
             return Evaluation({}, digest, first_line(e), time.perf_counter() - start)
-        return Evaluation(metrics, digest, None, time.perf_counter() - start)
+        return Evaluation(metrics, digest, None, time.perf_counter() - start, per_example=per_example)
 
     def _features_model(self, config: Config, kind: str, artifact: Artifact) -> ir.Model:
         """The model the cost model reads: the candidate before the target's fusions (their

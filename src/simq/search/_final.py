@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from simq.search._algorithms import Goal
-from simq.search._objectives import Objective, References
+from simq.search._objectives import Objective, References, tracked_values
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
 from simq.targets import Artifact, interleave, lowering_summary, timed_ratio
@@ -29,26 +29,21 @@ __all__ = ["publish", "select_front"]
 
 
 def select_front(
-    records: Sequence[Record], references: References, goal: Goal, objectives: Sequence[Objective], limit: int, keep_slower: bool
+    records: Sequence[Record], references: References, goal: Goal, table: Mapping[str, Objective], limit: int, keep_slower: bool
 ) -> list[Record]:
-    """The feasible Pareto set among `records`, without models slower than FP32 (unless
-    `keep_slower`), at most `limit` of them, chosen greedily by hypervolume contribution.
-
-    Args:
-        objectives: One per `goal.metrics` entry (objectives, then bounded metrics).
-    """
-    values = np.array([[_value(o, r, references) for o in objectives] for r in records], dtype=float)
+    """The feasible Pareto set among `records` on the search's values (limits checked against
+    their limited values: accuracy's paired upper bound), without models slower than FP32
+    (unless `keep_slower`), at most `limit` of them, chosen greedily by hypervolume contribution."""
     if not len(records):
         return []
+    values = _values(records, references, goal, table)
     feasible = np.all(goal.constraint_values(values) <= 0, axis=1) & np.all(np.isfinite(values), axis=1)
-    if not keep_slower:
-        latency = [o for o in objectives if o.name == "latency"]
-        if latency:
-            feasible &= np.array([(latency[0].value(r, references) or 0.0) <= 1.0 + 1e-9 for r in records])
+    if not keep_slower and "latency" in table:
+        feasible &= np.array([(table["latency"].value(r, references) or 0.0) <= 1.0 + 1e-9 for r in records])
     front = [records[i] for i in pareto_front(goal.objective_values(values), feasible)]
     if len(front) <= limit:
         return front
-    points = goal.objective_values(np.array([[_value(o, r, references) for o in objectives] for r in front], dtype=float))
+    points = goal.objective_values(_values(front, references, goal, table))
     bound = points.max(axis=0) + 1e-6 + 0.01 * np.abs(points.max(axis=0))
     chosen: list[int] = []
     while len(chosen) < limit:
@@ -58,9 +53,9 @@ def select_front(
     return [front[i] for i in sorted(chosen)]
 
 
-def _value(objective: Objective, record: Record, references: References) -> float:
-    value = objective.value(record, references)
-    return np.nan if value is None else value
+def _values(records: Sequence[Record], references: References, goal: Goal, table: Mapping[str, Objective]) -> np.ndarray:
+    rows = [tracked_values(table, goal.metrics, r, references) for r in records]
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
 
 
 def publish(
@@ -124,8 +119,9 @@ def publish(
             digest = artifact.digest()
             score = store.score(digest, job.final_evaluator.name)
             if score is None:
-                score = job.final_evaluator.evaluate(job.target.load(artifact), artifact)
-                store.add_score(digest, job.final_evaluator.name, score)
+                scored = job.final_evaluator.score(job.target.load(artifact), artifact)
+                score = scored.value
+                store.add_score(digest, job.final_evaluator.name, score, scored.per_example)
             final[i]["accuracy"] = score
             step(f"scored #{i}")
     timing = {

@@ -33,13 +33,8 @@ from simq.data import (
 )
 from simq.errors import ArtifactError, InvalidArgumentError
 from simq.eval import (
-    AccuracyEvaluator,
-    AgreementEvaluator,
-    Evaluator,
-    FidelityEvaluator,
     load_evaluator,
     onnx_runner,
-    padding_mask,
 )
 from simq.passes import Pipeline
 from simq.passes.prune import collect_stats, elastic_record
@@ -47,6 +42,7 @@ from simq.passes.quant import calibrate
 from simq.search._baselines import cached_baselines
 from simq.search._compile import Job
 from simq.search._exports import tools_exports
+from simq.search._scoring import evaluators, model_digest
 from simq.targets import Artifact, Target, TargetRegistry
 
 __all__ = ["JobSpec", "PreparedJob", "ZooLike", "check_spec", "default_cache_root", "examples_for", "prepare_job"]
@@ -271,12 +267,13 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
         if structure.layers and batch is None:
             status("exporting the model as users' tools do (once per model)")
             exports, notes = _tools_exports(spec, model, original, path, source_dir, elastic, zoo, batches[0])
-        key = "|".join([_BASELINES_VERSION, _digest(model), target.fingerprint().key(), _batches_digest(batches)])
+        key = "|".join([_BASELINES_VERSION, model_digest(model), target.fingerprint().key(), _batches_digest(batches)])
         baselines = cached_baselines(target.baselines(model, structure, batches, exports), _cache_root(spec) / "baselines", key)
     if original is not None:
         # "Drop" means below what the user had: the model before tuning sets the accuracy bar.
         baselines = {ORIGINAL: lambda workdir: target.lower(original, workdir), **baselines}
-    evaluator, final = _evaluators(spec, model, examples, batch)
+    status("scoring the FP32 model's outputs (once per model and split)")
+    evaluator, final = evaluators(model, examples, batch or EVALUATION_BATCH, spec.evaluator, _cache_root(spec) / "outputs")
     job = Job(spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines)
     job.notes = tuple(notes)
     job.accuracy_reference = ORIGINAL if ORIGINAL in baselines else None
@@ -291,53 +288,11 @@ def _tools_exports(
     """The model (and the model before tuning) as users' tools export them (`tools_exports`)."""
     example = {k: v[:2] for k, v in batch.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        references = {"": (_digest(model), onnx_runner(sir.save(model, Path(tmp) / "model.onnx")))}
+        references = {"": (model_digest(model), onnx_runner(sir.save(model, Path(tmp) / "model.onnx")))}
         if original is not None:
-            references["original"] = (_digest(original), onnx_runner(sir.save(original, Path(tmp) / "original.onnx")))
+            references["original"] = (model_digest(original), onnx_runner(sir.save(original, Path(tmp) / "original.onnx")))
         model_ref = str(path) if elastic is not None else spec.model
         return tools_exports(model_ref, source_dir, elastic, zoo, references, example, _cache_root(spec) / "exports" / "tools")
-
-
-def _evaluators(spec: JobSpec, model: ir.Model, examples: Examples, batch: int | None) -> tuple[Evaluator, Evaluator | None]:
-    """(search, final): the user's function; accuracy on labels; top-1 agreement with FP32 for a
-    classifier without labels; else output cosine to FP32."""
-    if spec.evaluator:
-        return load_evaluator(spec.evaluator), None
-    validation, test = examples.role("validation"), examples.role("test")
-    size = batch or EVALUATION_BATCH
-    masks = [_cut_by(model, split.inputs) for split in (validation, test)]
-    if examples.labelled:
-        return (
-            AccuracyEvaluator(validation.inputs, validation.labels, size, masks[0]),
-            AccuracyEvaluator(test.inputs, test.labels, size, masks[1]),
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        reference = sir.save(model, Path(tmp) / "reference.onnx")
-        if _is_classifier(model) and not examples.synthetic:
-            return AgreementEvaluator(reference, validation.inputs, size, masks[0]), AgreementEvaluator(reference, test.inputs, size, masks[1])
-        return FidelityEvaluator(reference, validation.inputs, size), FidelityEvaluator(reference, test.inputs, size)
-
-
-def _cut_by(model: ir.Model, inputs) -> str | None:
-    """The padding mask a classifier's scoring batches may be cut by (tokens padded on the right,
-    a dynamic sequence length; one row of logits per example), else None."""
-    mask = padding_mask(inputs)
-    if mask is None or not _is_classifier(model):
-        return None
-    graph_input = next((i for i in model.graph.inputs if i.name == mask), None)
-    shape = graph_input.shape if graph_input is not None else None
-    return mask if shape is not None and len(shape) == 2 and not isinstance(shape[1], int) else None
-
-
-def _is_classifier(model: ir.Model) -> bool:
-    """One output of (batch, classes): what top-1 agreement means something for."""
-    outputs = list(model.graph.outputs)
-    shape = outputs[0].shape if len(outputs) == 1 else None
-    return shape is not None and len(shape) == 2 and isinstance(shape[1], int) and shape[1] > 1
-
-
-def _digest(model: ir.Model) -> str:
-    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()
 
 
 def _batches_digest(batches) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidArgumentError
-from simq.eval import Evaluator
+from simq.eval import DEFAULT_CONFIDENCE, Evaluator
 from simq.ir import Structure
 from simq.passes import Pipeline
 from simq.search._algorithms import ALGORITHMS
@@ -32,13 +32,19 @@ class CompileOptions:
         algorithm: ``linas`` (default), ``nsga2`` or ``random``.
         population: Candidates validated per batch (generation).
         max_accuracy_drop: At most this many points of the score's scale below the accuracy
-            reference (1 by default; None: unbounded).
+            reference (1 by default; None: unbounded), judged paired on the same examples with
+            `confidence`: a model is published when the one-sided upper bound of its drop is
+            within it.
+        confidence: Of the accuracy limit (0.5: the point estimate).
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
         time_limit: Seconds after which no new candidate is started (this invocation; a resumed
             run gets its own). The front of what was validated is then published as usual.
         final_models: At most this many models of the front are published (re-timed, re-scored).
         keep_slower: Publish models slower than FP32 too (kept for their size).
+        withhold_unconfirmed: Take back published models whose whole test interval of the drop
+            lies beyond the allowed drop (by default they are published and marked: withholding
+            them selects on the test split, which then no longer confirms anything unbiasedly).
         objective_table: The objectives by name (`OBJECTIVES`; extend a copy to add one).
     """
 
@@ -48,11 +54,13 @@ class CompileOptions:
     population: int = 10
     seed: int = 0
     max_accuracy_drop: float | None = 1.0
+    confidence: float = DEFAULT_CONFIDENCE
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
     time_limit: float | None = None
     final_models: int = 8
     keep_slower: bool = False
+    withhold_unconfirmed: bool = False
     objective_table: Mapping[str, Objective] = field(default_factory=lambda: OBJECTIVES, compare=False)
 
     def check(self) -> None:
@@ -72,6 +80,8 @@ class CompileOptions:
             raise InvalidArgumentError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise InvalidArgumentError("the accepted accuracy drop cannot be negative.")
+        if not 0.5 <= self.confidence < 1:
+            raise InvalidArgumentError(f"the confidence of the accuracy limit is in [0.5, 1), not {self.confidence}.")
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
             raise InvalidArgumentError("a latency bound must be positive.")
         if self.time_limit is not None and self.time_limit <= 0:
@@ -141,3 +151,7 @@ class CompileResult:
     #: predictors' refit and inner NSGA-II), ``tell``, ``commit`` (the store), ``wait`` (for
     #: the executor's evaluations; in this process, the evaluations themselves).
     driver_steps: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: The record accuracy drops are measured from (the reference, or the model before tuning).
+    accuracy_reference: Record | None = None
+    #: What ``summary.json`` holds: the headline, the table's rows, settings, notes.
+    summary: dict = field(default_factory=dict)

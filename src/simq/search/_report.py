@@ -10,16 +10,17 @@ import json
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from simq.passes import Knob, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
-from simq.search._objectives import OBJECTIVES, Objective, References, metric
+from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric
 from simq.search._pareto import hypervolume
 from simq.search._store import Record, Store
 
-__all__ = ["SUMMARY_FILE", "describe", "headline", "hypervolume_curve", "write_report"]
+__all__ = ["SUMMARY_FILE", "describe", "display_table", "headline", "hypervolume_curve", "write_report"]
 
 #: What `simq show` reads: the run's table and verdict, written beside report.html.
 SUMMARY_FILE = "summary.json"
@@ -143,9 +144,14 @@ def _plots(records, references: References, baselines, front, objectives: Sequen
     return plots
 
 
-def _row(record: Record, references: References, knobs) -> dict[str, object]:
-    """One table row: end-of-run values where there are some, else the search's."""
+def _row(record: Record, references: References, knobs, allowed: float | None) -> dict[str, object]:
+    """One table row: end-of-run values where there are some, else the search's; accuracy drops
+    paired on the same examples with their 95 % interval (test) and the bound that accepted the
+    model (the search's split)."""
     accuracy = metric(record, "accuracy", "accuracy" in references.accuracy.final)
+    test = accuracy_drop(record, references, final=True)
+    search = accuracy_drop(record, references, final=False)
+    tested = test is not None and "accuracy" in record.final
 
     def rounded(value, digits):
         return None if value is None else round(value, digits)
@@ -155,8 +161,13 @@ def _row(record: Record, references: References, knobs) -> dict[str, object]:
         "kind": record.kind,
         "baseline": record.config.get("baseline"),
         "accuracy": rounded(accuracy, 3),
-        "accuracy_drop": rounded(OBJECTIVES["accuracy"].value(record, references, final=True), 3),
+        "accuracy_drop": rounded(test.estimate if test else None, 3),
+        "accuracy_drop_low": rounded(test.low if tested else None, 3),
+        "accuracy_drop_high": rounded(test.high if tested else None, 3),
         "search_accuracy": rounded(record.metrics.get("accuracy"), 3),
+        "search_accuracy_drop": rounded(search.estimate if search else None, 3),
+        "search_accuracy_bound": rounded(search.bound if search else None, 3),
+        "confirmed": None if allowed is None or not tested else ("beyond the limit" if test.beyond(allowed) else "yes"),
         "latency_ms": rounded(metric(record, "latency_ms"), 3),
         "latency_ratio": rounded(OBJECTIVES["latency"].value(record, references, final=True), 4),
         "latency_ratio_low": rounded(metric(record, "latency_ratio_low"), 4),
@@ -184,47 +195,38 @@ def _final(record: Record, name: str) -> float | None:
     return record.final.get(name, record.metrics.get(name))
 
 
-def headline(
-    reference: Record, baselines: Sequence[Record], front: Sequence[Record], max_drop: float | None, accuracy_reference: str | None = None
-) -> str | None:
-    """One sentence: the fastest baseline and the fastest SimQ model within the accuracy
-    constraint, and how they compare (None without latency ratios). Which models are within the
-    constraint is decided on the search's split (validation), as the published front was: the
-    test split only confirms; latencies are the final pass's.
-
-    Args:
-        accuracy_reference: The baseline accuracy is measured from (the model before tuning),
-            instead of the FP32 reference.
+def headline(references: References, baselines: Sequence[Record], front: Sequence[Record], max_drop: float | None) -> str | None:
+    """One sentence: the fastest baseline and the fastest SimQ model within the accuracy limit, and
+    how they compare (None without latency ratios). Which models are within the limit is decided
+    as the published front was: on the search's split (validation), by the paired upper bound at
+    the run's confidence; the test split only confirms. Latencies are the final pass's.
     """
-    allowed = max_drop if max_drop is not None else 0.0
-    anchor = next((b for b in baselines if b.config.get("baseline") == accuracy_reference), reference)
-    what = "the original" if anchor is not reference else "FP32"
-    reference_score = anchor.metrics.get("accuracy")
+    what = "FP32" if references.accuracy.id == references.fp32.id else "the original"
 
     def within(r: Record) -> bool:
-        score = r.metrics.get("accuracy")
-        return reference_score is None or (score is not None and score >= reference_score - allowed - 1e-9)
+        if max_drop is None or r.id == references.accuracy.id:
+            return True
+        drop = accuracy_drop(r, references)
+        return drop is not None and drop.within(max_drop)
 
     ratio = lambda r: _final(r, "latency_ratio")  # noqa: E731
-    pool = [r for r in [reference, *baselines] if within(r) and ratio(r) is not None]
+    pool = [r for r in [references.fp32, *baselines] if within(r) and ratio(r) is not None]
     ours = [r for r in front if r.kind == "candidate" and within(r) and ratio(r) is not None]
     if not pool:
         return None
     base = min(pool, key=ratio)
-    name = "FP32" if base is reference else str(base.config["baseline"])
-    if reference_score is None:
+    name = "FP32" if base is references.fp32 else str(base.config["baseline"])
+    if max_drop is None or references.accuracy.metrics.get("accuracy") is None:
         limit = "of all"
-    elif max_drop is None:
-        limit = f"as accurate as {what}"
     else:
-        limit = f"within {allowed:g} point{'s' if allowed != 1 else ''} of {what}"
+        limit = f"within {max_drop:g} point{'s' if max_drop != 1 else ''} of {what}"
     if not ours:
         return f"Best baseline {limit}: {name} at {ratio(base):.2f}x FP32; no SimQ model on the front is {limit}."
     best = min(ours, key=ratio)
     speedup = ratio(base) / ratio(best)
     verdict = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
     bounds = [_final(r, f"latency_ratio_{side}") for r in (base, best) for side in ("low", "high")]
-    if None not in bounds and base is not reference:  # each ratio's interval, combined at their worst
+    if None not in bounds and base is not references.fp32:  # each ratio's interval, combined at their worst
         low, high = bounds[0] / bounds[3], bounds[1] / bounds[2]
         verdict += f" ({low:.2f}–{high:.2f}x)" if speedup >= 1 else f" ({1 / high:.2f}–{1 / low:.2f}x)"
     return (
@@ -233,18 +235,45 @@ def headline(
     )
 
 
+def display_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The run's table as people read it (columns, rows of text): score with its paired drop and
+    95 % interval, latency with its interval, size, what each model is. `simq compile` prints it at
+    the end of a run and `simq show` from ``summary.json``."""
+    score = summary["score"]
+    columns = ["id", score, "Δ (95 % CI)", "ms", "× FP32 (95 % CI)", "MB", "× size", "model"]
+    rows = []
+    for row in summary["rows"]:
+        drop, low, high = row.get("accuracy_drop"), row.get("accuracy_drop_low"), row.get("accuracy_drop_high")
+        delta = "" if drop is None or row["kind"] == "reference" else f"{-drop:+.2f}" + (f" ({-high:+.2f}, {-low:+.2f})" if low is not None else "")
+        if row.get("confirmed") == "beyond the limit":
+            delta += " beyond"
+        ratio, rlow, rhigh = row.get("latency_ratio"), row.get("latency_ratio_low"), row.get("latency_ratio_high")
+        latency = "" if ratio is None else f"{ratio:.3f}" + (f" ({rlow:.3f}–{rhigh:.3f})" if rlow is not None and row["kind"] != "reference" else "")
+        what = row.get("baseline") or ("FP32" if row["kind"] == "reference" else row["config"])
+        rows.append([
+            str(row["id"]), _number(row.get("accuracy"), 2), delta, _number(row.get("latency_ms"), 2), latency,
+            _number(row.get("size_mb"), 1), _number(row.get("size_ratio"), 2), what,
+        ])  # fmt: skip
+    return columns, rows
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def _settings_text(settings: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) or "the artifact's own runtime settings"
 
 
 def write_report(
-    out: Path, store: Store, options, job, reference: Record, baselines: list[Record], front: list[Record], goal
-) -> Path:
-    """Write ``pareto.csv`` and ``report.html``; returns the report's path."""
+    out: Path, store: Store, options, job, references: References, baselines: list[Record], front: list[Record], goal
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``pareto.csv``, ``summary.json`` and ``report.html``; returns the report's path and
+    the summary (what `simq show` reads, and `display_table` lays out)."""
     knobs = job.pipeline.knobs
-    anchor = next((b for b in baselines if b.config.get("baseline") == job.accuracy_reference), reference)
-    references = References(reference, anchor)
-    rows = sorted((_row(r, references, knobs) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
+    reference, anchor = references.fp32, references.accuracy
+    allowed = options.max_accuracy_drop
+    rows = sorted((_row(r, references, knobs, allowed) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
     with (out / "pareto.csv.partial").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
@@ -258,9 +287,9 @@ def write_report(
     accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
     plots = _plots(records, references, baselines, front, objectives, curve, accuracy_name) if front else []
     table_rows = (
-        [_row(reference, references, knobs) | {"config": "FP32 reference"}]
-        + [_row(b, references, knobs) for b in baselines]
-        + rows
+        [_row(reference, references, knobs, allowed) | {"config": "FP32 reference"}]
+        + [_row(b, references, knobs, allowed) for b in baselines]
+        + [row for row in rows if row["id"] != reference.id]
     )
     failed = [r for r in records if r.status != "ok"]
     point = reference_point(objectives, span)
@@ -270,7 +299,10 @@ def write_report(
         f"latency {options.latency}", f"{accuracy_name} by {type(job.evaluator).__name__ if job.evaluator else 'none'}",
     ]  # fmt: skip
     if options.max_accuracy_drop is not None:
-        settings.append(f"at most {options.max_accuracy_drop} points below FP32")
+        what = "FP32" if anchor.id == reference.id else "the original"
+        settings.append(
+            f"at most {options.max_accuracy_drop:g} points below {what} at {options.confidence:.0%} confidence, paired on the same examples"
+        )
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
     parts = [
@@ -280,8 +312,12 @@ def write_report(
             "<p>Latency: the Pareto set, the FP32 reference and the baselines re-timed against FP32 in paired "
             "rounds (ratios are medians of per-round ratios, with their 95 % interval), every session in the "
             f"process with {html.escape(_settings_text(job.target.timing_settings()))}. "
-            "<code>accuracy</code> is on the final split where there is one; <code>search_accuracy</code> is what "
-            "the search saw, and what decided which models are within the accuracy limit.</p>"
+            "<code>accuracy</code> is on the final split where there is one, and <code>accuracy_drop</code> its "
+            "drop below the reference paired on the same examples, with the 95 % interval; "
+            "<code>search_accuracy</code> is what the search saw, and <code>search_accuracy_bound</code> the upper "
+            "bound of its drop that decided which models are within the accuracy limit. The test split only "
+            "confirms: <code>confirmed</code> says 'beyond the limit' where a model's whole test interval lies "
+            "past the allowed drop.</p>"
         ),
         (
             f"<p>Hypervolume reference point ({', '.join(options.objectives)}): {', '.join(f'{v:g}' for v in point)} "
@@ -290,11 +326,15 @@ def write_report(
         ),
         _html_table(table_rows),
     ]
-    summary = headline(reference, baselines, front, options.max_accuracy_drop, job.accuracy_reference)
+    summary = headline(references, baselines, front, options.max_accuracy_drop)
     if summary:
         parts.insert(2, f"<p><b>{html.escape(summary)}</b></p>")
     if job.data:
         parts.insert(2, f"<p>Data: {html.escape(job.data)}</p>")
+    beyond = [row["id"] for row in rows if row["confirmed"] == "beyond the limit"]
+    if beyond:
+        parts.insert(2, f"<p><b>Not confirmed on the test split: {', '.join(f'#{i}' for i in beyond)} (the whole test interval of "
+                     "the drop lies beyond the allowed drop).</b></p>")
     if job.notes:
         parts.insert(2, "<p>Notes:</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in job.notes) + "</ul>")
     run = {
@@ -318,4 +358,4 @@ def write_report(
         + "\n".join(parts)
     )
     (out / "report.html.partial").replace(report)
-    return report
+    return report, run

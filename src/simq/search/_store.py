@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from simq.errors import InvalidArgumentError, OutputError
 
-__all__ = ["Record", "Store", "config_key"]
+__all__ = ["FINAL", "SEARCH", "Record", "Store", "config_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,6 +37,12 @@ CREATE TABLE IF NOT EXISTS candidates (
     seconds REAL NOT NULL,
     final TEXT NOT NULL DEFAULT '{}',
     worker TEXT
+);
+CREATE TABLE IF NOT EXISTS per_example (
+    model_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scores BLOB NOT NULL,
+    PRIMARY KEY (model_hash, role)
 );
 CREATE TABLE IF NOT EXISTS scores (
     model_hash TEXT NOT NULL,
@@ -62,6 +70,8 @@ _ADDED_COLUMNS = (
 )
 
 
+#: Roles of per-example scores: the split the search scored, the final split.
+SEARCH, FINAL = "search", "final"
 _MEASURED = ("latency_ratio", "latency_ms", "latency_ratio_low", "latency_ratio_high")
 
 
@@ -82,9 +92,12 @@ class Record:
             ``latency_ms``, ``size_bytes``.
         predicted: What the predictors said before it was validated (LINAS), if anything.
         final: The end-of-run values for the Pareto set, the reference and the baselines:
-            ``latency_ms``/``latency_ratio`` timed in blocks with FP32 (median of three passes), and
-            ``accuracy`` on the final split.
+            ``latency_ms``/``latency_ratio`` (and its interval) timed in paired rounds with FP32,
+            and ``accuracy`` on the final split.
         worker: Where it was evaluated (``host:pid`` of a cluster worker), if not in the driver.
+        per_example: The evaluator's per-example scores, by role: ``search`` (the split the
+            search scored) and ``final`` (the final split), where the evaluator gives them; what
+            accuracy drops are judged on, paired with the reference's (`simq.eval.paired_drop`).
     """
 
     id: int
@@ -100,6 +113,7 @@ class Record:
     seconds: float
     final: dict[str, float]
     worker: str | None = None
+    per_example: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Store:
@@ -167,9 +181,13 @@ class Store:
         model_hash: str | None = None,
         error: str | None = None,
         worker: str | None = None,
+        per_example: np.ndarray | None = None,
     ) -> Record:
-        """Commit one evaluated candidate (or its failure) and return it."""
+        """Commit one evaluated candidate (or its failure) and return it, with the search's
+        per-example scores of its model where there are some."""
         with self._db:
+            if per_example is not None and model_hash is not None:
+                self._put_examples(model_hash, SEARCH, per_example)
             cursor = self._db.execute(
                 "INSERT INTO candidates (config_key, config, kind, status, error, metrics, predicted, model_hash, fingerprint, seconds, worker)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -192,7 +210,10 @@ class Store:
             if kind is None
             else ("SELECT * FROM candidates WHERE kind = ? ORDER BY id", (kind,))
         )
-        return [self._record(row) for row in self._db.execute(query, args)]
+        examples: dict[str, dict[str, np.ndarray]] = {}
+        for model_hash, role, blob in self._db.execute("SELECT model_hash, role, scores FROM per_example"):
+            examples.setdefault(model_hash, {})[role] = np.frombuffer(blob, np.float32)
+        return [self._record(row, examples) for row in self._db.execute(query, args)]
 
     def set_final(self, record_id: int, artifact: str | None, final: Mapping[str, float]) -> None:
         """Where a Pareto candidate's artifact was written, and its end-of-run values."""
@@ -226,16 +247,25 @@ class Store:
         row = self._db.execute("SELECT score FROM scores WHERE model_hash = ? AND evaluator = ?", (model_hash, evaluator)).fetchone()
         return row[0] if row else None
 
-    def add_score(self, model_hash: str, evaluator: str, score: float) -> None:
+    def add_score(self, model_hash: str, evaluator: str, score: float, per_example: np.ndarray | None = None) -> None:
+        """A final score of a model (and its per-example scores, kept as the role ``final``)."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?, ?)", (model_hash, evaluator, score))
+            if per_example is not None:
+                self._put_examples(model_hash, FINAL, per_example)
 
-    @staticmethod
-    def _record(row: tuple) -> Record:
+    def _put_examples(self, model_hash: str, role: str, scores: np.ndarray) -> None:
+        blob = np.ascontiguousarray(scores, np.float32).tobytes()
+        self._db.execute("INSERT OR REPLACE INTO per_example VALUES (?, ?, ?)", (model_hash, role, blob))
+
+    def _record(self, row: tuple, examples: Mapping[str, dict[str, np.ndarray]] | None = None) -> Record:
         (id_, _, config, kind, status, error, metrics, predicted, model_hash, fingerprint, artifact, seconds, final, worker) = (
             row
         )
+        if examples is None and model_hash is not None:
+            rows = self._db.execute("SELECT role, scores FROM per_example WHERE model_hash = ?", (model_hash,))
+            examples = {model_hash: {role: np.frombuffer(blob, np.float32) for role, blob in rows}}
         return Record(
             id_, json.loads(config), kind, status, error, json.loads(metrics), json.loads(predicted), model_hash,
-            fingerprint, artifact, seconds, json.loads(final), worker,
+            fingerprint, artifact, seconds, json.loads(final), worker, dict((examples or {}).get(model_hash, {})),
         )  # fmt: skip

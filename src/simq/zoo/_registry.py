@@ -128,17 +128,19 @@ _TWEETS = Recipe(
     "_tweets",
     seed=0,
     # 2: the head is fit on a train split disjoint from calibration and validation;
-    # 3: tweets deduplicated by token ids (a v2 build could hold one input in two splits).
-    version=3,
+    # 3: tweets deduplicated by token ids (a v2 build could hold one input in two splits);
+    # 4: validation (1,500 per class) and calibration from the allowed rows outside the draw.
+    version=4,
     options={
         "classes": ["negative", "neutral", "positive"],
         "per_class": 1700,
         "test_size": 0.4,
+        "freed": 768,
         "max_length": 64,
         "C": 4.0,
         "max_iter": 2000,
         "calibration": 256,
-        "validation": 512,
+        "validation_per_class": 1500,
     },
 )
 

