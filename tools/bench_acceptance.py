@@ -27,7 +27,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
 
-from simq import ir as sir  # noqa: E402
 from simq.eval import classifier_logits, paired_drop, resolvable_drop  # noqa: E402
 from simq.search import JobSpec, SearchSpace, describe, prepare_job  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402

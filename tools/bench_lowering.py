@@ -198,58 +198,164 @@ def size_ratio(e: Entry, fp32: Entry) -> float:
 
 # 1. minilm-tweets on ort-cpu
 
+GRID = [(h, f, d) for d in (0, 2) for h in (1.0, 0.75, 0.5) for f in (1.0, 0.75, 0.5)]
+SHAPES = ((1, 64), (1, 128), (8, 64))
+PROFILED = ("the recipe", "SimQ h100 f100 d6", "SimQ h50 f50 d6", "SimQ h100 f100 d4")
+
+
+def _grid_config(pipeline: Pipeline, heads: float, ffn: float, drops: int) -> dict:
+    """Every unit int8dyn, every layer's heads and FFN at a share, `drops` middle layers dropped."""
+    from simq.passes import knob_kind
+
+    depth = [k.name for k in pipeline.knobs if knob_kind(k.name) == "depth"]
+    middle = sorted(depth[1:-1], key=lambda n: abs(depth.index(n) - (len(depth) - 1) / 2))[:drops]
+    config: dict[str, object] = {}
+    for k in pipeline.knobs:
+        kind = knob_kind(k.name)
+        if k.name.startswith("quant."):
+            config[k.name] = nearest(k.domain, "int8dyn")
+        elif kind in ("heads", "ffn"):
+            config[k.name] = min(k.domain, key=lambda v, k=k: abs(v - (heads if kind == "heads" else ffn) * k.default))
+        elif kind == "depth":
+            config[k.name] = k.name in middle
+    return config
+
+
+def _profile(artifact: Artifact, feed: Mapping[str, np.ndarray], threads: int = 2) -> dict[str, float]:
+    """Milliseconds per run by op type, from ONNX Runtime's profiler (spinning off)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+        for _ in range(20):
+            session.run(None, dict(feed))
+        runs = 100
+        for _ in range(runs):
+            session.run(None, dict(feed))
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            by_op[event["args"]["op_name"]] = by_op.get(event["args"]["op_name"], 0.0) + event["dur"] / 1000 / (runs + 20)
+    return by_op
+
 
 def part_ort(zoo: Zoo, work: Path, rounds: int) -> str:
+    """The recipe users run against SimQ's lowering, unpruned and on a heads x FFN x depth grid,
+    at 64 and 128 tokens (batch 1) and 64 tokens batch 8: latency against MACs, accuracy paired."""
+    from dataclasses import replace
+
+    from simq.data import timing_feed
+    from simq.search import JobSpec, prepare_job
+    from simq.targets import median_interval, round_ratios
+
     console.print("[bold]minilm-tweets, ort-cpu[/]")
-    case = prepare(zoo, "minilm-tweets", "ort-cpu", work)
-    entries = baseline_entries(case, work)
-    bar = "ORT fused + dynamic INT8"
-    simq = [("SimQ INT8 (no pruning)", uniform(case, "int8dyn"))]
-    for heads in (1.0, 0.75, 0.5):
-        for ffn in (1.0, 0.75, 0.5, 0.25):
-            if heads == ffn == 1.0:
-                continue
-            simq.append((f"SimQ heads {heads:.0%} FFN {ffn:.0%} + INT8", uniform(case, "int8dyn", {"heads": heads, "ffn": ffn})))
-    for label, config in simq:
+    job = prepare_job(JobSpec("zoo:minilm-tweets", cache_dir=zoo.cache_dir), zoo, status=lambda s: console.print(f"  {s}")).job
+    target, pipeline, signature = job.target, job.pipeline, dict(job.structure.signature)
+    entries: dict[str, tuple[Artifact, float | None]] = {"FP32": (target.lower(job.model, work / "fp32"), job.structure.macs)}
+    names = {"ORT optimizer FP32": "the recipe's FP32", "ORT optimizer + dynamic INT8": "the recipe", "ORT dynamic INT8": "ORT dynamic INT8 (unfused)"}
+    for name, build in job.baselines.items():
+        if name in names:
+            entries[names[name]] = (build(work / name.replace(" ", "-")), None)
+    unlevered = Pipeline(
+        job.model, job.structure, calibration=pipeline.calibration, calibration_batches=pipeline.calibration_batches,
+        stats=pipeline.stats, supports=pipeline.supports, lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1]),
+    )  # fmt: skip
+    levers = len(pipeline.lowering.fusions) > 1
+    for heads, ffn, drops in GRID:
+        label = f"SimQ h{heads:.0%} f{ffn:.0%} d{6 - drops}".replace("%", "")
+        config = _grid_config(pipeline, heads, ffn, drops)
         console.print(f"  building {label}")
-        entries.append(simq_entry(case, label, config, work))
-    score_all(case, entries)
-    time_all(case, entries, ["FP32", bar, "ORT fused FP32"], rounds)
-    fp32 = entries[0]
-    candidates = [e for e in entries if e.simq]
-    accepted = [e for e in candidates if paired(e.validation, fp32.validation)[0] >= -1.0]
-    best = min(accepted, key=lambda e: e.ratios["FP32"][0]) if accepted else None
-    rows = []
-    for e in entries:
-        rows.append([
-            e.label + (" **(chosen)**" if e is best else ""),
-            fmt_delta(e.validation, fp32.validation), fmt_delta(e.test, fp32.test),
-            fmt_ratio(e.ratios["FP32"]), fmt_ratio(e.ratios[bar]), f"{e.ratios['ms'][0]:.2f}", f"{size_ratio(e, fp32):.2f}",
-        ])  # fmt: skip
-    all_int8 = next(e for e in entries if e.label == "SimQ INT8 (no pruning)")
-    text = f"""## 1. minilm-tweets, ort-cpu: SimQ's lowering against the best ONNX Runtime recipe
+        entries[label] = (target.lower(pipeline.build(config), work / label.replace(" ", "-")), sir.analyze(pipeline.build(config, lower=False), signature).macs)
+        if heads == ffn == 1.0 and drops == 0 and levers:
+            entries["SimQ h100 f100 d6, SkipLayerNormalization kept"] = (target.lower(unlevered.build(config), work / "unlevered"), entries[label][1])
+    scores = {}
+    for label, (artifact, _) in entries.items():
+        console.print(f"  scoring {label}")
+        run = target.load(artifact)
+        scores[label] = (job.evaluator.score(run, artifact).per_example, job.final_evaluator.score(run, artifact).per_example)
+    timings: dict[tuple[int, int], list[dict[str, tuple[float, float, float]]]] = {}
+    domains = sir.input_domains(job.model)
+    test = zoo.data("minilm-tweets", "test").inputs
+    for batch, seq in SHAPES:
+        feed = timing_feed(test, domains, {k: (batch, seq) for k in signature})
+        for repeat in range(2):  # two runs in turn: a ranking must survive both
+            console.print(f"  timing batch {batch} x {seq} tokens, run {repeat + 1}")
+            calls = {label: target.runner(artifact, feed) for label, (artifact, _) in entries.items()}
+            times = interleave(calls, rounds=rounds if batch == 1 else max(rounds // 2, 10), per_round=PER_ROUND, rewarm=REWARM)
+            result = {}
+            for label in entries:
+                for base in ("FP32", "the recipe"):
+                    ratios = round_ratios(times[label], times[base], PER_ROUND)
+                    result[(label, base)] = (statistics.median(ratios), *median_interval(ratios))
+                result[(label, "ms")] = (statistics.median(times[label]), 0.0, 0.0)
+            timings.setdefault((batch, seq), []).append(result)
+    profile_feed = timing_feed(test, domains, {k: (1, 64) for k in signature})
+    profiles = {label: _profile(entries[label][0], profile_feed) for label in PROFILED if label in entries}
+    return _ort_report(entries, scores, timings, profiles, job.pipeline.lowering.notes, rounds)
 
-Accuracy change vs FP32 in points (paired 95 % interval; validation {len(fp32.validation)} tweets, test
-{len(fp32.test)}). Latency ratios: median of per-round paired ratios with a bootstrap 95 % interval,
-{rounds} rounds of {PER_ROUND} calls per model, all {len(entries)} models interleaved in one run. SimQ models are
-pruned (importance order + least-squares refit), fused by SimQ's lowering (Attention with its
-padding mask as ``mask_index``, SkipLayerNormalization, BiasGelu) and quantized: every fused
-attention is one QAttention, every other MatMul dynamic INT8 (per-channel weights), embeddings INT8.
 
-{table(["model", "Δ validation", "Δ test", "latency × FP32", f"latency × {bar}", "ms", "size × FP32"], rows)}
+def _ort_report(entries, scores, timings, profiles, notes, rounds) -> str:
+    from simq.eval import paired_drop
 
-- The bar, {bar}: {fmt_ratio(next(e for e in entries if e.label == bar).ratios["FP32"])} × FP32; ORT fused FP32
-  {fmt_ratio(next(e for e in entries if e.label == "ORT fused FP32").ratios["FP32"])}.
-- SimQ INT8, no pruning: {fmt_ratio(all_int8.ratios[bar])} × the bar (goal: upper end ≤ 1.03), test accuracy
-  {fmt_delta(all_int8.test, fp32.test)} points.
-"""
+    fp32_val, fp32_test = scores["FP32"]
+    fp32_macs = entries["FP32"][1]
+    rows, accepted = [], []
+    for label, (artifact, macs) in entries.items():
+        val = paired_drop(fp32_val, scores[label][0], 0.9)
+        test = paired_drop(fp32_test, scores[label][1])
+        if label.startswith("SimQ") and val.within(1.0):
+            accepted.append(label)
+        cells = [label, f"{-val.estimate:+.2f} (bound {-val.bound:+.2f})", f"{-test.estimate:+.2f} [{-test.high:+.2f}, {-test.low:+.2f}]",
+                 f"{macs / fp32_macs:.2f}" if macs else ""]
+        for shape in SHAPES:
+            first, second = (run[(label, "the recipe")] for run in timings[shape])
+            fp32 = timings[shape][0][(label, "FP32")]
+            cells.append(f"{fp32[0]:.3f} · {first[0]:.3f} [{first[1]:.3f}, {first[2]:.3f}] / {second[0]:.3f}")
+        cells.append(f"{artifact.size_bytes / entries['FP32'][0].size_bytes:.2f}")
+        rows.append(cells)
+    headers = ["model", "Δ validation (90 % bound)", "Δ test [95 %]", "MACs × FP32"] + [
+        f"b{b}×{s}: × FP32 · × recipe [95 %] / run 2" for b, s in SHAPES
+    ] + ["size × FP32"]
+    recipe = {shape: timings[shape][0][("the recipe", "FP32")][0] for shape in SHAPES}
+    best = min(accepted, key=lambda label: timings[(1, 64)][0][(label, "the recipe")][0]) if accepted else None
+    lines = [
+        "## 1. minilm-tweets, ort-cpu: SimQ against the recipe users already run",
+        "",
+        "The bar is Optimum's CPU INT8 recipe: the model exported by the TorchScript exporter with eager attention, ONNX "
+        "Runtime's transformers optimizer (heads and width from the config: EmbedLayerNormalization, Attention, "
+        "SkipLayerNormalization, BiasGelu), then `quantize_dynamic` with per-tensor INT8 weights (QEmbedLayerNormalization, "
+        "QAttention, MatMulInteger). SimQ models: every unit dynamic INT8 (QAttention for attention), heads and FFN neurons "
+        "pruned by importance with least-squares refits, the middle layers dropped for d4 (layers 2 and 3), lowered as the "
+        "ort-cpu target lowers them here. Accuracy: paired drops against FP32 on validation (4,500 tweets; the one-sided "
+        "90 % bound that publishing uses) and on test (2,808; 95 % interval). Latency: every model of the table "
+        f"interleaved in one process, {rounds} rounds of {PER_ROUND} calls (batch 8: half), every session with thread "
+        "spinning off; median of per-round ratios with its 95 % interval, then the same from a second run in turn.",
+        "",
+    ]
+    lines += [f"- {note}" for note in notes] + [""]
+    lines.append(table(headers, rows))
+    lines.append("")
+    lines.append(
+        f"The recipe runs at {recipe[(1, 64)]:.3f}x FP32 at 64 tokens, {recipe[(1, 128)]:.3f}x at 128, {recipe[(8, 64)]:.3f}x at batch 8."
+    )
     if best is not None:
-        speedup = 1 / best.ratios[bar][0]
-        text += (
-            f"- Fastest SimQ model within 1 point of FP32 on validation: {best.label}, {fmt_ratio(best.ratios['FP32'])} × FP32, "
-            f"{speedup:.2f}x faster than the bar (goal ≥ 1.3x), test {fmt_delta(best.test, fp32.test)} points.\n"
+        first = timings[(1, 64)][0][(best, "the recipe")]
+        lines.append(
+            f"Fastest SimQ model of the grid within 1 point of FP32 (90 % bound on validation): {best}, {first[0]:.3f} [{first[1]:.3f}, "
+            f"{first[2]:.3f}] × the recipe at 64 tokens ({1 / first[0]:.2f}x faster), "
+            f"{timings[(1, 128)][0][(best, 'the recipe')][0]:.3f} at 128."
         )
-    return text
+    lines += ["", "### Where the time goes (ONNX Runtime's profiler, batch 1 x 64 tokens, ms per run by op)", ""]
+    ops = sorted({op for p in profiles.values() for op in p}, key=lambda op: -max(p.get(op, 0.0) for p in profiles.values()))[:10]
+    lines.append(table(["op", *profiles], [[op, *(f"{p.get(op, 0.0):.3f}" for p in profiles.values())] for op in ops]
+                       + [["total", *(f"{sum(p.values()):.3f}" for p in profiles.values())]]))
+    return "\n".join(lines) + "\n"
 
 
 # 2. CNNs on ort-cpu

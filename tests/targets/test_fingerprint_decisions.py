@@ -38,7 +38,7 @@ def test_ort_quantizes_dynamic_int8_weights_in_7_bits_where_int8_dot_products_sa
     assert OrtCpuTarget(isa=AVX2).lowering({}).reduce_range
     assert not OrtCpuTarget(isa=VNNI).lowering({}).reduce_range
     fusions = OrtCpuTarget(isa=VNNI).lowering({"x": (1, 8)}).fusions
-    assert len(fusions) == 1 and isinstance(fusions[0], OrtFusionPass)
+    assert isinstance(fusions[0], OrtFusionPass)
     for target in (OrtCpuTarget(isa=AVX2), OrtCpuTarget(isa=VNNI)):
         assert target.supports("Attention", "int8dyn") and target.supports("MatMul", "int4w")
         assert not target.supports("Conv", "int8dyn") and not target.supports(WHOLE_MODEL, "bf16")

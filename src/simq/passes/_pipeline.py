@@ -39,10 +39,12 @@ class Lowering:
         fusions: Passes that rewrite the model into the runtime's fused kernels, in order
             (e.g. `simq.passes.fuse.OrtFusionPass`); none for a runtime that fuses by itself.
         reduce_range: int8dyn weights in 7 bits, on CPUs whose INT8 dot product can saturate.
+        notes: Kernel choices the target made for this CPU, in words (reports show them).
     """
 
     fusions: tuple[ir.passes.PassBase, ...] = ()
     reduce_range: bool = False
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,7 @@ def prepare_job(spec: JobSpec, zoo: ZooLike | None = None, status: Callable[[str
     status("scoring the FP32 model's outputs (once per model and split)")
     evaluator, final = evaluators(model, examples, batch or EVALUATION_BATCH, spec.evaluator, _cache_root(spec) / "outputs")
     job = Job(spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines)
-    job.notes = tuple(notes)
+    job.notes = (*pipeline.lowering.notes, *notes)
     job.accuracy_reference = ORIGINAL if ORIGINAL in baselines else None
     job.extra_files = _runtime_files(spec.data.tokenizer if spec.data else None, source_dir)
     job.data = examples.describe()

@@ -58,26 +58,32 @@ class SearchSpace:
     def anchors(self) -> np.ndarray:
         """Uniform policies, what a user would try first: every unit at each compressed
         precision in turn (a unit that lacks it takes the next one, `simq.passes.quant.FALLBACK`);
-        then the first of them with every width knob (heads, FFN, channels) at 75 % and at 50 %
-        of its default. Where the target offers BF16 for the whole model: BF16 alone first, and
-        every policy above with BF16 for what stays float.
+        then the first of them on a lattice of width (every width knob, heads, FFN, channels, at
+        75 % and at 50 % of its default) and depth (one and two middle blocks dropped, at full
+        width and at 75 %). Where the target offers BF16 for the whole model: BF16 alone first,
+        and every policy above with BF16 for what stays float.
 
         docs/QUANT.md and docs/PRUNE.md show these are strong on their own (INT8 everywhere keeps
-        accuracy at half the latency; half the FFN with least-squares refit costs ~1 point), so a
-        search starts from them rather than hoping to draw them.
+        accuracy at half the latency; half the FFN with least-squares refit costs ~1 point), and
+        depth is where latency falls in proportion (docs/LOWERING.md), so a search starts from
+        them rather than hoping to draw them.
         """
         compressed = self.precisions[1:]
-        policies = [(p, 1.0) for p in compressed] + [(compressed[0] if compressed else None, w) for w in (0.75, 0.5)]
+        first = compressed[0] if compressed else None
+        policies = [(p, 1.0, 0) for p in compressed] + [(first, w, d) for w, d in ((0.75, 0), (0.5, 0), (1.0, 1), (0.75, 1), (1.0, 2), (0.75, 2))]
         floats = self.model_precisions[::-1]  # BF16 first where offered
         rows, keys = [], {self.key(self.encode({}))}
         for model_precision in floats if len(floats) > 1 else []:
             rows.append(self.encode({INFERENCE_PRECISION: model_precision}))
             keys.add(self.key(rows[-1]))
-        for precision, width in policies:
+        for precision, width, drops in policies:
+            if drops and len(self._middle_blocks()) < drops:
+                continue
             for model_precision in floats:
                 config = {k.name: nearest(k.domain, precision) for k in self.knobs if precision and is_precision(k.name)}
                 if width < 1.0:
                     config |= {k.name: min(k.domain, key=lambda v, k=k: abs(v - width * k.default)) for k in self.knobs if _is_width(k)}
+                config |= {name: True for name in self._middle_blocks()[:drops]}
                 if len(floats) > 1:
                     config[INFERENCE_PRECISION] = model_precision
                 x = self.encode(config)
@@ -85,6 +91,13 @@ class SearchSpace:
                     keys.add(self.key(x))
                     rows.append(x)
         return np.array(rows, dtype=int).reshape(len(rows), self.size)
+
+    def _middle_blocks(self) -> list[str]:
+        """Depth knobs of the blocks between the first and the last, the middle first (dropping
+        the first or last layer costs several times more: docs/PRUNE.md)."""
+        depth = [k.name for k in self.knobs if knob_kind(k.name) == "depth" and True in k.domain]
+        inner = depth[1:-1]
+        return sorted(inner, key=lambda name: abs(depth.index(name) - (len(depth) - 1) / 2))
 
     def initial(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """A first population: the `anchors`, then `sample`s."""

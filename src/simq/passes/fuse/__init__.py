@@ -2,5 +2,13 @@
 
 from simq.passes.fuse.attention_mask_index import AttentionMaskIndex, attention_mask_index_rules
 from simq.passes.fuse.ort_fusion import FUSION_METADATA, OrtFusionPass, fusion_record
+from simq.passes.fuse.skip_layer_norm_as_sum import (
+    SkipLayerNormAsSum,
+    SkipLayerNormAsSumPass,
+    skip_layer_norm_as_sum_rules,
+)
 
-__all__ = ["FUSION_METADATA", "AttentionMaskIndex", "OrtFusionPass", "attention_mask_index_rules", "fusion_record"]
+__all__ = [
+    "FUSION_METADATA", "AttentionMaskIndex", "OrtFusionPass", "SkipLayerNormAsSum", "SkipLayerNormAsSumPass",
+    "attention_mask_index_rules", "fusion_record", "skip_layer_norm_as_sum_rules",
+]  # fmt: skip

@@ -13,10 +13,11 @@ import onnxruntime as ort
 from simq.errors import ArtifactError
 from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
-from simq.passes.fuse import OrtFusionPass
+from simq.passes.fuse import OrtFusionPass, SkipLayerNormAsSumPass
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_int8_dot
 from simq.targets.ort_cpu._baselines import ort_baselines
+from simq.targets.ort_cpu._kernels import SUM_FASTER_BY, residual_norm_ratio
 
 __all__ = ["OrtCpuTarget"]
 
@@ -57,6 +58,7 @@ class OrtCpuTarget:
     def __init__(self, threads: int = 2, isa: Sequence[str] | None = None) -> None:
         self.threads = threads
         self.isa = tuple(isa) if isa is not None else None
+        self._residual_norm_ratio: float | None = None  # Sum + LayerNormalization over SkipLayerNormalization, timed once
 
     def fingerprint(self) -> Fingerprint:
         cpu, isa, cores = cpu_description()
@@ -68,9 +70,21 @@ class OrtCpuTarget:
         return precision in _PRECISIONS.get(op_type, ("fp32",))
 
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
-        """Fuse into ORT's kernels; without an INT8 dot-product instruction (VNNI), MLAS sums
-        u8 x s8 products in int16 and can saturate, so dynamic INT8 weights use 7 bits there."""
-        return Lowering(fusions=(OrtFusionPass(signature),), reduce_range=not has_int8_dot(self.fingerprint().isa))
+        """Fuse into ORT's kernels; residual layer norms as Sum + LayerNormalization where that
+        runs clearly faster here than ORT's SkipLayerNormalization (timed once per target); without
+        an INT8 dot-product instruction (VNNI), MLAS sums u8 x s8 products in int16 and can
+        saturate, so dynamic INT8 weights use 7 bits there."""
+        fusions: tuple[ir.passes.PassBase, ...] = (OrtFusionPass(signature),)
+        notes: tuple[str, ...] = ()
+        if self._residual_norm_ratio is None:
+            self._residual_norm_ratio = residual_norm_ratio(self.threads, self.timing_settings())
+        if self._residual_norm_ratio <= SUM_FASTER_BY:
+            fusions += (SkipLayerNormAsSumPass(),)
+            notes = (
+                f"residual layer norms run as Sum + LayerNormalization: {1 / self._residual_norm_ratio:.1f}x faster than ONNX "
+                "Runtime's SkipLayerNormalization kernel on this CPU (timed when the job was prepared).",
+            )
+        return Lowering(fusions=fusions, reduce_range=not has_int8_dot(self.fingerprint().isa), notes=notes)
 
     def baselines(
         self,
