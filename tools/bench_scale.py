@@ -40,7 +40,6 @@ from simq.search import (  # noqa: E402
     Store,
     compile_model,
     prepare_job,
-    train_cost_model,
 )
 from simq.zoo import Zoo  # noqa: E402
 
@@ -121,9 +120,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "SCALE.md")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    job = prepare_job(JobSpec(model=args.model, threads=1), Zoo()).job
-    print("training the cost model", file=sys.stderr, flush=True)
-    job.cost_model = train_cost_model(job, 12, 0)  # every run predicts with the same one: the same candidates
+    print("preparing, with a cost model", file=sys.stderr, flush=True)
+    # Every run predicts with the same cost model: the same candidates.
+    job = prepare_job(JobSpec(model=args.model, threads=1, cost_model=args.work / "costmodel", cost_model_samples=12), Zoo()).job
     options = CompileOptions(budget=args.budget, population=args.population, latency="predicted", seed=0, final_models=1)
     runs = {}
     for label, slug, make in (

@@ -41,7 +41,7 @@ def test_tuned_sub_networks_are_what_the_onnx_passes_cut(text_model, unique_csv,
     result = tune(transformers_source(text_model), _examples(text_model, unique_csv, tmp_path / "cache"), out, FAST)
     record = json.loads((out / "tune.json").read_text())
     assert result.epochs_done == 2 and len(record["curves"]) == 2
-    assert record["data"] == {"train": 100, "calibration": "disjoint", "validation": "disjoint", "test": "disjoint"}
+    assert record["data"] == {"train": 80, "calibration": "disjoint", "validation": "disjoint", "test": "disjoint"}
     tuned = sir.load(out / "model.onnx")
     assert elastic_record(tuned)["order"] == "first" and (out / "original.onnx").is_file()
     structure = sir.analyze(tuned, {"input_ids": (1, 16), "token_type_ids": (1, 16), "attention_mask": (1, 16)})

@@ -16,7 +16,7 @@ from rich.table import Table
 from simq import ir as simq_ir
 from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
-from simq.search import JobSpec, default_cache_root, display_table, examples_for
+from simq.search import JobSpec, display_table, examples_for
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -145,7 +145,7 @@ def zoo_for(args: argparse.Namespace):
 def cache_root(args: argparse.Namespace) -> Path:
     """Where SimQ keeps what it builds once (zoo models under the default, baselines): ``--cache-dir``
     or the user cache directory."""
-    return Path(args.cache_dir) if args.cache_dir else default_cache_root()
+    return simq_ir.cache_root(args.cache_dir)
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:

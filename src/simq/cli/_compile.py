@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -19,7 +20,6 @@ from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
     CompileOptions,
-    Job,
     JobSpec,
     check_out,
     check_spec,
@@ -28,9 +28,7 @@ from simq.search import (
     make_out,
     prepare_job,
     resolution_note,
-    train_cost_model,
 )
-from simq.targets import CostModel, TargetRegistry
 
 __all__ = ["register", "run"]
 
@@ -151,8 +149,20 @@ def _drop(text: str) -> float | None:
 _FLAGS = {
     "the budget": "--budget", "a population": "--population", "the accepted accuracy drop": "--max-accuracy-drop",
     "a latency bound": "--max-latency-ms", "a time limit": "--time-limit", "at least one model of the front": "--final-models",
-    "the confidence of the accuracy limit": "--confidence",
+    "the confidence of the accuracy limit": "--confidence", "the target needs": "--threads",
+    "without pruning and quantization": "--no-prune and --no-quantize", "a cost model needs": "--cost-model-samples",
+    "the deployment batch size": "--batch-size", "the deployment sequence length": "--seq-len",
 }  # fmt: skip
+
+
+def _with_flags(check: Callable[[], object]) -> None:
+    """Run a library check; its error names the flag the user typed."""
+    try:
+        check()
+    except InvalidArgumentError as e:
+        message = str(e)
+        flag = next((f for phrase, f in _FLAGS.items() if message.lower().startswith(phrase)), None)
+        raise InvalidArgumentError(f"{flag}: {message}" if flag else message) from None
 
 
 def _options(args: argparse.Namespace) -> CompileOptions:
@@ -163,18 +173,7 @@ def _options(args: argparse.Namespace) -> CompileOptions:
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
         keep_slower=args.keep_slower, withhold_unconfirmed=args.withhold_unconfirmed,
     )  # fmt: skip
-    try:
-        options.check()
-    except InvalidArgumentError as e:
-        message = str(e)
-        flag = next((f for phrase, f in _FLAGS.items() if message.lower().startswith(phrase)), None)
-        raise InvalidArgumentError(f"{flag}: {message}" if flag else message) from None
-    if args.threads < 1:
-        raise InvalidArgumentError("--threads must be at least 1.")
-    if args.no_prune and args.no_quantize:
-        raise InvalidArgumentError("--no-prune and --no-quantize leave nothing to search.")
-    if args.cost_model_samples < 4:
-        raise InvalidArgumentError("--cost-model-samples must be at least 4.")
+    _with_flags(options.check)
     if args.ray_share is not None and args.ray is None:
         raise InvalidArgumentError("--ray-share goes with --ray.")
     return options
@@ -202,19 +201,23 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         model=args.model, target=args.target, threads=args.threads, data=data_options(args),
         input_shapes=parse_shapes(args.input_shape), batch_size=args.batch_size, seq_len=args.seq_len, evaluator=args.evaluator, prune=not args.no_prune,
         quantize=not args.no_quantize, baselines=not args.no_baselines, cache_dir=args.cache_dir, seed=args.seed,
+        cost_model=(args.cost_model or args.out / "costmodel") if options.latency == "predicted" else None,
+        cost_model_samples=args.cost_model_samples,
     )  # fmt: skip
     if options.max_accuracy_drop is not None and 0 < options.max_accuracy_drop < 0.1:
         console.print(
             f"[yellow]note:[/] --max-accuracy-drop is in points of the score (1 = one percentage point of accuracy): "
             f"{options.max_accuracy_drop:g} allows {options.max_accuracy_drop:g} of a point. NNCF's max_drop=0.01 is 1 here."
         )
+    _with_flags(spec.check)
     check_out(args.out, args.resume)
-    check_spec(spec)  # the data, the evaluator and the target, before minutes of work
+    target = check_spec(spec)  # the data, the evaluator and the target, before minutes of work
     with _executor(args, options) as executor:
         if executor is not None:  # the cluster and its measuring nodes, too
-            executor.fingerprint(TargetRegistry().get(spec.target, threads=spec.threads))
+            executor.fingerprint(target)
         with console.status("preparing") as status:
-            prepared = prepare_job(spec, zoo_for(args), status=status.update)
+            samples = lambda phase, done, total, *_: status.update(f"measuring the cost model's samples ({done}/{total})")  # noqa: E731
+            prepared = prepare_job(spec, zoo_for(args), status=status.update, checked=target, progress=samples)
         console.print(prepared.describe())
         note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.confidence)
         if note:
@@ -223,20 +226,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         write_recipe(parser, args, args.out / "recipe.yaml")
         job = prepared.job
         with _progress(console, job.pipeline.knobs) as progress:
-            if options.latency == "predicted":
-                job.cost_model = _cost_model(args, job, job.target, progress)
             result = compile_model(job, options, args.out, resume=args.resume, progress=progress, executor=executor)
     _summary(console, result)
     return 0
-
-
-def _cost_model(args, job: Job, target, progress) -> CostModel:
-    folder = args.cost_model or args.out / "costmodel"
-    if (folder / "costmodel.json").exists():
-        return CostModel.load(folder, target.fingerprint())
-    model = train_cost_model(job, args.cost_model_samples, args.seed, progress)
-    model.save(folder)
-    return model
 
 
 class _progress:

@@ -1,6 +1,7 @@
 """The SimQ IR: ONNX models held as `onnx_ir.Model`, their loading, cleanup and analysis."""
 
 from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analyze
+from simq.ir._cache import cache_root
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import SEQUENCE_LIMIT, export_torch, load_transformers_dir, text_inputs
 from simq.ir._inputs import InputDomain, input_domains
@@ -47,6 +48,7 @@ __all__ = [
     "TorchSource",
     "TransformerLayer",
     "analyze",
+    "cache_root",
     "cleanup",
     "cleanup_passes",
     "concrete_shapes",

@@ -6,18 +6,12 @@ from simq.search._baselines import cached_baselines
 from simq.search._compile import Progress, check_out, compile_model, make_out
 from simq.search._costmodel import train_cost_model
 from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator, first_line
-from simq.search._job import (
-    JobSpec,
-    PreparedJob,
-    ZooLike,
-    check_spec,
-    default_cache_root,
-    examples_for,
-    prepare_job,
-)
+from simq.search._examples import ZooLike, examples_for
+from simq.search._job import PreparedJob, check_spec, prepare_job
 from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric
-from simq.search._options import CompileOptions, CompileResult, Job
+from simq.search._options import CompileOptions, CompileResult, Job, JobSpec
 from simq.search._pareto import hypervolume, pareto_front
+from simq.search._published import Predictor, Published, load_published
 from simq.search._report import SUMMARY_FILE, describe, display_table, headline, hypervolume_curve
 from simq.search._scoring import resolution_note
 from simq.search._space import SearchSpace
@@ -38,7 +32,9 @@ __all__ = [
     "Job",
     "JobSpec",
     "Objective",
+    "Predictor",
     "PreparedJob",
+    "Published",
     "Progress",
     "References",
     "Record",
@@ -51,7 +47,6 @@ __all__ = [
     "check_spec",
     "compile_model",
     "config_key",
-    "default_cache_root",
     "describe",
     "display_table",
     "examples_for",
@@ -59,6 +54,7 @@ __all__ = [
     "headline",
     "hypervolume",
     "hypervolume_curve",
+    "load_published",
     "make_out",
     "metric",
     "pareto_front",

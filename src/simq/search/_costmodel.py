@@ -13,7 +13,7 @@ from simq.ir import analyze
 from simq.search._space import SearchSpace
 from simq.targets import CostModel, compare, features
 
-__all__ = ["train_cost_model"]
+__all__ = ["cost_model_for", "train_cost_model"]
 
 
 def train_cost_model(
@@ -40,3 +40,13 @@ def train_cost_model(
         progress("cost model", samples, samples)
     scale = statistics.median(reference_ms)
     return CostModel(target.fingerprint(), seed=seed).fit(rows, [r * scale for r in ratios])
+
+
+def cost_model_for(job, folder: Path, samples: int, seed: int, progress: Callable[..., None] | None = None) -> CostModel:
+    """The cost model kept in `folder` for `job`'s target, or a new one trained there
+    (`train_cost_model`) and saved."""
+    if (folder / "costmodel.json").exists():
+        return CostModel.load(folder, job.target.fingerprint())
+    model = train_cost_model(job, samples, seed, progress)
+    model.save(folder)
+    return model

@@ -10,17 +10,22 @@ export is made from it once and kept under the cache root, keyed by the model's 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 import onnxruntime as ort
 
+from simq import ir as sir
 from simq.errors import SimqError
+from simq.eval import onnx_runner
 from simq.ir import ToolsExport, TorchSource, transformers_source, zoo_model_of
+from simq.search._scoring import model_digest
 
-__all__ = ["tools_exports"]
+__all__ = ["export_for_tools", "tools_exports"]
 
 # The tools export must compute what SimQ's reference computes (same weights, same head): a
 # source that does not is not the user's model, and its baseline would mislead.
@@ -113,3 +118,22 @@ def tools_exports(
         except (SimqError, ImportError, OSError, RuntimeError) as e:
             notes.append(f"no export of {what} as users' tools make it ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}).")
     return exports, notes
+
+
+def export_for_tools(
+    model: ir.Model,
+    original: ir.Model | None,
+    model_ref: str,
+    source_dir: Path | None,
+    elastic: Mapping[str, Any] | None,
+    zoo: Any,
+    batch: Mapping[str, np.ndarray],
+    cache: Path,
+) -> tuple[list[ToolsExport], list[str]]:
+    """`tools_exports` for a job's model and, for a tuned folder (`model_ref`), its `original`."""
+    example = {k: v[:2] for k, v in batch.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        references = {"": (model_digest(model), onnx_runner(sir.save(model, Path(tmp) / "model.onnx")))}
+        if original is not None:
+            references["original"] = (model_digest(original), onnx_runner(sir.save(original, Path(tmp) / "original.onnx")))
+        return tools_exports(model_ref, source_dir, elastic, zoo, references, example, cache)

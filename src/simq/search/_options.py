@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
+from simq.data import DataOptions
 from simq.errors import InvalidArgumentError
 from simq.eval import DEFAULT_CONFIDENCE, Evaluator
 from simq.ir import Structure
@@ -19,7 +20,57 @@ from simq.search._objectives import OBJECTIVES, Objective
 from simq.search._store import Record
 from simq.targets import Artifact, CostModel, Target
 
-__all__ = ["CompileOptions", "CompileResult", "Job"]
+__all__ = ["CompileOptions", "CompileResult", "Job", "JobSpec"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to compile, as a user states it.
+
+    Attributes:
+        model: An .onnx file, a transformers folder, a Hugging Face id in the local cache, or
+            ``zoo:NAME``.
+        data: The user's data; without it a zoo model uses its own splits and any other model
+            seeded synthetic inputs (scores are then fidelity to FP32 on them).
+        input_shapes: Concrete shapes of inputs (``--input-shape``), overriding the defaults.
+        batch_size, seq_len: The deployment shape latency is timed at: examples per call, and
+            tokens per example for text inputs (default: batch 1 and the data's length).
+        evaluator: ``module:function`` scoring artifacts instead of the data's labels.
+        cost_model: A folder holding the target's cost model for this job, trained there on first
+            use from `cost_model_samples` measured sub-networks; the job then carries it (for
+            predicted latency). None: no cost model.
+        cache_dir: Where zoo models are built, and transformers exports (``exports/``) and
+            baselines (``baselines/``) are kept; by default the user cache directory (zoo
+            models under ``zoo/``).
+    """
+
+    model: str
+    target: str = "ort-cpu"
+    threads: int = 2
+    data: DataOptions | None = None
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    batch_size: int | None = None
+    seq_len: int | None = None
+    evaluator: str | None = None
+    prune: bool = True
+    quantize: bool = True
+    baselines: bool = True
+    cache_dir: Path | None = None
+    seed: int = 0
+    cost_model: Path | None = None
+    cost_model_samples: int = 30
+
+    def check(self) -> None:
+        """Raises `InvalidArgumentError`, in the domain's words, for settings that cannot work."""
+        if self.threads < 1:
+            raise InvalidArgumentError("the target needs at least 1 thread.")
+        if not self.prune and not self.quantize:
+            raise InvalidArgumentError("without pruning and quantization there is nothing to search.")
+        if self.cost_model_samples < 4:
+            raise InvalidArgumentError("a cost model needs at least 4 measured samples.")
+        for name, value in (("batch size", self.batch_size), ("sequence length", self.seq_len)):
+            if value is not None and value < 1:
+                raise InvalidArgumentError(f"the deployment {name} must be at least 1 (got {value}).")
 
 
 @dataclass(frozen=True)
@@ -97,9 +148,10 @@ class CompileOptions:
         return any(o.needs_evaluator for o in self.chosen_objectives()) or self.max_accuracy_drop is not None
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Job:
-    """What to compile, with everything computed once per model.
+    """What to compile, with everything computed once per model; complete when built
+    (`simq.search.prepare_job`), never changed afterwards.
 
     Attributes:
         name: How the model is named in reports (e.g. ``zoo:minilm-tweets``).

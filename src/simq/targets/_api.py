@@ -170,9 +170,10 @@ class Target(Protocol):
         thread spinning off). Recorded in manifests apart from what a deployment runs."""
         ...
 
-    def load(self, artifact: Artifact) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    def load(self, artifact: Artifact, *, deployment: bool = False) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
         """The artifact loaded in its runtime, as ``run(inputs) -> outputs`` (any batch size the
-        model allows): how a shipped model is scored."""
+        model allows): how a shipped model is scored. `deployment`: with the artifact's settings
+        alone, as a user's process runs it (not SimQ's `timing_settings`)."""
         ...
 
     def runner(self, artifact: Artifact, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:

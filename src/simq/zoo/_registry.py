@@ -129,8 +129,9 @@ _TWEETS = Recipe(
     seed=0,
     # 2: the head is fit on a train split disjoint from calibration and validation;
     # 3: tweets deduplicated by token ids (a v2 build could hold one input in two splits);
-    # 4: validation (1,500 per class) and calibration from the allowed rows outside the draw.
-    version=4,
+    # 4: validation (1,500 per class) and calibration from the allowed rows outside the draw;
+    # 5: config.json (labels) and the tokenizer beside the model, so that published folders run alone.
+    version=5,
     options={
         "classes": ["negative", "neutral", "positive"],
         "per_class": 1700,

@@ -201,6 +201,15 @@ def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     save_splits(data, out_dir)
     example = {k: v[:2] for k, v in test.inputs.items()}
     path = export(model, recipe.entry, example, out_dir)
+    # What running the model needs, in the layout transformers and Optimum load: the tokenizer, and
+    # a sequence-classification config with the labels (the graph's one output is the logits).
+    labels = dict(enumerate(options["classes"]))
+    fields = encoder.config.to_dict() | {
+        "architectures": ["BertForSequenceClassification"], "id2label": labels, "label2id": {v: k for k, v in labels.items()},
+    }  # fmt: skip
+    config = transformers.BertConfig(**fields)
+    config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return {
         "params": param_count(model),
         "config": {"encoder": encoder.config.to_dict(), **options},

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import platformdirs
 
 from simq import __version__
 from simq.errors import InvalidArgumentError, MissingDependencyError, UnknownModelError
+from simq.ir import cache_root
 from simq.zoo._data import SPLITS, Dataset, load_split, random_dataset
 from simq.zoo._registry import RECIPES
 from simq.zoo._spec import INFO_FILE, MODEL_FILE, Recipe, ZooEntry
@@ -32,7 +32,7 @@ _ABANDONED_AFTER_S = 3600
 
 def default_cache_dir() -> Path:
     """The per-user cache directory of built zoo models (``<user cache>/simq/zoo``)."""
-    return Path(platformdirs.user_cache_dir("simq")) / "zoo"
+    return cache_root() / "zoo"
 
 
 class Zoo:

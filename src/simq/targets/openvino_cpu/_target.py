@@ -138,7 +138,7 @@ class OpenVinoCpuTarget:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"OpenVINO rejected {artifact.path}: {first[:200]}") from e
 
-    def load(self, artifact: Artifact) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+    def load(self, artifact: Artifact, *, deployment: bool = False) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
         compiled = self.compiled(artifact)
         request = compiled.create_infer_request()
         outputs = compiled.outputs

@@ -131,8 +131,8 @@ class OrtCpuTarget:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ArtifactError(f"ONNX Runtime rejected {artifact.path}: {first[:200]}") from e
 
-    def load(self, artifact: Artifact) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
-        session = self.session(artifact)
+    def load(self, artifact: Artifact, *, deployment: bool = False) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:
+        session = self.session(artifact, deployment=deployment)
         return lambda inputs: session.run(None, dict(inputs))
 
     def runner(self, artifact: Artifact, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
