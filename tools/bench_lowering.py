@@ -297,7 +297,7 @@ def part_ort(zoo: Zoo, work: Path, rounds: int) -> str:
             timings.setdefault((batch, seq), []).append(result)
     profile_feed = timing_feed(test, domains, {k: (1, 64) for k in signature})
     profiles = {label: _profile(entries[label][0], profile_feed) for label in PROFILED if label in entries}
-    return _ort_report(entries, scores, timings, profiles, job.pipeline.lowering.notes, rounds)
+    return _ort_report(entries, scores, timings, profiles, job.pipeline.notes, rounds)
 
 
 def _ort_report(entries, scores, timings, profiles, notes, rounds) -> str:

@@ -1,16 +1,17 @@
 """What tuning buys: minilm-tweets tuned elastically (`simq tune`), then compiled, against the same
-sub-networks without tuning and against the best off-the-shelf recipe. Writes docs/TUNE.md and
+sub-networks without tuning and against the recipe users run. Writes docs/TUNE.md and
 docs/img/tune_minilm.png.
 
-1. `simq tune zoo:minilm-tweets` (timed; the train split only).
+1. `simq tune zoo:minilm-tweets` (timed; the train split only; widths and depth elastic).
 2. One table, every model timed in the same run (interleaved, per-round paired ratios, bootstrap
-   95 % intervals): the original FP32 model, ORT's fused + dynamic INT8 of it (the bar), the tuned
-   full model alone and with ORT's recipe (what tuning alone buys), and a grid of uniform
-   sub-networks (heads x FFN widths, INT8 everywhere; INT4 weights for size) built by SimQ from the
-   original (importance order + least-squares refit) and from the tuned model (first-k). Accuracy
-   is paired against the original FP32 model, on validation (where a choice is made) and test.
-3. `simq compile` on the tuned model (the zoo's splits as CSV), whose front is plotted with the
-   grid.
+   95 % intervals): the original FP32 model, the recipe on it (ORT's transformers optimizer +
+   per-tensor dynamic INT8: the bar), the tuned full model alone and with the recipe (what tuning
+   alone buys), and a grid of sub-networks (heads = FFN width at 100/75/50 %, by depth 6/5/4/3 of
+   6 layers, INT8 everywhere; INT4 weights for size) built by SimQ from the tuned model (first-k,
+   its trained depth order) and, at depth 6 and 4, from the original (importance order +
+   least-squares refit). Accuracy is paired against the original FP32 model, on validation
+   (4,500 tweets, where a choice is made) and test (2,808).
+3. `simq compile` on the tuned folder (the zoo's splits), whose front is plotted with the grid.
 
 Usage: python tools/bench_tune.py [--epochs N] [--budget N] [--rounds N] [--work DIR]
 """
@@ -32,15 +33,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
 from bench_lowering import Case, Entry, fmt_delta, fmt_ratio, paired, score_all, simq_entry, time_all, uniform  # noqa: E402
-from bench_own_data import write_csvs  # noqa: E402
 
-from simq.data import DataOptions  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BAR = "ORT fused + dynamic INT8"
-GRID = [(h, f) for h in (1.0, 0.75, 0.5) for f in (1.0, 0.75, 0.5, 0.25)]
+BAR = "ORT optimizer + dynamic INT8"
+WIDTHS = (1.0, 0.75, 0.5)
+
+
+def grid_config(case: Case, width: float, drops: int) -> dict:
+    """Every unit int8dyn, heads and FFN at `width`, `drops` blocks dropped: the middle ones for an
+    untuned model, the first of tuning's order for a tuned one (the pipeline's repair puts them there)."""
+    from simq.passes import knob_kind
+
+    config = uniform(case, "int8dyn", {"heads": width, "ffn": width})
+    depth = [k.name for k in case.pipeline.knobs if knob_kind(k.name) == "depth"]
+    chosen = depth if case.pipeline.trained is not None else sorted(depth[1:-1], key=lambda n: abs(depth.index(n) - (len(depth) - 1) / 2))
+    return config | {name: name in chosen[:drops] for name in depth}
 
 
 def case_of(name: str, spec: JobSpec, zoo: Zoo | None) -> tuple[Case, object]:
@@ -72,25 +82,24 @@ def main() -> None:
         timing.write_text(json.dumps({"minutes": (time.perf_counter() - start) / 60}))
     tune_minutes = json.loads(timing.read_text())["minutes"] if timing.is_file() else float("nan")
     record = json.loads((tuned_dir / "tune.json").read_text())
-    csv_dir = args.work / "csv"
-    write_csvs(zoo, csv_dir)
 
     work = args.work / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
     original, original_job = case_of("original", JobSpec(model="zoo:minilm-tweets"), zoo)
-    tuned, tuned_job = case_of("tuned", JobSpec(model=str(tuned_dir), data=DataOptions(csv_dir, max_length=64)), None)
+    tuned, tuned_job = case_of("tuned", JobSpec(model=str(tuned_dir)), zoo)
     entries = [Entry("original FP32", original.target.lower(original.model, work / "original"))]
     entries.append(Entry(f"original: {BAR}", original_job.baselines[BAR](work / "bar")))
     entries.append(Entry("tuned FP32 (no pruning)", tuned.target.lower(tuned.model, work / "tuned")))
     entries.append(Entry(f"tuned: {BAR} (what tuning alone buys)", tuned_job.baselines[BAR](work / "tuned-bar")))
-    for case, label in ((original, "untuned"), (tuned, "tuned")):
-        for heads, ffn in GRID:
-            name = f"SimQ {label}: heads {heads:.0%} FFN {ffn:.0%} + INT8"
-            print(f"building {name}", file=sys.stderr, flush=True)
-            entries.append(simq_entry(case, name, uniform(case, "int8dyn", {"heads": heads, "ffn": ffn}), work))
-        for heads, ffn in ((0.75, 0.75), (0.5, 0.5)):
-            name = f"SimQ {label}: heads {heads:.0%} FFN {ffn:.0%} + INT4 weights"
-            entries.append(simq_entry(case, name, uniform(case, "int4w", {"heads": heads, "ffn": ffn}), work))
+    for case, label, depths in ((original, "untuned", (0, 2)), (tuned, "tuned", (0, 1, 2, 3))):
+        for drops in depths:
+            for width in WIDTHS:
+                name = f"SimQ {label}: heads = FFN {width:.0%}, {6 - drops} layers + INT8"
+                print(f"building {name}", file=sys.stderr, flush=True)
+                entries.append(simq_entry(case, name, grid_config(case, width, drops), work))
+    for width in (0.75, 0.5):
+        name = f"SimQ tuned: heads = FFN {width:.0%}, 4 layers + INT4 weights"
+        entries.append(simq_entry(tuned, name, grid_config(tuned, width, 2) | {k: v for k, v in uniform(tuned, "int4w").items() if k.startswith("quant.")}, work))
     # Every model scored on the same rows (the CSV splits are the zoo's, in order), against the original.
     score_all(original, entries)
     time_all(original, entries, [entries[0].label, entries[1].label], args.rounds)
@@ -109,15 +118,14 @@ def main() -> None:
         for e in entries
     ]  # fmt: skip
     compile_out = args.work / "compile"
-    compile_cmd = ["simq", "compile", str(tuned_dir), "--data", str(csv_dir), "--max-length", "64", "--budget", str(args.budget),
-                   "--max-accuracy-drop", "1", "--out", str(compile_out)]  # fmt: skip
+    compile_cmd = ["simq", "compile", str(tuned_dir), "--budget", str(args.budget), "--max-accuracy-drop", "1", "--out", str(compile_out)]
     if not (compile_out / "summary.json").is_file():
         resume = ["--resume"] if (compile_out / "simq.sqlite").is_file() else []
         subprocess.run([simq, *compile_cmd[1:], *resume], check=True)
     summary = json.loads((compile_out / "summary.json").read_text())
     plot(entries, fp32, summary, ROOT / "docs" / "img" / "tune_minilm.png")
-    half = next(e for e in entries if e.label == "SimQ tuned: heads 50% FFN 50% + INT8")
-    half_untuned = next(e for e in entries if e.label == "SimQ untuned: heads 50% FFN 50% + INT8")
+    half = next(e for e in entries if e.label == "SimQ tuned: heads = FFN 50%, 4 layers + INT8")
+    half_untuned = next(e for e in entries if e.label == "SimQ untuned: heads = FFN 50%, 4 layers + INT8")
     lines = []
     for label, e in chosen.items():
         if e is None:
@@ -137,23 +145,24 @@ batch 1, 64 tokens.
 ## Tuning
 
 `{' '.join(tune_cmd)}`: {record['epochs_done']} epoch(s) in {tune_minutes:.1f} min{' (stopped at the time limit)' if record['stopped_early'] else ''}, on the
-{record['data']['train']} train tweets only (calibration, validation and test checked disjoint by content).
+{record['data']['train']} train tweets only (calibration, validation and test checked disjoint by content). Layers are dropped
+in the order {', '.join(record['orders']['depth'])} (least change to the residual stream first).
 
-| epoch | loss | validation % (largest) | validation % (smallest: {record['options']['min_width']:.0%} of every width) |
+| epoch | loss | validation % (largest) | validation % (smallest: {record['options']['min_width']:.0%} of every width, {record['options']['min_depth']:.0%} of the layers) |
 |---|---|---|---|
 {curves}
 
 ## Sub-networks with and without tuning (same run)
 
-Accuracy change against the original FP32 model in points (paired 95 % interval; validation 512
-tweets, test 2040). Latency: ratios to the original FP32 model and to {BAR} of the original
-(the bar), {args.rounds} interleaved rounds, bootstrap 95 % intervals. "Chosen": fastest within 1
-point of the original on validation.
+Accuracy change against the original FP32 model in points (paired 95 % interval; validation 4,500
+tweets, test 2,808). Latency: ratios to the original FP32 model and to {BAR} of the original
+(the recipe users run: the bar), {args.rounds} interleaved rounds, every session with thread spinning
+off, bootstrap 95 % intervals. "Chosen": fastest within 1 point of the original on validation.
 
 {table(["model", "Δ validation", "Δ test", "latency × FP32", "latency × the bar", "size × FP32"], rows)}
 
 {chr(10).join(lines)}
-- Heads 50 % + FFN 50 % + INT8: tuned {fmt_delta(half.test, fp32.test)} test points, untuned {fmt_delta(half_untuned.test, fp32.test)}.
+- Heads 50 % + FFN 50 % + 4 of 6 layers + INT8: tuned {fmt_delta(half.test, fp32.test)} test points, untuned {fmt_delta(half_untuned.test, fp32.test)}.
 
 ## The search on the tuned model
 

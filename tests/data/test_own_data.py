@@ -42,11 +42,17 @@ def test_text_classifier_folder_and_a_csv(text_model, text_csv, tmp_path, capsys
     assert main(["run", str(folder), "--data", str(text_csv), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["examples"] == 120 and 0 <= result["accuracy"] <= 100
-    # The README's snippet runs the same artifact.
-    snippet = re.search(r"```python\n(# Run a compiled artifact.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+
+
+
+def test_the_readmes_python_example_runs_as_written(text_model, text_csv, tmp_path, monkeypatch, capsys):
+    snippet = re.search(r"```python\n(import simq\n.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    assert len(snippet.strip().splitlines()) <= 10
+    monkeypatch.chdir(tmp_path)  # "out" and "shipped" land here
     namespace: dict = {}
-    exec(snippet.replace("out/pareto/7", str(folder)), namespace)
-    assert namespace["predictions"].shape == (1,)
+    exec(snippet.replace("path/to/classifier", str(text_model)).replace("reviews.csv", str(text_csv)).replace("budget=30", "budget=2"), namespace)
+    assert (tmp_path / "shipped" / "model.onnx").is_file() and (tmp_path / "shipped" / "config.json").is_file()
+    assert set(namespace["model"](["the film was great"])) <= {"neg", "pos"}
 
 
 def test_image_classifier_folder_and_an_image_folder(image_model, image_folder, tmp_path, capsys):

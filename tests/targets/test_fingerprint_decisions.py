@@ -42,7 +42,10 @@ def test_ort_quantizes_dynamic_int8_weights_in_7_bits_where_int8_dot_products_sa
     for target in (OrtCpuTarget(isa=AVX2), OrtCpuTarget(isa=VNNI)):
         assert target.supports("Attention", "int8dyn") and target.supports("MatMul", "int4w")
         assert not target.supports("Conv", "int8dyn") and not target.supports(WHOLE_MODEL, "bf16")
-    assert not OrtCpuTarget(isa=()).supports("MatMul", "int8")  # no integer kernels at all
+    assert not OrtCpuTarget(isa=("fma",)).supports("MatMul", "int8")  # an x86 CPU without AVX2: no integer kernels
+    assert OrtCpuTarget(isa=()).supports("MatMul", "int8dyn")  # an ISA that could not be read: offered, measured
+    arm = OrtCpuTarget(isa=("dotprod", "neon"))  # Apple silicon, Graviton: integer dot products
+    assert arm.supports("MatMul", "int8dyn") and not arm.lowering({}).reduce_range
     assert OrtCpuTarget(isa=AVX2).fingerprint().isa == AVX2
 
 
@@ -60,7 +63,7 @@ def test_openvino_offers_bf16_only_where_the_cpu_has_it_and_records_the_hint(tin
     bf16 = with_bf16.lower(asked, tmp_path / "bf16")
     assert plain.settings["INFERENCE_PRECISION_HINT"] == "f32" and bf16.settings["INFERENCE_PRECISION_HINT"] == "bf16"
     assert plain.digest() != bf16.digest()  # measured and cached apart
-    # The hint travels in the IR, so the shipped model.xml says how it is meant to run.
+    # The hint travels in the IR, so the shipped openvino_model.xml says how it is meant to run.
     import openvino
 
     read = openvino.Core().read_model(str(bf16.path))

@@ -83,5 +83,5 @@ def test_residual_norms_are_lowered_to_what_this_cpu_runs_faster():
     lowering = target.lowering({"input_ids": (1, 16)})
     rewrites = any(isinstance(f, SkipLayerNormAsSumPass) for f in lowering.fusions)
     assert rewrites == (target._residual_norm_ratio <= 0.85)
-    assert bool(lowering.notes) == rewrites
+    assert set(lowering.notes) == ({len(lowering.fusions) - 1} if rewrites else set())
     assert target.lowering({"input_ids": (1, 16)}).fusions[-1].__class__ is lowering.fusions[-1].__class__  # timed once

@@ -41,7 +41,7 @@ def test_tuned_sub_networks_are_what_the_onnx_passes_cut(text_model, unique_csv,
     result = tune(transformers_source(text_model), _examples(text_model, unique_csv, tmp_path / "cache"), out, FAST)
     record = json.loads((out / "tune.json").read_text())
     assert result.epochs_done == 2 and len(record["curves"]) == 2
-    assert record["data"] == {"train": 80, "calibration": "disjoint", "validation": "disjoint", "test": "disjoint"}
+    assert {k: v for k, v in record["data"].items() if k != "train_rows"} == {"train": 80, "calibration": "disjoint", "validation": "disjoint", "test": "disjoint"}
     tuned = sir.load(out / "model.onnx")
     assert elastic_record(tuned)["order"] == "first" and (out / "original.onnx").is_file()
     structure = sir.analyze(tuned, {"input_ids": (1, 16), "token_type_ids": (1, 16), "attention_mask": (1, 16)})
@@ -108,3 +108,49 @@ def test_a_model_tuned_from_the_zoo_is_scored_on_that_zoo_models_splits(zoo, tmp
     assert np.array_equal(examples.role("test").labels, zoo.data("digits-cnn", "test").labels)
     (folder / "tune.json").write_text(json.dumps({"source": "/data/my-bert"}))
     assert examples_for(JobSpec(model=str(folder)), model, folder, zoo)[0].synthetic
+
+
+@pytest.fixture(scope="module")
+def deep_model(tmp_path_factory, text_model):
+    """The tiny BERT with four layers: two middle layers tuning may drop."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("deep-model")
+    config = transformers.AutoConfig.from_pretrained(text_model)
+    config.num_hidden_layers = 4
+    torch.manual_seed(1)
+    transformers.BertForSequenceClassification(config).eval().save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(text_model).save_pretrained(folder)
+    return folder
+
+
+def test_depth_is_trained_least_important_first_and_compile_searches_only_what_was_trained(deep_model, unique_csv, tmp_path):
+    from simq.search import prepare_job
+
+    out = tmp_path / "tuned"
+    tune(transformers_source(deep_model), _examples(deep_model, unique_csv, tmp_path / "cache"), out, TuneOptions(epochs=1, batch_size=16, seed=0, min_depth=0.5))
+    order = json.loads((out / "tune.json").read_text())["orders"]["depth"]
+    assert len(order) == 2  # the middle layers, the first and the last are never dropped
+    record = elastic_record(sir.load(out / "model.onnx"))
+    assert record["depth_order"] == order and record["max_drops"] == 2
+    pipeline = prepare_job(JobSpec(model=str(out), data=DataOptions(unique_csv), baselines=False, cache_dir=tmp_path / "cache")).job.pipeline
+    depth = sorted(k.name for k in pipeline.knobs if k.name.startswith("depth."))
+    assert depth == sorted(order)
+    heads = next(k for k in pipeline.knobs if k.name.startswith("heads."))
+    assert min(heads.domain) >= 0.25 * heads.default  # nothing narrower than tuning trained
+    repaired = pipeline.repair({order[1]: True})
+    assert repaired[order[0]] and not repaired[order[1]]  # one block dropped: the least important
+
+
+def test_a_tuned_model_is_never_calibrated_or_scored_on_rows_it_was_tuned_on(text_model, unique_csv, tmp_path):
+    from simq.search import prepare_job
+
+    out = tmp_path / "tuned"
+    tune(transformers_source(text_model), _examples(text_model, unique_csv, tmp_path / "cache"), out, TuneOptions(epochs=1, batch_size=16, seed=0))
+    assert len(json.loads((out / "tune.json").read_text())["data"]["train_rows"]) == 80
+    shuffled = tmp_path / "same-rows.csv"  # another file holding the same reviews, in another order
+    rows = list(csv.reader(unique_csv.open()))
+    with shuffled.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *rows[:0:-1]])
+    for data in (DataOptions(unique_csv, seed=1), DataOptions(shuffled)):
+        with pytest.raises(DataError, match=r"\d+ examples of the \w+ split are rows this model was tuned on"):
+            prepare_job(JobSpec(model=str(out), data=data, baselines=False, cache_dir=tmp_path / "cache"))

@@ -82,19 +82,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data`` and how to read it (see `simq.data.DataOptions`)."""
+def add_data_arguments(parser: argparse.ArgumentParser, *, required: bool = False, labels: bool = True) -> None:
+    """``--data`` and how to read it (see `simq.data.DataOptions`); `labels`: offer
+    ``--label-column`` (not where only inputs matter, e.g. timing)."""
     group = parser.add_argument_group(
         "data",
         "your data: a CSV/TSV, JSON Lines or Parquet file, a folder of such files named after their splits "
         "(train, calibration, validation or dev, test), a folder saved by the datasets library, an image folder "
         "(one subfolder per class), or an .npz of arrays named like the model's inputs (plus labels)",
     )
-    group.add_argument("--data", type=Path, metavar="PATH", help="the data (default: the zoo model's own, else synthetic inputs)")
+    group.add_argument(
+        "--data", type=Path, metavar="PATH", required=required,
+        help="the data (required)" if required else "the data (default: the zoo model's own, else synthetic inputs)",
+    )  # fmt: skip
     group.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
     group.add_argument("--text-column", help="column of the text (default: text, sentence, ... where present)")
     group.add_argument("--text-pair-column", help="column of the second text of a pair (sentence-pair models)")
-    group.add_argument("--label-column", help="column of the labels (default: label where present); none: score against FP32")
+    if labels:
+        group.add_argument("--label-column", help="column of the labels (default: label where present); none: score against FP32")
     group.add_argument("--image-column", help="column of the images (default: image where present)")
     group.add_argument("--max-length", type=int, help="tokens per example (default: the data's 95th percentile, within the model's limit)")
     group.add_argument("--tokenizer", type=Path, metavar="DIR", help="folder of the tokenizer, when the model is an .onnx file")
@@ -115,7 +120,7 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 def data_options(args: argparse.Namespace) -> DataOptions | None:
     """The `DataOptions` the flags describe, or None without ``--data``."""
     if args.data is None:
-        stray = [f for f in ("text_column", "label_column", "image_column", "tokenizer", "max_length") if getattr(args, f) is not None]
+        stray = [f for f in ("text_column", "label_column", "image_column", "tokenizer", "max_length") if getattr(args, f, None) is not None]
         if stray:
             raise InvalidArgumentError(f"--{stray[0].replace('_', '-')} says how to read --data; give --data too.")
         return None
@@ -127,7 +132,7 @@ def data_options(args: argparse.Namespace) -> DataOptions | None:
     if std is not None and any(v <= 0 for v in std):
         raise InvalidArgumentError("--std values must be positive.")
     return DataOptions(
-        args.data, args.encoding, args.text_column, args.text_pair_column, args.label_column, args.image_column,
+        args.data, args.encoding, args.text_column, args.text_pair_column, getattr(args, "label_column", None), args.image_column,
         args.max_length, args.tokenizer, args.image_size, _floats(args.mean, "--mean"), std, getattr(args, "seed", 0),
     )  # fmt: skip
 

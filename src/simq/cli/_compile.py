@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--algorithm", default="linas", choices=list(ALGORITHMS), help="search algorithm (default linas)"
     )
     parser.add_argument("--population", type=int, default=10, help="candidates validated per generation (default 10)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the search and the carving of data roles: a run is repeatable (default 0)")
     parser.add_argument(
         "--max-accuracy-drop", type=_drop, default=1.0,
         help="keep only candidates at most this many points of the score below FP32 (default 1; 'none': no limit)",
@@ -120,6 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ray-share", type=Path, metavar="DIR",
         help="with --ray: a folder every node sees at the same path, for artifacts (default: Ray's object store)",
     )  # fmt: skip
+    parser.add_argument(
+        "--reference", choices=["auto", "original", "tuned"], default="auto",
+        help="for a simq tune folder: measure accuracy drops from the model before tuning, from the tuned model, or auto: "
+        "the original unless it scores near chance (default auto)",
+    )  # fmt: skip
+    parser.add_argument("--untrained", action="store_true", help="for a simq tune folder: also search widths and depths tuning did not train")
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
     parser.add_argument(
@@ -155,6 +162,9 @@ _FLAGS = {
 }  # fmt: skip
 
 
+_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9_.\-]+:\d+")
+
+
 def _with_flags(check: Callable[[], object]) -> None:
     """Run a library check; its error names the flag the user typed."""
     try:
@@ -176,6 +186,12 @@ def _options(args: argparse.Namespace) -> CompileOptions:
     _with_flags(options.check)
     if args.ray_share is not None and args.ray is None:
         raise InvalidArgumentError("--ray-share goes with --ray.")
+    if args.ray not in (None, "local", "auto") and not _ADDRESS.fullmatch(args.ray):
+        # `simq compile --ray model.onnx`: argparse read the model as the optional address.
+        raise InvalidArgumentError(
+            f"--ray {args.ray} is not a cluster address (auto or host:port); to compile it on a local cluster, "
+            f"put the model first: simq compile {args.ray} --ray"
+        )
     return options
 
 
@@ -202,7 +218,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         input_shapes=parse_shapes(args.input_shape), batch_size=args.batch_size, seq_len=args.seq_len, evaluator=args.evaluator, prune=not args.no_prune,
         quantize=not args.no_quantize, baselines=not args.no_baselines, cache_dir=args.cache_dir, seed=args.seed,
         cost_model=(args.cost_model or args.out / "costmodel") if options.latency == "predicted" else None,
-        cost_model_samples=args.cost_model_samples,
+        cost_model_samples=args.cost_model_samples, reference=args.reference, untrained=args.untrained,
     )  # fmt: skip
     if options.max_accuracy_drop is not None and 0 < options.max_accuracy_drop < 0.1:
         console.print(
@@ -288,6 +304,8 @@ class _progress:
 def _summary(console: Console, result) -> None:
     out = Console()
     out.print(render_table(result.summary, f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)"))
+    if result.reference_note:
+        out.print(result.reference_note[0].upper() + result.reference_note[1:])
     if result.summary.get("headline"):
         out.print(result.summary["headline"])
     if result.stopped_early:

@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--save-outputs keeps the outputs. Text is tokenized with the tokenizer that travels with the artifact.",
     )
     parser.add_argument("artifact", type=Path, help="a pareto/<id>/ folder written by simq compile")
-    add_data_arguments(parser)
+    add_data_arguments(parser, required=True)
     parser.add_argument("--save-outputs", type=Path, metavar="FILE.npz", help="write the model's outputs to an .npz")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(run=run, seed=0)
 
 

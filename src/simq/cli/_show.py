@@ -16,7 +16,13 @@ __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("show", help="print a finished compile run (its table and verdict) without recomputing")
+    parser = sub.add_parser(
+        "show",
+        help="print a finished compile run (its table and verdict) without recomputing",
+        description="Read OUT/summary.json of a finished simq compile run and print its table (each model's score with "
+        "its paired drop and 95 %% interval, latency with its interval, size) and its verdict against the strongest "
+        "baseline. --json prints the summary itself.",
+    )  # fmt: skip
     parser.add_argument("out", type=Path, help="the --out folder of a simq compile run")
     parser.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     parser.set_defaults(run=run)

@@ -18,7 +18,13 @@ _OPS = ("MatMul", "Gemm", "Conv", "Gather", "Attention")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("targets", help="list the hardware targets (built-in and plugged-in)")
+    parser = sub.add_parser(
+        "targets",
+        help="list the hardware targets (built-in and plugged-in)",
+        description="List the targets simq compile can use: the built-in ones and those plugged in through the "
+        "simq.targets entry-point group, each with this machine's fingerprint (CPU, ISA flags, runtime) and the "
+        "precisions it offers here.",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.set_defaults(run=run)
 

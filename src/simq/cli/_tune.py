@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -27,22 +28,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on the labels and the smallest and random sub-networks distilled from it, layers dropped at random. "
         "Then `simq compile OUT` searches its sub-networks in first-k order.",
     )
-    parser.add_argument("model", help="a transformers sequence/image classification folder, or zoo:minilm-tweets")
+    parser.add_argument("model", help="a transformers sequence/image classification folder, or zoo:minilm-tweets or zoo:digits-vit")
     parser.add_argument("--cache-dir", type=Path, default=os.environ.get("SIMQ_CACHE_DIR"), help="where zoo models and exports are kept")
     parser.add_argument("--input-shape", action="append", default=[], help=argparse.SUPPRESS)
     add_data_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for the tuned model, its ONNX export and tune.json")
     defaults = TuneOptions()
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--accumulation", type=int, default=defaults.accumulation, help="batches per optimizer step")
-    parser.add_argument("--random-subnets", type=int, default=defaults.random_subnets, help="random sub-networks per step (sandwich rule)")
-    parser.add_argument("--min-width", type=float, default=defaults.min_width, help="share of heads and neurons the smallest keeps")
-    parser.add_argument("--layer-drop", type=float, default=defaults.layer_drop, help="probability a random sub-network drops a layer")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"passes over the train split (default {defaults.epochs})")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"examples per batch (default {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"AdamW learning rate, after warm-up (default {defaults.lr:g})")
+    parser.add_argument("--accumulation", type=int, default=defaults.accumulation, help=f"batches per optimizer step (default {defaults.accumulation})")
+    parser.add_argument(
+        "--random-subnets", type=int, default=defaults.random_subnets,
+        help=f"random sub-networks per step beside the largest and the smallest (sandwich rule; default {defaults.random_subnets})",
+    )  # fmt: skip
+    parser.add_argument("--min-width", type=float, default=defaults.min_width, help=f"share of heads and neurons the smallest keeps (default {defaults.min_width})")
+    parser.add_argument("--min-depth", type=float, default=defaults.min_depth, help=f"share of the layers the smallest keeps (default {defaults.min_depth})")
+    parser.add_argument("--layer-drop", type=float, default=defaults.layer_drop, help=f"probability a random sub-network is shallower (default {defaults.layer_drop})")
     parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop at the end of the step after this many minutes")
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=defaults.threads, help=f"torch threads (default {defaults.threads})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seeds order, sub-networks and the carving of data roles (default {defaults.seed})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.set_defaults(run=run)
 
@@ -50,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = TuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulation=args.accumulation,
-        random_subnets=args.random_subnets, min_width=args.min_width, layer_drop=args.layer_drop,
+        random_subnets=args.random_subnets, min_width=args.min_width, min_depth=args.min_depth, layer_drop=args.layer_drop,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, threads=args.threads, seed=args.seed,
     )  # fmt: skip
     options.check()
@@ -87,8 +92,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Bar:
+    """A progress bar on a terminal; in a log or a pipe one plain line per epoch and every few
+    minutes (step, loss, the last validation of the largest and smallest sub-networks)."""
+
+    #: Seconds between plain progress lines within an epoch.
+    EVERY = 120
+
     def __init__(self, console: Console) -> None:
-        self.bar = Progress(
+        self.console = console
+        self.plain = not console.is_terminal
+        self.start = self.last = time.monotonic()
+        self.bar = None if self.plain else Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
         )  # fmt: skip
@@ -96,17 +110,28 @@ class _Bar:
         self.info = ""
 
     def __enter__(self):
-        self.bar.__enter__()
+        if self.bar is not None:
+            self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        return self.bar.__exit__(*exc) if self.bar is not None else None
+
+    def _line(self, text: str) -> None:
+        print(f"[{(time.monotonic() - self.start) / 60:5.1f} min] {text}", file=self.console.file, flush=True)
 
     def __call__(self, phase: str, done: int, total: int, values) -> None:
         if phase == "validated":
             self.info = f"val {values['validation_largest']:.1f} % largest, {values['validation_smallest']:.1f} % smallest"
+            if self.plain:
+                self._line(f"epoch {values['epoch']} done: loss {values['loss']:.3f}, {self.info}")
         elif phase == "training":
+            loss = f"epoch {values['epoch']} step {done}/{total} loss {values['loss']:.3f}"
+            if self.plain:
+                if time.monotonic() - self.last >= self.EVERY:
+                    self.last = time.monotonic()
+                    self._line(f"{loss}  {self.info}".rstrip())
+                return
             if self.task is None:
                 self.task = self.bar.add_task("tuning", total=total, info="")
-            loss = f"epoch {values['epoch']} loss {values['loss']:.3f}"
             self.bar.update(self.task, completed=done, total=total, info=f"{loss}  {self.info}")

@@ -7,7 +7,7 @@ from simq.data._encode import model_label2id
 from simq.data._load import DataOptions, DataSplits, check_data, load_data
 from simq.data._read import RawData, read_data
 from simq.data._roles import ROLE_OF_SPLIT, ROLES, RolePlan, assign_roles
-from simq.data._sources import Examples, SplitExamples, SyntheticExamples
+from simq.data._sources import Examples, SplitExamples, SyntheticExamples, content_hashes, input_contents
 from simq.data._synthetic import synthetic_dataset, timing_feed
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "SplitExamples",
     "SyntheticExamples",
     "assign_roles",
+    "content_hashes",
+    "input_contents",
     "check_data",
     "load_data",
     "model_label2id",

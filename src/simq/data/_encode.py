@@ -65,12 +65,15 @@ class Encoding:
 
 
 def _max_positions(tokenizer: Any, inputs: Sequence[InputDomain]) -> int | None:
-    """The longest sequence the model takes: a fixed sequence axis, else the tokenizer's limit."""
+    """The longest sequence the model takes: a fixed sequence axis, else the smaller of its
+    position table and the tokenizer's limit."""
     for spec in inputs:
         if spec.is_integer and len(spec.shape) == 2 and spec.fixed(1) is not None:
             return spec.fixed(1)
     limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else None
+    limits = [int(limit)] if isinstance(limit, int) and 0 < limit < 100_000 else []
+    limits += [s.positions for s in inputs if s.positions is not None]
+    return min(limits) if limits else None
 
 
 def p95_length(lengths: Sequence[int]) -> int:
@@ -107,17 +110,23 @@ class TextEncoder:
                 raise DataError(f"--max-length {max_length} exceeds the {limit} tokens the model takes.")
             self.max_length = max_length
         else:
-            texts = self._texts(sample[:_LENGTH_SAMPLE])
-            lengths = [len(ids) for ids in tokenizer(*texts, truncation=limit is not None, max_length=limit)["input_ids"]]
-            self.max_length = max(_MIN_LENGTH, min(p95_length(lengths), limit or 10**9))
+            self.max_length = max(_MIN_LENGTH, min(p95_length(self._lengths(sample)), limit or 10**9))
+        #: Share of a sample of the texts that is longer than `max_length` tokens (cut to it).
+        self.cut = float(np.mean(np.asarray(self._lengths(sample)) > self.max_length))
         produced = set(tokenizer(*self._texts(sample[:1]), padding="max_length", max_length=self.max_length, truncation=True).keys())
         missing = [s.name for s in inputs if s.name not in produced]
         if missing:
             raise DataError(f"the tokenizer produces {', '.join(sorted(produced))}, but the model also takes {', '.join(missing)}; this data cannot feed it.")
 
+    def _lengths(self, sample: Sequence[Any]) -> list[int]:
+        """Untruncated token counts of a sample of the texts."""
+        return [len(ids) for ids in self.tokenizer(*self._texts(sample[:_LENGTH_SAMPLE]))["input_ids"]]
+
     def _texts(self, rows: Any) -> tuple[list[str], ...]:
         def column(name: str) -> list[str]:
             values = rows[name] if not isinstance(rows, list) else [r[name] for r in rows]
+            # An empty cell reads as None: the example is kept with an empty text (counted in the notes).
+            values = ["" if v is None else v for v in values]
             bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
             if bad is not None:
                 raise DataError(f"column {name!r} holds {type(values[bad]).__name__} values (row {bad}); text columns hold strings.")
@@ -131,7 +140,9 @@ class TextEncoder:
         return {s.name: np.asarray(encoded[s.name]).astype(s.dtype) for s in self.inputs}
 
     def describe(self) -> Encoding:
-        return Encoding("text", {"text_column": self.text_column, "text_pair_column": self.pair_column, "max_length": self.max_length})
+        return Encoding(
+            "text", {"text_column": self.text_column, "text_pair_column": self.pair_column, "max_length": self.max_length, "cut": self.cut}
+        )  # fmt: skip
 
 
 class ImageEncoder:

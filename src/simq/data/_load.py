@@ -13,6 +13,7 @@ from simq.data._dataset import Dataset
 from simq.data._encode import ArrayEncoder, Encoding, ImageEncoder, TextEncoder, encode_labels, load_tokenizer
 from simq.data._read import RawData, read_data
 from simq.data._roles import ROLES, RolePlan, assign_roles
+from simq.data._sources import content_hashes
 from simq.errors import DataError
 from simq.ir import InputDomain
 
@@ -136,6 +137,7 @@ class DataSplits:
     _raw: RawData = field(repr=False)
     _encode: Any = field(repr=False)
     _labels: Any = field(repr=False)
+    _content: Any = field(repr=False)
     _cache: dict[str, Dataset] = field(default_factory=dict, repr=False)
 
     def role(self, role: str) -> Dataset:
@@ -151,6 +153,12 @@ class DataSplits:
             self._cache[role] = Dataset(inputs, self._labels(selected) if self.labelled else None)
         return self._cache[role]
 
+    def row_hashes(self, role: str) -> list[str]:
+        """Hashes of each example's content as read (text, text pair, image bytes, array row)."""
+        self.role(role)  # the role exists
+        split, rows = self.plan.parts[role]
+        return content_hashes(self._content(_select(self._raw.splits[split], rows)))
+
     def everything(self) -> Dataset:
         """Every example of every split, in order (to score a finished model on all of it)."""
         parts = [(split, np.arange(_rows(data))) for split, data in self._raw.splits.items()]
@@ -162,7 +170,22 @@ class DataSplits:
         return {role: len(self.plan.parts[role][1]) for role in ROLES if role in self.plan.parts}
 
     def describe(self) -> str:
-        return self.plan.describe()
+        """One line: the splits and their sizes, and what reading the data changed."""
+        return "; ".join([self.plan.describe(), *self.notes])
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading the data did that a user should know: texts cut, empty texts kept."""
+        notes = []
+        cut = self.encoding.details.get("cut") if self.encoding.kind == "text" else None
+        if cut:
+            notes.append(f"texts cut to {self.encoding.details['max_length']} tokens (about {cut:.0%} of them are longer; --max-length changes it)")
+        column = self.encoding.details.get("text_column") if self.encoding.kind == "text" else None
+        if column is not None and self._raw.kind == "table":
+            empty = sum(1 for split in self._raw.splits.values() for v in split[column] if v is None or not str(v).strip())
+            if empty:
+                notes.append(f"{empty} examples have an empty text; kept (the model sees only its special tokens)")
+        return notes
 
 
 def _select(split: Any, rows: np.ndarray) -> Any:
@@ -215,13 +238,29 @@ def load_data(
         values = selected[columns.label]
         return encode_labels(list(values) if not isinstance(values, np.ndarray) else values, label2id, class_names)
 
-    splits = DataSplits(plan, encoder.describe(), columns.label is not None, raw.source, raw, encoder, labels)
+    def content(selected: Any) -> list[bytes]:
+        if raw.kind == "arrays":
+            names = sorted(k for k in selected if k != "labels")
+            return [b"".join(np.ascontiguousarray(selected[n][i]).tobytes() for n in names) for i in range(len(selected[names[0]]))]
+        if columns.image is not None:
+            return [_image_bytes(image) for image in selected[columns.image]]
+        pairs = selected[columns.pair] if columns.pair is not None else None
+        return [(str(t) + ("\0" + str(pairs[i]) if pairs is not None else "")).encode("utf-8") for i, t in enumerate(selected[columns.text])]
+
+    splits = DataSplits(plan, encoder.describe(), columns.label is not None, raw.source, raw, encoder, labels, content)
     if columns.label is not None:  # every label must map, before minutes of work
         for role in ROLES:
             if role in plan.parts:
                 split, rows = plan.parts[role]
                 labels(_select(raw.splits[split], rows))
     return splits
+
+
+def _image_bytes(image: Any) -> bytes:
+    """An image's pixels as bytes (a PIL image, an array, or a datasets image dict)."""
+    if isinstance(image, Mapping):
+        return bytes(image.get("bytes") or str(image.get("path", "")).encode())
+    return np.asarray(image).tobytes()
 
 
 def _class_names(raw: RawData, label: str | None) -> list[str] | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from simq.data._dataset import Dataset
 from simq.data._roles import ROLES
@@ -11,7 +14,7 @@ from simq.data._synthetic import synthetic_dataset
 from simq.errors import DataError
 from simq.ir import InputDomain
 
-__all__ = ["Examples", "SplitExamples", "SyntheticExamples"]
+__all__ = ["Examples", "SplitExamples", "SyntheticExamples", "content_hashes", "input_contents"]
 
 #: Synthetic examples per role (seeded apart).
 SYNTHETIC_SIZES = {"train": 256, "calibration": 128, "validation": 64, "test": 64}
@@ -26,16 +29,40 @@ class Examples(Protocol):
 
     def role(self, role: str) -> Dataset: ...
 
+    def row_hashes(self, role: str) -> list[str]:
+        """A hash of each example's content (its text, image or array bytes as given, not the
+        model inputs made from it), in role order: what no two roles may share."""
+        ...
+
     def describe(self) -> str: ...
 
 
+def content_hashes(contents: Iterable[bytes]) -> list[str]:
+    """Short content hashes (sha256, 16 hex digits) of examples."""
+    return [hashlib.sha256(c).hexdigest()[:16] for c in contents]
+
+
+def input_contents(data: Dataset) -> list[bytes]:
+    """Each example's input arrays as bytes (the content of array data)."""
+    names = sorted(data.inputs)
+    return [b"".join(np.ascontiguousarray(data.inputs[n][i]).tobytes() for n in names) for i in range(len(data))]
+
+
 class SplitExamples:
-    """Examples already split by role (a zoo model's stored splits), read on demand."""
+    """Examples already split by role (a zoo model's stored splits), read on demand.
+
+    Args:
+        contents: Per role, the examples' raw contents (texts as UTF-8) where the stored inputs
+            are not the content (token ids); by default the input arrays are.
+    """
 
     synthetic = False
 
-    def __init__(self, read: Mapping[str, object], labelled: bool, description: str) -> None:
+    def __init__(
+        self, read: Mapping[str, object], labelled: bool, description: str, contents: Mapping[str, Callable[[], list[bytes]]] | None = None
+    ) -> None:
         self._read, self.labelled, self._description = dict(read), labelled, description
+        self._contents = dict(contents or {})
         self._cache: dict[str, Dataset] = {}
 
     def role(self, role: str) -> Dataset:
@@ -44,6 +71,10 @@ class SplitExamples:
         if role not in self._cache:
             self._cache[role] = self._read[role]()
         return self._cache[role]
+
+    def row_hashes(self, role: str) -> list[str]:
+        read = self._contents.get(role)
+        return content_hashes(read() if read is not None else input_contents(self.role(role)))
 
     def describe(self) -> str:
         return self._description
@@ -62,6 +93,9 @@ class SyntheticExamples:
         if role not in SYNTHETIC_SIZES:
             raise DataError(f"unknown data role {role!r}; roles are {', '.join(ROLES)}.")
         return synthetic_dataset(self.domains, self.signature, SYNTHETIC_SIZES[role], self.seed * 10 + ROLES.index(role))
+
+    def row_hashes(self, role: str) -> list[str]:
+        return content_hashes(input_contents(self.role(role)))
 
     def describe(self) -> str:
         sizes = ", ".join(f"{role} {n}" for role, n in SYNTHETIC_SIZES.items())

@@ -1,7 +1,7 @@
 """Accuracy on labelled data, fidelity to the reference model, and user evaluators.
 
 An evaluator scores what ships: the artifact loaded in its target's runtime, handed over as
-``run(inputs) -> outputs`` (an OpenVINO candidate is scored by OpenVINO on its ``model.xml``, not
+``run(inputs) -> outputs`` (an OpenVINO candidate is scored by OpenVINO on its ``openvino_model.xml``, not
 by ONNX Runtime on the ONNX beside it).
 """
 
@@ -80,6 +80,12 @@ class Evaluator(ABC):
     def score(self, run: Run, artifact: Artifact | None = None) -> Score:
         """`evaluate` with what else the evaluator knows per example (see `Score`)."""
         return Score(self.evaluate(run, artifact))
+
+    @property
+    def chance(self) -> float | None:
+        """The score of a model that knows nothing, where it is defined (accuracy: the most
+        frequent label's share)."""
+        return None
 
     @property
     def size(self) -> int | None:
@@ -194,6 +200,11 @@ class AccuracyEvaluator(_Classifier):
             raise InvalidArgumentError("accuracy needs as many labels as examples, and at least one.")
         super().__init__(inputs, batch_size, mask, reference)
         self.labels = np.asarray(labels)
+
+    @property
+    def chance(self) -> float:
+        """The accuracy of always answering the most frequent label (percent)."""
+        return float(100 * np.bincount(self.labels).max() / len(self.labels))
 
     def score(self, run: Run, artifact: Artifact | None = None) -> Score:
         logits = self._logits(run)

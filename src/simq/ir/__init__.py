@@ -4,7 +4,7 @@ from simq.ir._analysis import META_COST, META_KEPT, META_ROLE, META_SHAPE, analy
 from simq.ir._cache import cache_root
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import SEQUENCE_LIMIT, export_torch, load_transformers_dir, text_inputs
-from simq.ir._inputs import InputDomain, input_domains
+from simq.ir._inputs import InputDomain, input_domains, sequence_limit
 from simq.ir._io import ModelSource, load, resolve_source, save
 from simq.ir._refs import TUNE_RECORD, ZOO_PREFIX, tuned_source, zoo_model_of, zoo_name
 from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
@@ -60,6 +60,7 @@ __all__ = [
     "resolve_source",
     "restore_symbolic_shapes",
     "save",
+    "sequence_limit",
     "text_inputs",
     "transformers_source",
     "tuned_source",

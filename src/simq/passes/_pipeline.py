@@ -4,7 +4,7 @@ config, building a candidate."""
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
@@ -13,7 +13,7 @@ from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
 from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, is_precision
 from simq.passes._run import run_passes
-from simq.passes.prune import PruneOptions, PruningStats, prune, pruning_knobs, pruning_options
+from simq.passes.prune import PruneOptions, PruningStats, TrainedSpace, prune, pruning_knobs, pruning_options
 from simq.passes.quant import (
     INFERENCE_PRECISION,
     INT4_BLOCK,
@@ -39,12 +39,13 @@ class Lowering:
         fusions: Passes that rewrite the model into the runtime's fused kernels, in order
             (e.g. `simq.passes.fuse.OrtFusionPass`); none for a runtime that fuses by itself.
         reduce_range: int8dyn weights in 7 bits, on CPUs whose INT8 dot product can saturate.
-        notes: Kernel choices the target made for this CPU, in words (reports show them).
+        notes: Kernel choices the target made for this CPU, in words, by the index of the fusion
+            pass that makes them (reports show those whose pass changed the model).
     """
 
     fusions: tuple[ir.passes.PassBase, ...] = ()
     reduce_range: bool = False
-    notes: tuple[str, ...] = ()
+    notes: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Pipeline:
         lowering: The target's fusions and quantization details (`Lowering`).
         prune_options: Unit order and least-squares reconstruction (default: `pruning_options`:
             first-k without refits for a model tuned elastically).
+        trained: For a model tuned elastically, the sub-networks tuning trained: the pruning
+            knobs offer only those (`TrainedSpace`); None searches every width and depth.
         prune, quantize: Which halves of the pipeline to search.
     """
 
@@ -91,6 +94,7 @@ class Pipeline:
         supports: Supports | None = None,
         lowering: Lowering | None = None,
         prune_options: PruneOptions | None = None,
+        trained: TrainedSpace | None = None,
         prune: bool = True,
         quantize: bool = True,
     ) -> None:
@@ -101,14 +105,17 @@ class Pipeline:
         self.prune_options = prune_options or pruning_options(model, stats is not None)
         quantizing = quantize and calibration is not None
         self._lowered: ir.Model | None = None  # the FP32 model after the fusions, built once
+        self._changed: set[int] = set()  # which fusions changed it
         self._lowered_calibration: Calibration | None = None
         #: Layers whose attention the target fuses, and whether the fused kernel takes int8dyn.
         self.fused: dict[int, bool] = (
             {layer: takes_int8dyn(node) for layer, node in fused_attention(self._lowered_model(), structure).items()}
             if quantizing and self.lowering.fusions else {}
         )  # fmt: skip
+        self.trained = trained
+        pruning = pruning_knobs(structure) if prune else []
         self.knobs: list[Knob] = (
-            (pruning_knobs(structure) if prune else [])
+            (trained.knobs(pruning) if trained is not None else pruning)
             + (QuantizePass.knobs(structure, supports, self.fused) if quantizing else [])
             + (InferencePrecisionPass.knobs(supports) if quantize else [])
         )
@@ -127,6 +134,8 @@ class Pipeline:
             InvalidConfigError: An unknown knob or a value outside its domain.
         """
         config = check_config(config, self.knobs)
+        if self.trained is not None:
+            config = self.trained.repair(config)
         for block_knob, moot in self._moot.items():
             if config.get(block_knob):
                 config.update({name: self._by_name[name].default for name in moot})
@@ -163,14 +172,25 @@ class Pipeline:
             InferencePrecisionPass(str(config[INFERENCE_PRECISION]))(model)
         return model
 
-    def _lower(self, model: ir.Model) -> ir.Model:
-        for fusion in self.lowering.fusions:
-            model = fusion(model).model
+    def _lower(self, model: ir.Model, changed: set[int] | None = None) -> ir.Model:
+        for index, fusion in enumerate(self.lowering.fusions):
+            result = fusion(model)
+            model = result.model
+            if changed is not None and result.modified:
+                changed.add(index)
         return model
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The target's kernel choices that apply to this model (their pass changed it)."""
+        if not self.lowering.fusions:
+            return ()
+        self._lowered_model()
+        return tuple(note for index, note in sorted(self.lowering.notes.items()) if index in self._changed)
 
     def _lowered_model(self) -> ir.Model:
         if self._lowered is None:
-            self._lowered = self._lower(self.model.clone())
+            self._lowered = self._lower(self.model.clone(), self._changed)
         return self._lowered
 
     def _calibration_for(self, model: ir.Model, quantizer: QuantizePass, pruned: bool, lowered: bool) -> Calibration:

@@ -40,6 +40,8 @@ __all__ = ["Progress", "check_out", "compile_model", "make_out"]
 Progress = Callable[..., None]
 
 
+#: A model before tuning within this many points of chance had a head that was never trained.
+CHANCE_MARGIN = 5.0
 # Options that change how long a run goes on or what it publishes, not the candidates it evaluates:
 # a resumed run may change them.
 _NOT_SETTINGS = ("budget", "time_limit", "final_models", "keep_slower", "withhold_unconfirmed", "objective_table")
@@ -64,6 +66,7 @@ class _Compiler:
         #: (calls, seconds) of the driver per step of the search: "ask", "tell", "commit" (the
         #: store), "wait" (for the executor's evaluations).
         self.driver_steps = dict.fromkeys(("ask", "tell", "commit", "wait"), (0, 0.0))
+        self.reference_note: str | None = None
 
     @contextlib.contextmanager
     def _timed(self, step: str):
@@ -166,12 +169,23 @@ class _Compiler:
         return [records[config_key(c)] for _, c in batch]
 
     def _accuracy_reference(self, reference: Record) -> Record:
-        """The record accuracy drops are measured from: the model before tuning, if there is one."""
+        """The record accuracy drops are measured from: the model before tuning, if there is one
+        (unless it scores near chance and the job lets the tuned model stand in)."""
         if self.job.accuracy_reference is None:
             return reference
         found = self.store.find({"baseline": self.job.accuracy_reference})
         if found is None or found.status != "ok":
             raise SimqError(f"the {self.job.accuracy_reference} model cannot be scored, so accuracy drops have no reference.")
+        chance = self.job.evaluator.chance if self.job.evaluator is not None else None
+        score, tuned = found.metrics.get("accuracy"), reference.metrics.get("accuracy")
+        if self.job.reference_auto and chance is not None and score is not None and score <= chance + CHANCE_MARGIN:
+            self.reference_note = (
+                f"drops are measured from the tuned model ({tuned:.2f}): the model before tuning scores {score:.2f}, "
+                f"near chance ({chance:.2f}); its head was likely new. --reference original measures from it anyway."
+            )
+            return reference
+        if score is not None and tuned is not None:
+            self.reference_note = f"drops are measured from the model before tuning ({score:.2f}); the tuned model scores {tuned:.2f}."
         return found
 
     def _goal(self, references: References) -> Goal:
@@ -206,11 +220,12 @@ class _Compiler:
         references = References(reference, self.store.get(references.accuracy.id), o.confidence)
         if o.withhold_unconfirmed and o.max_accuracy_drop is not None:
             front = self._withhold(front, references, o.max_accuracy_drop)
-        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal)
+        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal, self.reference_note)
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
         return CompileResult(
-            self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.driver_steps), references.accuracy, summary
+            self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.driver_steps), references.accuracy,
+            self.reference_note, summary,
         )  # fmt: skip
 
 

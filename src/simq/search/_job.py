@@ -27,11 +27,11 @@ from simq.eval import (
     load_evaluator,
 )
 from simq.passes import Pipeline
-from simq.passes.prune import collect_stats, elastic_record
+from simq.passes.prune import TrainedSpace, collect_stats, elastic_record
 from simq.passes.quant import calibrate
 from simq.search._baselines import cached_baselines
 from simq.search._costmodel import cost_model_for
-from simq.search._examples import ZooLike, examples_for
+from simq.search._examples import ZooLike, check_disjoint_roles, check_not_trained_on, examples_for
 from simq.search._exports import export_for_tools
 from simq.search._layout import runtime_files, zoo_folder
 from simq.search._options import Job, JobSpec
@@ -119,6 +119,10 @@ def prepare_job(
     if spec.data is not None:
         status(f"reading {spec.data.path}")
     examples, signature, batch = examples_for(spec, model, source_dir, zoo)
+    if spec.data is not None:
+        check_disjoint_roles(examples)
+    if elastic is not None and path.is_dir():
+        check_not_trained_on(examples, path)
 
     status("analysing, calibrating, ranking units and fusing (once per model)")
     structure = sir.analyze(model, signature)
@@ -129,7 +133,8 @@ def prepare_job(
     stats = collect_stats(model, structure, batches) if spec.prune and elastic is None else None
     pipeline = Pipeline(
         model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
-        lowering=target.lowering(signature), prune=spec.prune, quantize=spec.quantize,
+        lowering=target.lowering(signature), trained=None if spec.untrained else TrainedSpace.of(model),
+        prune=spec.prune, quantize=spec.quantize,
     )  # fmt: skip
     if not pipeline.knobs:
         raise InvalidArgumentError(f"{spec.model} offers nothing to search: no prunable structure or quantizable node was found.")
@@ -156,8 +161,9 @@ def prepare_job(
     job = Job(
         spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines,
         extra_files=runtime_files(spec.data.tokenizer if spec.data else None, source_dir, zoo_folder(spec.model, path)),
-        data=examples.describe(), accuracy_reference=ORIGINAL if ORIGINAL in baselines else None,
-        notes=(*pipeline.lowering.notes, *notes),
+        data=examples.describe(), accuracy_reference=ORIGINAL if ORIGINAL in baselines and spec.reference != "tuned" else None,
+        reference_auto=spec.reference == "auto",
+        notes=(*pipeline.notes, *notes),
     )  # fmt: skip
     if spec.cost_model is not None:
         job = replace(job, cost_model=cost_model_for(job, spec.cost_model, spec.cost_model_samples, spec.seed, progress))

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from simq.eval import DEFAULT_CONFIDENCE, PairedDrop, paired_drop
 from simq.search._store import FINAL, SEARCH, Record
 
-__all__ = ["LIMITED", "OBJECTIVES", "Objective", "References", "accuracy_drop", "metric", "tracked_values"]
+__all__ = ["LIMITED", "OBJECTIVES", "Objective", "References", "accuracy_drop", "metric", "normalised_values", "tracked_values"]
 
 #: Suffix of a tracked metric that is an objective's limited value (``accuracy@limit``).
 LIMITED = "@limit"
@@ -151,3 +153,9 @@ def tracked_values(
         else:
             values.append(table[name].value(record, references, final))
     return values
+
+
+def normalised_values(record: Record, references: References, objectives: Sequence[Objective], final: bool = False) -> np.ndarray | None:
+    """The record's values of `objectives` (the table's normalised units), or None if it lacks one."""
+    values = [o.value(record, references, final) for o in objectives]
+    return None if any(v is None for v in values) else np.array(values, dtype=float)

@@ -36,6 +36,10 @@ class JobSpec:
         batch_size, seq_len: The deployment shape latency is timed at: examples per call, and
             tokens per example for text inputs (default: batch 1 and the data's length).
         evaluator: ``module:function`` scoring artifacts instead of the data's labels.
+        untrained: For a tuned model, also search widths and depths tuning did not train.
+        reference: For a tuned model, what accuracy drops are measured from: the model before
+            tuning (``original``), the tuned full model (``tuned``), or ``auto``: the original,
+            unless it scores near chance (a head newly initialised), then the tuned model.
         cost_model: A folder holding the target's cost model for this job, trained there on first
             use from `cost_model_samples` measured sub-networks; the job then carries it (for
             predicted latency). None: no cost model.
@@ -59,6 +63,8 @@ class JobSpec:
     seed: int = 0
     cost_model: Path | None = None
     cost_model_samples: int = 30
+    untrained: bool = False
+    reference: Literal["auto", "original", "tuned"] = "auto"
 
     def check(self) -> None:
         """Raises `InvalidArgumentError`, in the domain's words, for settings that cannot work."""
@@ -170,6 +176,9 @@ class Job:
         data: Where the examples came from, for manifests and reports.
         accuracy_reference: The baseline whose score accuracy constraints are measured from
             (the model before `simq tune`), instead of the FP32 reference's.
+        reference_auto: Measure from the FP32 model (the tuned one) instead when that baseline
+            scores near chance (its head was newly initialised): what the user would ship is
+            then the tuned model.
         notes: What preparing the job could not do and the report should say (a baseline left out).
     """
 
@@ -186,6 +195,7 @@ class Job:
     extra_files: Mapping[str, Path] = field(default_factory=dict)
     data: str = ""
     accuracy_reference: str | None = None
+    reference_auto: bool = False
     notes: tuple[str, ...] = ()
 
 
@@ -205,5 +215,7 @@ class CompileResult:
     driver_steps: dict[str, tuple[int, float]] = field(default_factory=dict)
     #: The record accuracy drops are measured from (the reference, or the model before tuning).
     accuracy_reference: Record | None = None
+    #: Why that record was chosen, where there was a choice.
+    reference_note: str | None = None
     #: What ``summary.json`` holds: the headline, the table's rows, settings, notes.
     summary: dict = field(default_factory=dict)

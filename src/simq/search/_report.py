@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 
 from simq.passes import Knob, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
-from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric
+from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric, normalised_values
 from simq.search._pareto import hypervolume
+from simq.search._plots import pareto_plots
 from simq.search._store import Record, Store
 
 __all__ = ["SUMMARY_FILE", "describe", "display_table", "headline", "hypervolume_curve", "write_report"]
@@ -57,12 +56,6 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
     return " · ".join(parts)
 
 
-def _normalised(record: Record, references: References, objectives: Sequence[Objective], final: bool = False) -> np.ndarray | None:
-    """The record's values of `objectives` (the table's normalised units), or None if it lacks one."""
-    values = [o.value(record, references, final) for o in objectives]
-    return None if any(v is None for v in values) else np.array(values, dtype=float)
-
-
 def reference_point(objectives: Sequence[Objective], drop_span: float) -> np.ndarray:
     """Hypervolume bound: `drop_span` points of accuracy, and each other objective's `hv_bound`
     (the FP32 model's latency and size)."""
@@ -88,60 +81,11 @@ def hypervolume_curve(
     for record in records:
         if record.kind != "candidate":
             continue
-        v = _normalised(record, references, chosen)
+        v = normalised_values(record, references, chosen)
         if v is not None and np.all(v <= point):
             values.append(v)
         curve.append(hypervolume(np.array(values), point) if values else 0.0)
     return curve
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _plots(records, references: References, baselines, front, objectives: Sequence[Objective], curve, accuracy_name) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots = []
-    ok = [r for r in records if r.status == "ok" and r.kind == "candidate"]
-    labels = {o.name: o.label.format(score=accuracy_name) for o in objectives}
-    names = [o.name for o in objectives]
-    pairs = [(names[0], names[1])] + ([(names[2], names[1]), (names[0], names[2])] if len(names) == 3 else [])
-    fp32 = _normalised(references.fp32, references, objectives, final=True)
-    for y_name, x_name in pairs:
-        x, y = names.index(x_name), names.index(y_name)
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        points = [v for v in (_normalised(r, references, objectives) for r in ok) if v is not None]
-        if points:
-            pts = np.array(points)
-            ax.scatter(pts[:, x], pts[:, y], c="0.75", s=14, label="validated candidates")
-        pts = np.array([v for v in (_normalised(r, references, objectives, final=True) for r in front) if v is not None]).reshape(-1, len(names))
-        ax.scatter(pts[:, x], pts[:, y], c="tab:blue", s=30, label="Pareto set (final measurement)")
-        for b in baselines:
-            v = _normalised(b, references, objectives, final=True)
-            if v is not None:
-                ax.scatter(v[x], v[y], marker="s", s=50, label=b.config["baseline"])
-        if fp32 is not None:
-            ax.scatter([fp32[x]], [fp32[y]], marker="*", s=120, c="k", label="FP32")
-        ax.set_xlabel(labels[x_name])
-        ax.set_ylabel(labels[y_name])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        plots.append((f"{labels[y_name]} against {labels[x_name]}", _png(fig)))
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(range(1, len(curve) + 1), curve, c="tab:blue")
-    ax.set_xlabel("validated candidates")
-    ax.set_ylabel("hypervolume")
-    ax.grid(alpha=0.3)
-    plots.append(("Hypervolume over validated candidates", _png(fig)))
-    plt.close(fig)
-    return plots
 
 
 def _row(record: Record, references: References, knobs, allowed: float | None) -> dict[str, object]:
@@ -177,18 +121,6 @@ def _row(record: Record, references: References, knobs, allowed: float | None) -
         "config": describe(record.config, knobs),
         "artifact": record.artifact or "",
     }
-
-
-def _html_table(rows: list[dict[str, object]]) -> str:
-    headers = list(rows[0])
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if row[h] is None else str(row[h]))}</td>" for h in headers) + "</tr>"
-        for row in rows
-    )
-    return (
-        f"<table border=1 cellpadding=3 style='border-collapse:collapse;font-size:13px'><tr>{head}</tr>{body}</table>"
-    )
 
 
 def _final(record: Record, name: str) -> float | None:
@@ -261,12 +193,18 @@ def _number(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("simq.search", "templates"), autoescape=True)
+    return environment.get_template("report.html.j2")
+
+
 def _settings_text(settings: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) or "the artifact's own runtime settings"
 
 
 def write_report(
-    out: Path, store: Store, options, job, references: References, baselines: list[Record], front: list[Record], goal
+    out: Path, store: Store, options, job, references: References, baselines: list[Record], front: list[Record], goal,
+    reference_note: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``pareto.csv``, ``summary.json`` and ``report.html``; returns the report's path and
     the summary (what `simq show` reads, and `display_table` lays out)."""
@@ -285,7 +223,7 @@ def write_report(
     span = options.max_accuracy_drop if options.max_accuracy_drop is not None else DEFAULT_DROP_SPAN
     curve = hypervolume_curve(records, reference, objectives, span, anchor)
     accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
-    plots = _plots(records, references, baselines, front, objectives, curve, accuracy_name) if front else []
+    plots = pareto_plots(records, references, baselines, front, objectives, curve, accuracy_name) if front else []
     table_rows = (
         [_row(reference, references, knobs, allowed) | {"config": "FP32 reference"}]
         + [_row(b, references, knobs, allowed) for b in baselines]
@@ -305,57 +243,22 @@ def write_report(
         )
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
-    parts = [
-        f"<h1>SimQ compile: {html.escape(job.name)} for {html.escape(job.target.name)}</h1>",
-        f"<p>Target fingerprint: {html.escape(job.target.fingerprint().key())}<br>{html.escape(' · '.join(settings))}</p>",
-        (
-            "<p>Latency: the Pareto set, the FP32 reference and the baselines re-timed against FP32 in paired "
-            "rounds (ratios are medians of per-round ratios, with their 95 % interval), every session in the "
-            f"process with {html.escape(_settings_text(job.target.timing_settings()))}. "
-            "<code>accuracy</code> is on the final split where there is one, and <code>accuracy_drop</code> its "
-            "drop below the reference paired on the same examples, with the 95 % interval; "
-            "<code>search_accuracy</code> is what the search saw, and <code>search_accuracy_bound</code> the upper "
-            "bound of its drop that decided which models are within the accuracy limit. The test split only "
-            "confirms: <code>confirmed</code> says 'beyond the limit' where a model's whole test interval lies "
-            "past the allowed drop.</p>"
-        ),
-        (
-            f"<p>Hypervolume reference point ({', '.join(options.objectives)}): {', '.join(f'{v:g}' for v in point)} "
-            "(accuracy as points below FP32, latency and size as ratios to FP32); "
-            f"final hypervolume {curve[-1] if curve else 0:.4f}.</p>"
-        ),
-        _html_table(table_rows),
-    ]
     summary = headline(references, baselines, front, options.max_accuracy_drop)
-    if summary:
-        parts.insert(2, f"<p><b>{html.escape(summary)}</b></p>")
-    if job.data:
-        parts.insert(2, f"<p>Data: {html.escape(job.data)}</p>")
-    beyond = [row["id"] for row in rows if row["confirmed"] == "beyond the limit"]
-    if beyond:
-        parts.insert(2, f"<p><b>Not confirmed on the test split: {', '.join(f'#{i}' for i in beyond)} (the whole test interval of "
-                     "the drop lies beyond the allowed drop).</b></p>")
-    if job.notes:
-        parts.insert(2, "<p>Notes:</p><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in job.notes) + "</ul>")
+    notes = [*job.notes, *([reference_note] if reference_note else [])]
     run = {
         "model": job.name, "target": job.target.name, "fingerprint": job.target.fingerprint().key(),
-        "data": job.data, "score": accuracy_name, "headline": summary, "settings": settings, "notes": list(job.notes),
+        "data": job.data, "score": accuracy_name, "headline": summary, "settings": settings, "notes": notes,
+        "accuracy_reference": {"id": anchor.id, "name": "FP32" if anchor.id == reference.id else anchor.config.get("baseline"), "accuracy": anchor.metrics.get("accuracy")},
         "timing": job.target.timing_settings(), "rows": table_rows,
     }  # fmt: skip
     (out / "summary.json.partial").write_text(json.dumps(run, indent=1, default=str))
     (out / "summary.json.partial").replace(out / SUMMARY_FILE)
-    for title, png in plots:
-        parts.append(f"<h3>{html.escape(title)}</h3><img src='data:image/png;base64,{png}'>")
-    if failed:
-        parts.append(
-            f"<h3>{len(failed)} failed evaluations</h3><ul>"
-            + "".join(f"<li>#{r.id}: {html.escape(r.error or '')}{html.escape(f' (on {r.worker})' if r.worker else '')}</li>" for r in failed[:50])
-            + "</ul>"
-        )
+    page = _template().render(
+        run, objectives=options.objectives, point=[f"{v:g}" for v in point], hypervolume=curve[-1] if curve else 0.0,
+        timing=_settings_text(job.target.timing_settings()), columns=list(table_rows[0]) if table_rows else [],
+        unconfirmed=[row["id"] for row in rows if row["confirmed"] == "beyond the limit"], plots=plots, failed=failed,
+    )  # fmt: skip
     report = out / "report.html"
-    (out / "report.html.partial").write_text(
-        "<!doctype html><meta charset='utf-8'><title>SimQ report</title><body style='font-family:sans-serif'>"
-        + "\n".join(parts)
-    )
+    (out / "report.html.partial").write_text(page)
     (out / "report.html.partial").replace(report)
     return report, run

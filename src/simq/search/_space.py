@@ -70,7 +70,15 @@ class SearchSpace:
         """
         compressed = self.precisions[1:]
         first = compressed[0] if compressed else None
-        policies = [(p, 1.0, 0) for p in compressed] + [(first, w, d) for w, d in ((0.75, 0), (0.5, 0), (1.0, 1), (0.75, 1), (1.0, 2), (0.75, 2))]
+        lattice = ((0.75, 0), (0.5, 0), (1.0, 1), (0.75, 1), (1.0, 2), (0.75, 2))
+        trained = self.pipeline.trained
+        if trained is not None:  # what tuning trained: its smallest network, then its lattice, diagonals first
+            deepest = len(self._middle_blocks())
+            lattice = ((trained.min_width, deepest), *sorted(
+                {(w, d) for w in (1.0, 0.75, 0.5) for d in range(deepest + 1)} - {(1.0, 0)},
+                key=lambda wd: (abs((1 - wd[0]) * 4 - wd[1]), -wd[1]),
+            ))  # fmt: skip
+        policies = [(p, 1.0, 0) for p in compressed] + [(first, w, d) for w, d in lattice]
         floats = self.model_precisions[::-1]  # BF16 first where offered
         rows, keys = [], {self.key(self.encode({}))}
         for model_precision in floats if len(floats) > 1 else []:
@@ -96,6 +104,8 @@ class SearchSpace:
         """Depth knobs of the blocks between the first and the last, the middle first (dropping
         the first or last layer costs several times more: docs/PRUNE.md)."""
         depth = [k.name for k in self.knobs if knob_kind(k.name) == "depth" and True in k.domain]
+        if self.pipeline.trained is not None:  # only the blocks tuning drops, in its order
+            return depth
         inner = depth[1:-1]
         return sorted(inner, key=lambda name: abs(depth.index(name) - (len(depth) - 1) / 2))
 

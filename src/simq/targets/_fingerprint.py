@@ -6,7 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-__all__ = ["cpu_description", "has_bf16", "has_int8_dot"]
+__all__ = ["cpu_description", "has_bf16", "has_int8_dot", "integer_kernels"]
 
 # /proc/cpuinfo flag -> the name we report. VNNI and AMX are what make INT8 pay off on x86.
 _ISA_FLAGS = {
@@ -24,7 +24,12 @@ _ISA_FLAGS = {
 
 
 def cpu_description() -> tuple[str, tuple[str, ...], int]:
-    """(CPU model, ISA flags we care about, logical cores)."""
+    """(CPU model, ISA flags we care about, logical cores).
+
+    Linux's /proc/cpuinfo answers at once; elsewhere (macOS, Windows) py-cpuinfo reads the CPU
+    (about a second). Flags it cannot find are left out: an empty ISA means "unknown", and targets
+    then offer every precision and let measurement decide (`integer_kernels`).
+    """
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -36,8 +41,28 @@ def cpu_description() -> tuple[str, tuple[str, ...], int]:
                 flags |= set(value.split())
     except OSError:
         pass
+    if not flags:
+        info = _cpuinfo()
+        flags = set(info.get("flags", ()))
+        model = info.get("brand_raw") or model
     isa = tuple(sorted(name for flag, name in _ISA_FLAGS.items() if flag in flags))
     return model, isa, os.cpu_count() or 1
+
+
+def _cpuinfo() -> dict:
+    try:
+        import cpuinfo
+
+        return cpuinfo.get_cpu_info()
+    except Exception:  # an unknown platform: nothing is known, which targets treat as "measure"
+        return {}
+
+
+def integer_kernels(isa: tuple[str, ...]) -> bool:
+    """Whether the runtime has integer GEMM kernels here: x86 from AVX2 on, ARM NEON; when the ISA
+    could not be read (empty), assumed so: a candidate the CPU runs slowly loses on latency when
+    it is measured, while a precision dropped silently can never win."""
+    return not isa or bool({"avx2", "avx512", "neon", "dotprod"} & set(isa))
 
 
 def has_int8_dot(isa: tuple[str, ...]) -> bool:

@@ -104,6 +104,8 @@ class ElasticNetwork:
         self.knobs: list[Knob] = [k for k in pruning_knobs(structure) if knob_kind(k.name) in (knob_kind(heads_knob(0)), knob_kind(ffn_knob(0)), knob_kind(depth_knob(0)))]
         self._by_name = {k.name: k for k in self.knobs}
         self._config: dict[str, Hashable] = {}
+        #: Depth knobs in the order blocks are dropped (least important first; `reorder` sets it).
+        self.depth_order: list[str] = [layer.block_knob for layer in self.layers[1:-1] if layer.block_knob is not None]
         self._hooks = []
         for layer in self.layers:
             self._hooks.append(layer.out.register_forward_pre_hook(self._head_mask(layer)))
@@ -123,21 +125,33 @@ class ElasticNetwork:
     def largest(self) -> dict[str, Hashable]:
         return {k.name: k.default for k in self.knobs}
 
-    def smallest(self, min_width: float) -> dict[str, Hashable]:
-        """Every width at the smallest value at least `min_width` of its full size; no layer dropped."""
-        return {k.name: self._floor(k, min_width) for k in self.knobs if knob_kind(k.name) != knob_kind(depth_knob(0))}
+    def max_drops(self, min_depth: float) -> int:
+        """How many blocks the shallowest trained network drops: it keeps at least `min_depth` of
+        the layers, and never the first or the last (dropping those costs several points)."""
+        return min(len(self.depth_order), int(len(self.layers) * (1 - min_depth) + 1e-9))
 
-    def sample(self, rng: np.random.Generator, min_width: float, drop: float) -> dict[str, Hashable]:
+    def dropped(self, count: int) -> dict[str, Hashable]:
+        """The depth config with the first `count` blocks of `depth_order` dropped."""
+        return {name: i < count for i, name in enumerate(self.depth_order)}
+
+    def smallest(self, min_width: float, min_depth: float = 1.0) -> dict[str, Hashable]:
+        """Every width at the smallest value at least `min_width` of its full size, and the
+        shallowest depth (`max_drops`): smallest in every dimension, as the sandwich rule needs."""
+        config = {k.name: self._floor(k, min_width) for k in self.knobs if knob_kind(k.name) != knob_kind(depth_knob(0))}
+        return config | self.dropped(self.max_drops(min_depth))
+
+    def sample(self, rng: np.random.Generator, min_width: float, drop: float, min_depth: float = 1.0) -> dict[str, Hashable]:
         """A random sub-network of the space `simq compile` searches (widths at least `min_width`):
-        each width knob uniform over its allowed values, each layer dropped with probability `drop`."""
+        each width knob uniform over its allowed values; with probability `drop`, 1 to `max_drops`
+        blocks dropped (uniformly many), the least important first."""
         config: dict[str, Hashable] = {}
         for k in self.knobs:
-            if knob_kind(k.name) == knob_kind(depth_knob(0)):
-                config[k.name] = bool(rng.random() < drop)
-            else:
+            if knob_kind(k.name) != knob_kind(depth_knob(0)):
                 allowed = [v for v in k.domain if v >= self._floor(k, min_width)]
                 config[k.name] = allowed[int(rng.integers(len(allowed)))]
-        return config
+        deepest = self.max_drops(min_depth)
+        count = int(rng.integers(1, deepest + 1)) if deepest and rng.random() < drop else 0
+        return config | self.dropped(count)
 
     @staticmethod
     def _floor(knob: Knob, min_width: float) -> int:
@@ -187,12 +201,22 @@ class ElasticNetwork:
         contribution after the output projection; over the calibration batches.
 
         Returns:
-            Per layer, the order chosen (original indices), for the record.
+            Per layer, the order chosen (original indices), and under ``depth`` the order in
+            which blocks are dropped (the mean relative change each layer makes to the residual
+            stream, smallest first; the first and last layer are never dropped), for the record.
         """
         torch = _torch()
-        sums: dict[int, dict[str, Any]] = {layer.index: {"heads": 0.0, "ffn": 0.0} for layer in self.layers}
+        sums: dict[int, dict[str, Any]] = {layer.index: {"heads": 0.0, "ffn": 0.0, "change": 0.0} for layer in self.layers}
         hooks = []
         for layer in self.layers:
+            def block_hook(module, args, kwargs, output, layer=layer):
+                # How much the layer moves the residual stream: what dropping it loses.
+                hidden = (args[0] if args else kwargs["hidden_states"]).detach()
+                out = (output[0] if isinstance(output, tuple) else output).detach()
+                sums[layer.index]["change"] += float(((out - hidden).norm(dim=-1) / hidden.norm(dim=-1).clamp(min=1e-6)).mean())
+
+            if layer.block is not None:
+                hooks.append(layer.block.register_forward_hook(block_hook, with_kwargs=True))
             def head_hook(module, args, layer=layer):
                 x = args[0].detach()  # (batch, seq, heads * head_size)
                 w = module.weight.detach()  # (hidden, heads * head_size)
@@ -215,12 +239,15 @@ class ElasticNetwork:
             for hook in hooks:
                 hook.remove()
             self._config = previous
-        orders = {}
+        orders: dict[Any, Any] = {}
         for layer in self.layers:
             heads = torch.argsort(torch.as_tensor(sums[layer.index]["heads"]), descending=True)
             neurons = torch.argsort(torch.as_tensor(sums[layer.index]["ffn"]), descending=True)
             self._permute(layer, heads, neurons)
             orders[layer.index] = {"heads": heads.tolist(), "ffn": neurons.tolist()}
+        change = {layer.block_knob: sums[layer.index]["change"] for layer in self.layers}
+        self.depth_order = sorted(self.depth_order, key=lambda name: change[name])
+        orders["depth"] = list(self.depth_order)
         return orders
 
     @staticmethod

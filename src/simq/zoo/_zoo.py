@@ -49,6 +49,7 @@ class Zoo:
 
     def __init__(self, cache_dir: Path | str | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._texts: dict[str, dict[str, tuple[list[str], np.ndarray]]] = {}
 
     def names(self) -> list[str]:
         """The names of all zoo models."""
@@ -115,7 +116,9 @@ class Zoo:
             raise InvalidArgumentError(f"zoo model {name!r} has no texts; text splits exist for minilm-tweets.")
         if split not in (*SPLITS, "spare"):
             raise InvalidArgumentError(f"unknown data split {split!r}; use one of {', '.join(SPLITS)} or spare.")
-        return builder.texts(recipe, split)
+        if name not in self._texts:  # tokenizing the corpus to draw the splits takes seconds: once
+            self._texts[name] = builder.texts(recipe)
+        return self._texts[name][split]
 
     def torch_source(self, name: str):
         """The model as PyTorch (`simq.ir.TorchSource`): for `simq tune`, and for the export
@@ -127,7 +130,7 @@ class Zoo:
         recipe = self._recipe(name)
         builder = importlib.import_module(f"simq.zoo.{recipe.builder}")
         if not hasattr(builder, "torch_source"):
-            raise InvalidArgumentError(f"zoo model {name!r} has no PyTorch source; minilm-tweets and the transformers models have one.")
+            raise InvalidArgumentError(f"zoo model {name!r} has no PyTorch source; minilm-tweets, the digits models and the single-output transformers models have one.")
         self.path(name)
         return builder.torch_source(recipe, self.cache_dir / name)
 

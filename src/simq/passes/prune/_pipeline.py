@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup
-from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob
+from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, knob_kind
 from simq.passes._run import run_passes
 from simq.passes.prune._common import Order, WidthPass, dropped_layers
 from simq.passes.prune._stats import PruningStats
@@ -24,6 +24,7 @@ __all__ = [
     "ELASTIC_METADATA",
     "PRUNING_PASSES",
     "PruneOptions",
+    "TrainedSpace",
     "elastic_record",
     "predicted_params",
     "prune",
@@ -51,6 +52,55 @@ def elastic_record(model: ir.Model) -> dict[str, Any] | None:
     """What `simq tune` recorded on a model, or None for a model that was not tuned."""
     text = model.metadata_props.get(ELASTIC_METADATA)
     return json.loads(text) if text else None
+
+
+@dataclass(frozen=True)
+class TrainedSpace:
+    """The sub-networks elastic fine-tuning trained; a search of a tuned model stays inside them.
+
+    Attributes:
+        min_width: Heads and FFN widths below this share of the full width were never trained.
+        depth_order: Depth knobs in the order tuning drops blocks (least important first): the
+            trained depths are "the first k of them dropped".
+        max_drops: The largest k trained.
+    """
+
+    min_width: float
+    depth_order: tuple[str, ...] = ()
+    max_drops: int = 0
+
+    @classmethod
+    def of(cls, model: ir.Model) -> TrainedSpace | None:
+        """The space `simq tune` recorded on `model` (None if it was not tuned)."""
+        record = elastic_record(model)
+        if record is None:
+            return None
+        order = tuple(record.get("depth_order", ()))
+        return cls(float(record.get("min_width", 0.0)), order, int(record.get("max_drops", 0)))
+
+    def knobs(self, knobs: list[Knob]) -> list[Knob]:
+        """`knobs` limited to what was trained: widths from `min_width` up, depth knobs only for
+        the blocks tuning drops (others are never dropped)."""
+        droppable = set(self.depth_order[: self.max_drops])
+        limited = []
+        for knob in knobs:
+            kind = knob_kind(knob.name)
+            if kind == knob_kind(depth_knob(0)):
+                if knob.name in droppable:
+                    limited.append(knob)
+            elif kind in (knob_kind(heads_knob(0)), knob_kind(ffn_knob(0))):
+                floor = self.min_width * knob.default - 1e-9
+                limited.append(replace(knob, domain=tuple(v for v in knob.domain if v >= floor)))
+            else:
+                limited.append(knob)
+        return limited
+
+    def repair(self, config: dict[str, Hashable]) -> dict[str, Hashable]:
+        """`config` with its depth on a trained one: as many blocks dropped, the first in order."""
+        order = [name for name in self.depth_order[: self.max_drops] if name in config]
+        dropped = sum(bool(config[name]) for name in order)
+        config.update({name: i < dropped for i, name in enumerate(order)})
+        return config
 
 
 def pruning_options(model: ir.Model, stats_available: bool) -> PruneOptions:

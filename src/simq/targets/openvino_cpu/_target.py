@@ -109,7 +109,7 @@ class OpenVinoCpuTarget:
     def save_native(self, model: Any, workdir: Path, onnx_path: Path | None, precision: str = "fp32") -> Artifact:
         """Save an OpenVINO model (e.g. one NNCF made) as this target's artifact, with its hint."""
         ov = openvino()
-        xml = Path(workdir) / "model.xml"
+        xml = Path(workdir) / "openvino_model.xml"  # the name Optimum Intel loads
         model.set_rt_info(_HINTS[precision], _RT_INFO)
         ov.save_model(model, str(xml))
         files = (xml, xml.with_suffix(".bin")) + ((onnx_path,) if onnx_path is not None else ())

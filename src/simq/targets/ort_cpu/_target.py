@@ -15,7 +15,7 @@ from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
 from simq.passes.fuse import OrtFusionPass, SkipLayerNormAsSumPass
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
-from simq.targets._fingerprint import cpu_description, has_int8_dot
+from simq.targets._fingerprint import cpu_description, has_int8_dot, integer_kernels
 from simq.targets.ort_cpu._baselines import ort_baselines
 from simq.targets.ort_cpu._kernels import SUM_FASTER_BY, residual_norm_ratio
 
@@ -65,7 +65,7 @@ class OrtCpuTarget:
         return Fingerprint(self.name, cpu, self.isa if self.isa is not None else isa, cores, self.threads, "onnxruntime", ort.__version__)
 
     def supports(self, op_type: str, precision: str) -> bool:
-        if precision in _INTEGER and not _integer_kernels(self.fingerprint().isa):
+        if precision in _INTEGER and not integer_kernels(self.fingerprint().isa):
             return False
         return precision in _PRECISIONS.get(op_type, ("fp32",))
 
@@ -75,14 +75,14 @@ class OrtCpuTarget:
         an INT8 dot-product instruction (VNNI), MLAS sums u8 x s8 products in int16 and can
         saturate, so dynamic INT8 weights use 7 bits there."""
         fusions: tuple[ir.passes.PassBase, ...] = (OrtFusionPass(signature),)
-        notes: tuple[str, ...] = ()
+        notes: dict[int, str] = {}
         if self._residual_norm_ratio is None:
             self._residual_norm_ratio = residual_norm_ratio(self.threads, self.timing_settings())
         if self._residual_norm_ratio <= SUM_FASTER_BY:
             fusions += (SkipLayerNormAsSumPass(),)
-            notes = (
+            notes[len(fusions) - 1] = (
                 f"residual layer norms run as Sum + LayerNormalization: {1 / self._residual_norm_ratio:.1f}x faster than ONNX "
-                "Runtime's SkipLayerNormalization kernel on this CPU (timed when the job was prepared).",
+                "Runtime's SkipLayerNormalization kernel on this CPU (timed when the job was prepared)."
             )
         return Lowering(fusions=fusions, reduce_range=not has_int8_dot(self.fingerprint().isa), notes=notes)
 
@@ -143,8 +143,3 @@ class OrtCpuTarget:
         self, artifact: Artifact, inputs: Mapping[str, np.ndarray], warmup: int = 10, repeats: int = 50
     ) -> LatencyStats:
         return time_calls(self.runner(artifact, inputs), warmup, repeats)
-
-
-def _integer_kernels(isa: Sequence[str]) -> bool:
-    """MLAS has integer GEMM kernels for x86 from AVX2 on and for ARM NEON."""
-    return bool({"avx2", "avx512", "neon"} & set(isa))

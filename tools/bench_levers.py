@@ -1,0 +1,124 @@
+"""Each lowering lever on its own: SimQ's unpruned dynamic-INT8 minilm-tweets with one thing
+changed at a time, timed against the recipe users run (ORT's transformers optimizer + per-tensor
+dynamic INT8) in one process, two runs. Writes docs/LEVERS.md.
+
+Levers: residual layer norms as Sum + LayerNormalization (what the ort-cpu target chooses where it
+is faster) against ORT's SkipLayerNormalization; per-tensor against per-channel INT8 weights; the
+all-zero B zero point on MatMulInteger and QAttention left out; static INT8 (QDQ) for the
+MatMuls instead of per-call activation quantization.
+
+Usage: python tools/bench_levers.py [--rounds N] [--seq 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import cpu_name, table  # noqa: E402
+
+from simq import ir as sir  # noqa: E402
+from simq.data import timing_feed  # noqa: E402
+from simq.passes import Pipeline, is_precision  # noqa: E402
+from simq.search import JobSpec, prepare_job  # noqa: E402
+from simq.targets import Artifact, interleave, median_interval, round_ratios  # noqa: E402
+from simq.zoo import Zoo  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_ROUND = 5
+
+
+def _policy(pipeline: Pipeline, matmuls: str) -> dict:
+    """Attention int8dyn; other units `matmuls` where offered, else int8dyn, else fp32."""
+    config = {}
+    for knob in pipeline.knobs:
+        if is_precision(knob.name):
+            want = "int8dyn" if "attention" in knob.name else matmuls
+            config[knob.name] = want if want in knob.domain else ("int8dyn" if "int8dyn" in knob.domain else "fp32")
+    return config
+
+
+def _rewrite_weights(src: Path, dst: Path, per_tensor: bool) -> None:
+    """The same model with the B zero points left out, and per-tensor weights if asked."""
+    model = onnx.load(src)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("MatMulInteger", "QAttention"):
+            continue
+        weight = node.input[1]
+        # SimQ names a weight's int8 data NAME.int8 and its scales NAME.scale (QuantizePass).
+        scale = weight.removesuffix(".int8") + ".scale"
+        if per_tensor:
+            w = numpy_helper.to_array(inits[weight]).astype(np.float32) * numpy_helper.to_array(inits[scale])
+            s = np.float32(np.abs(w).max() / 127)
+            inits[weight].CopyFrom(numpy_helper.from_array(np.clip(np.round(w / s), -127, 127).astype(np.int8), weight))
+            shape = (1,) if node.op_type == "QAttention" else ()
+            inits[scale].CopyFrom(numpy_helper.from_array(np.full(shape, s, np.float32), scale))
+        zero_point = 3 if node.op_type == "MatMulInteger" else 7
+        if len(node.input) > zero_point:
+            del node.input[zero_point]
+    onnx.save(model, dst)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seq", type=int, default=64)
+    args = parser.parse_args()
+    zoo = Zoo()
+    job = prepare_job(JobSpec("zoo:minilm-tweets", seq_len=args.seq), zoo).job
+    pipeline, target = job.pipeline, job.target
+    kept = Pipeline(
+        job.model, job.structure, calibration=pipeline.calibration, calibration_batches=pipeline.calibration_batches,
+        stats=pipeline.stats, supports=pipeline.supports, lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1]),
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        models: dict[str, Artifact] = {
+            "FP32": target.lower(job.model, work / "fp32"),
+            "the recipe": job.baselines["ORT optimizer + dynamic INT8"](work / "recipe"),
+            "SimQ, as lowered here": target.lower(pipeline.build(_policy(pipeline, "int8dyn")), work / "simq"),
+            "SkipLayerNormalization kept": target.lower(kept.build(_policy(kept, "int8dyn")), work / "kept"),
+            "static INT8 MatMuls (QDQ)": target.lower(pipeline.build(_policy(pipeline, "int8")), work / "static"),
+        }
+        for label, per_tensor in (("no B zero point", False), ("per-tensor weights, no zero point", True)):
+            folder = work / label.replace(" ", "-").replace(",", "")
+            folder.mkdir()
+            _rewrite_weights(models["SimQ, as lowered here"].path, folder / "model.onnx", per_tensor)
+            models[label] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
+        feed = timing_feed(zoo.data("minilm-tweets", "test").inputs, sir.input_domains(job.model), job.structure.signature)
+        runs = []
+        for _ in range(2):
+            calls = {label: target.runner(artifact, feed) for label, artifact in models.items()}
+            times = interleave(calls, rounds=args.rounds, per_round=PER_ROUND, rewarm=3)
+            runs.append({label: round_ratios(times[label], times["the recipe"], PER_ROUND) for label in models})
+    rows = []
+    for label in models:
+        first, second = runs[0][label], runs[1][label]
+        low, high = median_interval(first)
+        rows.append([label, f"{statistics.median(first):.3f} [{low:.3f}, {high:.3f}]", f"{statistics.median(second):.3f}"])
+    doc = f"""# Lowering levers, one at a time
+
+Generated by `python tools/bench_levers.py --rounds {args.rounds} --seq {args.seq}` on {cpu_name()}, 2 threads, batch 1,
+{args.seq} tokens (minilm-tweets). Every model interleaved in one process, every session with thread
+spinning off; latency as the median of per-round ratios to the recipe (ORT's transformers optimizer
++ per-tensor dynamic INT8) with its 95 % interval, then a second run in turn. Each row changes one
+thing of SimQ's unpruned dynamic-INT8 model.
+
+{table(["model", "× the recipe [95 %]", "run 2"], rows)}
+"""
+    (ROOT / "docs" / "LEVERS.md").write_text(doc)
+    print(doc)
+
+
+if __name__ == "__main__":
+    main()
