@@ -7,6 +7,7 @@ prints that sentence and exits with status 2.
 from __future__ import annotations
 
 __all__ = [
+    "first_line",
     "SimqError",
     "ModelLoadError",
     "UnknownModelError",
@@ -63,3 +64,14 @@ class ArtifactError(SimqError):
 
 class DataError(SimqError):
     """Data given with --data is missing, unreadable, malformed, or cannot feed the model."""
+
+
+def first_line(error: BaseException, limit: int = 200, *, typed: bool = False) -> str:
+    """The first line of an error's message, at most `limit` characters (the error's type name
+    when it has no message); with `typed`, prefixed by the type (``RuntimeError: ...``): how a
+    library's multi-line error becomes part of one sentence."""
+    lines = str(error).strip().splitlines()
+    text = lines[0][:limit] if lines else ""
+    if typed:
+        return f"{type(error).__name__}: {text}"
+    return text or type(error).__name__

@@ -73,3 +73,10 @@ def test_every_command_and_flag_says_what_it_does():
         for action in parser._actions:
             if action.option_strings and action.help != argparse.SUPPRESS:
                 assert action.help, f"simq {name} {action.option_strings[0]} has no help"
+
+
+def test_a_dataset_id_not_in_the_local_cache_says_where_it_looked(text_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    assert _compile(text_model, "stanfordnlp/imdb", tmp_path / "out") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "local datasets cache" in err and "nothing is downloaded" in err and "Traceback" not in err

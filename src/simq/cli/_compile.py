@@ -6,17 +6,15 @@ import argparse
 import contextlib
 import functools
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, render_table, zoo_for
+from simq.cli._progress import CompileProgress
 from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
 from simq.errors import InvalidArgumentError, MissingDependencyError
-from simq.eval import DEFAULT_CONFIDENCE
 from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
@@ -25,7 +23,6 @@ from simq.search import (
     check_out,
     check_spec,
     compile_model,
-    describe,
     make_out,
     prepare_job,
     resolution_note,
@@ -44,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     add_data_arguments(parser)
-    parser.add_argument("--target", default="ort-cpu", help="target name (see simq targets; default ort-cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="threads the target may use (default 2)")
+    spec, options = JobSpec(model=""), CompileOptions()  # the library's defaults are the flags' defaults
+    parser.add_argument("--target", default=spec.target, help=f"target name (see simq targets; default {spec.target})")
+    parser.add_argument("--threads", type=int, default=spec.threads, help=f"threads the target may use (default {spec.threads})")
     parser.add_argument(
         "--batch-size", type=_positive, metavar="N",
         help="examples per call where latency is timed: the deployment's batch (default 1)",
@@ -55,56 +53,57 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tokens per example where latency is timed, every one attended (default: the data's length, 64 for the zoo's text)",
     )  # fmt: skip
     parser.add_argument(
-        "--objectives",
-        default="accuracy,latency,size",
-        help=f"two or three of {','.join(OBJECTIVES)} (default all three)",
-    )
+        "--objectives", default=",".join(options.objectives),
+        help=f"two or three of {','.join(OBJECTIVES)} (default {','.join(options.objectives)})",
+    )  # fmt: skip
     parser.add_argument(
-        "--budget", type=int, default=40, help="candidates to validate: build, evaluate, measure (default 40)"
+        "--budget", type=int, default=options.budget, help=f"candidates to validate: build, evaluate, measure (default {options.budget})"
     )
     parser.add_argument("--out", type=Path, default=Path("simq-out"), help="output folder (default simq-out)")
     parser.add_argument(
-        "--algorithm", default="linas", choices=list(ALGORITHMS), help="search algorithm (default linas)"
+        "--algorithm", default=options.algorithm, choices=list(ALGORITHMS), help=f"search algorithm (default {options.algorithm})"
     )
-    parser.add_argument("--population", type=int, default=10, help="candidates validated per generation (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the search and the carving of data roles: a run is repeatable (default 0)")
     parser.add_argument(
-        "--max-accuracy-drop", type=_drop, default=1.0,
-        help="keep only candidates at most this many points of the score below FP32 (default 1; 'none': no limit)",
+        "--population", type=int, default=options.population, help=f"candidates validated per generation (default {options.population})"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=options.seed, help=f"seeds the search and the carving of data roles: a run is repeatable (default {options.seed})"
+    )
+    parser.add_argument(
+        "--max-accuracy-drop", type=_drop, default=options.max_accuracy_drop,
+        help=f"keep only candidates at most this many points of the score below FP32 (default {options.max_accuracy_drop:g}; 'none': no limit)",
     )  # fmt: skip
     parser.add_argument(
-        "--confidence", type=float, default=DEFAULT_CONFIDENCE,
+        "--confidence", type=float, default=options.confidence,
         help="confidence that a published model is at most --max-accuracy-drop below FP32, judged paired on the "
-        f"validation split's examples (default {DEFAULT_CONFIDENCE}; 0.5 trusts the point estimate)",
+        f"validation split's examples (default {options.confidence}; 0.5 trusts the point estimate)",
     )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(
         "--evaluator", metavar="MODULE:FUNCTION",
-        help="score candidates with FUNCTION(artifact, run) -> float, higher is better (default: accuracy on the "
-        "data's labels; without labels top-1 agreement with FP32 for classifiers, else output cosine to FP32)",
+        help="score candidates with FUNCTION(artifact, run), higher is better: a float, or one score per example "
+        "(default: accuracy on the data's labels; without labels top-1 agreement with FP32 for classifiers, else "
+        "output cosine to FP32)",
     )  # fmt: skip
     parser.add_argument(
-        "--latency",
-        choices=["measured", "predicted"],
-        default="measured",
-        help="measure every candidate (default) or predict with the target's cost model",
+        "--latency", choices=["measured", "predicted"], default=options.latency,
+        help=f"measure every candidate or predict with the target's cost model (default {options.latency})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cost-model", type=Path, help="folder of the target's cost model (trained there on first use; default OUT/costmodel)"
     )
     parser.add_argument(
-        "--cost-model",
-        type=Path,
-        help="folder of the target's cost model (trained there on first use; default OUT/costmodel)",
-    )
-    parser.add_argument(
-        "--cost-model-samples",
-        type=int,
-        default=30,
-        help="random sub-networks measured to train a new cost model (default 30)",
-    )
+        "--cost-model-samples", type=int, default=spec.cost_model_samples,
+        help=f"random sub-networks measured to train a new cost model (default {spec.cost_model_samples})",
+    )  # fmt: skip
     parser.add_argument(
         "--time-limit", type=float, metavar="MINUTES",
         help="start no new candidate after this many minutes (per invocation); the Pareto set of what was validated is then written as usual",
     )  # fmt: skip
-    parser.add_argument("--final-models", type=int, default=8, help="models of the front to publish (re-time, re-score; default 8)")
+    parser.add_argument(
+        "--final-models", type=int, default=options.final_models,
+        help=f"models of the front to publish (re-time, re-score; default {options.final_models})",
+    )
     parser.add_argument("--keep-slower", action="store_true", help="also publish models slower than FP32 (kept for their size)")
     parser.add_argument(
         "--withhold-unconfirmed", action="store_true",
@@ -122,7 +121,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --ray: a folder every node sees at the same path, for artifacts (default: Ray's object store)",
     )  # fmt: skip
     parser.add_argument(
-        "--reference", choices=["auto", "original", "tuned"], default="auto",
+        "--reference", choices=["auto", "original", "tuned"], default=spec.reference,
         help="for a simq tune folder: measure accuracy drops from the model before tuning, from the tuned model, or auto: "
         "the original unless it scores near chance (default auto)",
     )  # fmt: skip
@@ -241,64 +240,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         make_out(args.out)
         write_recipe(parser, args, args.out / "recipe.yaml")
         job = prepared.job
-        with _progress(console, job.pipeline.knobs) as progress:
+        with CompileProgress(console, job.pipeline.knobs) as progress:
             result = compile_model(job, options, args.out, resume=args.resume, progress=progress, executor=executor)
     _summary(console, result)
     return 0
-
-
-class _progress:
-    """A progress bar per phase on a terminal; elsewhere (CI logs, pipes) one plain line per phase
-    and per candidate, with the elapsed time. Called as ``progress(phase, done, total, detail)``."""
-
-    _LABELS = {
-        "search": "validating candidates",
-        "final": "final pass: lowering, timing, scoring",
-        "cost model": "measuring the cost model's samples",
-    }
-
-    def __init__(self, console: Console, knobs, reference_size: float | None = None) -> None:
-        self.console, self.knobs = console, knobs
-        self.plain = not console.is_terminal
-        self.start = time.monotonic()
-        self.tasks: dict[str, int] = {}
-        self.bar = None if self.plain else Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
-        )  # fmt: skip
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc) if self.bar is not None else None
-
-    def __call__(self, phase: str, done: int, total: int, detail=None) -> None:
-        if not self.plain:
-            if phase not in self.tasks:
-                self.tasks[phase] = self.bar.add_task(self._LABELS.get(phase, phase), total=total)
-            self.bar.update(self.tasks[phase], completed=done, total=total)
-            return
-        elapsed = f"[{(time.monotonic() - self.start) / 60:5.1f} min]"
-        if phase not in self.tasks:
-            self.tasks[phase] = 0
-            print(f"{elapsed} {self._LABELS.get(phase, phase)} ({total})", file=self.console.file, flush=True)
-        if phase == "search" and detail is not None:
-            m = detail.metrics
-            score = f"{m['accuracy']:.2f}" if "accuracy" in m else "-"
-            ratio = f"{m['latency_ratio']:.3f}x" if "latency_ratio" in m else f"{m.get('latency_ms', float('nan')):.2f} ms"
-            size = f"{m['size_bytes'] / 1e6:.1f} MB" if "size_bytes" in m else "-"
-            status = f"failed: {detail.error}" if detail.error else f"score {score} · latency {ratio} · {size}"
-            if detail.worker:
-                status += f" · on {detail.worker}"
-            print(f"{elapsed} #{detail.id} ({done}/{total}) {describe(detail.config, self.knobs)} · {status} · {detail.seconds:.1f} s",
-                  file=self.console.file, flush=True)  # fmt: skip
-        elif phase == "final" and isinstance(detail, str):  # what the final pass just did: lowered, timed, scored
-            print(f"{elapsed} final pass: {detail}", file=self.console.file, flush=True)
-        if phase != "search" and done == total:
-            print(f"{elapsed} {self._LABELS.get(phase, phase)} done", file=self.console.file, flush=True)
 
 
 def _summary(console: Console, result) -> None:

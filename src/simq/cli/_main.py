@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from simq import __version__
 from simq.cli import _compile, _inspect, _measure, _run, _show, _targets, _tune, _worker
-from simq.errors import SimqError
+from simq.errors import SimqError, first_line
 
 __all__ = ["main"]
 
@@ -63,9 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a library error SimQ did not turn into a sentence: still one line
         if args.debug:
             raise
-        text = str(e).strip().splitlines()
         err.print(
-            f"[bold red]error:[/] {escape(type(e).__name__)}: {escape(text[0][:300] if text else '')} "
+            f"[bold red]error:[/] {escape(first_line(e, 300, typed=True))} "
             "(unexpected; simq --debug ... shows where)", highlight=False, soft_wrap=True,
         )  # fmt: skip
         return 2

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from simq import ir as simq_ir
 from simq.cli._common import add_data_arguments, cache_root, data_options, parse_shapes, zoo_for
+from simq.cli._progress import Progressive
 from simq.errors import InvalidArgumentError
 from simq.search import JobSpec, examples_for
 from simq.tune import TuneOptions, transformers_source, tune
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Bar:
+class _Bar(Progressive):
     """A progress bar on a terminal; in a log or a pipe one plain line per epoch and every few
     minutes (step, loss, the last validation of the largest and smallest sub-networks)."""
 
@@ -99,38 +100,25 @@ class _Bar:
     EVERY = 120
 
     def __init__(self, console: Console) -> None:
-        self.console = console
-        self.plain = not console.is_terminal
-        self.start = self.last = time.monotonic()
-        self.bar = None if self.plain else Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        super().__init__(
+            console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
         )  # fmt: skip
+        self.last = self.start
         self.task = None
         self.info = ""
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc) if self.bar is not None else None
-
-    def _line(self, text: str) -> None:
-        print(f"[{(time.monotonic() - self.start) / 60:5.1f} min] {text}", file=self.console.file, flush=True)
 
     def __call__(self, phase: str, done: int, total: int, values) -> None:
         if phase == "validated":
             self.info = f"val {values['validation_largest']:.1f} % largest, {values['validation_smallest']:.1f} % smallest"
             if self.plain:
-                self._line(f"epoch {values['epoch']} done: loss {values['loss']:.3f}, {self.info}")
+                self.line(f"epoch {values['epoch']} done: loss {values['loss']:.3f}, {self.info}")
         elif phase == "training":
             loss = f"epoch {values['epoch']} step {done}/{total} loss {values['loss']:.3f}"
             if self.plain:
                 if time.monotonic() - self.last >= self.EVERY:
                     self.last = time.monotonic()
-                    self._line(f"{loss}  {self.info}".rstrip())
+                    self.line(f"{loss}  {self.info}".rstrip())
                 return
             if self.task is None:
                 self.task = self.bar.add_task("tuning", total=total, info="")

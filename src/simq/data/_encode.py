@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from simq.errors import DataError, MissingDependencyError
+from simq.errors import DataError, MissingDependencyError, first_line
 from simq.ir import InputDomain
 
 __all__ = ["model_label2id", "Encoding", "TextEncoder", "ImageEncoder", "ArrayEncoder", "encode_labels", "load_tokenizer", "p95_length"]
@@ -39,7 +39,7 @@ def load_tokenizer(folder: Path) -> Any:
     try:
         return _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"no tokenizer can be loaded from {folder} ({str(e).splitlines()[0][:150]}); give the folder holding tokenizer.json or vocab.txt with --tokenizer.") from e
+        raise DataError(f"no tokenizer can be loaded from {folder} ({first_line(e, 150)}); give the folder holding tokenizer.json or vocab.txt with --tokenizer.") from e
 
 
 def model_label2id(folder: Path | None) -> dict[str, int] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from simq.errors import DataError, MissingDependencyError
+from simq.errors import DataError, MissingDependencyError, first_line
 
 __all__ = ["IMAGE_SUFFIXES", "RawData", "TABLE_SUFFIXES", "read_data"]
 
@@ -136,8 +136,7 @@ def _tables(files: Mapping[str, Path], encoding: str) -> dict[str, Any]:
     except DataError:
         raise
     except Exception as e:  # datasets and pyarrow raise many types for malformed files
-        text = str(e).strip().splitlines()
-        raise DataError(f"cannot read {', '.join(str(p) for p in files.values())} as {builder}: {text[0][:200] if text else type(e).__name__}") from e
+        raise DataError(f"cannot read {', '.join(str(p) for p in files.values())} as {builder}: {first_line(e)}") from e
     return dict(loaded)
 
 
@@ -146,8 +145,7 @@ def _images(folder: Path) -> dict[str, Any]:
         with _offline():
             loaded = _datasets().load_dataset("imagefolder", data_dir=str(folder))
     except Exception as e:
-        text = str(e).strip().splitlines()
-        raise DataError(f"cannot read {folder} as an image folder (one subfolder per class): {text[0][:200] if text else type(e).__name__}") from e
+        raise DataError(f"cannot read {folder} as an image folder (one subfolder per class): {first_line(e)}") from e
     splits = dict(loaded)
     if len(splits) == 1 and "train" in splits and not (folder / "train").is_dir():
         splits = {UNNAMED: splits["train"]}  # datasets calls a folder without split folders "train"
@@ -169,6 +167,19 @@ def _arrays(path: Path) -> dict[str, Any]:
     return {UNNAMED: arrays}
 
 
+def _from_hub_cache(name: str) -> RawData | None:
+    """A Hugging Face dataset id (``imdb``, ``stanfordnlp/imdb``) the local datasets cache already
+    holds, with the splits it has; None when the cache has no such dataset."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix:
+        return None
+    try:
+        with _offline():
+            loaded = _datasets().load_dataset(name)
+    except Exception:  # not cached (or not a dataset id at all)
+        return None
+    return RawData(dict(loaded), f"{name} (from the local datasets cache)", "table")
+
+
 def _split_files(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES}
 
@@ -185,7 +196,13 @@ def read_data(path: Path, encoding: str = "utf-8") -> RawData:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"--data {path} does not exist.")
+        cached = _from_hub_cache(str(path))
+        if cached is not None:
+            return cached
+        raise DataError(
+            f"--data {path} does not exist, neither as a path nor as a dataset in the local datasets cache "
+            "(nothing is downloaded: load it once where there is internet, or give its files)."
+        )
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".npz":
@@ -198,7 +215,7 @@ def read_data(path: Path, encoding: str = "utf-8") -> RawData:
             with _offline():
                 loaded = _datasets().load_from_disk(str(path))
         except Exception as e:
-            raise DataError(f"cannot read {path} as a saved dataset: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from e
+            raise DataError(f"cannot read {path} as a saved dataset: {first_line(e)}") from e
         return RawData(dict(loaded) if hasattr(loaded, "keys") else {UNNAMED: loaded}, str(path), "table")
     files = _split_files(path)
     if files:

@@ -5,7 +5,8 @@ from simq.ir._cache import cache_root
 from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import SEQUENCE_LIMIT, export_torch, load_transformers_dir, text_inputs
 from simq.ir._inputs import InputDomain, input_domains, sequence_limit
-from simq.ir._io import ModelSource, load, resolve_source, save
+from simq.ir._io import ModelSource, load, model_digest, resolve_source, save
+from simq.ir._quiet import quiet
 from simq.ir._refs import TUNE_RECORD, ZOO_PREFIX, tuned_source, zoo_model_of, zoo_name
 from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
 from simq.ir._structure import (
@@ -55,10 +56,12 @@ __all__ = [
     "export_torch",
     "input_domains",
     "load",
+    "model_digest",
     "load_transformers_dir",
     "resolve_signature",
     "resolve_source",
     "restore_symbolic_shapes",
+    "quiet",
     "save",
     "sequence_limit",
     "text_inputs",

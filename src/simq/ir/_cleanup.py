@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import onnxscript.optimizer
+
+from simq.ir._quiet import quiet
 
 __all__ = ["FoldConstantsPass", "cleanup", "cleanup_passes"]
 
@@ -31,13 +31,8 @@ class FoldConstantsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         # The folder warns whenever it cannot evaluate a node it merely tried to fold; that is
         # not an error here, so keep it from users' terminals for the duration of the call.
-        folder_log = logging.getLogger("onnxscript.optimizer._constant_folding")
-        level = folder_log.level
-        folder_log.setLevel(logging.ERROR)
-        try:
+        with quiet("onnxscript.optimizer._constant_folding"):
             result = self._fold(model)
-        finally:
-            folder_log.setLevel(level)
         return ir.passes.PassResult(model, result.modified)
 
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:

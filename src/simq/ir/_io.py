@@ -10,7 +10,7 @@ from typing import Protocol
 
 import onnx_ir as ir
 
-from simq.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError
+from simq.errors import InvalidArgumentError, ModelLoadError, UnsupportedModelError, first_line
 from simq.ir._cleanup import cleanup
 from simq.ir._frontends import load_transformers_dir
 from simq.ir._refs import zoo_name
@@ -91,9 +91,8 @@ def load(
         cause: BaseException = e
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        text = str(cause).strip().splitlines()
         raise ModelLoadError(
-            f"{path} is not a well-formed graph ({type(cause).__name__}: {text[0][:150] if text else ''}); "
+            f"{path} is not a well-formed graph ({first_line(cause, 150, typed=True)}); "
             "check it with onnx.checker.check_model."
         ) from e
 
@@ -209,3 +208,9 @@ def save(model: ir.Model, path: str | os.PathLike[str]) -> Path:
             ir.save(model, staged)
         os.replace(staged, path)
     return path
+
+
+def model_digest(model: ir.Model) -> str:
+    """What identifies a model's graph and weights (caches of its exports, baselines and outputs;
+    the store's check that a resumed run compiles the same model)."""
+    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()

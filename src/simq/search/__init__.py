@@ -3,13 +3,14 @@ Pareto extraction and the report; `compile_model` puts them together."""
 
 from simq.search._algorithms import ALGORITHMS, Algorithm, Goal
 from simq.search._baselines import cached_baselines
-from simq.search._compile import Progress, check_out, compile_model, make_out
+from simq.search._compile import Progress, compile_model
 from simq.search._costmodel import train_cost_model
 from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator, first_line
 from simq.search._examples import ZooLike, examples_for
 from simq.search._job import PreparedJob, check_spec, prepare_job
 from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric
 from simq.search._options import CompileOptions, CompileResult, Job, JobSpec
+from simq.search._out import check_out, make_out
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._published import Predictor, Published, load_published
 from simq.search._report import SUMMARY_FILE, describe, display_table, headline, hypervolume_curve

@@ -10,8 +10,6 @@ feasible front is published (`simq.search._final`) and written up (``pareto.csv`
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -19,21 +17,22 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import onnx_ir as ir
 
-from simq.errors import InvalidArgumentError, OutputError, SimqError
+from simq.errors import InvalidArgumentError, SimqError
+from simq.ir import model_digest
 from simq.passes import defaults
 from simq.search._algorithms import FAILED, Goal, make_algorithm
 from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator
 from simq.search._final import publish, select_front
 from simq.search._objectives import LIMITED, References, accuracy_drop, tracked_values
 from simq.search._options import CompileOptions, CompileResult, Job
+from simq.search._out import make_out
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
 from simq.targets import Artifact
 
-__all__ = ["Progress", "check_out", "compile_model", "make_out"]
+__all__ = ["Progress", "compile_model"]
 
 #: ``progress(phase, done, total, detail)``: phases ``"search"``, ``"final"``, ``"cost model"``;
 #: `detail` is the record just committed (search) or what was done (final), else None.
@@ -81,7 +80,7 @@ class _Compiler:
         o = self.options
         return {
             "model": self.job.name,
-            "model_hash": hashlib.sha256(ir.to_proto(self.job.model).SerializeToString()).hexdigest(),
+            "model_hash": model_digest(self.job.model),
             "target": self.fingerprint,
             "knobs": [k.name for k in self.job.pipeline.knobs],
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
@@ -212,7 +211,7 @@ class _Compiler:
         candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
         front = select_front(candidates, references, goal, o.objective_table, o.final_models, o.keep_slower)
         baselines = [r for r in self.store.records("baseline") if r.status == "ok"]
-        publish(self, front, references.fp32, baselines, self.progress)
+        publish(self.evaluator, self.out, front, references.fp32, baselines, self.progress)
         self.evaluator.close()
         front = [self.store.get(r.id) for r in front]
         baselines = [self.store.get(r.id) for r in baselines]
@@ -245,41 +244,6 @@ class _Compiler:
 def _readable(predicted: Mapping[str, float] | None) -> dict[str, float] | None:
     """Predictions of the objectives, as the search saw them (normalised, lower is better)."""
     return dict(predicted) if predicted else None
-
-
-def check_out(out: Path, resume: bool) -> None:
-    """Fail now, before minutes of preparation, if `out` holds another run (without `resume`) or
-    there is nothing to resume.
-
-    Raises:
-        InvalidArgumentError: As above.
-        OutputError: `out` is a file.
-    """
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} is a file; give a folder.")
-    ancestor = next(p for p in (out, *out.parents) if p.exists())
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
-        raise OutputError(f"cannot write to {out}: {ancestor} is not a writable folder.")
-    holds_run = (out / Store.FILENAME).is_file()
-    if holds_run and not resume:
-        raise InvalidArgumentError(f"{out} already holds a compile run; pass --resume to continue it or choose another --out.")
-    if resume and not holds_run:
-        raise InvalidArgumentError(f"{out} holds no compile run to resume; drop --resume to start one.")
-
-
-def make_out(out: Path) -> None:
-    """Create the output folder and check it takes files.
-
-    Raises:
-        OutputError: It cannot be written.
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".simq-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"cannot write to {out}: {e.strerror or e}.") from None
 
 
 def compile_model(

@@ -19,8 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import onnx_ir as ir
 
+from simq import errors
 from simq.errors import SimqError
 from simq.ir import analyze
+from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
 from simq.targets import Artifact, PairedRatio, compare, features
 
@@ -32,8 +34,8 @@ LatencyFunction = Callable[[Config, str, Artifact, str], dict[str, float]]
 
 
 def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+    """How a candidate's failure is recorded: ``Type: first line of the message``."""
+    return errors.first_line(e, 300, typed=True)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ModelEvaluator:
         fingerprint: The target's fingerprint key.
     """
 
-    def __init__(self, job: Any, options: Any, work: Path, store: Store | None, fingerprint: str) -> None:
+    def __init__(self, job: Job, options: CompileOptions, work: Path, store: Store | None, fingerprint: str) -> None:
         self.job, self.options, self.work, self.store, self.fingerprint = job, options, work, store, fingerprint
         self._reference_runner = None
         self._reference_ms: list[float] = []

@@ -20,10 +20,9 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from simq import ir as sir
-from simq.errors import SimqError
+from simq.errors import SimqError, first_line
 from simq.eval import onnx_runner
 from simq.ir import ToolsExport, TorchSource, transformers_source, zoo_model_of
-from simq.search._scoring import model_digest
 
 __all__ = ["export_for_tools", "tools_exports"]
 
@@ -116,7 +115,7 @@ def tools_exports(
             (folder / "export.json.partial").replace(record)
             exports.append(export)
         except (SimqError, ImportError, OSError, RuntimeError) as e:
-            notes.append(f"no export of {what} as users' tools make it ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}).")
+            notes.append(f"no export of {what} as users' tools make it ({first_line(e)}).")
     return exports, notes
 
 
@@ -133,7 +132,7 @@ def export_for_tools(
     """`tools_exports` for a job's model and, for a tuned folder (`model_ref`), its `original`."""
     example = {k: v[:2] for k, v in batch.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        references = {"": (model_digest(model), onnx_runner(sir.save(model, Path(tmp) / "model.onnx")))}
+        references = {"": (sir.model_digest(model), onnx_runner(sir.save(model, Path(tmp) / "model.onnx")))}
         if original is not None:
-            references["original"] = (model_digest(original), onnx_runner(sir.save(original, Path(tmp) / "original.onnx")))
+            references["original"] = (sir.model_digest(original), onnx_runner(sir.save(original, Path(tmp) / "original.onnx")))
         return tools_exports(model_ref, source_dir, elastic, zoo, references, example, cache)

@@ -15,11 +15,11 @@ import statistics
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from simq.search._algorithms import Goal
+from simq.search._evaluate import ModelEvaluator
 from simq.search._objectives import Objective, References, tracked_values
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
@@ -59,11 +59,12 @@ def _values(records: Sequence[Record], references: References, goal: Goal, table
 
 
 def publish(
-    compiler: Any, front: list[Record], reference: Record, baselines: list[Record], progress: Callable[..., None]
+    evaluator: ModelEvaluator, out: Path, front: list[Record], reference: Record, baselines: list[Record], progress: Callable[..., None]
 ) -> dict[int, dict[str, float]]:
-    """Lower the front into ``pareto/``, time and score it with FP32 and the baselines, write the
-    manifests; returns the end-of-run values by record id (also stored)."""
-    job, options, store, out, work = compiler.job, compiler.options, compiler.store, compiler.out, compiler.work
+    """Lower the front into ``out/pareto/``, time and score it with FP32 and the baselines (with
+    `evaluator`'s job, options, scratch folder and store), write the manifests; returns the
+    end-of-run values by record id (also stored)."""
+    job, options, store, work = evaluator.job, evaluator.options, evaluator.store, evaluator.work
     staging = out / "pareto.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -77,7 +78,7 @@ def publish(
 
         return build
 
-    builders: dict[int, Callable[[Path], Artifact]] = {reference.id: compiler.evaluator.reference_artifact}
+    builders: dict[int, Callable[[Path], Artifact]] = {reference.id: evaluator.reference_artifact}
     builders.update({r.id: shipped(r.id, r.config) for r in front if r.id != reference.id})
     builders.update({r.id: job.baselines[r.config["baseline"]] for r in baselines})
     published = {r.id for r in front}

@@ -35,7 +35,7 @@ from simq.search._examples import ZooLike, check_disjoint_roles, check_not_train
 from simq.search._exports import export_for_tools
 from simq.search._layout import runtime_files, zoo_folder
 from simq.search._options import Job, JobSpec
-from simq.search._scoring import evaluators, model_digest
+from simq.search._scoring import evaluators
 from simq.targets import Artifact, Target, TargetRegistry
 
 __all__ = ["PreparedJob", "check_spec", "prepare_job"]
@@ -151,7 +151,7 @@ def prepare_job(
             status("exporting the model as users' tools do (once per model)")
             model_ref = str(path) if elastic is not None else spec.model
             exports, notes = export_for_tools(model, original, model_ref, source_dir, elastic, zoo, batches[0], sir.cache_root(spec.cache_dir) / "exports" / "tools")
-        key = "|".join([_BASELINES_VERSION, model_digest(model), target.fingerprint().key(), _batches_digest(batches)])
+        key = "|".join([_BASELINES_VERSION, sir.model_digest(model), target.fingerprint().key(), _batches_digest(batches)])
         baselines = cached_baselines(target.baselines(model, structure, batches, exports), sir.cache_root(spec.cache_dir) / "baselines", key)
     if original is not None:
         # "Drop" means below what the user had: the model before tuning sets the accuracy bar.

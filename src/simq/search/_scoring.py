@@ -24,12 +24,7 @@ from simq.eval import (
     resolvable_drop,
 )
 
-__all__ = ["evaluators", "model_digest", "resolution_note"]
-
-
-def model_digest(model: ir.Model) -> str:
-    """What identifies a model's graph and weights (caches of its exports, baselines, outputs)."""
-    return hashlib.sha256(ir.to_proto(model).SerializeToString()).hexdigest()
+__all__ = ["evaluators", "resolution_note"]
 
 
 def evaluators(
@@ -58,7 +53,7 @@ def evaluators(
 
 def _reference_logits(model: ir.Model, splits, batch_size: int, masks, cache: Path) -> list[np.ndarray]:
     """The FP32 model's logits on each split, computed once and kept under `cache`."""
-    digest = model_digest(model)
+    digest = sir.model_digest(model)
     out, run = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for inputs, mask in zip(splits, masks):

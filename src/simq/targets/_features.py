@@ -12,13 +12,12 @@ import onnx_ir as ir
 
 from simq.ir import Structure
 from simq.passes.fuse import fusion_record
-from simq.passes.quant import NOTES_METADATA, inference_precision
+from simq.passes.quant import NOTES_METADATA, PRECISIONS, inference_precision
 
-__all__ = ["FEATURE_OPS", "PRECISION_NAMES", "features", "lowering_summary", "node_precision"]
+__all__ = ["FEATURE_OPS", "features", "lowering_summary", "node_precision"]
 
 #: Ops whose cost is tracked per precision; everything else is pooled into "other".
 FEATURE_OPS = ("MatMul", "Gemm", "Conv", "Gather", "Attention")
-PRECISION_NAMES = ("fp32", "int8dyn", "int8", "int4w")
 _ITEMSIZE = {ir.DataType.INT4: 0.5, ir.DataType.UINT4: 0.5}
 # Kernels that stand for a feature op at a precision of their own.
 _KERNELS = {
@@ -110,7 +109,7 @@ def features(model: ir.Model, structure: Structure) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for op in (*FEATURE_OPS, "other"):
-        for precision in PRECISION_NAMES:
+        for precision in PRECISIONS:
             for kind in ("macs", "weight_bytes", "count"):
                 out[f"{op}.{precision}.{kind}"] = 0.0
     costs = {c.node: c for c in structure.costs}

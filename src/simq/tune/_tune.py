@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from simq.data import Dataset, Examples
+from simq.data import Examples
 from simq.errors import DataError, InvalidArgumentError, OutputError
 from simq.ir import TorchSource, analyze, cleanup, resolve_signature, save
 from simq.passes.prune import ELASTIC_METADATA
+from simq.tune._batches import accuracy, batches_of, feed_of
 from simq.tune._elastic import ElasticNetwork
 
 __all__ = ["TuneOptions", "TuneResult", "tune"]
@@ -100,39 +101,6 @@ def _check_disjoint(examples: Examples) -> tuple[dict[str, Any], list[str]]:
             raise DataError(f"{len(shared)} training examples are also in the {role} split; tuning on them would inflate every score. Deduplicate the data.")
         record[role] = "disjoint"
     return record, train
-
-
-def _batches(data: Dataset, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches of similar lengths (length-bucketed where there is an attention mask)."""
-    order = rng.permutation(len(data))
-    mask = data.inputs.get("attention_mask")
-    if mask is not None:
-        lengths = np.asarray(mask).sum(1)
-        chunks = [order[i : i + size * 50] for i in range(0, len(order), size * 50)]
-        order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
-    batches = [order[i : i + size] for i in range(0, len(order), size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def _feed(data: Dataset, rows: np.ndarray, torch: Any) -> dict[str, Any]:
-    """A batch as tensors, padding cut to the batch's longest example (dynamic padding)."""
-    inputs = {k: np.asarray(v[rows]) for k, v in data.inputs.items()}
-    mask = inputs.get("attention_mask")
-    if mask is not None and mask.ndim == 2:
-        longest = max(int(mask.sum(1).max()), 1)
-        inputs = {k: v[:, :longest] if v.ndim == 2 and v.shape[1] == mask.shape[1] else v for k, v in inputs.items()}
-    return {k: torch.from_numpy(v) for k, v in inputs.items()}
-
-
-def _accuracy(source: TorchSource, elastic: ElasticNetwork, config, data: Dataset, torch: Any, size: int = 128) -> float:
-    elastic.set(config)
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(data), size):
-            rows = np.arange(start, min(start + size, len(data)))
-            logits = source.logits(_feed(data, rows, torch))
-            correct += int((logits.argmax(-1).numpy() == data.labels[rows]).sum())
-    return 100.0 * correct / len(data)
 
 
 def tune(
@@ -219,10 +187,10 @@ def tune(
     smallest = elastic.smallest(options.min_width, options.min_depth)
     for epoch in range(state["epoch"], options.epochs):
         source.module.train()
-        batches = _batches(train, options.batch_size, rng)
+        batches = batches_of(train, options.batch_size, rng)
         losses = []
         for i, rows in enumerate(batches):
-            feed = _feed(train, rows, torch)
+            feed = feed_of(train, rows, torch)
             configs = [elastic.largest(), smallest] + [
                 elastic.sample(rng, options.min_width, options.layer_drop, options.min_depth) for _ in range(options.random_subnets)
             ]
@@ -253,8 +221,8 @@ def tune(
         source.module.eval()
         curve = {
             "epoch": epoch + 1, "loss": float(np.mean(losses)),
-            "validation_largest": _accuracy(source, elastic, elastic.largest(), validation, torch),
-            "validation_smallest": _accuracy(source, elastic, smallest, validation, torch),
+            "validation_largest": accuracy(source, elastic, elastic.largest(), validation, torch),
+            "validation_smallest": accuracy(source, elastic, smallest, validation, torch),
         }  # fmt: skip
         state["curves"].append(curve)
         state["epoch"] = epoch + 1

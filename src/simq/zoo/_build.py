@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import onnxruntime as ort
 import torch
 
 from simq.ir import export_torch, save
+from simq.ir import quiet as ir_quiet
 from simq.zoo._data import Dataset
 from simq.zoo._spec import MODEL_FILE, ZooEntry
 
@@ -45,22 +44,15 @@ def threads(n: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence warnings, chatty loggers and transformers' progress bars for the block."""
+    """Silence warnings, chatty loggers (`simq.ir.quiet`) and transformers' progress bars for the block."""
     import transformers
 
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [lg.level for lg in loggers]
     bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for lg in loggers:
-                lg.setLevel(logging.ERROR)
+        with ir_quiet(*_NOISY_LOGGERS):
             yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
         if bars:
             transformers.utils.logging.enable_progress_bar()
 

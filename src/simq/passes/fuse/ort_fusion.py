@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-from simq.ir import FoldConstantsPass, restore_symbolic_shapes
+from simq.errors import first_line
+from simq.ir import FoldConstantsPass, quiet, restore_symbolic_shapes
 from simq.passes.fuse.attention_mask_index import attention_mask_index_rules
 
 __all__ = ["FUSION_METADATA", "OrtFusionPass", "fusion_record"]
@@ -45,7 +45,7 @@ class OrtFusionPass(ir.passes.FunctionalPass):
         fused = model.clone()
         try:
             restore_symbolic_shapes(fused, self.signature)
-            with _quiet("onnxscript"):
+            with quiet("onnxscript"):
                 fused, _ = optimize_for_ort(fused)
                 attention_mask_index_rules().apply_to_model(fused)
             # The attention rule concatenates the Q, K and V weights; folded, the kernel reads one
@@ -56,8 +56,7 @@ class OrtFusionPass(ir.passes.FunctionalPass):
             record = {"status": "fused"}
         except Exception as e:  # a rule that breaks on an unusual graph must not lose the candidate
             fused = model.clone()
-            text = str(e).strip().splitlines()
-            record = {"status": "unfused", "reason": f"{type(e).__name__}: {text[0][:200] if text else ''}"}
+            record = {"status": "unfused", "reason": first_line(e, typed=True)}
         fused.metadata_props[FUSION_METADATA] = json.dumps(record)
         return ir.passes.PassResult(fused, True)
 
@@ -66,17 +65,3 @@ def fusion_record(model: ir.Model) -> dict[str, str] | None:
     """What `OrtFusionPass` recorded on `model`, or None if it never ran on it."""
     text = model.metadata_props.get(FUSION_METADATA)
     return json.loads(text) if text else None
-
-
-class _quiet:
-    """Keeps a library's warnings (a rule it could not apply) off the user's terminal."""
-
-    def __init__(self, name: str) -> None:
-        self.log = logging.getLogger(name)
-
-    def __enter__(self) -> None:
-        self.level = self.log.level
-        self.log.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc) -> None:
-        self.log.setLevel(self.level)

@@ -1,26 +1,32 @@
 """What OpenVINO users run instead of SimQ: the runtime's default precision, NNCF post-training
-quantization and NNCF weight compression, each compiled as `OpenVinoCpuTarget` compiles."""
+quantization and NNCF weight compression, each compiled as `_Lowers` compiles."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from simq.errors import MissingDependencyError
-from simq.ir import Structure, save
+from simq.ir import Structure, quiet, save
 from simq.passes.quant import InferencePrecisionPass
 from simq.targets._api import Artifact
+from simq.targets.openvino_cpu._runtime import openvino
 from simq.targets.ort_cpu import ort_static
 
-if TYPE_CHECKING:
-    from simq.targets.openvino_cpu._target import OpenVinoCpuTarget
+
+class _Lowers(Protocol):
+    """What the baselines need of the target (`_Lowers`)."""
+
+    def default_precision(self) -> str: ...
+
+    def lower(self, model: ir.Model, workdir: Path) -> Artifact: ...
+
+    def save_native(self, model: Any, workdir: Path, onnx_path: Path | None, precision: str = "fp32") -> Artifact: ...
 
 __all__ = ["openvino_baselines"]
 
@@ -34,23 +40,14 @@ def _nncf() -> Any:
     return nncf
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """NNCF draws its own progress bars and tables on stdout; SimQ's progress is the user's view."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
-def _read(target: OpenVinoCpuTarget, model: ir.Model, workdir: Path) -> tuple[Any, Path]:
+def _read(target: _Lowers, model: ir.Model, workdir: Path) -> tuple[Any, Path]:
     """The model as OpenVINO reads it, and the ONNX file it was read from."""
-    from simq.targets.openvino_cpu._target import openvino
-
     onnx_path = save(model, Path(workdir) / "model.onnx")
     return openvino().Core().read_model(str(onnx_path)), onnx_path
 
 
 def openvino_baselines(
-    target: OpenVinoCpuTarget, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
+    target: _Lowers, model: ir.Model, structure: Structure, batches: Sequence[Mapping[str, np.ndarray]]
 ) -> dict[str, Callable[[Path], Artifact]]:
     """Baselines by name, each building its artifact into a folder.
 
@@ -73,7 +70,7 @@ def openvino_baselines(
         nncf = _nncf()
         ov_model, onnx_path = _read(target, model, workdir)
         model_type = nncf.ModelType.TRANSFORMER if structure.layers else None
-        with _quiet():
+        with quiet(streams=True):
             quantized = nncf.quantize(
                 ov_model, nncf.Dataset(list(batches)), model_type=model_type, subset_size=sum(len(next(iter(b.values()))) for b in batches)
             )  # fmt: skip
@@ -83,7 +80,7 @@ def openvino_baselines(
     def nncf_weights(workdir: Path) -> Artifact:
         nncf = _nncf()
         ov_model, onnx_path = _read(target, model, workdir)
-        with _quiet():
+        with quiet(streams=True):
             compressed = nncf.compress_weights(ov_model)  # INT8 asymmetric, every MatMul/Gather weight
         onnx_path.unlink()
         return target.save_native(compressed, workdir, None, precision)

@@ -9,14 +9,16 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from simq.errors import ArtifactError, MissingDependencyError
+from simq.errors import ArtifactError, first_line
 from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
 from simq.passes.quant import WHOLE_MODEL, inference_precision
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_bf16
+from simq.targets.openvino_cpu._baselines import openvino_baselines
+from simq.targets.openvino_cpu._runtime import openvino
 
-__all__ = ["OpenVinoCpuTarget", "openvino"]
+__all__ = ["OpenVinoCpuTarget"]
 
 # Blocked INT4 weights decompress inside OpenVINO's MatMul kernels; INT8 QDQ becomes FakeQuantize,
 # which the CPU plugin fuses into its INT8 primitives (Conv/MatMul chains, eltwise, pooling).
@@ -29,17 +31,6 @@ _PRECISIONS = {
 # SimQ's precision name -> OpenVINO's INFERENCE_PRECISION_HINT.
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _RT_INFO = ["runtime_options", "INFERENCE_PRECISION_HINT"]
-
-
-def openvino() -> Any:
-    """The openvino module, or a one-line error saying how to install it."""
-    try:
-        import openvino
-    except ImportError as e:
-        raise MissingDependencyError(
-            "the openvino-cpu target needs OpenVINO; install it with: pip install 'simq[openvino]'."
-        ) from e
-    return openvino
 
 
 class OpenVinoCpuTarget:
@@ -84,8 +75,6 @@ class OpenVinoCpuTarget:
     ) -> dict[str, Callable[[Path], Artifact]]:
         """OpenVINO at its default precision, NNCF INT8 (transformer preset where it applies),
         NNCF INT8 weight compression, and ORT's static INT8 QDQ model run by OpenVINO."""
-        from simq.targets.openvino_cpu._baselines import openvino_baselines
-
         return openvino_baselines(self, model, structure, batches)
 
     def default_precision(self) -> str:
@@ -102,7 +91,7 @@ class OpenVinoCpuTarget:
             # are busy in the main thread deadlocked a compile (and there is no network to send to).
             converted = ov.Core().read_model(str(onnx_path))
         except Exception as e:  # OpenVINO's frontend errors are plain RuntimeErrors
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ArtifactError(f"OpenVINO cannot convert {onnx_path}: {first[:200]}") from e
         return self.save_native(converted, Path(workdir), onnx_path, inference_precision(model))
 
@@ -135,7 +124,7 @@ class OpenVinoCpuTarget:
         try:
             return ov.Core().compile_model(str(artifact.path), "CPU", config)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ArtifactError(f"OpenVINO rejected {artifact.path}: {first[:200]}") from e
 
     def load(self, artifact: Artifact, *, deployment: bool = False) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:

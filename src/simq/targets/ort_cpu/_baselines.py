@@ -14,7 +14,6 @@ import json
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -24,9 +23,6 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from simq.ir import Structure, ToolsExport
 from simq.passes.fuse import FUSION_METADATA, OrtFusionPass
 from simq.targets._api import Artifact
-
-if TYPE_CHECKING:
-    from simq.targets.ort_cpu._target import OrtCpuTarget
 
 __all__ = ["RECIPE", "ort_baselines", "ort_dynamic", "ort_optimizer", "ort_static"]
 
@@ -91,7 +87,7 @@ def ort_static(model: ir.Model, batches: Iterable[Mapping[str, np.ndarray]]) -> 
 
 
 def ort_baselines(
-    target: OrtCpuTarget,
+    lower: Callable[[ir.Model, Path], Artifact],
     model: ir.Model,
     structure: Structure,
     batches: Sequence[Mapping[str, np.ndarray]],
@@ -99,10 +95,10 @@ def ort_baselines(
 ) -> dict[str, Callable[[Path], Artifact]]:
     """Baselines by name, each building its artifact into a folder: plain dynamic and static INT8,
     and for transformers the fused FP32 model and `RECIPE` (on the tools export where there is
-    one, on the model before tuning too; else on SimQ's own fusion)."""
+    one, on the model before tuning too; else on SimQ's own fusion). `lower` is the target's."""
 
     def lowered(build: Callable[[], ir.Model]) -> Callable[[Path], Artifact]:
-        return lambda workdir: target.lower(build(), workdir)
+        return lambda workdir: lower(build(), workdir)
 
     baselines = {
         "ORT dynamic INT8": lowered(lambda: ort_dynamic(model)),

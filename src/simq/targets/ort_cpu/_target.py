@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from simq.errors import ArtifactError
+from simq.errors import ArtifactError, first_line
 from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
 from simq.passes.fuse import OrtFusionPass, SkipLayerNormAsSumPass
@@ -96,7 +96,7 @@ class OrtCpuTarget:
         """What ONNX Runtime users run instead (`simq.targets.ort_cpu.ort_baselines`): dynamic and
         static INT8, and for transformers ORT's transformers optimizer alone and with dynamic
         INT8 per tensor, the recipe of Optimum's CPU INT8 path."""
-        return ort_baselines(self, model, structure, batches, exports)
+        return ort_baselines(self.lower, model, structure, batches, exports)
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact:
         """The artifact is the ONNX file itself; ONNX Runtime optimises it when loading."""
@@ -128,7 +128,7 @@ class OrtCpuTarget:
         try:
             return ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for bad models
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise ArtifactError(f"ONNX Runtime rejected {artifact.path}: {first[:200]}") from e
 
     def load(self, artifact: Artifact, *, deployment: bool = False) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:

@@ -1,0 +1,211 @@
+"""The graph rewrites behind `QuantizePass`: each puts one node's quantized form in its place.
+
+Written in standard ONNX (plus ONNX Runtime's QAttention) in the forms the runtimes fuse: a
+MatMul by DynamicQuantizeLinear + MatMulInteger + rescale (ORT's DynamicQuantizeMatMul), a fused
+Attention by QAttention, a weight by its integer tensor read through DequantizeLinear (INT8 per
+output channel, INT4 in blocks), a static INT8 Gemm's bias in int32, an embedding table in int8
+with only the gathered rows dequantized.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx_ir as ir
+
+from simq.errors import InvalidConfigError
+from simq.ir import QuantizableNode
+from simq.passes._edit import array_of
+
+__all__ = [
+    "constant", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
+    "require_ms_opset", "require_opset",
+]  # fmt: skip
+
+#: Weights per INT4 block along the input axis (MatMulNBits-friendly).
+INT4_BLOCK = 32
+_MS_DOMAIN = "com.microsoft"
+
+
+def weight_axes(node: ir.Node, q: QuantizableNode) -> tuple[int, int]:
+    """(output-channel axis, input axis) of a node's weight."""
+    if q.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return 0, 1
+    if q.op_type == "Gemm" or q.op_type == "MatMul":
+        return 1, 0
+    return 0, 1  # Conv: (out, in, kh, kw)
+
+
+def constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
+    base, n = name, 0
+    while name in graph.initializers:
+        n += 1
+        name = f"{base}.{n}"
+    tensor = ir.tensor(array, dtype=dtype, name=name)
+    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
+    graph.register_initializer(value)
+    return value
+
+
+def per_column_int8(w: np.ndarray, reduce_range: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, float32 scale per column) of an (in, out) weight, symmetric."""
+    limit = 63 if reduce_range else 127
+    scale = np.abs(w).max(axis=0) / limit
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    return np.clip(np.round(w / scale), -limit, limit).astype(np.int8), scale
+
+
+def replace(graph: ir.Graph, old: ir.Node, new_nodes: list[ir.Node]) -> None:
+    """Put `new_nodes` (the last one producing `old`'s output) in place of `old`."""
+    ir.convenience.replace_nodes_and_values(graph, old, [old], new_nodes, [old.outputs[0]], [new_nodes[-1].outputs[0]])
+
+
+def dynamic_matmul(graph: ir.Graph, node: ir.Node, q: QuantizableNode, reduce_range: bool) -> None:
+    """MatMul/Gemm by a weight -> activations quantized per call, an integer MatMul, rescaled.
+
+    Written in standard ONNX (DynamicQuantizeLinear, MatMulInteger, Cast, Mul), the form ORT's
+    ``quantize_dynamic`` emits: ONNX Runtime fuses it into its DynamicQuantizeMatMul kernel when
+    it loads the model, and shape inference (the analysis, the cost model) still reads it.
+    """
+    w = array_of(node.inputs[1]).astype(np.float32)
+    bias = None
+    if q.op_type == "Gemm":
+        if node.attributes.get_int("transA", 0):
+            raise InvalidConfigError(f"{node.name} is a Gemm with a transposed input; leave it out of int8dyn.")
+        w = (w.T if node.attributes.get_int("transB", 0) else w) * node.attributes.get_float("alpha", 1.0)
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        if c is not None:
+            if c.const_value is None or c.const_value.numpy().size != w.shape[1]:
+                raise InvalidConfigError(f"{node.name} adds a bias that is not one value per output; leave it out of int8dyn.")
+            bias = constant(graph, f"{c.name}.int8dyn", (array_of(c).reshape(-1) * node.attributes.get_float("beta", 1.0)).astype(np.float32))
+    data, scale = per_column_int8(w, reduce_range)
+    name = node.inputs[1].name
+    quantize_input = ir.node("DynamicQuantizeLinear", [node.inputs[0]], name=f"{node.name}.quantize_input", num_outputs=3)
+    x, x_scale, x_zero_point = quantize_input.outputs
+    integer = ir.node(
+        "MatMulInteger",
+        [x, constant(graph, f"{name}.int8", data), x_zero_point, constant(graph, f"{name}.zero_point", np.zeros_like(scale, dtype=np.int8))],
+        name=f"{node.name}.integer",
+    )  # fmt: skip
+    as_float = ir.node("Cast", [integer.outputs[0]], {"to": ir.DataType.FLOAT}, name=f"{node.name}.cast")
+    scales = ir.node("Mul", [x_scale, constant(graph, f"{name}.scale", scale)], name=f"{node.name}.scales")
+    rescaled = ir.node("Mul", [as_float.outputs[0], scales.outputs[0]], name=node.name)
+    new = [quantize_input, integer, as_float, scales, rescaled]
+    if bias is not None:
+        rescaled.name = f"{node.name}.rescale"
+        new.append(ir.node("Add", [rescaled.outputs[0], bias], name=node.name))
+    replace(graph, node, new)
+
+
+def quantized_attention(graph: ir.Graph, node: ir.Node, reduce_range: bool) -> None:
+    """A fused Attention -> DynamicQuantizeLinear + QAttention (ONNX Runtime's INT8 attention)."""
+    weight = node.inputs[1]
+    if weight.const_value is None:
+        raise InvalidConfigError(f"{node.name} reads a computed weight; it cannot be quantized.")
+    data, scale = per_column_int8(array_of(weight).astype(np.float32), reduce_range)
+    quantize_input = ir.node("DynamicQuantizeLinear", [node.inputs[0]], name=f"{node.name}.quantize_input", num_outputs=3)
+    mask = node.inputs[3] if len(node.inputs) > 3 else None
+    inputs = [
+        quantize_input.outputs[0],
+        constant(graph, f"{weight.name}.int8", data),
+        node.inputs[2],
+        quantize_input.outputs[1],
+        constant(graph, f"{weight.name}.scale", scale),
+        mask,
+        quantize_input.outputs[2],
+        constant(graph, f"{weight.name}.zero_point", np.zeros_like(scale, dtype=np.int8)),
+    ]
+    attributes = {k: a for k, a in node.attributes.items() if k != "qkv_hidden_sizes"}
+    new = ir.Node(_MS_DOMAIN, "QAttention", inputs, attributes=list(attributes.values()), name=node.name)
+    replace(graph, node, [quantize_input, new])
+
+
+def dequantized_weight(graph: ir.Graph, node: ir.Node, q: QuantizableNode, *, int4: bool) -> None:
+    """Replace the node's float weight by an integer one read through DequantizeLinear."""
+    weight = node.inputs[1]
+    w = array_of(weight).astype(np.float32)
+    out_axis, in_axis = weight_axes(node, q)
+    if int4:
+        blocks = w.shape[in_axis] // INT4_BLOCK
+        shape = list(w.shape)
+        shape[in_axis:in_axis + 1] = [blocks, INT4_BLOCK]
+        grouped = w.reshape(shape)
+        scale = np.abs(grouped).max(axis=in_axis + 1) / 7.0
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        quantized = np.clip(np.round(grouped / np.expand_dims(scale, in_axis + 1)), -8, 7).reshape(w.shape)
+        data = constant(graph, f"{weight.name}.int4", quantized.astype(ml_dtypes.int4), ir.DataType.INT4)
+        s = constant(graph, f"{weight.name}.scale", scale)
+        dequantize = ir.node("DequantizeLinear", [data, s], attributes={"axis": in_axis, "block_size": INT4_BLOCK})
+    else:
+        reduce = tuple(i for i in range(w.ndim) if i != out_axis)
+        scale = np.abs(w).max(axis=reduce) / 127.0
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        quantized = np.clip(np.round(w / np.expand_dims(scale, reduce)), -127, 127).astype(np.int8)
+        data = constant(graph, f"{weight.name}.int8", quantized)
+        s = constant(graph, f"{weight.name}.scale", scale)
+        z = constant(graph, f"{weight.name}.zero_point", np.zeros_like(scale, dtype=np.int8))
+        dequantize = ir.node("DequantizeLinear", [data, s, z], attributes={"axis": out_axis})
+    dequantize.name = f"{node.name}.weight_dequantize"
+    dequantize.outputs[0].name = f"{weight.name}.dequantized"
+    dequantize.outputs[0].dtype, dequantize.outputs[0].shape = weight.dtype, weight.shape
+    graph.insert_before(node, [dequantize])
+    node.replace_input_with(1, dequantize.outputs[0])
+
+
+def quantized_bias(graph: ir.Graph, node: ir.Node) -> None:
+    """A static INT8 Gemm's bias as int32 at the input scale x weight scale, read through
+    DequantizeLinear: the form ONNX Runtime fuses into its integer QGemm kernel."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    x, w = (node.inputs[i].producer() for i in (0, 1))
+    if bias is None or bias.const_value is None or x is None or w is None or x.op_type != "DequantizeLinear" or node.attributes.get_float("beta", 1.0) != 1.0:
+        return
+    scale = (array_of(x.inputs[1]).astype(np.float32) * array_of(w.inputs[1]).astype(np.float32) * node.attributes.get_float("alpha", 1.0)).reshape(-1)
+    b = array_of(bias).astype(np.float32).reshape(-1)
+    if scale.size not in (1, b.size):
+        return
+    scale = np.broadcast_to(scale, b.shape).astype(np.float32)
+    data = constant(graph, f"{bias.name}.int32", np.round(b / scale).astype(np.int32))
+    dequantize = ir.node(
+        "DequantizeLinear", [data, constant(graph, f"{bias.name}.scale", scale), constant(graph, f"{bias.name}.zero_point", np.zeros(b.shape, np.int32))],
+        attributes={"axis": 0}, name=f"{node.name}.bias_dequantize",
+    )  # fmt: skip
+    dequantize.outputs[0].name = f"{bias.name}.dequantized"
+    dequantize.outputs[0].dtype, dequantize.outputs[0].shape = bias.dtype, ir.Shape(list(b.shape))
+    graph.insert_before(node, [dequantize])
+    node.replace_input_with(2, dequantize.outputs[0])
+
+
+def quantized_table(graph: ir.Graph, node: ir.Node) -> None:
+    """Gather rows of an int8 table and dequantize only the rows gathered (one scale per table).
+
+    Dequantizing the whole table before the Gather would rebuild it in FP32 on every run.
+    """
+    table = node.inputs[0]
+    w = array_of(table).astype(np.float32)
+    scale = np.float32(max(float(np.abs(w).max()), 1e-8) / 127.0)
+    quantized = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+    node.replace_input_with(0, constant(graph, f"{table.name}.int8", quantized))
+    out = node.outputs[0]
+    if out.is_graph_output():
+        raise InvalidConfigError(f"{node.name} produces a graph output; leave it in fp32.")
+    uses = list(out.uses())
+    s = constant(graph, f"{table.name}.scale", np.array(scale, np.float32))
+    z = constant(graph, f"{table.name}.zero_point", np.array(0, np.int8))
+    dequantize = ir.node("DequantizeLinear", [out, s, z], name=f"{node.name}.dequantize")
+    dequantize.outputs[0].name = f"{out.name}.dequantized"
+    dequantize.outputs[0].dtype, dequantize.outputs[0].shape = out.dtype, out.shape
+    out.type = ir.TensorType(ir.DataType.INT8)  # a new type: clones share the old one
+    graph.insert_after(node, [dequantize])
+    for use in uses:
+        use.node.replace_input_with(use.idx, dequantize.outputs[0])
+
+
+def require_opset(model: ir.Model, version: int) -> None:
+    if model.opset_imports.get("", 0) < version:
+        model.opset_imports[""] = version
+        model.graph.opset_imports[""] = version
+
+
+def require_ms_opset(model: ir.Model) -> None:
+    model.opset_imports.setdefault(_MS_DOMAIN, 1)
+    model.graph.opset_imports.setdefault(_MS_DOMAIN, 1)
