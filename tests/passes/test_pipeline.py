@@ -94,3 +94,31 @@ def test_a_pruned_candidate_is_quantized_with_ranges_of_the_pruned_model(zoo):
         low, high = own.ranges[name].bounds()
         assert scale == pytest.approx((high - low) / 255, rel=1e-5)
     assert sum(scales[n] != pytest.approx(stale[n], rel=1e-3) for n in scales) >= len(scales) // 4
+
+
+def test_each_step_checks_the_model_it_gets_so_a_step_out_of_order_fails_naming_itself(bert):
+    from simq.passes.fuse import OrtFusionPass
+    from simq.passes.prune import PruneFFNPass
+    from simq.passes.quant import QuantizePass
+
+    pipeline, feed = bert
+    structure = pipeline.structure
+    layer = structure.layers[0]
+    widths = {f"ffn.{layer.index}": layer.ffn.width // 2}
+    policy = {k.name: "int8dyn" for k in pipeline.knobs if k.name.startswith("quant.") and "int8dyn" in k.domain}
+    start, steps = pipeline.steps(pipeline.repair({**widths, **policy}))
+    names = [type(step).__name__ for step in steps]
+    assert names.index("PruneFFNPass") < names.index("DropBlocksPass") < names.index("QuantizePass")
+    built = pipeline.build({**widths, **policy})
+    assert _run(built, feed)[0].shape == _run(pipeline.model, feed)[0].shape
+    # Each pass refuses a model it cannot be given: pruned already, quantized already.
+    with pytest.raises(ir.passes.PreconditionError, match="PruneFFNPass.*should have"):
+        PruneFFNPass(structure, widths, pipeline.stats)(built)
+    with pytest.raises(ir.passes.PreconditionError, match="QuantizePass runs before quantization"):
+        QuantizePass(structure, policy, pipeline.calibration)(built)
+    with pytest.raises(ir.passes.PreconditionError, match="OrtFusionPass runs before quantization"):
+        OrtFusionPass(structure.signature)(built)
+    # And checks what it leaves: a pass that cut less than asked is caught.
+    lazy = type("LazyFFN", (PruneFFNPass,), {"call": lambda self, model: ir.passes.PassResult(model, False)})
+    with pytest.raises(ir.passes.PostconditionError, match="should have"):
+        lazy(structure, widths, pipeline.stats)(pipeline.model.clone())

@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import numpy as np
 
 from simq.errors import DataError, MissingDependencyError, first_line
 
-__all__ = ["IMAGE_SUFFIXES", "RawData", "TABLE_SUFFIXES", "read_data"]
+__all__ = ["FILE_READERS", "IMAGE_SUFFIXES", "RawData", "TABLE_SUFFIXES", "read_data"]
 
 #: File suffixes read as tables, and the `datasets` builder for each.
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -184,6 +184,19 @@ def _split_files(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES}
 
 
+def _table_file(path: Path, encoding: str) -> RawData:
+    return RawData(_tables({UNNAMED: path}, encoding), str(path), "table")
+
+
+def _array_file(path: Path, encoding: str) -> RawData:
+    return RawData(_arrays(path), str(path), "arrays")
+
+
+#: How a data file is read, by suffix: ``reader(path, encoding) -> RawData``. A new data format is
+#: its reader and one entry here; roles, encoding and hashing follow from `RawData`.
+FILE_READERS: dict[str, Callable[[Path, str], RawData]] = {**dict.fromkeys(TABLE_SUFFIXES, _table_file), ".npz": _array_file}
+
+
 def read_data(path: Path, encoding: str = "utf-8") -> RawData:
     """Read `path`: a CSV/TSV, JSON Lines or Parquet file; a folder of such files named after
     their splits (``train.csv``, ``validation.csv``, ...); a folder saved by
@@ -205,11 +218,9 @@ def read_data(path: Path, encoding: str = "utf-8") -> RawData:
         )
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix == ".npz":
-            return RawData(_arrays(path), str(path), "arrays")
-        if suffix in TABLE_SUFFIXES:
-            return RawData(_tables({UNNAMED: path}, encoding), str(path), "table")
-        raise DataError(f"--data {path}: unknown kind of file; give a .csv, .tsv, .jsonl, .json, .parquet or .npz file, or a folder.")
+        if suffix in FILE_READERS:
+            return FILE_READERS[suffix](path, encoding)
+        raise DataError(f"--data {path}: unknown kind of file; give a {', '.join(FILE_READERS)} file, or a folder.")
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         try:
             with _offline():

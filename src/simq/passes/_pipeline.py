@@ -3,6 +3,7 @@ config, building a candidate."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -10,10 +11,10 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import Structure, cleanup
+from simq.ir import Structure, cleanup_passes
 from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, is_precision
 from simq.passes._run import run_passes
-from simq.passes.prune import PruneOptions, PruningStats, TrainedSpace, prune, pruning_knobs, pruning_options
+from simq.passes.prune import PruneOptions, PruningStats, TrainedSpace, pruning_knobs, pruning_options, pruning_steps
 from simq.passes.quant import (
     INFERENCE_PRECISION,
     INT4_BLOCK,
@@ -146,7 +147,8 @@ class Pipeline:
         return config
 
     def build(self, config: Mapping[str, Hashable], *, lower: bool = True) -> ir.Model:
-        """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up.
+        """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up
+        (`steps`, run as one pass manager on a copy).
 
         Args:
             lower: Run the target's fusions. Without them the model stays in standard ONNX
@@ -155,22 +157,32 @@ class Pipeline:
                 kernels.
         """
         config = self.repair(config)
-        width_config = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
-        pruned = any(config[name] != self._by_name[name].default for name in width_config)
-        model = prune(self.model.clone(), self.structure, width_config, self.stats, self.prune_options)
+        start, steps = self.steps(config, lower=lower)
+        return run_passes(steps, start.clone())
+
+    def steps(self, config: Mapping[str, Hashable], *, lower: bool = True) -> tuple[ir.Model, list[ir.passes.PassBase]]:
+        """The model a canonical `config` starts from and the passes that make it, in order:
+        pruning (with its cleanup), the target's fusions, quantization (with its cleanup), the
+        inference precision. Each pass states what it requires of the model it receives and
+        ensures of the one it leaves (onnx_ir's `requires`/`ensures`), so a step out of order fails
+        naming itself. An unpruned candidate starts from the fused model, made once."""
+        widths = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
+        pruning = pruning_steps(self.structure, widths, self.stats, self.prune_options)
         lower = lower and bool(self.lowering.fusions)
-        if lower:
-            model = self._lowered_model().clone() if not pruned else self._lower(model)
+        start = self._lowered_model() if lower and not pruning else self.model
+        steps = [*pruning, *(self.lowering.fusions if lower and pruning else ())]
         policy = {k: v for k, v in config.items() if is_precision(k) and v != "fp32"}
         if policy:
             if self.calibration is None:
                 raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
-            quantizer = QuantizePass(self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range)
-            quantizer.calibration = self._calibration_for(model, quantizer, pruned, lower)
-            model = cleanup(run_passes([quantizer], model))
+            recalibrate = functools.partial(self._calibration_for, pruned=bool(pruning), lowered=lower)
+            quantizer = QuantizePass(
+                self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range, recalibrate=recalibrate
+            )  # fmt: skip
+            steps += [quantizer, cleanup_passes()]
         if config.get(INFERENCE_PRECISION, "fp32") != "fp32":
-            InferencePrecisionPass(str(config[INFERENCE_PRECISION]))(model)
-        return model
+            steps.append(InferencePrecisionPass(str(config[INFERENCE_PRECISION])))
+        return start, steps
 
     def _lower(self, model: ir.Model, changed: set[int] | None = None) -> ir.Model:
         for index, fusion in enumerate(self.lowering.fusions):
@@ -193,10 +205,9 @@ class Pipeline:
             self._lowered = self._lower(self.model.clone(), self._changed)
         return self._lowered
 
-    def _calibration_for(self, model: ir.Model, quantizer: QuantizePass, pruned: bool, lowered: bool) -> Calibration:
-        """Ranges for the activations `quantizer` reads in `model`: the FP32 model's when the
-        candidate has the same activations, else measured on the candidate itself."""
-        names = quantizer.activations(model)
+    def _calibration_for(self, model: ir.Model, names: list[str], *, pruned: bool, lowered: bool) -> Calibration:
+        """Ranges for the activations `names` quantization reads in `model`: the FP32 model's when
+        the candidate has the same activations, else measured on the candidate itself."""
         if not names or (not pruned and not lowered) or self.calibration_batches is None:
             return self.calibration
         if pruned:

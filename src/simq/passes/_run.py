@@ -12,7 +12,10 @@ __all__ = ["run_passes"]
 
 
 def run_passes(passes: Sequence[ir.passes.PassBase], model: ir.Model) -> ir.Model:
-    """Run `passes` in order on `model`; a `SimqError` raised inside one is re-raised unwrapped."""
+    """Run `passes` in order on `model` (none: `model` as it is); a `SimqError` raised inside one
+    is re-raised unwrapped."""
+    if not passes:
+        return model
     try:
         return ir.passes.PassManager(list(passes))(model).model
     except ir.passes.PassError as e:

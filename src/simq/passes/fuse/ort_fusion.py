@@ -11,6 +11,7 @@ from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
 from simq.errors import first_line
 from simq.ir import FoldConstantsPass, quiet, restore_symbolic_shapes
+from simq.passes._contracts import require_unquantized
 from simq.passes.fuse.attention_mask_index import attention_mask_index_rules
 
 __all__ = ["FUSION_METADATA", "OrtFusionPass", "fusion_record"]
@@ -40,6 +41,14 @@ class OrtFusionPass(ir.passes.FunctionalPass):
     def __init__(self, signature: Mapping[str, tuple[int, ...]]) -> None:
         super().__init__()
         self.signature = dict(signature)
+
+    def requires(self, model: ir.Model) -> None:
+        """Float: the fusion rules match float subgraphs, and quantization needs the fused ones."""
+        require_unquantized(model, "OrtFusionPass")
+
+    def ensures(self, model: ir.Model) -> None:
+        if fusion_record(model) is None:
+            raise ir.passes.PostconditionError("OrtFusionPass did not record how its fusion went.")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         fused = model.clone()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from simq.passes._contracts import require_unquantized
+
 __all__ = ["SkipLayerNormAsSum", "SkipLayerNormAsSumPass", "skip_layer_norm_as_sum_rules"]
 
 
@@ -56,6 +58,9 @@ class SkipLayerNormAsSumPass(ir.passes.InPlacePass):
 
     Changes: replaces those nodes; the model computes the same outputs.
     """
+
+    def requires(self, model: ir.Model) -> None:
+        require_unquantized(model, "SkipLayerNormAsSumPass")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = skip_layer_norm_as_sum_rules().apply_to_model(model)

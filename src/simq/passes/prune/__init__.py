@@ -16,7 +16,9 @@ from simq.passes.prune._pipeline import (
     pruning_knobs,
     pruning_options,
     pruning_passes,
+    pruning_steps,
 )
+from simq.passes.prune._common import Narrowing, WidthPass
 from simq.passes.prune._stats import PruningStats, collect_stats
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
@@ -27,12 +29,14 @@ __all__ = [
     "ELASTIC_METADATA",
     "PRUNING_PASSES",
     "DropBlocksPass",
+    "Narrowing",
     "PruneChannelsPass",
     "PruneFFNPass",
     "PruneHeadsPass",
     "PruneOptions",
     "PruningStats",
     "TrainedSpace",
+    "WidthPass",
     "collect_stats",
     "elastic_record",
     "predicted_params",
@@ -40,4 +44,5 @@ __all__ = [
     "pruning_knobs",
     "pruning_options",
     "pruning_passes",
+    "pruning_steps",
 ]

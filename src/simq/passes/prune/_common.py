@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -15,13 +16,69 @@ from simq.passes._knobs import depth_knob
 from simq.passes.prune._refit import refit
 from simq.passes.prune._stats import PruningStats
 
-__all__ = ["Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
+__all__ = ["Narrowing", "Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
 
 #: ``"importance"`` keeps the top-k units by calibration importance; ``"first"`` keeps the first
 #: k, for supernets trained to be elastic, whose units are already ordered by importance.
 Order = Literal["importance", "first"]
 
 
+@dataclass(frozen=True)
+class Narrowing:
+    """One parameter tensor a pruning pass narrows: `kept` of its `total` entries along `axis`
+    (`kept` 0: the tensor goes away with its block).
+
+    A pass's narrowings are its size estimate (`predicted_params` multiplies them out, without
+    building a graph) and its contract: before it runs, `node` reads the tensor at its full
+    width; after, at `kept` (`WidthPass.requires`/`ensures`). `node` None: not checked.
+    """
+
+    tensor: str
+    axis: int
+    kept: int
+    total: int
+    node: str | None = None
+
+    @classmethod
+    def outputs(cls, linear: Linear, kept: int) -> tuple[Narrowing, ...]:
+        """A projection keeping `kept` of its output features: weight columns and bias."""
+        axis = 1 if linear.weight_layout == "in_out" else 0
+        weight = cls(linear.weight, axis, kept, linear.out_features, linear.node)
+        if linear.bias is None:
+            return (weight,)
+        return weight, cls(linear.bias, 0, kept, linear.out_features, linear.bias_node or linear.node)
+
+    @classmethod
+    def inputs(cls, linear: Linear, kept: int) -> tuple[Narrowing, ...]:
+        """A projection reading `kept` of its input features: weight rows."""
+        return (cls(linear.weight, 0 if linear.weight_layout == "in_out" else 1, kept, linear.in_features, linear.node),)
+
+    def width(self, nodes: Mapping[str, ir.Node]) -> int | None:
+        """The tensor's size along `axis` as `node` reads it in a graph (None: not read there).
+        A sliced copy of a shared tensor is named after it (``<tensor>.<n>``, `set_input`)."""
+        node = nodes.get(self.node) if self.node is not None else None
+        for value in node.inputs if node is not None else ():
+            if value is not None and (value.name == self.tensor or value.name.startswith(f"{self.tensor}.")) and value.shape is not None:
+                return int(value.shape[self.axis])
+        return None
+
+
+def check_widths(model: ir.Model, narrowings: Iterable[Narrowing], after: bool, what: str) -> None:
+    """Raise unless every checked narrowing reads its full width (before) or its kept one (after).
+
+    Raises:
+        ir.passes.PreconditionError / PostconditionError: Naming the first tensor that does not.
+    """
+    nodes = {node.name: node for node in model.graph}
+    for n in narrowings:
+        if n.node is None:
+            continue
+        want = n.kept if after else n.total
+        got = n.width(nodes)
+        if got != want:
+            error = ir.passes.PostconditionError if after else ir.passes.PreconditionError
+            found = f"has {got}" if got is not None else "is not read there (a fused or quantized model?)"
+            raise error(f"{what}: {n.tensor} of {n.node} should have {want} entries on axis {n.axis} {'after' if after else 'before'} pruning; it {found}.")
 
 
 def grid(size: int, steps: int = 8) -> tuple[int, ...]:
@@ -111,3 +168,16 @@ class WidthPass(ir.passes.InPlacePass):
             raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
         self.structure, self.config, self.stats = structure, config, stats
         self.order, self.reconstruct = order, reconstruct
+
+    @staticmethod
+    def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:
+        """The tensors `config` narrows through this pass (skipping dropped layers)."""
+        raise NotImplementedError
+
+    def requires(self, model: ir.Model) -> None:
+        """The model is unpruned where this pass cuts: neither fused nor quantized there yet."""
+        check_widths(model, self.narrowing(self.structure, self.config), after=False, what=type(self).__name__)
+
+    def ensures(self, model: ir.Model) -> None:
+        """Every tensor it cuts has the width the config asked for."""
+        check_widths(model, self.narrowing(self.structure, self.config), after=True, what=type(self).__name__)

@@ -10,8 +10,8 @@ from typing import Any
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import Structure, cleanup
-from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, knob_kind
+from simq.ir import Structure, cleanup_passes
+from simq.passes._knobs import Knob, check_config, depth_knob, ffn_knob, heads_knob, knob_kind
 from simq.passes._run import run_passes
 from simq.passes.prune._common import Order, WidthPass, dropped_layers
 from simq.passes.prune._stats import PruningStats
@@ -31,6 +31,7 @@ __all__ = [
     "pruning_knobs",
     "pruning_options",
     "pruning_passes",
+    "pruning_steps",
 ]
 
 
@@ -112,7 +113,7 @@ def pruning_options(model: ir.Model, stats_available: bool) -> PruneOptions:
 
 
 #: The pruning passes, in the order they run (widths first, then depth). A new kind of pruning is
-#: its pass file (a `WidthPass` with its knobs) and one entry here.
+#: its pass file (a `WidthPass` with its `knobs`, `narrowing` and `call`) and one entry here.
 PRUNING_PASSES: tuple[type[ir.passes.InPlacePass], ...] = (PruneHeadsPass, PruneFFNPass, PruneChannelsPass, DropBlocksPass)
 
 
@@ -158,18 +159,11 @@ class _ForgetShapesPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, True)
 
 
-def prune(
-    model: ir.Model,
-    structure: Structure,
-    config: Mapping[str, Hashable],
-    stats: PruningStats | None = None,
-    options: PruneOptions = PruneOptions(),
-) -> ir.Model:
-    """Apply a pruning config to `model` in place and clean it up.
-
-    Args:
-        model: A fresh copy of the model `structure` was computed on.
-        config: Knob values; knobs it leaves out keep their default (no pruning).
+def pruning_steps(
+    structure: Structure, config: Mapping[str, Hashable], stats: PruningStats | None = None, options: PruneOptions = PruneOptions()
+) -> list[ir.passes.PassBase]:
+    """The passes that prune a fresh copy of the model to `config` and clean it up (none when
+    `config` prunes nothing), for a pass manager.
 
     Raises:
         InvalidConfigError: Unknown knob, value out of its domain, every head of a kept layer
@@ -179,43 +173,35 @@ def prune(
     config = _normalized(structure, config, knobs)
     changed = [k.name for k in knobs if config[k.name] != k.default]
     if not changed:
-        return model
-    if stats is None and (options.reconstruct or options.order == "importance") and any(not n.startswith("depth.") for n in changed):
+        return []
+    if stats is None and (options.reconstruct or options.order == "importance") and any(knob_kind(n) != knob_kind(depth_knob(0)) for n in changed):
         raise InvalidConfigError("importance-ordered pruning and reconstruction need calibration statistics; pass stats= or use order='first'.")
-    run_passes([*pruning_passes(structure, config, stats, options), _ForgetShapesPass()], model)
-    return cleanup(model)
+    return [*pruning_passes(structure, config, stats, options), _ForgetShapesPass(), cleanup_passes()]
+
+
+def prune(
+    model: ir.Model,
+    structure: Structure,
+    config: Mapping[str, Hashable],
+    stats: PruningStats | None = None,
+    options: PruneOptions = PruneOptions(),
+) -> ir.Model:
+    """Apply a pruning config to `model` in place and clean it up (`pruning_steps`).
+
+    Args:
+        model: A fresh copy of the model `structure` was computed on.
+        config: Knob values; knobs it leaves out keep their default (no pruning).
+    """
+    return run_passes(pruning_steps(structure, config, stats, options), model)
 
 
 def predicted_params(structure: Structure, config: Mapping[str, Hashable]) -> int:
-    """Parameters the pruned model will have, from the analysis alone (no graph is built).
-
-    Every parameter tensor shrinks by the kept fraction of each pruned axis it has; tensors
-    owned by a dropped block vanish.
-    """
+    """Parameters the pruned model will have, from the analysis alone (no graph is built): every
+    parameter tensor shrinks by what each pruning pass's `narrowing` keeps of it."""
     config = _normalized(structure, config, pruning_knobs(structure))
     factor = {name: 1.0 for name in structure.weights}
-    dropped = dropped_layers(structure, config)
-
-    def scale(tensor: str | None, kept: int, total: int) -> None:
-        if tensor is not None and tensor in factor:
-            factor[tensor] *= kept / total
-
-    for layer in structure.layers:
-        if layer.index in dropped:
-            continue
-        f, a = layer.ffn, layer.attention
-        k = config[ffn_knob(layer.index)]
-        for tensor in (f.up.weight, f.up.bias, f.down.weight):
-            scale(tensor, k, f.width)
-        h = config[heads_knob(layer.index)]
-        for tensor in (a.q.weight, a.q.bias, a.k.weight, a.k.bias, a.v.weight, a.v.bias, a.out.weight):
-            scale(tensor, h, a.num_heads)
-    for group in structure.channel_groups:
-        if group.prunable:
-            for tensor in {u.tensor for u in group.uses}:
-                scale(tensor, config[channels_knob(group.index)], group.size)
-    for block in structure.removable_blocks:
-        if config[depth_knob(block.index)]:
-            for tensor in block.weights:
-                factor[tensor] = 0.0
+    for cls in PRUNING_PASSES:
+        for cut in cls.narrowing(structure, config):
+            if cut.tensor in factor:
+                factor[cut.tensor] *= cut.kept / cut.total
     return round(sum(structure.weights[name] * f for name, f in factor.items()))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
+
 import numpy as np
 import onnx_ir as ir
 
 from simq.ir import META_KEPT, ChannelGroup, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import Knob, channels_knob
-from simq.passes.prune._common import WidthPass, grid, keep_indices
+from simq.passes.prune._common import Narrowing, WidthPass, grid, keep_indices
 from simq.passes.prune._refit import refit
 
 __all__ = ["PruneChannelsPass"]
@@ -30,6 +32,16 @@ class PruneChannelsPass(WidthPass):
             for g in structure.channel_groups
             if g.prunable
         ]
+
+    @staticmethod
+    def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:
+        cuts = []
+        for group in structure.channel_groups:
+            k = config.get(channels_knob(group.index), group.size)
+            if group.prunable and k != group.size:
+                tensors = {u.tensor: u for u in group.uses if u.tensor is not None}  # a tensor cut once
+                cuts += [Narrowing(tensor, u.axis, k, group.size, u.node) for tensor, u in tensors.items()]
+        return cuts
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False

@@ -8,6 +8,7 @@ import onnx_ir as ir
 
 from simq.ir import Structure
 from simq.passes._knobs import Knob, depth_knob
+from simq.passes.prune._common import Narrowing
 
 __all__ = ["DropBlocksPass"]
 
@@ -31,14 +32,36 @@ class DropBlocksPass(ir.passes.InPlacePass):
             for b in structure.removable_blocks
         ]
 
+    @staticmethod
+    def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:
+        """Every weight of a dropped block goes away (the cleanup removes it)."""
+        return [
+            Narrowing(tensor, 0, 0, 1) for b in structure.removable_blocks if config.get(depth_knob(b.index), False) for tensor in b.weights
+        ]  # fmt: skip
+
+    def _dropped(self) -> list:
+        return [b for b in self.structure.removable_blocks if self.config.get(depth_knob(b.index), False)]
+
+    def requires(self, model: ir.Model) -> None:
+        """Each block to drop is still in the graph: its input and output values exist."""
+        names = {v.name for v in model.graph.inputs} | {v.name for n in model.graph for v in n.outputs}
+        missing = [b.index for b in self._dropped() if b.input not in names or b.output not in names]
+        if missing:
+            raise ir.passes.PreconditionError(f"DropBlocksPass: blocks {missing} are not in the graph (dropped already?).")
+
+    def ensures(self, model: ir.Model) -> None:
+        """Nothing reads a dropped block's output any more."""
+        outputs = {b.output for b in self._dropped()}
+        readers = [n.name for n in model.graph for v in n.inputs if v is not None and v.name in outputs]
+        if readers:
+            raise ir.passes.PostconditionError(f"DropBlocksPass: {readers[0]} still reads a dropped block's output.")
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         values = {v.name: v for v in graph.inputs} | {v.name: v for n in graph for v in n.outputs}
         modified = False
         # Later blocks first: a dropped block's input may be an earlier dropped block's output.
-        for block in sorted(self.structure.removable_blocks, key=lambda b: -b.index):
-            if not self.config.get(depth_knob(block.index), False):
-                continue
+        for block in sorted(self._dropped(), key=lambda b: -b.index):
             old, new = values[block.output], values[block.input]
             if old.is_graph_output():
                 # Keep the model's output name: route the input through an Identity named like it.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
+
 import onnx_ir as ir
 
 from simq.ir import Structure
 from simq.passes._knobs import Knob, ffn_knob
 from simq.passes.prune._common import (
+    Narrowing,
     WidthPass,
     dropped_layers,
     grid,
@@ -34,6 +37,16 @@ class PruneFFNPass(WidthPass):
             Knob(ffn_knob(layer.index), grid(layer.ffn.width), layer.ffn.width, f"FFN neurons kept in layer {layer.index}")
             for layer in structure.layers
         ]
+
+    @staticmethod
+    def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:
+        dropped = dropped_layers(structure, config)
+        cuts = []
+        for layer in structure.layers:
+            k = config.get(ffn_knob(layer.index), layer.ffn.width)
+            if k != layer.ffn.width and layer.index not in dropped:
+                cuts += [*Narrowing.outputs(layer.ffn.up, k), *Narrowing.inputs(layer.ffn.down, k)]
+        return cuts
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph

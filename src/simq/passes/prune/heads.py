@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
+
 import numpy as np
 import onnx_ir as ir
 
@@ -10,6 +12,7 @@ from simq.ir import AttentionBlock, Structure
 from simq.passes._edit import array_of, set_input
 from simq.passes._knobs import Knob, heads_knob
 from simq.passes.prune._common import (
+    Narrowing,
     WidthPass,
     dropped_layers,
     keep_indices,
@@ -41,6 +44,19 @@ class PruneHeadsPass(WidthPass):
             )
             for layer in structure.layers
         ]
+
+    @staticmethod
+    def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:
+        dropped = dropped_layers(structure, config)
+        cuts = []
+        for layer in structure.layers:
+            a = layer.attention
+            h = config.get(heads_knob(layer.index), a.num_heads)
+            if h != a.num_heads and layer.index not in dropped:
+                width = h * a.head_size
+                cuts += [n for linear in (a.q, a.k, a.v) for n in Narrowing.outputs(linear, width)]
+                cuts += Narrowing.inputs(a.out, width)
+        return cuts
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph

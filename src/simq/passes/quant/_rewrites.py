@@ -18,13 +18,13 @@ from simq.ir import QuantizableNode
 from simq.passes._edit import array_of
 
 __all__ = [
-    "constant", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
+    "INT4_BLOCK", "MS_DOMAIN", "constant", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
     "require_ms_opset", "require_opset",
 ]  # fmt: skip
 
 #: Weights per INT4 block along the input axis (MatMulNBits-friendly).
 INT4_BLOCK = 32
-_MS_DOMAIN = "com.microsoft"
+MS_DOMAIN = "com.microsoft"
 
 
 def weight_axes(node: ir.Node, q: QuantizableNode) -> tuple[int, int]:
@@ -116,7 +116,7 @@ def quantized_attention(graph: ir.Graph, node: ir.Node, reduce_range: bool) -> N
         constant(graph, f"{weight.name}.zero_point", np.zeros_like(scale, dtype=np.int8)),
     ]
     attributes = {k: a for k, a in node.attributes.items() if k != "qkv_hidden_sizes"}
-    new = ir.Node(_MS_DOMAIN, "QAttention", inputs, attributes=list(attributes.values()), name=node.name)
+    new = ir.Node(MS_DOMAIN, "QAttention", inputs, attributes=list(attributes.values()), name=node.name)
     replace(graph, node, [quantize_input, new])
 
 
@@ -207,5 +207,5 @@ def require_opset(model: ir.Model, version: int) -> None:
 
 
 def require_ms_opset(model: ir.Model) -> None:
-    model.opset_imports.setdefault(_MS_DOMAIN, 1)
-    model.graph.opset_imports.setdefault(_MS_DOMAIN, 1)
+    model.opset_imports.setdefault(MS_DOMAIN, 1)
+    model.graph.opset_imports.setdefault(MS_DOMAIN, 1)

@@ -10,11 +10,13 @@ import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
 from simq.ir import META_KEPT, QuantizableNode, Structure
+from simq.passes._contracts import require_unquantized
 from simq.passes._knobs import Knob, check_config, quant_knob
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
 from simq.passes.quant._rewrites import (
     INT4_BLOCK,
+    MS_DOMAIN,
     constant,
     dequantized_weight,
     dynamic_matmul,
@@ -97,6 +99,9 @@ class QuantizePass(ir.passes.InPlacePass):
             (see `quant_units`).
         reduce_range: int8dyn weights in 7 bits, for CPUs whose INT8 dot product can saturate
             on full-range weights (AVX2 without VNNI sums u8 x s8 pairs into int16).
+        recalibrate: Ranges for the model the pass receives, given the activations it reads
+            there (`activations`): for a model that pruning or fusion changed after
+            `calibration` was measured. None: `calibration` as given.
     """
 
     def __init__(
@@ -108,9 +113,11 @@ class QuantizePass(ir.passes.InPlacePass):
         *,
         fused: Mapping[int, bool] | None = None,
         reduce_range: bool = False,
+        recalibrate: Callable[[ir.Model, list[str]], Calibration] | None = None,
     ) -> None:
         super().__init__()
         self.structure, self.calibration, self.supports = structure, calibration, supports
+        self.recalibrate = recalibrate
         self.units = quant_units(structure, fused)
         self.reduce_range = reduce_range
         self.policy = check_config(policy, self.knobs(structure, supports, fused))
@@ -147,8 +154,23 @@ class QuantizePass(ir.passes.InPlacePass):
         int8 = {node: q for node, q, p in assignments if p == "int8" and q is not None and q.op_type != "Gather"}
         return [value.name for value in static_int8_plan(model.graph, int8)]
 
+    def requires(self, model: ir.Model) -> None:
+        """Float: quantization runs once, after pruning and the target's fusions."""
+        require_unquantized(model, "QuantizePass")
+
+    def ensures(self, model: ir.Model) -> None:
+        """The opsets its nodes need are imported (ONNX Runtime refuses the model otherwise)."""
+        ops = {(n.domain, n.op_type) for n in model.graph}
+        if any(domain == MS_DOMAIN for domain, _ in ops) and MS_DOMAIN not in model.opset_imports:
+            raise ir.passes.PostconditionError(f"QuantizePass added {MS_DOMAIN} ops without importing the domain.")
+        blocked = any(n.op_type == "DequantizeLinear" and "block_size" in n.attributes for n in model.graph)
+        if blocked and model.opset_imports.get("", 0) < _INT4_OPSET:
+            raise ir.passes.PostconditionError(f"QuantizePass added blocked INT4 weights under opset {model.opset_imports.get('', 0)} (needs {_INT4_OPSET}).")
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
+        if self.recalibrate is not None:
+            self.calibration = self.recalibrate(model, self.activations(model))
         assignments, notes = self._assignments(model)
         int8: dict[ir.Node, QuantizableNode] = {}
         for node, q, precision in assignments:
