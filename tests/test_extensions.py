@@ -1,5 +1,5 @@
 """The extension recipes of docs/ARCHITECTURE.md, each done once with a toy: a kind of pruning, an
-algorithm and a data format (an objective: tests/search/test_compile.py; a target:
+algorithm, a data format and a quantization recipe (an objective: tests/search/test_compile.py; a target:
 tests/targets/test_registry.py). Each toy is what a contributor writes in its one file, and the
 one registry entry it adds is the `monkeypatch` line."""
 
@@ -128,3 +128,28 @@ def test_a_format_nobody_registered_is_named_with_the_ones_that_are(tmp_path):
     (tmp_path / "x.tagged").write_text("pos\tgood\n")
     with pytest.raises(DataError, match=r"unknown kind of file.*\.csv.*\.npz"):
         read_data(tmp_path / "x.tagged")
+
+
+def int8_weight_only(model, node, q, reduce_range):
+    """A toy quantization recipe: what asks for INT4 weights gets INT8 weights instead."""
+    from simq.passes.quant._rewrites import dequantized_weight
+
+    dequantized_weight(model.graph, node, q, int4=False)
+
+
+def test_a_quantization_recipe_is_its_rewrite_and_one_entry(zoo, monkeypatch):
+    from simq.passes.quant import RECIPES, Recipe, calibrate
+    from simq.passes.quant import _rewrites as recipe_registry
+
+    toy = Recipe("INT8 weights only", lambda node, q, precision: precision == "int4w", int8_weight_only)
+    monkeypatch.setattr(recipe_registry, "RECIPES", (toy, *RECIPES))
+    model = sir.load(MODEL, zoo=zoo)
+    structure = sir.analyze(model, dict(zoo.entry("bert-tiny").signature))
+    batches = [x for x, _ in zoo.data("bert-tiny", "calibration").batches(16)][:1]
+    pipeline = Pipeline(model, structure, calibration=calibrate(model, structure, batches))
+    int4 = [k.name for k in pipeline.knobs if "int4w" in k.domain]
+    built = pipeline.build({name: "int4w" for name in int4})
+    dequantize = [n for n in built.graph if n.op_type == "DequantizeLinear"]
+    assert len(dequantize) == len(int4) and all("block_size" not in n.attributes for n in dequantize)
+    assert {n.inputs[0].dtype for n in dequantize} == {ir.DataType.INT8}
+    assert ort.InferenceSession(ir.to_proto(built).SerializeToString()).run(None, batches[0])[0].shape[0] == 16

@@ -18,6 +18,7 @@ from simq.passes.quant.inference_precision import (
     InferencePrecisionPass,
     inference_precision,
 )
+from simq.passes.quant._rewrites import RECIPES, Recipe
 from simq.passes.quant.quantize import (
     FALLBACK,
     INT4_BLOCK,
@@ -41,6 +42,8 @@ __all__ = [
     "InferencePrecisionPass",
     "QuantUnit",
     "QuantizePass",
+    "RECIPES",
+    "Recipe",
     "TensorRange",
     "attention_unit_name",
     "calibrate",

@@ -1,4 +1,5 @@
-"""The graph rewrites behind `QuantizePass`: each puts one node's quantized form in its place.
+"""The graph rewrites behind `QuantizePass`, as rules (`RECIPES`): each checks a node and puts
+its quantized form in its place.
 
 Written in standard ONNX (plus ONNX Runtime's QAttention) in the forms the runtimes fuse: a
 MatMul by DynamicQuantizeLinear + MatMulInteger + rescale (ORT's DynamicQuantizeMatMul), a fused
@@ -9,6 +10,9 @@ with only the gathered rows dequantized.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import ml_dtypes
 import numpy as np
 import onnx_ir as ir
@@ -18,13 +22,15 @@ from simq.ir import QuantizableNode
 from simq.passes._edit import array_of
 
 __all__ = [
-    "INT4_BLOCK", "MS_DOMAIN", "constant", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
+    "INT4_BLOCK", "INT4_OPSET", "MS_DOMAIN", "RECIPES", "Recipe", "constant", "recipe_for", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
     "require_ms_opset", "require_opset",
 ]  # fmt: skip
 
 #: Weights per INT4 block along the input axis (MatMulNBits-friendly).
 INT4_BLOCK = 32
 MS_DOMAIN = "com.microsoft"
+#: DequantizeLinear with block_size and INT4 tensors arrived in opset 21.
+INT4_OPSET = 21
 
 
 def weight_axes(node: ir.Node, q: QuantizableNode) -> tuple[int, int]:
@@ -209,3 +215,68 @@ def require_opset(model: ir.Model, version: int) -> None:
 def require_ms_opset(model: ir.Model) -> None:
     model.opset_imports.setdefault(MS_DOMAIN, 1)
     model.graph.opset_imports.setdefault(MS_DOMAIN, 1)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to quantize a node, as a rule (the form of onnxscript's rewrite rules).
+
+    Attributes:
+        name: What it makes, for messages.
+        check: Whether it takes ``(node, what the analysis knows of it, precision)``; the
+            analysis is None for a fused attention, which it never saw.
+        rewrite: ``(model, node, analysis, reduce_range)``: the quantized form in the node's place,
+            with the opsets it needs imported.
+        static: The node's activations go through `QuantizePass`'s static-INT8 plan (QDQ on the
+            values it reads, chained through integer-capable readers) before `rewrite` runs.
+    """
+
+    name: str
+    check: Callable[[ir.Node, QuantizableNode | None, str], bool]
+    rewrite: Callable[[ir.Model, ir.Node, QuantizableNode | None, bool], None]
+    static: bool = False
+
+
+def _attention(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_range: bool) -> None:
+    quantized_attention(model.graph, node, reduce_range)
+    require_ms_opset(model)
+
+
+def _dynamic(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_range: bool) -> None:
+    dynamic_matmul(model.graph, node, q, reduce_range)
+    require_ms_opset(model)
+
+
+def _int4(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_range: bool) -> None:
+    dequantized_weight(model.graph, node, q, int4=True)
+    require_opset(model, INT4_OPSET)
+
+
+def _static_int8(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_range: bool) -> None:
+    if q.kind == "weighted":
+        dequantized_weight(model.graph, node, q, int4=False)
+        if q.op_type == "Gemm":
+            quantized_bias(model.graph, node)
+
+
+#: The recipes `QuantizePass` applies, the first whose check passes. A new recipe is its rewrite
+#: and one entry here (before the entries it must win over).
+RECIPES: tuple[Recipe, ...] = (
+    Recipe("QAttention", lambda node, q, precision: q is None, _attention),
+    Recipe("int8 embedding table", lambda node, q, precision: q.op_type == "Gather", lambda model, node, q, r: quantized_table(model.graph, node)),
+    Recipe("dynamic INT8 MatMul", lambda node, q, precision: precision == "int8dyn", _dynamic),
+    Recipe("INT4 weights", lambda node, q, precision: precision == "int4w", _int4),
+    Recipe("static INT8 (QDQ)", lambda node, q, precision: precision == "int8", _static_int8, static=True),
+)
+
+
+def recipe_for(node: ir.Node, q: QuantizableNode | None, precision: str) -> Recipe:
+    """The first of `RECIPES` that takes the node at `precision`.
+
+    Raises:
+        InvalidConfigError: None does.
+    """
+    recipe = next((r for r in RECIPES if r.check(node, q, precision)), None)
+    if recipe is None:
+        raise InvalidConfigError(f"no quantization recipe turns {node.op_type} {node.name} into {precision}.")
+    return recipe

@@ -14,18 +14,7 @@ from simq.passes._contracts import require_unquantized
 from simq.passes._knobs import Knob, check_config, quant_knob
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
-from simq.passes.quant._rewrites import (
-    INT4_BLOCK,
-    MS_DOMAIN,
-    constant,
-    dequantized_weight,
-    dynamic_matmul,
-    quantized_attention,
-    quantized_bias,
-    quantized_table,
-    require_ms_opset,
-    require_opset,
-)
+from simq.passes.quant._rewrites import INT4_BLOCK, INT4_OPSET, MS_DOMAIN, Recipe, constant, recipe_for
 from simq.passes.quant._units import ATTENTION, QuantUnit, bind, quant_units, takes_int8dyn
 
 __all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
@@ -41,8 +30,6 @@ FALLBACK: Mapping[str, tuple[str, ...]] = {
 }
 #: ``metadata_props`` key listing units that could not take their precision in this candidate.
 NOTES_METADATA = "simq.quantization_notes"
-# DequantizeLinear with block_size and INT4 tensors arrived in opset 21.
-_INT4_OPSET = 21
 
 Supports = Callable[[str, str], bool]
 
@@ -133,8 +120,8 @@ class QuantizePass(ir.passes.InPlacePass):
                 knobs.append(Knob(quant_knob(unit.name), domain, "fp32", f"precision of {what}"))
         return knobs
 
-    def _assignments(self, model: ir.Model) -> tuple[list[tuple[ir.Node, QuantizableNode | None, str]], list[str]]:
-        """(node, what the analysis knows of it, precision) for every node to quantize, and notes."""
+    def _assignments(self, model: ir.Model) -> tuple[list[tuple[ir.Node, QuantizableNode | None, Recipe]], list[str]]:
+        """(node, what the analysis knows of it, its recipe) for every node to quantize, and notes."""
         bound = bind(self.units, model)
         out, notes = [], []
         for unit in self.units:
@@ -145,14 +132,13 @@ class QuantizePass(ir.passes.InPlacePass):
                 if q is None and not takes_int8dyn(node):
                     notes.append(f"{unit.name}: the fused attention here does not take {precision}; left fp32")
                     continue
-                out.append((node, q, precision))
+                out.append((node, q, recipe_for(node, q, str(precision))))
         return out, notes
 
     def activations(self, model: ir.Model) -> list[str]:
         """Names of the activations whose ranges this pass reads on `model` (for calibrating it)."""
         assignments, _ = self._assignments(model)
-        int8 = {node: q for node, q, p in assignments if p == "int8" and q is not None and q.op_type != "Gather"}
-        return [value.name for value in static_int8_plan(model.graph, int8)]
+        return [value.name for value in static_int8_plan(model.graph, {node: q for node, q, r in assignments if r.static})]
 
     def requires(self, model: ir.Model) -> None:
         """Float: quantization runs once, after pruning and the target's fusions."""
@@ -160,42 +146,29 @@ class QuantizePass(ir.passes.InPlacePass):
 
     def ensures(self, model: ir.Model) -> None:
         """The opsets its nodes need are imported (ONNX Runtime refuses the model otherwise)."""
-        ops = {(n.domain, n.op_type) for n in model.graph}
-        if any(domain == MS_DOMAIN for domain, _ in ops) and MS_DOMAIN not in model.opset_imports:
+        if any(n.domain == MS_DOMAIN for n in model.graph) and MS_DOMAIN not in model.opset_imports:
             raise ir.passes.PostconditionError(f"QuantizePass added {MS_DOMAIN} ops without importing the domain.")
         blocked = any(n.op_type == "DequantizeLinear" and "block_size" in n.attributes for n in model.graph)
-        if blocked and model.opset_imports.get("", 0) < _INT4_OPSET:
-            raise ir.passes.PostconditionError(f"QuantizePass added blocked INT4 weights under opset {model.opset_imports.get('', 0)} (needs {_INT4_OPSET}).")
+        if blocked and model.opset_imports.get("", 0) < INT4_OPSET:
+            raise ir.passes.PostconditionError(f"QuantizePass added blocked INT4 weights under opset {model.opset_imports.get('', 0)} (needs {INT4_OPSET}).")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Each node's recipe (`RECIPES`); static-INT8 nodes after their activations' QDQ."""
         graph = model.graph
         if self.recalibrate is not None:
             self.calibration = self.recalibrate(model, self.activations(model))
         assignments, notes = self._assignments(model)
-        int8: dict[ir.Node, QuantizableNode] = {}
-        for node, q, precision in assignments:
-            if q is None:
-                quantized_attention(graph, node, self.reduce_range)
-                require_ms_opset(model)
-            elif q.op_type == "Gather":
-                quantized_table(graph, node)
-            elif precision == "int8":
-                int8[node] = q
-            elif precision == "int8dyn":
-                dynamic_matmul(graph, node, q, self.reduce_range)
-                require_ms_opset(model)
-            else:
-                dequantized_weight(graph, node, q, int4=True)
-                require_opset(model, _INT4_OPSET)
-        for value, readers in static_int8_plan(graph, int8).items():
+        for node, q, recipe in assignments:
+            if not recipe.static:
+                recipe.rewrite(model, node, q, self.reduce_range)
+        static = {node: q for node, q, recipe in assignments if recipe.static}
+        for value, readers in static_int8_plan(graph, static).items():
             dequantized = self._qdq(graph, value, readers[0][0])
             for reader, index in readers:
                 reader.replace_input_with(index, dequantized)
-        for node, q in int8.items():
-            if q.kind == "weighted":
-                dequantized_weight(graph, node, q, int4=False)
-                if q.op_type == "Gemm":
-                    quantized_bias(graph, node)
+        for node, q, recipe in assignments:
+            if recipe.static:
+                recipe.rewrite(model, node, q, self.reduce_range)
         if notes:
             model.metadata_props[NOTES_METADATA] = json.dumps(notes)
         return ir.passes.PassResult(model, bool(assignments))
