@@ -9,6 +9,7 @@ one), where a second task times it interleaved with FP32, holding all that node'
 else runs beside it, one model at a time.
 """
 
-from simq.cluster._ray import RayExecutor, check_share, measure_resource
+from simq.cluster._ray import RayExecutor, measure_resource
+from simq.cluster._transfer import check_share
 
 __all__ = ["RayExecutor", "check_share", "measure_resource"]

@@ -21,11 +21,12 @@ import ray
 import ray.exceptions
 from ray import cloudpickle
 
-from simq.errors import InvalidArgumentError, SimqError
+from simq.cluster._transfer import check_reachable, pack, unpack
+from simq.errors import SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
-from simq.targets import Artifact, Fingerprint, PairedRatio, Target, compare
+from simq.targets import Artifact, Fingerprint, PairedRatio, Target, compare, timed_ratio
 
-__all__ = ["RayExecutor", "check_share", "measure_resource"]
+__all__ = ["RayExecutor", "measure_resource"]
 
 Config = Mapping[str, Hashable]
 
@@ -54,9 +55,9 @@ class RayExecutor:
             Ray's object store.
         num_cpus: CPUs of a local cluster (default: all of this machine's).
 
-    Latencies are measured on nodes of the driver's own fingerprint: the final pass re-times the
-    Pareto set where `simq compile` runs, and a search timed on one machine and re-timed on
-    another would mix fingerprints.
+    Latencies, the final pass's included (`time`), are measured on nodes of the driver's own
+    fingerprint: the job's kernel and precision choices are made from it when it is prepared,
+    and a search timed on one machine and re-timed on another would mix fingerprints.
     """
 
     def __init__(self, address: str | None = None, *, measured: bool = True, share: Path | None = None, num_cpus: int | None = None) -> None:
@@ -79,7 +80,7 @@ class RayExecutor:
             return
         settings: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
         if self.address is not None:
-            _check_reachable(self.address)
+            check_reachable(self.address)
         try:
             if self.address is None:
                 ray.init(address="local", num_cpus=self.num_cpus or os.cpu_count(), resources=dict(resources or {}), **settings)
@@ -177,6 +178,31 @@ class RayExecutor:
                 latency = evaluator.record_timing(built.digest, paired)
                 yield config, replace(built, metrics={**built.metrics, **latency}, seconds=built.seconds + seconds)
 
+    def time(self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact]) -> Iterator[tuple[int, PairedRatio]]:
+        """The final pass's timing on the measuring node (one model at a time there), so the
+        driver need not run on the target: each artifact travels as `evaluate`'s do, and FP32 is
+        the measuring node's own lowering of the job's model (what `reference` is on the driver).
+
+        Raises:
+            SimqError: No measuring node was found (`fingerprint`), or a timing failed for good.
+        """
+        if not artifacts:
+            return
+        self.connect()
+        if self._resource is None:
+            raise SimqError("measured latency needs the cluster's measuring node: call fingerprint(target) first.")
+        refs = self._job(evaluator.job)
+        timing = _time.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES)
+        pending = {timing.remote(refs, pack(a, a.digest(), self.share), True): i for i, a in artifacts.items()}
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready)
+            try:
+                paired, _seconds = ray.get(ready)
+            except ray.exceptions.RayError as e:
+                raise SimqError(f"the final timing of #{i} failed on the cluster: {first_line(getattr(e, 'cause', None) or e)}") from None
+            yield i, paired
+
     def _job(self, job: Any) -> list[ray.ObjectRef]:
         """The job in the object store, put once (wrapped in a list, so that tasks receive the
         reference and each worker deserializes the job once, not once per task)."""
@@ -246,7 +272,7 @@ def _build(refs: list[ray.ObjectRef], options: Any, config: dict, measured: bool
     def latency(config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
         if not measured:
             return evaluator.predicted_latency(config, kind, artifact)
-        packed.append(_pack(artifact, digest, Path(share) if share else None))
+        packed.append(pack(artifact, digest, Path(share) if share else None))
         return {}
 
     evaluation = evaluator.evaluate(evaluator.candidate_artifact(config), config, "candidate", latency)
@@ -254,8 +280,9 @@ def _build(refs: list[ray.ObjectRef], options: Any, config: dict, measured: bool
 
 
 @ray.remote
-def _time(refs: list[ray.ObjectRef], packed: Any) -> tuple[PairedRatio, float]:
-    """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds)."""
+def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False) -> tuple[PairedRatio, float]:
+    """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds);
+    `final`: to the final pass's tolerance (`timed_ratio`), else the search's rounds."""
     start = time.perf_counter()
     job = _cached_job(refs)
     key = refs[0].hex()
@@ -263,66 +290,6 @@ def _time(refs: list[ray.ObjectRef], packed: Any) -> tuple[PairedRatio, float]:
         folder = Path(tempfile.mkdtemp(prefix="reference-", dir=_SCRATCH))
         _REFERENCES[key] = job.target.runner(job.target.lower(job.model, folder), job.feed)
     with tempfile.TemporaryDirectory(prefix="timing-", dir=_SCRATCH) as tmp:
-        artifact = _unpack(packed, Path(tmp))
-        paired = compare(_REFERENCES[key], job.target.runner(artifact, job.feed))
+        artifact = unpack(packed, Path(tmp))
+        paired = (timed_ratio if final else compare)(_REFERENCES[key], job.target.runner(artifact, job.feed))
     return paired, time.perf_counter() - start
-
-
-def _files(artifact: Artifact) -> tuple[Path, list[Path]]:
-    files = sorted({artifact.path, artifact.onnx, *artifact.files})
-    root = Path(os.path.commonpath([str(f.parent) for f in files]))
-    artifact.save_index(root)
-    return root, [*files, root / "artifact.json"]
-
-
-def _pack(artifact: Artifact, digest: str, share: Path | None) -> dict[str, bytes] | str:
-    """An artifact's files by relative path (for the object store), or the folder of the shared
-    folder they were copied to."""
-    root, files = _files(artifact)
-    if share is None:
-        return {str(f.relative_to(root)): f.read_bytes() for f in files}
-    folder = share / digest
-    if not folder.is_dir():
-        partial = share / f".{digest}.{os.getpid()}.partial"
-        for f in files:
-            (partial / f.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, partial / f.relative_to(root))
-        try:
-            partial.rename(folder)
-        except OSError:  # another worker published the same artifact first
-            shutil.rmtree(partial, ignore_errors=True)
-    return str(folder)
-
-
-def _unpack(packed: dict[str, bytes] | str, folder: Path) -> Artifact:
-    if isinstance(packed, str):
-        return Artifact.load_index(Path(packed))
-    for name, data in packed.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
-    return Artifact.load_index(folder)
-
-
-def _check_reachable(address: str) -> None:
-    """Fail in seconds, not after Ray's minutes of retries, if a head's host:port does not answer.
-
-    Raises:
-        SimqError: Nothing listens there.
-    """
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return  # auto, or a Ray client address: Ray resolves it
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as e:
-        raise SimqError(f"cannot join the Ray cluster at {address}: nothing answers there ({e.strerror or e}).") from None
-
-
-def check_share(share: Path) -> None:
-    """Fail early if the shared folder cannot be written.
-
-    Raises:
-        InvalidArgumentError: It is not a writable folder.
-    """
-    if not share.is_dir() or not os.access(share, os.W_OK):
-        raise InvalidArgumentError(f"--ray-share {share} is not a writable folder.")

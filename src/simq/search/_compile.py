@@ -211,7 +211,7 @@ class _Compiler:
         candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
         front = select_front(candidates, references, goal, o.objective_table, o.final_models, o.keep_slower)
         baselines = [r for r in self.store.records("baseline") if r.status == "ok"]
-        publish(self.evaluator, self.out, front, references.fp32, baselines, self.progress)
+        publish(self.evaluator, self.executor, self.out, front, references.fp32, baselines, self.progress)
         self.evaluator.close()
         front = [self.store.get(r.id) for r in front]
         baselines = [self.store.get(r.id) for r in baselines]

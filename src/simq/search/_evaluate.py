@@ -24,7 +24,7 @@ from simq.errors import SimqError
 from simq.ir import analyze
 from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
-from simq.targets import Artifact, PairedRatio, compare, features
+from simq.targets import Artifact, PairedRatio, compare, features, timed_ratio
 
 __all__ = ["Evaluation", "Executor", "InProcessExecutor", "LatencyFunction", "ModelEvaluator", "first_line"]
 
@@ -63,6 +63,12 @@ class Executor(Protocol):
         they finish, in any order, each config exactly once."""
         ...
 
+    def time(self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact]) -> Iterator[tuple[int, PairedRatio]]:
+        """The final pass's timing: each artifact against `reference` (FP32) until its ratio's
+        interval is within the final tolerance (`simq.targets.timed_ratio`), one at a time on
+        the hardware latencies are measured on; yield ``(id, ratio)`` as each is done."""
+        ...
+
 
 class InProcessExecutor:
     """One evaluation after the other, in this process."""
@@ -73,6 +79,15 @@ class InProcessExecutor:
     def evaluate(self, evaluator: ModelEvaluator, configs: Sequence[Config]) -> Iterator[tuple[Config, Evaluation]]:
         for config in configs:
             yield config, evaluator.evaluate(evaluator.candidate_artifact(config), config, "candidate")
+
+    def time(self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact]) -> Iterator[tuple[int, PairedRatio]]:
+        target, feed = evaluator.job.target, evaluator.job.feed
+        runner = target.runner(reference, feed)
+        try:
+            for i, artifact in artifacts.items():
+                yield i, timed_ratio(runner, target.runner(artifact, feed))
+        finally:
+            del runner
 
 
 class ModelEvaluator:

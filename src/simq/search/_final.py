@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from simq.search._algorithms import Goal
-from simq.search._evaluate import ModelEvaluator
+from simq.search._evaluate import Executor, ModelEvaluator
 from simq.search._objectives import Objective, References, tracked_values
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
-from simq.targets import Artifact, interleave, lowering_summary, timed_ratio
+from simq.targets import Artifact, lowering_summary
 
 __all__ = ["publish", "select_front"]
 
@@ -59,11 +59,18 @@ def _values(records: Sequence[Record], references: References, goal: Goal, table
 
 
 def publish(
-    evaluator: ModelEvaluator, out: Path, front: list[Record], reference: Record, baselines: list[Record], progress: Callable[..., None]
+    evaluator: ModelEvaluator,
+    executor: Executor,
+    out: Path,
+    front: list[Record],
+    reference: Record,
+    baselines: list[Record],
+    progress: Callable[..., None],
 ) -> dict[int, dict[str, float]]:
-    """Lower the front into ``out/pareto/``, time and score it with FP32 and the baselines (with
-    `evaluator`'s job, options, scratch folder and store), write the manifests; returns the
-    end-of-run values by record id (also stored)."""
+    """Lower the front into ``out/pareto/``, time it with the baselines against FP32 through
+    `executor` (where latencies are measured), score them (with `evaluator`'s job, options,
+    scratch folder and store), write the manifests; returns the end-of-run values by record id
+    (also stored)."""
     job, options, store, work = evaluator.job, evaluator.options, evaluator.store, evaluator.work
     staging = out / "pareto.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -99,22 +106,18 @@ def publish(
         step(f"lowered #{record_id}")
     final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
     if timed:
-        reference_runner = job.target.runner(artifacts[reference.id], job.feed)
+        # Only the reference left: timed against itself, for its milliseconds.
+        others = {i: a for i, a in artifacts.items() if i != reference.id} or {reference.id: artifacts[reference.id]}
         reference_ms: list[float] = []
-        for i, artifact in artifacts.items():
-            if i == reference.id:
-                continue
-            paired = timed_ratio(reference_runner, job.target.runner(artifact, job.feed))
-            final[i] |= {**paired.metrics(), "rounds": float(paired.rounds)}
+        for i, paired in executor.time(evaluator, artifacts[reference.id], others):
             reference_ms.append(paired.reference_ms)
-            step(f"timed #{i} ({paired.rounds} rounds, {paired.ratio:.3f}x FP32 [{paired.low:.3f}, {paired.high:.3f}])")
-        if not reference_ms:  # only the reference is left to time
-            reference_ms = interleave({"reference": reference_runner})["reference"]
+            if i != reference.id:
+                final[i] |= {**paired.metrics(), "rounds": float(paired.rounds)}
+                step(f"timed #{i} ({paired.rounds} rounds, {paired.ratio:.3f}x FP32 [{paired.low:.3f}, {paired.high:.3f}])")
         ms = statistics.median(reference_ms)
         final[reference.id] |= {"latency_ratio": 1.0, "latency_ratio_low": 1.0, "latency_ratio_high": 1.0, "latency_ms": ms}
         for i in artifacts:
             final[i]["latency_ms"] = final[i]["latency_ratio"] * ms
-        del reference_runner
     if job.final_evaluator is not None:
         for i, artifact in artifacts.items():
             digest = artifact.digest()
