@@ -1,6 +1,6 @@
 """What a new user runs into: texts past the model's positions, empty texts, labels the model does
-not have, test rows repeated from train, a fraction for a drop in points, and --ray before the
-model. Each is handled as a user expects: cut with a note, kept with a note, or refused in one
+not have, test rows repeated from train, a fraction for a drop in points, --ray before the
+model, a model quantized already. Each is handled as a user expects: cut with a note, kept with a note, or refused in one
 sentence."""
 
 from __future__ import annotations
@@ -80,3 +80,15 @@ def test_a_dataset_id_not_in_the_local_cache_says_where_it_looked(text_model, tm
     assert _compile(text_model, "stanfordnlp/imdb", tmp_path / "out") == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "local datasets cache" in err and "nothing is downloaded" in err and "Traceback" not in err
+
+
+def test_a_model_quantized_already_is_refused_naming_its_quantized_ops(fixed_batch_model, tmp_path, capsys):
+    from onnxruntime.quantization import quantize_dynamic
+
+    model, data = fixed_batch_model
+    quantize_dynamic(model, tmp_path / "int8.onnx")
+    args = ["compile", str(tmp_path / "int8.onnx"), "--data", str(data), "--out", str(tmp_path / "out"), "--budget", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is quantized already (" in err and "MatMulInteger" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

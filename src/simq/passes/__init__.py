@@ -4,6 +4,7 @@
 and target: its knobs are the search space.
 """
 
+from simq.passes._contracts import quantized_ops
 from simq.passes._knobs import (
     Config,
     Knob,
@@ -33,4 +34,5 @@ __all__ = [
     "is_precision",
     "knob_kind",
     "quant_knob",
+    "quantized_ops",
 ]

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-__all__ = ["QUANTIZED_OPS", "require_unquantized"]
+__all__ = ["QUANTIZED_OPS", "quantized_ops", "require_unquantized"]
 
 #: Ops that only a quantized model holds (QDQ, dynamic quantization, integer kernels).
 QUANTIZED_OPS = frozenset(
     {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QAttention", "DynamicQuantizeMatMul", "MatMulNBits"}
 )
+
+
+def quantized_ops(model: ir.Model) -> list[str]:
+    """The quantized op types `model` holds, sorted (none: it is a float model)."""
+    return sorted({n.op_type for n in model.graph if n.op_type in QUANTIZED_OPS})
 
 
 def require_unquantized(model: ir.Model, what: str) -> None:

@@ -22,11 +22,11 @@ from simq.data import (
     check_data,
     timing_feed,
 )
-from simq.errors import ArtifactError, InvalidArgumentError
+from simq.errors import ArtifactError, InvalidArgumentError, UnsupportedModelError
 from simq.eval import (
     load_evaluator,
 )
-from simq.passes import Pipeline
+from simq.passes import Pipeline, quantized_ops
 from simq.passes.prune import TrainedSpace, collect_stats, elastic_record
 from simq.passes.quant import calibrate
 from simq.search._baselines import cached_baselines
@@ -107,6 +107,8 @@ def prepare_job(
     status(f"loading {spec.model}")
     path = sir.resolve_source(spec.model, zoo)
     model = sir.load(path, cache_dir=sir.cache_root(spec.cache_dir))
+    if quantized_ops(model):
+        raise UnsupportedModelError(f"{spec.model} is quantized already ({', '.join(quantized_ops(model))}); give SimQ the float model it came from.")
     source_dir = path if path.is_dir() else None
     elastic = elastic_record(model)
     if elastic is not None and source_dir is not None and (source_dir / "model").is_dir():
