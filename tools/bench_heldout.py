@@ -46,7 +46,7 @@ def main() -> None:
         for row in summary["rows"]:
             if row["kind"] != "candidate" or not row.get("artifact"):
                 continue
-            artifact = Artifact.load_index(Path(row["artifact"]))
+            artifact = Artifact.load_index(out / "pareto" / str(row["id"]))
             drop = paired_drop(fp32, correct(target.load(artifact), inputs, labels))
             total += 1
             beyond += drop.estimate > args.limit + 0.5

@@ -67,7 +67,7 @@ def main() -> None:
     rows = "\n".join(f"| {text} | {p['label']} | {p['score']:.3f} |" for text, p in zip(TEXTS, result["predictions"]))
     doc = f"""# Shipping with Optimum
 
-Checked by `python tools/check_optimum.py {args.folder}`: a folder SimQ published, loaded with
+Checked by `python tools/check_optimum.py simq-out/pareto/{args.folder.name}` (the README's main job): a folder SimQ published, loaded with
 Optimum's `ORTModelForSequenceClassification.from_pretrained(folder)` and answered through a
 transformers `pipeline("text-classification")`, in an environment of its own:
 {", ".join(f"{k} {v}" for k, v in versions.items())}.

@@ -53,6 +53,24 @@ def test_within_the_limit_means_its_paired_upper_bound_is():
     assert "#6" in headline(References(reference, reference, 0.5), [], front, 1.0)  # the point estimate accepts it
 
 
+def test_a_faster_baseline_the_bound_rejects_is_still_named_when_its_estimate_is_within():
+    """The recipe 0.6 points down on average but with a shaky interval: the rule keeps it out of
+    "within 1 point", yet a user would pick it; the verdict measures SimQ against it too."""
+    n = 400
+    reference_scores = np.full(n, 100.0)
+    reference_scores[:100] = 0.0
+    shaky = reference_scores.copy()
+    shaky[:20] = 100.0
+    shaky[100:122] = 0.0  # 0.5 down on average, 40 verdicts changed
+    reference = _record(1, "reference", 75.0, 1.0, per_example=reference_scores)
+    baselines = [_record(2, "baseline", 75.0, 0.85, "optimizer FP32", reference_scores), _record(3, "baseline", float(shaky.mean()), 0.55, "the recipe", shaky)]
+    front = [_record(7, "candidate", 75.0, 0.5, per_example=reference_scores)]
+    text = headline(References(reference, reference, 0.9), baselines, front, 1.0)
+    assert text.startswith("Best baseline within 1 point of FP32: optimizer FP32 at 0.85x FP32.")
+    assert "#7 at 0.50x FP32, 1.70x faster." in text
+    assert "Against the recipe (0.55x FP32, drop 0.50 on validation but" in text and text.endswith("1.10x faster.")
+
+
 def test_the_table_shows_each_drop_with_its_interval():
     summary = {
         "score": "accuracy",
