@@ -19,7 +19,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXTS = ["the battery lasts all day", "stopped working after a week", "it is a phone"]
+TEXTS = ["I love this, best day ever!", "this is the worst service, I hate it", "the meeting is at 3pm on Tuesday"]
 
 _CHILD = r"""
 import json, sys
