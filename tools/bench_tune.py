@@ -144,7 +144,7 @@ batch 1, 64 tokens.
 
 ## Tuning
 
-`{' '.join(tune_cmd)}`: {record['epochs_done']} epoch(s) in {tune_minutes:.1f} min{' (stopped at the time limit)' if record['stopped_early'] else ''}, on the
+`{' '.join(tune_cmd).replace(str(ROOT) + '/', '')}`: {record['epochs_done']} epoch(s) in {tune_minutes:.1f} min{' (stopped at the time limit)' if record['stopped_early'] else ''}, on the
 {record['data']['train']} train tweets only (calibration, validation and test checked disjoint by content). Layers are dropped
 in the order {', '.join(record['orders']['depth'])} (least change to the residual stream first).
 
