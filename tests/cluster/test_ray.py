@@ -159,3 +159,38 @@ def test_simq_worker_names_the_resource_of_this_machines_fingerprint(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["worker", "--target", "ort-cpu"])  # neither --address nor --head
     assert exit_.value.code == 2
+
+
+def test_a_driver_on_another_fingerprint_plans_and_measures_for_the_measuring_node(zoo, tmp_path):
+    """A driver whose CPU has no integer kernels (as its target sees it) joins a cluster whose
+    only measuring node is this machine: the job is planned for the node (its INT8 kernels
+    offered), and the reference, baselines, candidates and final pass are timed there."""
+    import ray
+
+    from simq.cluster import RayExecutor, measure_resource
+    from simq.errors import SimqError
+    from simq.search import CompileOptions, JobSpec, compile_model, prepare_job
+    from simq.targets import TargetRegistry
+    from simq.targets.ort_cpu import OrtCpuTarget
+
+    node = TargetRegistry().get("ort-cpu", threads=1).fingerprint()
+    driver = OrtCpuTarget(threads=1, isa=("fma",))  # an x86 without AVX2: no integer GEMM kernels
+    assert driver.fingerprint() != node and not driver.supports("Conv", "int8")
+    ray.init(address="local", num_cpus=2, resources={measure_resource(node): 1}, include_dashboard=False, log_to_driver=False)
+    with RayExecutor() as executor:
+        planned = executor.target_for(driver)
+        assert planned.fingerprint() == node and planned.supports("Conv", "int8")
+        spec = JobSpec(model=MODEL, threads=1, cache_dir=zoo.cache_dir)
+        job = prepare_job(spec, zoo, checked=planned).job
+        assert any("int8" in knob.domain for knob in job.pipeline.knobs)
+        with pytest.raises(SimqError, match="planned for"):  # a job planned for the driver's own CPU is refused
+            executor.fingerprint(driver)
+        out = tmp_path / "elsewhere"
+        result = compile_model(job, CompileOptions(budget=3, population=3, final_models=1), out, executor=executor)
+    assert len(result.pareto) >= 1
+    with sqlite3.connect(out / Store.FILENAME) as db:
+        fingerprints = {f for (f,) in db.execute("SELECT fingerprint FROM measurements")}
+        kinds = {k for (k,) in db.execute("SELECT kind FROM candidates WHERE status = 'ok'")}
+    assert fingerprints == {node.key()}
+    assert {"reference", "baseline", "candidate"} <= kinds
+    assert json.loads((out / "summary.json").read_text())["fingerprint"] == node.key()

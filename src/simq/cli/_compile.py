@@ -227,9 +227,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _with_flags(spec.check)
     check_out(args.out, args.resume)
     target = check_spec(spec)  # the data, the evaluator and the target, before minutes of work
+    planned = target.fingerprint()
     with _executor(args, options) as executor:
-        if executor is not None:  # the cluster and its measuring nodes, too
-            executor.fingerprint(target)
+        if executor is not None:  # the cluster and its measuring nodes; the job is planned for what they measure
+            target = executor.target_for(target)
+            if target.fingerprint() != planned:
+                console.print(f"planning for the cluster's measuring node: {target.fingerprint().key()}", highlight=False)
         with console.status("preparing") as status:
             samples = lambda phase, done, total, *_: status.update(f"measuring the cost model's samples ({done}/{total})")  # noqa: E731
             prepared = prepare_job(spec, zoo_for(args), status=status.update, checked=target, progress=samples)

@@ -1,17 +1,10 @@
-"""`RayExecutor`: a search's candidates as Ray tasks; the tasks themselves, run on the workers."""
+"""`RayExecutor`: a search's candidates as Ray tasks (the tasks themselves are in `_tasks.py`)."""
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
 import os
-import shutil
-import socket
-import sys
-import tempfile
-import threading
-import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +12,12 @@ from typing import Any
 
 import ray
 import ray.exceptions
-from ray import cloudpickle
 
-from simq.cluster._transfer import check_reachable, pack, unpack
+from simq.cluster._tasks import build_task, dumps, made_there, time_task
+from simq.cluster._transfer import check_reachable, pack
 from simq.errors import SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
-from simq.targets import Artifact, Fingerprint, PairedRatio, Target, compare, timed_ratio
+from simq.targets import Artifact, Fingerprint, PairedRatio, Target
 
 __all__ = ["RayExecutor", "measure_resource"]
 
@@ -55,9 +48,11 @@ class RayExecutor:
             Ray's object store.
         num_cpus: CPUs of a local cluster (default: all of this machine's).
 
-    Latencies, the final pass's included (`time`), are measured on nodes of the driver's own
-    fingerprint: the job's kernel and precision choices are made from it when it is prepared,
-    and a search timed on one machine and re-timed on another would mix fingerprints.
+    Latencies, the final pass's included (`time`), and the reference's and baselines', are
+    measured on nodes of one fingerprint: the driver's own where the cluster measures it, else
+    the one the cluster measures the target on. The job's kernel and precision choices are made
+    for that fingerprint (`target_for`: a target object made on the measuring node), so the
+    driver may sit on any machine.
     """
 
     def __init__(self, address: str | None = None, *, measured: bool = True, share: Path | None = None, num_cpus: int | None = None) -> None:
@@ -90,31 +85,60 @@ class RayExecutor:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray cluster"
             raise SimqError(f"cannot join {where}: {first_line(e)}") from None
 
-    def fingerprint(self, target: Target) -> str:
-        """The driver's fingerprint key; with measured latency, after finding the cluster's
-        measuring nodes for it (a local cluster measures on this machine).
+    def target_for(self, target: Target) -> Target:
+        """The target to plan the job for: `target` itself where a measuring node shares this
+        machine's fingerprint (or latency is predicted), else the target as made on the one
+        fingerprint the cluster measures it on (its ISA, its timed kernel choices), so that a
+        driver on any machine plans what the measuring node times.
 
         Raises:
-            SimqError: No node of the cluster measures this fingerprint.
+            SimqError: The cluster measures this target on no fingerprint, or on several other
+                than this machine's.
         """
         own = target.fingerprint()
         resource = measure_resource(own)
         self.connect({resource: 1.0} if self.measured else None)  # a local cluster is this machine: it measures
         if not self.measured:
-            return own.key()
+            return target
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        measuring = [n for n in nodes if resource in n["Resources"]]
-        if not measuring:
-            others = sorted({name for n in nodes for name in n["Resources"] if name.startswith(f"simq-measure-{own.target}-")})
-            seen = f" (the cluster measures {', '.join(others)}, another CPU, runtime or --threads)" if others else ""
+        offered = sorted({name for n in nodes for name in n["Resources"] if name.startswith(f"simq-measure-{own.target}-")})
+        if resource not in offered and len(offered) != 1:
+            seen = f" (it measures {', '.join(offered)}: run the driver on one of those machines)" if offered else ""
             raise SimqError(
                 f"no node of the Ray cluster measures {own.target} on this machine's fingerprint {resource}{seen}: start "
-                f"`simq worker --target {own.target} --threads {own.threads} --address ADDRESS` on such a machine, run "
-                "simq compile there, or pass --latency predicted."
+                f"`simq worker --target {own.target} --threads {own.threads} --address ADDRESS` on a machine to measure on, "
+                "or pass --latency predicted."
             )
+        if resource not in offered:
+            remote = made_there.options(num_cpus=0, resources={offered[0]: 1}, max_retries=MAX_RETRIES).remote(own.target, own.threads)
+            try:
+                target = ray.get(remote)
+            except ray.exceptions.RayError as e:
+                raise SimqError(f"the measuring node cannot make the {own.target} target: {first_line(getattr(e, 'cause', None) or e)}") from None
+            resource = measure_resource(target.fingerprint())
+            if resource != offered[0]:
+                raise SimqError(f"the cluster measures {own.target} on {offered[0]}, with other --threads than {own.threads}: pass its --threads.")
         self._resource = resource
-        self._measure_cpus = min(n["Resources"].get("CPU", 1.0) for n in measuring)
-        return own.key()
+        self._measure_cpus = min(n["Resources"].get("CPU", 1.0) for n in nodes if resource in n["Resources"])
+        return target
+
+    def fingerprint(self, target: Target) -> str:
+        """The fingerprint key latencies are measured on: `target`'s, which must be one the
+        cluster measures (`target_for` gives such a target).
+
+        Raises:
+            SimqError: No node of the cluster measures this fingerprint.
+        """
+        if self.measured and measure_resource(target.fingerprint()) != self._resource:
+            planned = self.target_for(target)
+            if planned.fingerprint() != target.fingerprint():
+                raise SimqError(
+                    f"the job is planned for {target.fingerprint().key()}, but the cluster measures {planned.fingerprint().key()}: "
+                    "prepare it for the target RayExecutor.target_for gives."
+                )
+        elif not ray.is_initialized():
+            self.connect()
+        return target.fingerprint().key()
 
     def close(self) -> None:
         """Leave the cluster (a local one stops)."""
@@ -146,7 +170,7 @@ class RayExecutor:
         # builds (a build)
         pending: dict[ray.ObjectRef, tuple[Config, Evaluation | None, ray.ObjectRef | None]] = {}
         for config in configs:
-            evaluation_ref, artifact_ref = _build.options(num_cpus=1, max_retries=MAX_RETRIES).remote(
+            evaluation_ref, artifact_ref = build_task.options(num_cpus=1, max_retries=MAX_RETRIES).remote(
                 refs, evaluator.options, dict(config), measured, share
             )
             pending[evaluation_ref] = (config, None, artifact_ref)
@@ -169,7 +193,7 @@ class RayExecutor:
                 if cached is not None:
                     yield config, replace(evaluation, metrics={**evaluation.metrics, **cached})
                     continue
-                timing = _time.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES).remote(
+                timing = time_task.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES).remote(
                     refs, artifact_ref
                 )
                 pending[timing] = (config, evaluation, None)
@@ -178,10 +202,12 @@ class RayExecutor:
                 latency = evaluator.record_timing(built.digest, paired)
                 yield config, replace(built, metrics={**built.metrics, **latency}, seconds=built.seconds + seconds)
 
-    def time(self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact]) -> Iterator[tuple[int, PairedRatio]]:
-        """The final pass's timing on the measuring node (one model at a time there), so the
-        driver need not run on the target: each artifact travels as `evaluate`'s do, and FP32 is
-        the measuring node's own lowering of the job's model (what `reference` is on the driver).
+    def time(
+        self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact], *, final: bool = True
+    ) -> Iterator[tuple[int, PairedRatio]]:
+        """Timing on the measuring node (one model at a time there), so the driver need not run
+        on the target: each artifact travels as `evaluate`'s do, and FP32 is the measuring node's
+        own lowering of the job's model (what `reference` is on the driver).
 
         Raises:
             SimqError: No measuring node was found (`fingerprint`), or a timing failed for good.
@@ -192,104 +218,20 @@ class RayExecutor:
         if self._resource is None:
             raise SimqError("measured latency needs the cluster's measuring node: call fingerprint(target) first.")
         refs = self._job(evaluator.job)
-        timing = _time.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES)
-        pending = {timing.remote(refs, pack(a, a.digest(), self.share), True): i for i, a in artifacts.items()}
+        timing = time_task.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES)
+        pending = {timing.remote(refs, pack(a, a.digest(), self.share), final): i for i, a in artifacts.items()}
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ready)
             try:
                 paired, _seconds = ray.get(ready)
             except ray.exceptions.RayError as e:
-                raise SimqError(f"the final timing of #{i} failed on the cluster: {first_line(getattr(e, 'cause', None) or e)}") from None
+                raise SimqError(f"the timing of #{i} failed on the cluster: {first_line(getattr(e, 'cause', None) or e)}") from None
             yield i, paired
 
     def _job(self, job: Any) -> list[ray.ObjectRef]:
         """The job in the object store, put once (wrapped in a list, so that tasks receive the
         reference and each worker deserializes the job once, not once per task)."""
         if self._job_key != id(job):
-            self._job_refs, self._job_key = [ray.put(_dumps(job))], id(job)
+            self._job_refs, self._job_key = [ray.put(dumps(job))], id(job)
         return self._job_refs
-
-
-def _dumps(job: Any) -> bytes:
-    """The job pickled. An IR graph's nodes and values refer to each other, so pickling one
-    recurses about as deep as the graph is long (a 6-layer MiniLM overflows Python's default
-    limit): it runs in a thread with a large stack and a high recursion limit. Unpickling does
-    not recurse."""
-    result: dict[str, Any] = {}
-
-    def dump() -> None:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 1_000_000))
-        try:
-            result["bytes"] = cloudpickle.dumps(job)
-        except Exception as e:  # noqa: BLE001 - reported in the caller's thread
-            result["error"] = e
-        finally:
-            sys.setrecursionlimit(limit)
-
-    previous = threading.stack_size(1 << 30)
-    try:
-        thread = threading.Thread(target=dump, name="simq-pickle-job")
-        thread.start()
-    finally:
-        threading.stack_size(previous)
-    thread.join()
-    if "error" in result:
-        raise SimqError(f"the compile job cannot be sent to the cluster: {first_line(result['error'])}") from result["error"]
-    return result["bytes"]
-
-
-# On the workers
-
-_JOBS: dict[str, Any] = {}
-_REFERENCES: dict[str, Any] = {}
-_SCRATCH = Path(tempfile.mkdtemp(prefix="simq-worker-"))
-atexit.register(shutil.rmtree, _SCRATCH, True)
-
-
-def _cached_job(refs: list[ray.ObjectRef]) -> Any:
-    key = refs[0].hex()
-    if key not in _JOBS:
-        _JOBS.clear()  # a worker serves one job at a time
-        _REFERENCES.clear()
-        _JOBS[key] = cloudpickle.loads(ray.get(refs[0]))
-    return _JOBS[key]
-
-
-def _where() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@ray.remote(num_returns=2)
-def _build(refs: list[ray.ObjectRef], options: Any, config: dict, measured: bool, share: str | None) -> tuple[Evaluation, Any]:
-    """Build, score and size one candidate (and predict its latency, unless it is measured: its
-    artifact is then returned packed, for the measuring node)."""
-    job = _cached_job(refs)
-    evaluator = ModelEvaluator(job, options, _SCRATCH, None, "")
-    packed: list[Any] = []
-
-    def latency(config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
-        if not measured:
-            return evaluator.predicted_latency(config, kind, artifact)
-        packed.append(pack(artifact, digest, Path(share) if share else None))
-        return {}
-
-    evaluation = evaluator.evaluate(evaluator.candidate_artifact(config), config, "candidate", latency)
-    return replace(evaluation, worker=_where()), (packed[0] if packed else None)
-
-
-@ray.remote
-def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False) -> tuple[PairedRatio, float]:
-    """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds);
-    `final`: to the final pass's tolerance (`timed_ratio`), else the search's rounds."""
-    start = time.perf_counter()
-    job = _cached_job(refs)
-    key = refs[0].hex()
-    if key not in _REFERENCES:
-        folder = Path(tempfile.mkdtemp(prefix="reference-", dir=_SCRATCH))
-        _REFERENCES[key] = job.target.runner(job.target.lower(job.model, folder), job.feed)
-    with tempfile.TemporaryDirectory(prefix="timing-", dir=_SCRATCH) as tmp:
-        artifact = unpack(packed, Path(tmp))
-        paired = (timed_ratio if final else compare)(_REFERENCES[key], job.target.runner(artifact, job.feed))
-    return paired, time.perf_counter() - start

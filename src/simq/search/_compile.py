@@ -98,9 +98,12 @@ class _Compiler:
             )  # fmt: skip
 
     def _once(self, build: Callable[[Path], Artifact], config: Mapping[str, Hashable], kind: str) -> Record:
-        """The stored record of `config`, or evaluate and commit it now (reference, baselines)."""
+        """The stored record of `config`, or evaluate and commit it now (reference, baselines: built
+        and scored here, timed by the executor)."""
         found = self.store.find(config)
-        return found if found is not None else self._commit(config, kind, self.evaluator.evaluate(build, config, kind))
+        if found is not None:
+            return found
+        return self._commit(config, kind, self.evaluator.evaluate(build, config, kind, self.evaluator.latency_by(self.executor)))
 
     # the search
 

@@ -54,6 +54,11 @@ class Evaluation:
 class Executor(Protocol):
     """Runs the candidates' evaluations of a search."""
 
+    def target_for(self, target: Any) -> Any:
+        """The target to prepare the job for: as made on the hardware latencies are measured on
+        (its fingerprint and the kernel choices it times there), which may be another machine."""
+        ...
+
     def fingerprint(self, target: Any) -> str:
         """The fingerprint key of the hardware latencies are measured on."""
         ...
@@ -63,15 +68,21 @@ class Executor(Protocol):
         they finish, in any order, each config exactly once."""
         ...
 
-    def time(self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact]) -> Iterator[tuple[int, PairedRatio]]:
-        """The final pass's timing: each artifact against `reference` (FP32) until its ratio's
-        interval is within the final tolerance (`simq.targets.timed_ratio`), one at a time on
-        the hardware latencies are measured on; yield ``(id, ratio)`` as each is done."""
+    def time(
+        self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact], *, final: bool = True
+    ) -> Iterator[tuple[int, PairedRatio]]:
+        """Time each artifact against `reference` (FP32), one at a time on the hardware latencies
+        are measured on; yield ``(id, ratio)`` as each is done. `final`: until the ratio's
+        interval is within the final pass's tolerance (`simq.targets.timed_ratio`), else the
+        search's rounds (`simq.targets.compare`: the reference and the baselines)."""
         ...
 
 
 class InProcessExecutor:
     """One evaluation after the other, in this process."""
+
+    def target_for(self, target: Any) -> Any:
+        return target
 
     def fingerprint(self, target: Any) -> str:
         return target.fingerprint().key()
@@ -80,12 +91,14 @@ class InProcessExecutor:
         for config in configs:
             yield config, evaluator.evaluate(evaluator.candidate_artifact(config), config, "candidate")
 
-    def time(self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact]) -> Iterator[tuple[int, PairedRatio]]:
+    def time(
+        self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact], *, final: bool = True
+    ) -> Iterator[tuple[int, PairedRatio]]:
         target, feed = evaluator.job.target, evaluator.job.feed
         runner = target.runner(reference, feed)
         try:
             for i, artifact in artifacts.items():
-                yield i, timed_ratio(runner, target.runner(artifact, feed))
+                yield i, (timed_ratio if final else compare)(runner, target.runner(artifact, feed))
         finally:
             del runner
 
@@ -105,6 +118,7 @@ class ModelEvaluator:
     def __init__(self, job: Job, options: CompileOptions, work: Path, store: Store | None, fingerprint: str) -> None:
         self.job, self.options, self.work, self.store, self.fingerprint = job, options, work, store, fingerprint
         self._reference_runner = None
+        self._reference: Artifact | None = None
         self._reference_ms: list[float] = []
 
     def reference_artifact(self, workdir: Path) -> Artifact:
@@ -170,7 +184,7 @@ class ModelEvaluator:
         cached = self.measured(digest)
         if cached is None:
             if self._reference_runner is None:
-                self._reference_runner = self.job.target.runner(self.reference_artifact(self.work / "reference"), self.job.feed)
+                self._reference_runner = self.job.target.runner(self._lowered_reference(), self.job.feed)
             paired = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
             if kind == "reference":
                 # 1 by definition; timed against itself, a 0.05 ms model came out at 1.44 and was
@@ -178,6 +192,29 @@ class ModelEvaluator:
                 paired = PairedRatio(1.0, 1.0, 1.0, paired.reference_ms, paired.rounds)
             cached = self.record_timing(digest, paired)
         return cached
+
+    def latency_by(self, executor: Executor) -> LatencyFunction:
+        """`latency_metrics`, timed by `executor` (on the measuring node, with Ray): how the
+        driver times the reference and the baselines it builds itself."""
+
+        def latency(config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
+            if self.options.latency == "predicted":
+                return self.predicted_latency(config, kind, artifact)
+            cached = self.measured(digest)
+            if cached is None:
+                ((_, paired),) = executor.time(self, self._lowered_reference(), {0: artifact}, final=False)
+                if kind == "reference":  # 1 by definition (see latency_metrics)
+                    paired = PairedRatio(1.0, 1.0, 1.0, paired.reference_ms, paired.rounds)
+                cached = self.record_timing(digest, paired)
+            return cached
+
+        return latency
+
+    def _lowered_reference(self) -> Artifact:
+        """FP32 lowered into the scratch folder, once: what candidates are timed beside."""
+        if self._reference is None:
+            self._reference = self.reference_artifact(self.work / "reference")
+        return self._reference
 
     def measured(self, digest: str) -> dict[str, float] | None:
         """The latency metrics stored for an artifact on this fingerprint, if it was timed."""

@@ -133,7 +133,11 @@ def time_calls(call: Callable[[], Any], warmup: int, repeats: int) -> LatencySta
 @runtime_checkable
 class Target(Protocol):
     """A hardware target. Built-ins live in ``simq.targets.<name>``; others plug in through
-    the ``simq.targets`` entry-point group (see docs/TARGETS.md)."""
+    the ``simq.targets`` entry-point group (see docs/TARGETS.md).
+
+    A target object keeps what it read and timed of the machine it was made on (its
+    `fingerprint`, any microbenchmark its `lowering` runs, once): one made on a Ray measuring node
+    and sent to a driver on another CPU plans the job for the measuring node. It must pickle."""
 
     name: str
 

@@ -51,11 +51,15 @@ class OpenVinoCpuTarget:
     def __init__(self, threads: int = 2, isa: Sequence[str] | None = None) -> None:
         self.threads = threads
         self.isa = tuple(isa) if isa is not None else None
+        self._fingerprint: Fingerprint | None = None  # read once: a target object keeps the machine it was made on
 
     def fingerprint(self) -> Fingerprint:
-        ov = openvino()
-        cpu, isa, cores = cpu_description()
-        return Fingerprint(self.name, cpu, self.isa if self.isa is not None else isa, cores, self.threads, "openvino", ov.get_version())
+        if self._fingerprint is None:
+            cpu, isa, cores = cpu_description()
+            self._fingerprint = Fingerprint(
+                self.name, cpu, self.isa if self.isa is not None else isa, cores, self.threads, "openvino", openvino().get_version()
+            )
+        return self._fingerprint
 
     def supports(self, op_type: str, precision: str) -> bool:
         if op_type == WHOLE_MODEL:

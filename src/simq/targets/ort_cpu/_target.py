@@ -58,11 +58,16 @@ class OrtCpuTarget:
     def __init__(self, threads: int = 2, isa: Sequence[str] | None = None) -> None:
         self.threads = threads
         self.isa = tuple(isa) if isa is not None else None
+        self._fingerprint: Fingerprint | None = None  # read once: a target object keeps the machine it was made on
         self._residual_norm_ratio: float | None = None  # Sum + LayerNormalization over SkipLayerNormalization, timed once
 
     def fingerprint(self) -> Fingerprint:
-        cpu, isa, cores = cpu_description()
-        return Fingerprint(self.name, cpu, self.isa if self.isa is not None else isa, cores, self.threads, "onnxruntime", ort.__version__)
+        if self._fingerprint is None:
+            cpu, isa, cores = cpu_description()
+            self._fingerprint = Fingerprint(
+                self.name, cpu, self.isa if self.isa is not None else isa, cores, self.threads, "onnxruntime", ort.__version__
+            )
+        return self._fingerprint
 
     def supports(self, op_type: str, precision: str) -> bool:
         if precision in _INTEGER and not integer_kernels(self.fingerprint().isa):
