@@ -69,6 +69,43 @@ def test_a_ray_run_asks_the_same_candidates_and_finds_the_same_pareto_set(zoo, p
     assert all(worker is None for *_, worker in plain)
 
 
+def test_a_steady_state_search_asks_while_candidates_are_in_flight(zoo, plain_run, tmp_path, monkeypatch):
+    """No generation barrier: each result is told alone as it arrives, and the search is asked
+    again while others are still being evaluated; the budget is met with distinct candidates."""
+    from simq.search import ALGORITHMS
+    from simq.search._algorithms import Linas
+
+    events: list[tuple[str, int]] = []
+
+    class Logged(Linas):
+        def ask(self):
+            asked = super().ask()
+            events.append(("ask", len(asked)))
+            return asked
+
+        def tell(self, x, m):
+            events.append(("tell", len(x)))
+            super().tell(x, m)
+
+    monkeypatch.setitem(ALGORITHMS, "logged", Logged)
+    out = tmp_path / "steady"
+    extra = ("--budget", "8", "--latency", "predicted", "--cost-model", str(plain_run / "costmodel"), "--algorithm", "logged")
+    assert main([*_args(zoo, out, *extra), "--steady-state", "--ray"]) == 0
+    candidates = _candidates(out)
+    assert len(candidates) == 8 and len({key for _, key, *_ in candidates}) == 8
+    assert all(n == 1 for kind, n in events if kind == "tell")
+    asked = told = 0
+    asked_in_flight = False
+    for kind, n in events:
+        if kind == "ask":
+            asked_in_flight |= 0 < told < asked  # some told, others of earlier asks still out
+            asked += n
+        else:
+            told += n
+    assert asked_in_flight, events
+    assert len({worker for *_, worker in candidates}) >= 2
+
+
 def _ray_task_pids(name: str) -> list[int]:
     """Processes running the Ray task `name` now (Ray titles a busy worker ``ray::NAME``)."""
     pids = []

@@ -168,6 +168,7 @@ def test_an_evaluator_error_on_one_candidate_is_recorded_not_fatal(zoo, tmp_path
         (["--time-limit", "0"], "--time-limit: a time limit must be positive"),
         (["--evaluator", "user_eval:broken"], "FP32 model cannot be evaluated"),
         (["--evaluator", "no_such_module:f"], "cannot import evaluator module"),
+        (["--steady-state", "--algorithm", "nsga2"], "--steady-state: a steady-state search needs an algorithm told one result at a time"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(zoo, tmp_path, evaluator_module, capsys, extra, message):
@@ -314,3 +315,13 @@ def test_the_search_can_rank_by_divergence_and_still_publish_by_accuracy(zoo, tm
     with sqlite3.connect(out / Store.FILENAME) as db:
         metrics = [json.loads(m) for (m,) in db.execute("SELECT metrics FROM candidates WHERE kind = 'candidate'")]
     assert all(m["divergence"] >= 0 and 0 <= m["disagreement"] <= 100 and "accuracy" in m for m in metrics)
+
+
+def test_a_steady_state_search_validates_its_budget_and_resumes_without_repeating(zoo, tmp_path):
+    out = tmp_path / "steady"
+    assert main(_args(zoo, out, "--budget", "4", "--steady-state", "--no-baselines", "--final-models", "1")) == 0
+    first = _candidates(out)
+    assert len(first) == 4 and len({key for _, key, *_ in first}) == 4
+    assert main(_args(zoo, out, "--budget", "6", "--steady-state", "--no-baselines", "--final-models", "1", "--resume")) == 0
+    resumed = _candidates(out)
+    assert resumed[:4] == first and len(resumed) == 6 and len({key for _, key, *_ in resumed}) == 6

@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--population", type=int, default=options.population, help=f"candidates validated per generation (default {options.population})"
     )
     parser.add_argument(
+        "--steady-state", action="store_true",
+        help="tell the search each result as it arrives and start the next candidate at once, --population in flight, "
+        "instead of waiting for whole generations (with --ray: no worker idles at a generation's end; linas or random)",
+    )  # fmt: skip
+    parser.add_argument(
         "--seed", type=int, default=options.seed, help=f"seeds the search and the carving of data roles: a run is repeatable (default {options.seed})"
     )
     parser.add_argument(
@@ -153,7 +158,7 @@ def _drop(text: str) -> float | None:
 # The library speaks of options; the CLI names its flags: a library message that names an option
 # is shown with the flag the user typed.
 _FLAGS = {
-    "the budget": "--budget", "a population": "--population", "the accepted accuracy drop": "--max-accuracy-drop",
+    "the budget": "--budget", "a population": "--population", "a steady-state search": "--steady-state", "the accepted accuracy drop": "--max-accuracy-drop",
     "a latency bound": "--max-latency-ms", "a time limit": "--time-limit", "at least one model of the front": "--final-models",
     "the confidence of the accuracy limit": "--confidence", "the target needs": "--threads",
     "without pruning and quantization": "--no-prune and --no-quantize", "a cost model needs": "--cost-model-samples",
@@ -177,7 +182,7 @@ def _with_flags(check: Callable[[], object]) -> None:
 def _options(args: argparse.Namespace) -> CompileOptions:
     options = CompileOptions(
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
-        budget=args.budget, algorithm=args.algorithm, population=args.population, seed=args.seed,
+        budget=args.budget, algorithm=args.algorithm, population=args.population, steady_state=args.steady_state, seed=args.seed,
         max_accuracy_drop=args.max_accuracy_drop, confidence=args.confidence, max_latency_ms=args.max_latency_ms, latency=args.latency,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
         keep_slower=args.keep_slower, withhold_unconfirmed=args.withhold_unconfirmed,

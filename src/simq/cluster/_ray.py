@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -154,11 +154,14 @@ class RayExecutor:
 
     # evaluations
 
-    def evaluate(self, evaluator: ModelEvaluator, configs: Sequence[Config]) -> Iterator[tuple[Config, Evaluation]]:
-        """Submit every config at once; yield each evaluation as it finishes (timed, if latency
-        is measured, on a measuring node after it was built). A task lost with its worker is
-        retried by Ray; one that fails for good is an evaluation with an error."""
-        if not configs:
+    def evaluate(
+        self, evaluator: ModelEvaluator, configs: Iterable[Config], in_flight: int | None = None
+    ) -> Iterator[tuple[Config, Evaluation]]:
+        """Submit the configs (at most `in_flight` at once, the next one pulled from `configs` as
+        one finishes; all at once by default); yield each evaluation as it finishes (timed, if
+        latency is measured, on a measuring node after it was built). A task lost with its
+        worker is retried by Ray; one that fails for good is an evaluation with an error."""
+        if isinstance(configs, Sequence) and not configs:
             return
         self.connect()
         refs = self._job(evaluator.job)
@@ -169,12 +172,19 @@ class RayExecutor:
         # a task in flight: its config, the evaluation it completes (a timing) or the artifact it
         # builds (a build)
         pending: dict[ray.ObjectRef, tuple[Config, Evaluation | None, ray.ObjectRef | None]] = {}
-        for config in configs:
-            evaluation_ref, artifact_ref = build_task.options(num_cpus=1, max_retries=MAX_RETRIES).remote(
-                refs, evaluator.options, dict(config), measured, share
-            )
-            pending[evaluation_ref] = (config, None, artifact_ref)
-        while pending:
+        feed = iter(configs)
+        while True:
+            # Refilled after each yield: a lazy feed then asks its search with every result told.
+            while in_flight is None or len(pending) < in_flight:
+                config = next(feed, None)
+                if config is None:
+                    break
+                evaluation_ref, artifact_ref = build_task.options(num_cpus=1, max_retries=MAX_RETRIES).remote(
+                    refs, evaluator.options, dict(config), measured, share
+                )
+                pending[evaluation_ref] = (config, None, artifact_ref)
+            if not pending:
+                return
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             config, built, artifact_ref = pending.pop(ready)
             try:

@@ -75,6 +75,8 @@ def _problem(space: SearchSpace, goal: Goal) -> Problem:
 class RandomSearch:
     """Uniformly random configs, `batch` at a time."""
 
+    incremental = True
+
     def __init__(self, space: SearchSpace, goal: Goal, batch: int, seed: int) -> None:
         self.space, self.batch, self.rng = space, batch, np.random.default_rng(seed)
         self.predictions: dict[str, dict[str, float]] = {}
@@ -87,7 +89,10 @@ class RandomSearch:
 
 
 class Nsga2:
-    """NSGA-II on the real objectives: every candidate it asks for is fully evaluated."""
+    """NSGA-II on the real objectives: every candidate it asks for is fully evaluated, a whole
+    generation told at once."""
+
+    incremental = False
 
     def __init__(self, space: SearchSpace, goal: Goal, batch: int, seed: int) -> None:
         self.goal, self.problem = goal, _problem(space, goal)
@@ -132,8 +137,11 @@ class Linas:
     that, each ask trains one catboost regressor per tracked metric on every validated
     candidate, runs NSGA-II on the predictors for `generations` generations (`inner_population`
     each, starting from the validated candidates), and returns the predicted front's best
-    `batch` candidates not validated yet.
+    `batch` candidates neither validated nor asked for and still in flight. It may be told any
+    part of what it asked, in any order (`incremental`: a steady-state search).
     """
+
+    incremental = True
 
     def __init__(
         self, space: SearchSpace, goal: Goal, batch: int, seed: int, generations: int = 60, inner_population: int = 100
@@ -146,14 +154,15 @@ class Linas:
         self.x: list[np.ndarray] = []
         self.m: list[np.ndarray] = []
         self.iteration = 0
+        self._in_flight: set[str] = set()  # asked for, not told yet
 
     def ask(self) -> np.ndarray:
         self.iteration += 1
         valid = [i for i, m in enumerate(self.m) if np.all(m < FAILED)]
         if self.iteration == 1:
-            return self.space.initial(self.rng, self.batch)
+            return self._asked(self.space.initial(self.rng, self.batch))
         if len(valid) < 4:
-            return self.space.sample(self.rng, self.batch)
+            return self._asked(self.space.sample(self.rng, self.batch))
         x = np.array([self.x[i] for i in valid])
         m = np.array([self.m[i] for i in valid])
         predictors = [self._fit(x, m[:, j]) for j in range(m.shape[1])]
@@ -164,7 +173,7 @@ class Linas:
         result = minimize(
             _Predicted(self.space, self.goal, predictors), inner, ("n_gen", self.generations), seed=seed, verbose=False
         )
-        seen = {self.space.key(v) for v in self.x}
+        seen = {self.space.key(v) for v in self.x} | self._in_flight
         chosen, keys = [], set()
         # The final population is sorted by rank and crowding: take the best new ones.
         for v in np.rint(result.pop.get("X")).astype(int):
@@ -182,11 +191,16 @@ class Linas:
             }
         if len(chosen) < self.batch:  # the predictors agree on too few: explore the rest at random
             chosen.extend(self.space.sample(self.rng, self.batch - len(chosen)))
-        return np.array(chosen)
+        return self._asked(np.array(chosen))
+
+    def _asked(self, x: np.ndarray) -> np.ndarray:
+        self._in_flight |= {self.space.key(v) for v in x}
+        return x
 
     def tell(self, x: np.ndarray, m: np.ndarray) -> None:
         self.x.extend(x)
         self.m.extend(m)
+        self._in_flight -= {self.space.key(v) for v in x}
 
     def _fit(self, x: np.ndarray, y: np.ndarray):
         from catboost import CatBoostRegressor
@@ -216,6 +230,9 @@ class Algorithm(Protocol):
     Attributes:
         predictions: What it predicted for the candidates of its last ask, by config key
             (minimisation form); empty for algorithms that do not predict.
+        incremental: (optional class attribute, False when absent) Whether it may be told any
+            part of what it asked, in any order, and asked again before the rest is told: what
+            a steady-state search (`CompileOptions.steady_state`) needs.
     """
 
     predictions: Mapping[str, Mapping[str, float]]

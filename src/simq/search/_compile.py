@@ -9,27 +9,26 @@ feasible front is published (`simq.search._final`) and written up (``pareto.csv`
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 
 from simq.errors import InvalidArgumentError, SimqError
 from simq.ir import model_digest
 from simq.passes import defaults
-from simq.search._algorithms import FAILED, Goal, make_algorithm
-from simq.search._evaluate import Evaluation, Executor, InProcessExecutor, ModelEvaluator
+from simq.search._algorithms import Goal, make_algorithm
+from simq.search._evaluate import Executor, InProcessExecutor, ModelEvaluator
 from simq.search._final import publish, select_front
-from simq.search._objectives import LIMITED, References, accuracy_drop, tracked_values
+from simq.search._loop import SearchLoop
+from simq.search._objectives import LIMITED, References, accuracy_drop
 from simq.search._options import CompileOptions, CompileResult, Job
 from simq.search._out import make_out
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
-from simq.search._store import Record, Store, config_key
+from simq.search._store import Record, Store
 from simq.targets import Artifact
 
 __all__ = ["Progress", "compile_model"]
@@ -62,19 +61,8 @@ class _Compiler:
         self.store.bind(self._settings(), resume)
         self.space = SearchSpace(job.pipeline)
         self.evaluator = ModelEvaluator(job, options, self.work, self.store, self.fingerprint)
-        #: (calls, seconds) of the driver per step of the search: "ask", "tell", "commit" (the
-        #: store), "wait" (for the executor's evaluations).
-        self.driver_steps = dict.fromkeys(("ask", "tell", "commit", "wait"), (0, 0.0))
+        self.loop = SearchLoop(options, self.space, self.store, self.executor, self.evaluator, self.fingerprint, self.progress)
         self.reference_note: str | None = None
-
-    @contextlib.contextmanager
-    def _timed(self, step: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            calls, seconds = self.driver_steps[step]
-            self.driver_steps[step] = (calls + 1, seconds + time.perf_counter() - start)
 
     def _settings(self) -> dict:
         o = self.options
@@ -89,21 +77,13 @@ class _Compiler:
             **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in _NOT_SETTINGS},
         }
 
-    def _commit(self, config: Mapping[str, Hashable], kind: str, evaluation: Evaluation, predicted=None) -> Record:
-        with self._timed("commit"):
-            return self.store.add(
-                config, kind=kind, metrics=evaluation.metrics, fingerprint=self.fingerprint, seconds=evaluation.seconds,
-                predicted=predicted, model_hash=evaluation.digest, error=evaluation.error, worker=evaluation.worker,
-                per_example=evaluation.per_example,
-            )  # fmt: skip
-
     def _once(self, build: Callable[[Path], Artifact], config: Mapping[str, Hashable], kind: str) -> Record:
         """The stored record of `config`, or evaluate and commit it now (reference, baselines: built
         and scored here, timed by the executor)."""
         found = self.store.find(config)
         if found is not None:
             return found
-        return self._commit(config, kind, self.evaluator.evaluate(build, config, kind, self.evaluator.latency_by(self.executor)))
+        return self.loop.commit(config, kind, self.evaluator.evaluate(build, config, kind, self.evaluator.latency_by(self.executor)))
 
     # the search
 
@@ -116,59 +96,7 @@ class _Compiler:
         references = References(reference, self._accuracy_reference(reference), o.confidence)
         goal = self._goal(references)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
-        seen: set[str] = {config_key(reference.config)}
-        validated, stalled, stopped_early = 0, 0, None
-        self.progress("search", 0, o.budget, None)
-        while validated < o.budget and stalled < 50 and stopped_early is None:
-            with self._timed("ask"):
-                asked = algorithm.ask()
-            batch: list[tuple[np.ndarray, dict[str, Hashable]]] = []
-            fresh: list[str] = []  # keys this run has not asked for before
-            for x in asked:
-                if validated + len(fresh) >= o.budget:
-                    break
-                config = self.space.decode(x)
-                key = config_key(config)
-                if deadline is not None and time.monotonic() > deadline and self.store.find(config) is None:
-                    stopped_early = "time limit"
-                    break
-                if key not in seen:
-                    seen.add(key)
-                    fresh.append(key)
-                batch.append((x, config))
-            records = self._evaluate_batch(batch, algorithm, reference)
-            for record in {config_key(r.config): r for r in records if config_key(r.config) in fresh}.values():
-                validated += 1
-                self.progress("search", validated, o.budget, record)
-            stalled = 0 if fresh else stalled + 1
-            if batch:
-                with self._timed("tell"):
-                    algorithm.tell(np.array([x for x, _ in batch]), np.array([self._metric_vector(r, references, goal) for r in records]))
-        return self._finish(references, goal, stopped_early)
-
-    def _evaluate_batch(self, batch, algorithm, reference: Record) -> list[Record]:
-        """Records of the batch's configs, in its order: stored ones as they are, the others
-        evaluated by the executor and committed as each arrives."""
-        reference_key = config_key(reference.config)
-        records: dict[str, Record] = {}
-        todo = []
-        for _, config in batch:
-            key = config_key(config)
-            found = self.store.find(config)
-            if found is not None:
-                records[key] = found
-            elif key not in {config_key(c) for c in todo}:
-                todo.append(config)
-        evaluations = self.executor.evaluate(self.evaluator, todo)
-        while True:
-            with self._timed("wait"):
-                config, evaluation = next(evaluations, (None, None))
-            if config is None:
-                break
-            key = config_key(config)
-            kind = "candidate" if key != reference_key else "reference"
-            records[key] = self._commit(config, kind, evaluation, _readable(algorithm.predictions.get(key)))
-        return [records[config_key(c)] for _, c in batch]
+        return self._finish(references, goal, self.loop.run(algorithm, references, goal, reference, deadline))
 
     def _accuracy_reference(self, reference: Record) -> Record:
         """The record accuracy drops are measured from: the model before tuning, if there is one
@@ -203,10 +131,6 @@ class _Compiler:
             limits[len(metrics) - 1] = o.max_latency_ms / references.fp32.metrics["latency_ms"]
         return Goal(tuple(metrics), tuple(range(len(o.objectives))), limits)
 
-    def _metric_vector(self, record: Record, references: References, goal: Goal) -> np.ndarray:
-        values = tracked_values(self.options.objective_table, goal.metrics, record, references)
-        return np.array([FAILED if v is None else v for v in values])
-
     # the end: the published front and the report
 
     def _finish(self, references: References, goal: Goal, stopped_early: str | None) -> CompileResult:
@@ -226,7 +150,7 @@ class _Compiler:
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
         return CompileResult(
-            self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.driver_steps), references.accuracy,
+            self.out, front, reference, baselines, report, evaluated, stopped_early, dict(self.loop.driver_steps), references.accuracy,
             self.reference_note, summary,
         )  # fmt: skip
 
@@ -242,11 +166,6 @@ class _Compiler:
             else:
                 kept.append(record)
         return kept
-
-
-def _readable(predicted: Mapping[str, float] | None) -> dict[str, float] | None:
-    """Predictions of the objectives, as the search saw them (normalised, lower is better)."""
-    return dict(predicted) if predicted else None
 
 
 def compile_model(

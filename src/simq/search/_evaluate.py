@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -63,9 +63,14 @@ class Executor(Protocol):
         """The fingerprint key of the hardware latencies are measured on."""
         ...
 
-    def evaluate(self, evaluator: ModelEvaluator, configs: Sequence[Config]) -> Iterator[tuple[Config, Evaluation]]:
+    def evaluate(
+        self, evaluator: ModelEvaluator, configs: Iterable[Config], in_flight: int | None = None
+    ) -> Iterator[tuple[Config, Evaluation]]:
         """Evaluate every config (as `evaluator` would); yield ``(config, evaluation)`` pairs as
-        they finish, in any order, each config exactly once."""
+        they finish, in any order, each config exactly once. `configs` may be lazy: at most
+        `in_flight` are evaluated at once (any number by default), and the next is pulled when
+        the consumer asks for the next result, so a steady-state search asks with every result
+        before it told."""
         ...
 
     def time(
@@ -87,8 +92,10 @@ class InProcessExecutor:
     def fingerprint(self, target: Any) -> str:
         return target.fingerprint().key()
 
-    def evaluate(self, evaluator: ModelEvaluator, configs: Sequence[Config]) -> Iterator[tuple[Config, Evaluation]]:
-        for config in configs:
+    def evaluate(
+        self, evaluator: ModelEvaluator, configs: Iterable[Config], in_flight: int | None = None
+    ) -> Iterator[tuple[Config, Evaluation]]:
+        for config in configs:  # one at a time: pulled after the previous result was taken
             yield config, evaluator.evaluate(evaluator.candidate_artifact(config), config, "candidate")
 
     def time(

@@ -87,7 +87,12 @@ class CompileOptions:
         objectives: Two or three names of `objective_table` (``accuracy``, ``latency``, ``size``).
         budget: Candidates to validate (build, evaluate, measure), besides reference and baselines.
         algorithm: ``linas`` (default), ``nsga2`` or ``random``.
-        population: Candidates validated per batch (generation).
+        population: Candidates validated per batch (generation); with `steady_state`, the
+            candidates in flight at once.
+        steady_state: Tell the search each result as it arrives and start the next candidate at
+            once, instead of waiting for a whole generation (workers do not idle at the barrier;
+            the order then follows the workers, so a resumed run reuses stored results but may
+            ask other candidates). For algorithms told one result at a time (linas, random).
         max_accuracy_drop: At most this many points of the score's scale below the accuracy
             reference (1 by default; None: unbounded), judged paired on the same examples with
             `confidence`: a model is published when the one-sided upper bound of its drop is
@@ -109,6 +114,7 @@ class CompileOptions:
     budget: int = 40
     algorithm: str = "linas"
     population: int = 10
+    steady_state: bool = False
     seed: int = 0
     max_accuracy_drop: float | None = 1.0
     confidence: float = DEFAULT_CONFIDENCE
@@ -135,6 +141,9 @@ class CompileOptions:
             raise InvalidArgumentError("at least one model of the front must be published.")
         if self.algorithm not in ALGORITHMS:
             raise InvalidArgumentError(f"unknown algorithm {self.algorithm!r}; choose one of {', '.join(ALGORITHMS)}.")
+        if self.steady_state and not getattr(ALGORITHMS[self.algorithm], "incremental", False):
+            told = ", ".join(name for name, a in ALGORITHMS.items() if getattr(a, "incremental", False))
+            raise InvalidArgumentError(f"a steady-state search needs an algorithm told one result at a time ({told}); {self.algorithm} steps whole generations.")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise InvalidArgumentError("the accepted accuracy drop cannot be negative.")
         if not 0.5 <= self.confidence < 1:
