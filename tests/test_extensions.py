@@ -14,6 +14,7 @@ import pytest
 
 import simq.ir as sir
 from simq.passes import Knob, Pipeline, defaults
+from simq.passes._knobs import depth_knob
 from simq.passes.prune import Narrowing, WidthPass, collect_stats, predicted_params
 from simq.passes.prune import _pipeline as prune_registry
 from simq.passes.prune._common import slice_linear_inputs, slice_linear_outputs
@@ -36,6 +37,10 @@ class PruneLastFFNPass(WidthPass):
         if k == ffn.width:
             return []
         return [*Narrowing.outputs(ffn.up, k), *Narrowing.inputs(ffn.down, k)]
+
+    @staticmethod
+    def within(structure, block):
+        return [f"tail.{block.layer}"] if block.layer == structure.layers[-1].index else []
 
     def call(self, model):
         layer = self.structure.layers[-1]
@@ -66,6 +71,9 @@ def test_a_kind_of_pruning_is_its_pass_and_one_entry(zoo, monkeypatch):
     # The size estimate comes from the pass's own narrowing.
     assert sir.analyze(built, dict(zoo.entry("bert-tiny").signature)).params == predicted_params(structure, config)
     assert "tail 50%" in describe(config, pipeline.knobs)
+    # Its knob means nothing once its layer is dropped: the pass says so, the pipeline resets it.
+    depth = next(depth_knob(b.index) for b in structure.removable_blocks if b.layer == last.index)
+    assert pipeline.repair({**config, depth: True})[knob] == last.ffn.width
 
 
 class WidestFirst:

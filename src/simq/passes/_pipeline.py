@@ -14,14 +14,13 @@ from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup_passes
 from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, is_precision
 from simq.passes._run import run_passes
-from simq.passes.prune import PruneOptions, PruningStats, TrainedSpace, pruning_knobs, pruning_options, pruning_steps
+from simq.passes.prune import PruneOptions, PruningStats, TrainedSpace, pruning_knobs, pruning_options, pruning_steps, pruning_within
 from simq.passes.quant import (
     INFERENCE_PRECISION,
     INT4_BLOCK,
     Calibration,
     InferencePrecisionPass,
     QuantizePass,
-    attention_unit_name,
     calibrate_values,
     fused_attention,
     quant_knob,
@@ -221,17 +220,14 @@ class Pipeline:
         return self._lowered_calibration
 
     def _moot_knobs(self) -> dict[str, list[str]]:
-        """For each depth knob: the other knobs that mean nothing once its block is dropped."""
+        """For each depth knob: the other knobs that mean nothing once its block is dropped, as
+        each pass says of its own (`within`)."""
         moot: dict[str, list[str]] = {}
         for block in self.structure.removable_blocks:
-            nodes = set(block.nodes)
-            names = [quant_knob(n) for n in block.nodes]
-            if block.layer is not None:
-                names += [heads_knob(block.layer), ffn_knob(block.layer), quant_knob(attention_unit_name(block.layer))]
-            names += [channels_knob(g.index) for g in self.structure.channel_groups if {u.node for u in g.uses} <= nodes]
             knob = depth_knob(block.index)
             if knob in self._by_name:
-                moot[knob] = [n for n in names if n in self._by_name]
+                names = [*pruning_within(self.structure, block), *QuantizePass.within(self.structure, block)]
+                moot[knob] = [n for n in dict.fromkeys(names) if n in self._by_name]
         return moot
 
     def _input_widths(self) -> dict[str, _InputWidth]:

@@ -17,6 +17,7 @@ from simq.passes.prune._pipeline import (
     pruning_options,
     pruning_passes,
     pruning_steps,
+    pruning_within,
 )
 from simq.passes.prune._common import Narrowing, WidthPass
 from simq.passes.prune._stats import PruningStats, collect_stats
@@ -45,4 +46,5 @@ __all__ = [
     "pruning_options",
     "pruning_passes",
     "pruning_steps",
+    "pruning_within",
 ]

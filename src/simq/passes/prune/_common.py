@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import META_KEPT, Linear, Structure
+from simq.ir import Linear, META_KEPT, RemovableBlock, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import depth_knob
 from simq.passes.prune._refit import refit
@@ -168,6 +168,11 @@ class WidthPass(ir.passes.InPlacePass):
             raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
         self.structure, self.config, self.stats = structure, config, stats
         self.order, self.reconstruct = order, reconstruct
+
+    @staticmethod
+    def within(structure: Structure, block: RemovableBlock) -> list[str]:
+        """This pass's knobs that mean nothing once `block` is dropped (none by default)."""
+        return []
 
     @staticmethod
     def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:

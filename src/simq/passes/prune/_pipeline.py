@@ -10,7 +10,7 @@ from typing import Any
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import Structure, cleanup_passes
+from simq.ir import RemovableBlock, Structure, cleanup_passes
 from simq.passes._knobs import Knob, check_config, depth_knob, ffn_knob, heads_knob, knob_kind
 from simq.passes._run import run_passes
 from simq.passes.prune._common import Order, WidthPass, dropped_layers
@@ -32,6 +32,7 @@ __all__ = [
     "pruning_options",
     "pruning_passes",
     "pruning_steps",
+    "pruning_within",
 ]
 
 
@@ -120,6 +121,11 @@ PRUNING_PASSES: tuple[type[ir.passes.InPlacePass], ...] = (PruneHeadsPass, Prune
 def pruning_knobs(structure: Structure) -> list[Knob]:
     """Every pruning knob of the model: heads, FFN widths, channel groups, depth."""
     return [knob for cls in PRUNING_PASSES for knob in cls.knobs(structure)]
+
+
+def pruning_within(structure: Structure, block: RemovableBlock) -> list[str]:
+    """The pruning knobs that mean nothing once `block` is dropped, as each pass says of its own."""
+    return [name for cls in PRUNING_PASSES for name in cls.within(structure, block)]
 
 
 def pruning_passes(

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from simq.ir import META_KEPT, ChannelGroup, Structure
+from simq.ir import ChannelGroup, META_KEPT, RemovableBlock, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import Knob, channels_knob
 from simq.passes.prune._common import Narrowing, WidthPass, grid, keep_indices
@@ -32,6 +32,12 @@ class PruneChannelsPass(WidthPass):
             for g in structure.channel_groups
             if g.prunable
         ]
+
+    @staticmethod
+    def within(structure: Structure, block: RemovableBlock) -> list[str]:
+        """Groups used only inside the block."""
+        nodes = set(block.nodes)
+        return [channels_knob(g.index) for g in structure.channel_groups if g.prunable and {u.node for u in g.uses} <= nodes]
 
     @staticmethod
     def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:

@@ -6,7 +6,7 @@ from collections.abc import Hashable, Mapping
 
 import onnx_ir as ir
 
-from simq.ir import Structure
+from simq.ir import RemovableBlock, Structure
 from simq.passes._knobs import Knob, depth_knob
 from simq.passes.prune._common import Narrowing
 
@@ -31,6 +31,10 @@ class DropBlocksPass(ir.passes.InPlacePass):
             Knob(depth_knob(b.index), (False, True), False, f"drop {b.kind} {b.layer if b.layer is not None else b.index}")
             for b in structure.removable_blocks
         ]
+
+    @staticmethod
+    def within(structure: Structure, block: RemovableBlock) -> list[str]:
+        return []
 
     @staticmethod
     def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:

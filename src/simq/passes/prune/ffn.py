@@ -6,7 +6,7 @@ from collections.abc import Hashable, Mapping
 
 import onnx_ir as ir
 
-from simq.ir import Structure
+from simq.ir import RemovableBlock, Structure
 from simq.passes._knobs import Knob, ffn_knob
 from simq.passes.prune._common import (
     Narrowing,
@@ -37,6 +37,10 @@ class PruneFFNPass(WidthPass):
             Knob(ffn_knob(layer.index), grid(layer.ffn.width), layer.ffn.width, f"FFN neurons kept in layer {layer.index}")
             for layer in structure.layers
         ]
+
+    @staticmethod
+    def within(structure: Structure, block: RemovableBlock) -> list[str]:
+        return [ffn_knob(block.layer)] if block.layer is not None else []
 
     @staticmethod
     def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:

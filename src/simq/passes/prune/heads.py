@@ -8,7 +8,7 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError, UnsupportedModelError
-from simq.ir import AttentionBlock, Structure
+from simq.ir import AttentionBlock, RemovableBlock, Structure
 from simq.passes._edit import array_of, set_input
 from simq.passes._knobs import Knob, heads_knob
 from simq.passes.prune._common import (
@@ -44,6 +44,10 @@ class PruneHeadsPass(WidthPass):
             )
             for layer in structure.layers
         ]
+
+    @staticmethod
+    def within(structure: Structure, block: RemovableBlock) -> list[str]:
+        return [heads_knob(block.layer)] if block.layer is not None else []
 
     @staticmethod
     def narrowing(structure: Structure, config: Mapping[str, Hashable]) -> list[Narrowing]:

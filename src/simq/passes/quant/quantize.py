@@ -9,13 +9,13 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import META_KEPT, QuantizableNode, Structure
+from simq.ir import META_KEPT, QuantizableNode, RemovableBlock, Structure
 from simq.passes._contracts import require_unquantized
 from simq.passes._knobs import Knob, check_config, quant_knob
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
 from simq.passes.quant._rewrites import INT4_BLOCK, INT4_OPSET, MS_DOMAIN, Recipe, constant, recipe_for
-from simq.passes.quant._units import ATTENTION, QuantUnit, bind, quant_units, takes_int8dyn
+from simq.passes.quant._units import ATTENTION, QuantUnit, attention_unit_name, bind, quant_units, takes_int8dyn
 
 __all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
 
@@ -119,6 +119,12 @@ class QuantizePass(ir.passes.InPlacePass):
                 what = f"attention of layer {unit.layer}" if unit.op_type == ATTENTION else f"{unit.op_type} {unit.name}"
                 knobs.append(Knob(quant_knob(unit.name), domain, "fp32", f"precision of {what}"))
         return knobs
+
+    @staticmethod
+    def within(structure: Structure, block: RemovableBlock) -> list[str]:
+        """The precisions of the block's units: moot once it is dropped."""
+        names = [quant_knob(n) for n in block.nodes]
+        return names + ([quant_knob(attention_unit_name(block.layer))] if block.layer is not None else [])
 
     def _assignments(self, model: ir.Model) -> tuple[list[tuple[ir.Node, QuantizableNode | None, Recipe]], list[str]]:
         """(node, what the analysis knows of it, its recipe) for every node to quantize, and notes."""
