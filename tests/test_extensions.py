@@ -15,20 +15,28 @@ import pytest
 import simq.ir as sir
 from simq.passes import Knob, Pipeline, defaults
 from simq.passes._knobs import depth_knob
-from simq.passes.prune import Narrowing, WidthPass, collect_stats, predicted_params
+from simq.passes.prune import Importance, Narrowing, Tap, WidthPass, collect_stats, predicted_params
 from simq.passes.prune import _pipeline as prune_registry
-from simq.passes.prune._common import slice_linear_inputs, slice_linear_outputs
+from simq.passes.prune._common import keep_indices, slice_linear_inputs, slice_linear_outputs
+from simq.passes.prune._stats import weight_in_out
 
 MODEL = "zoo:bert-tiny"
 
 
 class PruneLastFFNPass(WidthPass):
-    """A toy kind of pruning: keep the first k FFN neurons of the last layer (`tail.<layer>`)."""
+    """A toy kind of pruning: keep the k most active FFN neurons of the last layer (`tail.<layer>`),
+    scored by its own importance."""
+
+    kind = "tail"
 
     @staticmethod
     def knobs(structure):
         ffn = structure.layers[-1].ffn
         return [Knob(f"tail.{structure.layers[-1].index}", (ffn.width // 2, ffn.width), ffn.width, "FFN neurons of the last layer")]
+
+    @staticmethod
+    def importance(structure, graph):
+        return TailImportance(structure.layers[-1])
 
     @staticmethod
     def narrowing(structure, config):
@@ -47,9 +55,21 @@ class PruneLastFFNPass(WidthPass):
         k = self.config.get(f"tail.{layer.index}", layer.ffn.width)
         if k == layer.ffn.width:
             return ir.passes.PassResult(model, False)
-        slice_linear_outputs(model.graph, layer.ffn.up, np.arange(k))
-        slice_linear_inputs(model.graph, layer.ffn.down, np.arange(k))
+        keep = keep_indices(self._importance(layer.index), layer.ffn.width, k, self.order)
+        slice_linear_outputs(model.graph, layer.ffn.up, keep)
+        slice_linear_inputs(model.graph, layer.ffn.down, keep)
         return ir.passes.PassResult(model, True)
+
+
+class TailImportance(Importance):
+    """The toy's score: each neuron's mean absolute activation."""
+
+    def __init__(self, layer):
+        super().__init__([Tap(layer.ffn.down.node, layer.ffn.width)])
+        self.layer = layer
+
+    def scores(self, seen):
+        return {self.layer.index: seen.mean_abs(self.layer.ffn.down.node)}
 
 
 def test_a_kind_of_pruning_is_its_pass_and_one_entry(zoo, monkeypatch):
@@ -66,7 +86,11 @@ def test_a_kind_of_pruning_is_its_pass_and_one_entry(zoo, monkeypatch):
     assert knob in [k.name for k in SearchSpace(pipeline).knobs]  # the search sees it
     config = {**defaults(pipeline.knobs), knob: last.ffn.width // 2}
     built = pipeline.build(config)
-    assert built.graph.initializers[last.ffn.up.weight].shape[1] == last.ffn.width // 2
+    # It keeps the neurons its own importance ranks highest.
+    scores = pipeline.stats.importance("tail", last.index)
+    keep = np.sort(np.argsort(-scores, kind="stable")[: last.ffn.width // 2])
+    assert not np.array_equal(keep, np.arange(len(keep)))
+    np.testing.assert_array_equal(weight_in_out(built.graph, last.ffn.up), weight_in_out(model.graph, last.ffn.up)[:, keep])
     assert ort.InferenceSession(ir.to_proto(built).SerializeToString()).run(None, batches[0])[0].shape[0] == 16
     # The size estimate comes from the pass's own narrowing.
     assert sir.analyze(built, dict(zoo.entry("bert-tiny").signature)).params == predicted_params(structure, config)

@@ -14,7 +14,15 @@ from simq.errors import InvalidConfigError
 from simq.ir import Structure, cleanup_passes
 from simq.passes._knobs import Knob, channels_knob, check_config, depth_knob, ffn_knob, heads_knob, is_precision
 from simq.passes._run import run_passes
-from simq.passes.prune import PruneOptions, PruningStats, TrainedSpace, pruning_knobs, pruning_options, pruning_steps, pruning_within
+from simq.passes.prune import (
+    PruneOptions,
+    PruningStats,
+    TrainedSpace,
+    pruning_knobs,
+    pruning_options,
+    pruning_steps,
+    pruning_within,
+)
 from simq.passes.quant import (
     INFERENCE_PRECISION,
     INT4_BLOCK,

@@ -22,7 +22,7 @@ def test_residual_group_is_pruned_together(prepared):
     group = p.structure.channel_groups[0]  # the stem and stage 1's residual stream
     assert len(group.producers) > 1
     pruned = prune(p.fresh(), p.structure, {f"channels.{group.index}": 8}, p.stats)
-    keep = np.sort(np.argsort(-p.stats.channels[group.index], kind="stable")[:8])
+    keep = np.sort(np.argsort(-p.stats.importance("channels", group.index), kind="stable")[:8])
     np.testing.assert_allclose(p.run(pruned)[0], p.run(_silenced(p, group, keep))[0], atol=1e-4)
     for producer in group.producers:
         weight = pruned.graph.node(producer).inputs[1]
@@ -35,7 +35,7 @@ def test_channels_feeding_a_classifier(prepared):
     group = next(g for g in reversed(p.structure.channel_groups) if g.prunable)
     k = group.size // 2
     pruned = prune(p.fresh(), p.structure, {f"channels.{group.index}": k}, p.stats)
-    keep = np.sort(np.argsort(-p.stats.channels[group.index], kind="stable")[:k])
+    keep = np.sort(np.argsort(-p.stats.importance("channels", group.index), kind="stable")[:k])
     np.testing.assert_allclose(p.run(pruned)[0], p.run(_silenced(p, group, keep))[0], atol=1e-4)
 
 

@@ -14,7 +14,7 @@ def test_dropping_neurons_equals_silencing_them(prepared):
     ffn = p.structure.layers[1].ffn
     pruned = prune(p.fresh(), p.structure, {"ffn.1": 128}, p.stats)
 
-    keep = np.sort(np.argsort(-p.stats.ffn[1], kind="stable")[:128])
+    keep = np.sort(np.argsort(-p.stats.importance("ffn", 1), kind="stable")[:128])
     expected = p.fresh()
     zero_along(expected, ffn.down.weight, 0, np.setdiff1d(np.arange(ffn.width), keep))
     np.testing.assert_allclose(p.run(pruned)[0], p.run(expected)[0], atol=1e-5)

@@ -26,7 +26,7 @@ def test_dropping_a_head_equals_silencing_its_values(prepared):
 
 def test_importance_keeps_the_most_important_heads(prepared):
     p = prepared("vit-tiny")
-    importance = p.stats.heads[0]
+    importance = p.stats.importance("heads", 0)
     best = int(np.argmax(importance))
     a = p.structure.layers[0].attention
     pruned = prune(p.fresh(), p.structure, {"heads.0": 1}, p.stats)

@@ -1,15 +1,18 @@
 """Elastic structured pruning: attention heads, FFN width, depth and CNN channels.
 
 Each pass reads its knobs from one config and is an `onnx_ir` pass; `prune` validates a
-config, runs them in order (widths before depth) and cleans up. Importance and the Gram
-matrices for least-squares reconstruction come from `collect_stats`, run once per model.
+config, runs them in order (widths before depth) and cleans up. Each pass scores its
+own units (`WidthPass.importance`); `collect_stats` runs every pass's taps once per model and
+keeps the Gram matrices for least-squares reconstruction.
 """
 
+from simq.passes.prune._common import Narrowing, WidthPass
 from simq.passes.prune._pipeline import (
     ELASTIC_METADATA,
     PRUNING_PASSES,
     PruneOptions,
     TrainedSpace,
+    collect_stats,
     elastic_record,
     predicted_params,
     prune,
@@ -19,8 +22,7 @@ from simq.passes.prune._pipeline import (
     pruning_steps,
     pruning_within,
 )
-from simq.passes.prune._common import Narrowing, WidthPass
-from simq.passes.prune._stats import PruningStats, collect_stats
+from simq.passes.prune._stats import Importance, PruningStats, Seen, Tap
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
 from simq.passes.prune.ffn import PruneFFNPass
@@ -30,12 +32,15 @@ __all__ = [
     "ELASTIC_METADATA",
     "PRUNING_PASSES",
     "DropBlocksPass",
+    "Importance",
     "Narrowing",
     "PruneChannelsPass",
     "PruneFFNPass",
     "PruneHeadsPass",
     "PruneOptions",
     "PruningStats",
+    "Seen",
+    "Tap",
     "TrainedSpace",
     "WidthPass",
     "collect_stats",

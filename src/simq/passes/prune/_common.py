@@ -10,11 +10,11 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
-from simq.ir import Linear, META_KEPT, RemovableBlock, Structure
+from simq.ir import META_KEPT, Linear, RemovableBlock, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import depth_knob
 from simq.passes.prune._refit import refit
-from simq.passes.prune._stats import PruningStats
+from simq.passes.prune._stats import Importance, PruningStats
 
 __all__ = ["Narrowing", "Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
 
@@ -168,6 +168,19 @@ class WidthPass(ir.passes.InPlacePass):
             raise InvalidConfigError("reconstruction needs calibration statistics; pass stats=.")
         self.structure, self.config, self.stats = structure, config, stats
         self.order, self.reconstruct = order, reconstruct
+
+    #: Names this pass's scores in `PruningStats` (and its statistics' part of the pipeline).
+    kind: str = ""
+
+    @staticmethod
+    def importance(structure: Structure, graph: ir.Graph) -> Importance | None:
+        """How this pass scores its units from calibration data (`collect_stats` runs every
+        pass's taps at once; its scores are then `stats.importance(kind, group)`); None: it
+        scores nothing and chooses its units itself."""
+        return None
+
+    def _importance(self, group: int) -> np.ndarray | None:
+        return self.stats.importance(self.kind, group) if self.stats is not None else None
 
     @staticmethod
     def within(structure: Structure, block: RemovableBlock) -> list[str]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
@@ -14,7 +15,7 @@ from simq.ir import RemovableBlock, Structure, cleanup_passes
 from simq.passes._knobs import Knob, check_config, depth_knob, ffn_knob, heads_knob, knob_kind
 from simq.passes._run import run_passes
 from simq.passes.prune._common import Order, WidthPass, dropped_layers
-from simq.passes.prune._stats import PruningStats
+from simq.passes.prune._stats import PruningStats, observe
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
 from simq.passes.prune.ffn import PruneFFNPass
@@ -121,6 +122,31 @@ PRUNING_PASSES: tuple[type[ir.passes.InPlacePass], ...] = (PruneHeadsPass, Prune
 def pruning_knobs(structure: Structure) -> list[Knob]:
     """Every pruning knob of the model: heads, FFN widths, channel groups, depth."""
     return [knob for cls in PRUNING_PASSES for knob in cls.knobs(structure)]
+
+
+def collect_stats(
+    model: ir.Model,
+    structure: Structure,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    grams: bool = True,
+    on_batch: Callable[[], None] | None = None,
+) -> PruningStats:
+    """Run calibration batches through ONNX Runtime once; every pass of `PRUNING_PASSES` scores
+    its units (`WidthPass.importance`), and the Gram matrices of tapped projections are kept.
+
+    Args:
+        model: The unpruned, cleaned-up model `structure` was computed on.
+        batches: Input feeds; an ``attention_mask`` input, if present, drops padding tokens.
+        grams: Also collect the Gram matrices that reconstruction needs.
+        on_batch: Called after each batch (for progress bars).
+    """
+    importances = {}
+    for cls in PRUNING_PASSES:
+        importance = cls.importance(structure, model.graph) if issubclass(cls, WidthPass) else None
+        if importance is not None:
+            importances[cls.kind] = importance
+    return observe(model, batches, importances, grams=grams, on_batch=on_batch)
 
 
 def pruning_within(structure: Structure, block: RemovableBlock) -> list[str]:

@@ -1,64 +1,91 @@
 """Calibration statistics for pruning, collected once per model through ONNX Runtime.
 
-For every prunable unit an importance score (activation magnitude times the weight norm of
-what it feeds), and for every projection that consumes pruned units the Gram matrix of its
-inputs, which is all a least-squares refit needs. Any config is then applied without running
-the model again.
+Each pruning pass scores its own units (its `importance`: an `Importance` naming the projections
+whose inputs it watches, and how it scores from what they saw); `observe` runs the calibration
+batches once with every pass's taps and also keeps, for every tapped projection, the Gram matrix
+of its inputs, which is all a least-squares refit needs. Any config is then applied without
+running the model again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
 
-from simq.ir import Linear, Structure
+from simq.ir import Linear
 from simq.passes._taps import tapped_runs
 
-__all__ = ["PruningStats", "collect_stats", "weight_in_out"]
+__all__ = ["Importance", "PruningStats", "Seen", "Tap", "observe", "weight_in_out"]
 
 
 @dataclass(frozen=True)
 class PruningStats:
-    """Importance of every prunable unit, and Gram matrices for reconstruction.
+    """Importance of every prunable unit, by pass, and Gram matrices for reconstruction.
 
     Attributes:
-        ffn: Layer index -> importance of each FFN neuron.
-        heads: Layer index -> importance of each attention head.
-        channels: Channel group index -> importance of each channel.
+        scores: A pass's `kind` -> its unit group (layer, channel group) -> each unit's score.
         grams: Consumer node -> ``[x, 1]^T [x, 1]`` over its calibration inputs (float64).
         rows: How many activation rows (tokens, pixels) the statistics saw.
     """
 
-    ffn: Mapping[int, np.ndarray]
-    heads: Mapping[int, np.ndarray]
-    channels: Mapping[int, np.ndarray]
+    scores: Mapping[str, Mapping[int, np.ndarray]]
     grams: Mapping[str, np.ndarray]
     rows: int
 
-    def save(self, path: Path) -> None:
-        arrays = {f"ffn/{k}": v for k, v in self.ffn.items()}
-        arrays |= {f"heads/{k}": v for k, v in self.heads.items()}
-        arrays |= {f"channels/{k}": v for k, v in self.channels.items()}
-        arrays |= {f"grams/{k}": v for k, v in self.grams.items()}
-        tmp = path.with_name(path.name + ".partial.npz")
-        np.savez(tmp, rows=np.array(self.rows), **arrays)
-        tmp.replace(path)
+    def importance(self, kind: str, group: int) -> np.ndarray | None:
+        """The scores of `kind`'s units in `group` (None where the pass scores nothing)."""
+        return self.scores.get(kind, {}).get(group)
 
-    @classmethod
-    def load(cls, path: Path) -> PruningStats:
-        parts: dict[str, dict] = {"ffn": {}, "heads": {}, "channels": {}, "grams": {}}
-        with np.load(path) as data:
-            for key in data.files:
-                if key == "rows":
-                    continue
-                kind, name = key.split("/", 1)
-                parts[kind][name if kind == "grams" else int(name)] = data[key]
-            rows = int(data["rows"])
-        return cls(parts["ffn"], parts["heads"], parts["channels"], parts["grams"], rows)
+
+@dataclass(frozen=True)
+class Tap:
+    """A projection whose input values are watched over the calibration batches.
+
+    Attributes:
+        node: The projection (its first input is watched).
+        features: Width of that input's last axis (channels for images).
+        gram: Keep the Gram matrix of its inputs, for a least-squares refit.
+    """
+
+    node: str
+    features: int
+    gram: bool = True
+
+
+class Seen:
+    """What every tap saw over the batches: mean absolute input per feature, and rows."""
+
+    def __init__(self, accumulators: Mapping[str, _Accumulator]) -> None:
+        self._by_node = accumulators
+
+    def mean_abs(self, node: str) -> np.ndarray:
+        return self._by_node[node].mean_abs
+
+    def rows(self, node: str) -> int:
+        return self._by_node[node].rows
+
+
+@dataclass
+class Importance:
+    """How one pruning pass scores its units: the taps it needs, a hook per batch (for scores that
+    are not sums of per-feature statistics), and the scores from what was seen.
+
+    Attributes:
+        taps: The projections whose inputs the pass watches.
+    """
+
+    taps: Sequence[Tap] = field(default_factory=list)
+
+    def add(self, rows: Mapping[str, np.ndarray]) -> None:
+        """One calibration batch: each tapped node's input rows (features last, padding tokens
+        left out). Nothing by default."""
+
+    def scores(self, seen: Seen) -> dict[int, np.ndarray]:
+        """Each unit group's scores, higher is more important."""
+        raise NotImplementedError
 
 
 def weight_in_out(graph: ir.Graph, linear: Linear) -> np.ndarray:
@@ -97,87 +124,43 @@ class _Accumulator:
         return self.abs_sum / max(self.rows, 1)
 
 
-def _conv_in_norms(w: np.ndarray) -> np.ndarray:
-    """L2 norm of each input channel's slice of a weight read by a consumer."""
-    return np.sqrt((w.astype(np.float64) ** 2).sum(axis=tuple(i for i in range(w.ndim) if i != 1)))
-
-
-def collect_stats(
+def observe(
     model: ir.Model,
-    structure: Structure,
     batches: Iterable[Mapping[str, np.ndarray]],
+    importances: Mapping[str, Importance],
     *,
     grams: bool = True,
     on_batch: Callable[[], None] | None = None,
 ) -> PruningStats:
-    """Run calibration batches through ONNX Runtime once and collect importance (and Grams).
+    """Run calibration batches through ONNX Runtime once with every pass's taps; score.
 
     Args:
-        model: The unpruned, cleaned-up model `structure` was computed on.
+        model: The unpruned, cleaned-up model.
         batches: Input feeds; an ``attention_mask`` input, if present, drops padding tokens.
+        importances: Each pass's `Importance`, by its kind.
         grams: Also collect the Gram matrices that reconstruction needs.
         on_batch: Called after each batch (for progress bars).
     """
     graph = model.graph
-    taps: dict[str, _Accumulator] = {}
-    head_norms: dict[int, np.ndarray] = {}
-    consumers: dict[str, str] = {}  # consumer node -> the value it reads
-
-    def tap(node_name: str, features: int, gram: bool) -> None:
-        value = graph.node(node_name).inputs[0]
-        consumers[node_name] = value.name
-        if value.name not in taps:
-            taps[value.name] = _Accumulator(features, gram and grams)
-
-    for layer in structure.layers:
-        tap(layer.ffn.down.node, layer.ffn.width, True)
-        tap(layer.attention.out.node, layer.attention.out.in_features, True)
-        head_norms[layer.index] = np.zeros(layer.attention.num_heads)
-    for group in structure.channel_groups:
-        if group.prunable:
-            for use in group.uses:
-                if use.role == "consumer":
-                    node = graph.node(use.node)
-                    refittable = node.op_type in ("Gemm", "MatMul") or (
-                        node.op_type == "Conv" and all(d == 1 for d in node.inputs[1].const_value.shape[2:])
-                    )
-                    tap(use.node, group.size, refittable)
-
-    tap_names = list(taps)
-    out_weights = {layer.index: weight_in_out(graph, layer.attention.out) for layer in structure.layers}
-
-    for feed, results in tapped_runs(model, tap_names, batches):
+    taps: dict[str, _Accumulator] = {}  # watched value -> what it saw
+    value_of: dict[str, str] = {}  # tapped node -> the value it reads
+    for importance in importances.values():
+        for tap in importance.taps:
+            value = graph.node(tap.node).inputs[0].name
+            value_of[tap.node] = value
+            if value not in taps:
+                taps[value] = _Accumulator(tap.features, tap.gram and grams)
+    for feed, results in tapped_runs(model, list(taps), batches):
         mask = feed.get("attention_mask")
-        for name, acc in taps.items():
-            acc.add(_rows(results[name], mask))
-        for layer in structure.layers:
-            a = layer.attention
-            context = _rows(results[graph.node(a.out.node).inputs[0].name], mask)
-            w = out_weights[layer.index]
-            for h in range(a.num_heads):
-                cols = slice(h * a.head_size, (h + 1) * a.head_size)
-                head_norms[layer.index][h] += np.linalg.norm(context[:, cols] @ w[cols], axis=-1).sum()
+        rows = {value: _rows(results[value], mask) for value in taps}
+        for value, accumulator in taps.items():
+            accumulator.add(rows[value])
+        by_node = {node: rows[value] for node, value in value_of.items()}
+        for importance in importances.values():
+            importance.add(by_node)
         if on_batch is not None:
             on_batch()
-
-    ffn, heads, channels, gram_of = {}, {}, {}, {}
-    for layer in structure.layers:
-        down = layer.ffn.down
-        acc = taps[consumers[down.node]]
-        ffn[layer.index] = acc.mean_abs * np.linalg.norm(weight_in_out(graph, down), axis=1)
-        heads[layer.index] = head_norms[layer.index] / max(taps[consumers[layer.attention.out.node]].rows, 1)
-    for group in structure.channel_groups:
-        if not group.prunable:
-            continue
-        score = np.zeros(group.size)
-        for use in group.uses:
-            if use.role == "consumer":
-                w = graph.initializers[use.tensor].const_value.numpy()
-                w = np.moveaxis(w, use.axis, 1) if w.ndim > 1 else w
-                score += taps[consumers[use.node]].mean_abs * _conv_in_norms(w)
-        channels[group.index] = score
-    for node_name, value_name in consumers.items():
-        if taps[value_name].gram is not None:
-            gram_of[node_name] = taps[value_name].gram
-    rows = max((acc.rows for acc in taps.values()), default=0)
-    return PruningStats(ffn, heads, channels, gram_of, rows)
+    seen = Seen({node: taps[value] for node, value in value_of.items()})
+    scores = {kind: importance.scores(seen) for kind, importance in importances.items()}
+    gram_of = {node: taps[value].gram for node, value in value_of.items() if taps[value].gram is not None}
+    return PruningStats(scores, gram_of, max((a.rows for a in taps.values()), default=0))

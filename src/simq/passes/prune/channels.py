@@ -7,11 +7,12 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from simq.ir import ChannelGroup, META_KEPT, RemovableBlock, Structure
+from simq.ir import META_KEPT, ChannelGroup, RemovableBlock, Structure
 from simq.passes._edit import array_of, input_index, set_input
 from simq.passes._knobs import Knob, channels_knob
 from simq.passes.prune._common import Narrowing, WidthPass, grid, keep_indices
 from simq.passes.prune._refit import refit
+from simq.passes.prune._stats import Importance, Seen, Tap
 
 __all__ = ["PruneChannelsPass"]
 
@@ -24,6 +25,13 @@ class PruneChannelsPass(WidthPass):
     feature Reshape's constant width. With ``reconstruct``, consumers that are Gemm/MatMul or
     1x1 convolutions are refit by least squares; wider kernels are only sliced.
     """
+
+    kind = "channels"
+
+    @staticmethod
+    def importance(structure: Structure, graph: ir.Graph) -> Importance | None:
+        groups = [g for g in structure.channel_groups if g.prunable]
+        return _ChannelsImportance(groups, graph) if groups else None
 
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:
@@ -55,8 +63,7 @@ class PruneChannelsPass(WidthPass):
             k = self.config.get(channels_knob(group.index), group.size)
             if not group.prunable or k == group.size:
                 continue
-            importance = self.stats.channels[group.index] if self.stats is not None else None
-            self._prune(model.graph, group, keep_indices(importance, group.size, k, self.order))
+            self._prune(model.graph, group, keep_indices(self._importance(group.index), group.size, k, self.order))
             modified = True
         return ir.passes.PassResult(model, modified)
 
@@ -108,3 +115,39 @@ def _bias_site(node: ir.Node) -> tuple[ir.Node, int] | None:
             if value is not None and value.const_value is not None and value.const_value.shape == (node.inputs[1].const_value.shape[1],):
                 return add, i
     return None
+
+
+class _ChannelsImportance(Importance):
+    """A channel's mean absolute value into each consumer times the norm of the consumer's
+    weight slice that reads it, summed over consumers (Gram matrices only for consumers a
+    least-squares refit can handle: Gemm, MatMul, 1x1 convolutions)."""
+
+    def __init__(self, groups: list[ChannelGroup], graph: ir.Graph) -> None:
+        taps = []
+        for group in groups:
+            for use in group.uses:
+                if use.role == "consumer":
+                    node = graph.node(use.node)
+                    refittable = node.op_type in ("Gemm", "MatMul") or (
+                        node.op_type == "Conv" and all(d == 1 for d in node.inputs[1].const_value.shape[2:])
+                    )
+                    taps.append(Tap(use.node, group.size, refittable))
+        super().__init__(taps)
+        self.groups, self.graph = groups, graph
+
+    def scores(self, seen: Seen) -> dict[int, np.ndarray]:
+        scores = {}
+        for group in self.groups:
+            score = np.zeros(group.size)
+            for use in group.uses:
+                if use.role == "consumer":
+                    w = self.graph.initializers[use.tensor].const_value.numpy()
+                    w = np.moveaxis(w, use.axis, 1) if w.ndim > 1 else w
+                    score += seen.mean_abs(use.node) * _in_norms(w)
+            scores[group.index] = score
+        return scores
+
+
+def _in_norms(w: np.ndarray) -> np.ndarray:
+    """L2 norm of each input channel's slice of a weight read by a consumer."""
+    return np.sqrt((w.astype(np.float64) ** 2).sum(axis=tuple(i for i in range(w.ndim) if i != 1)))

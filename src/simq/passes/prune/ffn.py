@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
+import numpy as np
 import onnx_ir as ir
 
 from simq.ir import RemovableBlock, Structure
@@ -17,6 +18,7 @@ from simq.passes.prune._common import (
     slice_linear_inputs,
     slice_linear_outputs,
 )
+from simq.passes.prune._stats import Importance, Seen, Tap, weight_in_out
 
 __all__ = ["PruneFFNPass"]
 
@@ -30,6 +32,12 @@ class PruneFFNPass(WidthPass):
 
     Options as in `WidthPass`.
     """
+
+    kind = "ffn"
+
+    @staticmethod
+    def importance(structure: Structure, graph: ir.Graph) -> Importance | None:
+        return _FfnImportance(structure, graph) if structure.layers else None
 
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:
@@ -61,10 +69,23 @@ class PruneFFNPass(WidthPass):
             k = self.config.get(ffn_knob(layer.index), ffn.width)
             if k == ffn.width or layer.index in dropped:
                 continue
-            importance = self.stats.ffn[layer.index] if self.stats is not None else None
-            keep = keep_indices(importance, ffn.width, k, self.order)
+            keep = keep_indices(self._importance(layer.index), ffn.width, k, self.order)
             slice_linear_outputs(graph, ffn.up, keep)
             gram = self.stats.grams[ffn.down.node] if self.reconstruct else None
             slice_linear_inputs(graph, ffn.down, keep, gram)
             modified = True
         return ir.passes.PassResult(model, modified)
+
+
+class _FfnImportance(Importance):
+    """A neuron's mean absolute activation times the norm of its row of the down projection."""
+
+    def __init__(self, structure: Structure, graph: ir.Graph) -> None:
+        super().__init__([Tap(layer.ffn.down.node, layer.ffn.width) for layer in structure.layers])
+        self.layers, self.graph = structure.layers, graph
+
+    def scores(self, seen: Seen) -> dict[int, np.ndarray]:
+        return {
+            layer.index: seen.mean_abs(layer.ffn.down.node) * np.linalg.norm(weight_in_out(self.graph, layer.ffn.down), axis=1)
+            for layer in self.layers
+        }

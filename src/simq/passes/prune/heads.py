@@ -19,6 +19,7 @@ from simq.passes.prune._common import (
     slice_linear_inputs,
     slice_linear_outputs,
 )
+from simq.passes.prune._stats import Importance, Seen, Tap, weight_in_out
 
 __all__ = ["PruneHeadsPass"]
 
@@ -32,6 +33,12 @@ class PruneHeadsPass(WidthPass):
 
     Options as in `WidthPass`.
     """
+
+    kind = "heads"
+
+    @staticmethod
+    def importance(structure: Structure, graph: ir.Graph) -> Importance | None:
+        return _HeadsImportance(structure, graph) if structure.layers else None
 
     @staticmethod
     def knobs(structure: Structure) -> list[Knob]:
@@ -75,8 +82,7 @@ class PruneHeadsPass(WidthPass):
                 raise InvalidConfigError(
                     f"{heads_knob(layer.index)}=0 removes every head of layer {layer.index}; drop the layer with its depth knob instead."
                 )
-            importance = self.stats.heads[layer.index] if self.stats is not None else None
-            heads = keep_indices(importance, a.num_heads, h, self.order)
+            heads = keep_indices(self._importance(layer.index), a.num_heads, h, self.order)
             channels = (heads[:, None] * a.head_size + np.arange(a.head_size)).ravel()
             for linear in (a.q, a.k, a.v):
                 slice_linear_outputs(graph, linear, channels)
@@ -136,3 +142,24 @@ def _rewrite_reshape(graph: ir.Graph, node: ir.Node, a: AttentionBlock, h: int) 
         raise UnsupportedModelError(f"reshape {node.name} has {entry} on its head axis, not a multiple of {a.num_heads} heads.")
     target.reshape(-1)[position] = entry // a.num_heads * h
     set_input(graph, owner, index, target)
+
+
+class _HeadsImportance(Importance):
+    """A head's mean norm of what it adds to the output projection's result, per token."""
+
+    def __init__(self, structure: Structure, graph: ir.Graph) -> None:
+        super().__init__([Tap(layer.attention.out.node, layer.attention.out.in_features) for layer in structure.layers])
+        self.attention = [layer.attention for layer in structure.layers]
+        self.index = [layer.index for layer in structure.layers]
+        self.weights = [weight_in_out(graph, a.out) for a in self.attention]
+        self.norms = [np.zeros(a.num_heads) for a in self.attention]
+
+    def add(self, rows: Mapping[str, np.ndarray]) -> None:
+        for a, w, norms in zip(self.attention, self.weights, self.norms):
+            context = rows[a.out.node]
+            for h in range(a.num_heads):
+                cols = slice(h * a.head_size, (h + 1) * a.head_size)
+                norms[h] += np.linalg.norm(context[:, cols] @ w[cols], axis=-1).sum()
+
+    def scores(self, seen: Seen) -> dict[int, np.ndarray]:
+        return {i: norms / max(seen.rows(a.out.node), 1) for i, a, norms in zip(self.index, self.attention, self.norms)}

@@ -2,6 +2,7 @@
 
 from simq.passes.quant._calibration import Calibration, TensorRange, calibrate, calibrate_values
 from simq.passes.quant._pipeline import quantize
+from simq.passes.quant._rewrites import RECIPES, Recipe
 from simq.passes.quant._sensitivity import sensitivity
 from simq.passes.quant._units import (
     ATTENTION,
@@ -18,7 +19,6 @@ from simq.passes.quant.inference_precision import (
     InferencePrecisionPass,
     inference_precision,
 )
-from simq.passes.quant._rewrites import RECIPES, Recipe
 from simq.passes.quant.quantize import (
     FALLBACK,
     INT4_BLOCK,
