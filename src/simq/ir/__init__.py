@@ -6,7 +6,7 @@ from simq.ir._cleanup import FoldConstantsPass, cleanup, cleanup_passes
 from simq.ir._frontends import SEQUENCE_LIMIT, export_torch, load_transformers_dir, text_inputs
 from simq.ir._inputs import InputDomain, input_domains, sequence_limit
 from simq.ir._io import ModelSource, load, model_digest, resolve_source, save
-from simq.ir._quiet import quiet
+from simq.ir._quiet import ROOT_LOGGER, quiet
 from simq.ir._refs import TUNE_RECORD, ZOO_PREFIX, tuned_source, zoo_model_of, zoo_name
 from simq.ir._shapes import DEFAULT_DIM, concrete_shapes, resolve_signature, restore_symbolic_shapes
 from simq.ir._structure import (
@@ -24,6 +24,7 @@ from simq.ir._structure import (
 from simq.ir._torch import TOOLS_OPSET, ToolsExport, TorchSource, transformers_source
 
 __all__ = [
+    "ROOT_LOGGER",
     "DEFAULT_DIM",
     "TOOLS_OPSET",
     "TUNE_RECORD",

@@ -13,7 +13,11 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["quiet"]
+__all__ = ["ROOT_LOGGER", "quiet"]
+
+#: The root logger's name for `quiet`: libraries that log with ``logging.warning(...)`` (ONNX
+#: Runtime's quantizer) write there.
+ROOT_LOGGER = ""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import onnx
 import onnx_ir as ir
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-from simq.ir import Structure, ToolsExport
+from simq.ir import ROOT_LOGGER, Structure, ToolsExport, quiet
 from simq.passes.fuse import FUSION_METADATA, OrtFusionPass
 from simq.targets._api import Artifact
 
@@ -39,10 +39,11 @@ def ort_dynamic(model: ir.Model, per_channel: bool = False) -> ir.Model:
         out = Path(tmp) / "dynamic.onnx"
         # Types of contrib-op outputs (BiasGelu, SkipLayerNormalization) are unknown to ONNX shape
         # inference; they are float, as Optimum's quantizer assumes too.
-        quantize_dynamic(
-            ir.to_proto(model), out, weight_type=QuantType.QInt8, per_channel=per_channel,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )  # fmt: skip
+        with quiet(ROOT_LOGGER):  # ORT's quantizer advises pre-processing on the root logger
+            quantize_dynamic(
+                ir.to_proto(model), out, weight_type=QuantType.QInt8, per_channel=per_channel,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )  # fmt: skip
         return ir.load(out)
 
 
@@ -79,10 +80,11 @@ def ort_static(model: ir.Model, batches: Iterable[Mapping[str, np.ndarray]]) -> 
     int8 weights, min/max calibration (the "fully INT8" baseline of SimQ-NAS)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "static.onnx"
-        quantize_static(
-            ir.to_proto(model), out, _Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        )  # fmt: skip
+        with quiet(ROOT_LOGGER):
+            quantize_static(
+                ir.to_proto(model), out, _Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            )  # fmt: skip
         return ir.load(out)
 
 
