@@ -102,6 +102,7 @@ class SearchLoop:
         o = self.options
         seen: set[str] = {config_key(reference.config)}
         in_flight: dict[str, np.ndarray] = {}
+        predicted: dict[str, dict[str, float] | None] = {}  # what the ask that proposed it predicted
         asked: deque[np.ndarray] = deque()
         state = {"validated": 0, "stopped": None}
 
@@ -137,7 +138,7 @@ class SearchLoop:
                 if found is not None:  # a resumed run's result
                     tell(x, found)
                     continue
-                in_flight[key] = x
+                in_flight[key], predicted[key] = x, _readable(algorithm.predictions.get(key))
                 yield config
 
         evaluations = self.executor.evaluate(self.evaluator, feed(), in_flight=o.population)
@@ -147,7 +148,7 @@ class SearchLoop:
             if config is None:
                 return state["stopped"]
             key = config_key(config)
-            tell(in_flight.pop(key), self.commit(config, "candidate", evaluation, _readable(algorithm.predictions.get(key))))
+            tell(in_flight.pop(key), self.commit(config, "candidate", evaluation, predicted.pop(key)))
 
     def _evaluate_batch(self, batch, algorithm, reference: Record) -> list[Record]:
         """Records of the batch's configs, in its order: stored ones as they are, the others
