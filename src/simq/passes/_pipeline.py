@@ -47,12 +47,16 @@ class Lowering:
         fusions: Passes that rewrite the model into the runtime's fused kernels, in order
             (e.g. `simq.passes.fuse.OrtFusionPass`); none for a runtime that fuses by itself.
         reduce_range: int8dyn weights in 7 bits, on CPUs whose INT8 dot product can saturate.
+        signed_operands: Static-INT8 MatMuls of two activations (attention's scores and context)
+            read their signed operands as symmetric int8, for a runtime whose INT8 MatMul takes
+            no zero point there (OpenVINO's CPU plugin runs them in FP32 otherwise).
         notes: Kernel choices the target made for this CPU, in words, by the index of the fusion
             pass that makes them (reports show those whose pass changed the model).
     """
 
     fusions: tuple[ir.passes.PassBase, ...] = ()
     reduce_range: bool = False
+    signed_operands: bool = False
     notes: Mapping[int, str] = field(default_factory=dict)
 
 
@@ -184,7 +188,8 @@ class Pipeline:
                 raise InvalidConfigError("quantization knobs need calibration ranges; give the pipeline a calibration.")
             recalibrate = functools.partial(self._calibration_for, pruned=bool(pruning), lowered=lower)
             quantizer = QuantizePass(
-                self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range, recalibrate=recalibrate
+                self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range,
+                signed_operands=self.lowering.signed_operands, recalibrate=recalibrate,
             )  # fmt: skip
             steps += [quantizer, cleanup_passes()]
         if config.get(INFERENCE_PRECISION, "fp32") != "fp32":

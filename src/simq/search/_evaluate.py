@@ -186,13 +186,27 @@ class ModelEvaluator:
 
     def latency_metrics(self, config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
         """Predicted, or timed here against FP32 (once per artifact digest and fingerprint)."""
+        return self._latency(config, kind, artifact, digest, self._time_here)
+
+    def latency_by(self, executor: Executor) -> LatencyFunction:
+        """`latency_metrics`, timed by `executor` (on the measuring node, with Ray): how the
+        driver times the reference and the baselines it builds itself."""
+
+        def time_there(artifact: Artifact) -> PairedRatio:
+            ((_, paired),) = executor.time(self, self._lowered_reference(), {0: artifact}, final=False)
+            return paired
+
+        return lambda config, kind, artifact, digest: self._latency(config, kind, artifact, digest, time_there)
+
+    def _latency(
+        self, config: Config, kind: str, artifact: Artifact, digest: str, timer: Callable[[Artifact], PairedRatio]
+    ) -> dict[str, float]:
+        """Predicted, or the stored timing of this artifact, or timed by `timer` against FP32 and stored."""
         if self.options.latency == "predicted":
             return self.predicted_latency(config, kind, artifact)
         cached = self.measured(digest)
         if cached is None:
-            if self._reference_runner is None:
-                self._reference_runner = self.job.target.runner(self._lowered_reference(), self.job.feed)
-            paired = compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
+            paired = timer(artifact)
             if kind == "reference":
                 # 1 by definition; timed against itself, a 0.05 ms model came out at 1.44 and was
                 # then dominated by candidates slower than it.
@@ -200,22 +214,10 @@ class ModelEvaluator:
             cached = self.record_timing(digest, paired)
         return cached
 
-    def latency_by(self, executor: Executor) -> LatencyFunction:
-        """`latency_metrics`, timed by `executor` (on the measuring node, with Ray): how the
-        driver times the reference and the baselines it builds itself."""
-
-        def latency(config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:
-            if self.options.latency == "predicted":
-                return self.predicted_latency(config, kind, artifact)
-            cached = self.measured(digest)
-            if cached is None:
-                ((_, paired),) = executor.time(self, self._lowered_reference(), {0: artifact}, final=False)
-                if kind == "reference":  # 1 by definition (see latency_metrics)
-                    paired = PairedRatio(1.0, 1.0, 1.0, paired.reference_ms, paired.rounds)
-                cached = self.record_timing(digest, paired)
-            return cached
-
-        return latency
+    def _time_here(self, artifact: Artifact) -> PairedRatio:
+        if self._reference_runner is None:
+            self._reference_runner = self.job.target.runner(self._lowered_reference(), self.job.feed)
+        return compare(self._reference_runner, self.job.target.runner(artifact, self.job.feed))
 
     def _lowered_reference(self) -> Artifact:
         """FP32 lowered into the scratch folder, once: what candidates are timed beside."""

@@ -135,6 +135,29 @@ def test_quantized_model_agrees_on_onnxruntime_and_openvino(bert, precision, tmp
     np.testing.assert_allclose(got, want, atol=2e-2 * np.abs(want).max())
 
 
+@pytest.mark.openvino
+def test_signed_operands_run_attention_matmuls_in_integers_on_openvino(bert, tmp_path):
+    """OpenVINO's CPU plugin runs a MatMul of two activations in INT8 only when its signed
+    operands are symmetric int8 (NNCF's form); with uint8 and a zero point it falls back to FP32."""
+    ov = pytest.importorskip("openvino")
+    model, structure, calibration, feed = bert
+    policy = {k.name: "int8" for k in QuantizePass.knobs(structure) if "int8" in k.domain}
+    assert any(q.kind == "dynamic" for q in structure.quantizable)  # attention's scores and context
+    want = _run(model, feed)[0]
+
+    def matmuls(signed: bool) -> list[str]:
+        quantized = quantize(model.clone(), structure, policy, calibration, signed_operands=signed)
+        compiled = ov.Core().compile_model(str(sir.save(quantized, tmp_path / f"{signed}.onnx")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        got = compiled(feed)[compiled.outputs[0]]
+        np.testing.assert_allclose(got, want, atol=5e-2 * np.abs(want).max())
+        ops = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
+        return [str(info["runtimePrecision"].astype(str)) for info in ops if info["layerType"].astype(str) == "MatMul"]
+
+    unsigned, signed = matmuls(False), matmuls(True)
+    assert unsigned and "f32" in unsigned
+    assert signed and "f32" not in signed
+
+
 def test_policy_composes_with_pruning(bert, zoo):
     """Ranges calibrated on the unpruned model serve the pruned one (over its kept channels)."""
     model, structure, calibration, feed = bert

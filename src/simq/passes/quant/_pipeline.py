@@ -23,6 +23,7 @@ def quantize(
     *,
     fused: Mapping[int, bool] | None = None,
     reduce_range: bool = False,
+    signed_operands: bool = False,
 ) -> ir.Model:
     """Apply `policy` (``quant.<unit> -> precision``) to `model` in place and clean it up.
 
@@ -32,5 +33,5 @@ def quantize(
         InvalidConfigError: A knob names no quantization unit, or a precision the unit or the
             target does not support.
     """
-    run_passes([QuantizePass(structure, policy, calibration, supports, fused=fused, reduce_range=reduce_range)], model)
+    run_passes([QuantizePass(structure, policy, calibration, supports, fused=fused, reduce_range=reduce_range, signed_operands=signed_operands)], model)
     return cleanup(model)

@@ -86,6 +86,10 @@ class QuantizePass(ir.passes.InPlacePass):
             (see `quant_units`).
         reduce_range: int8dyn weights in 7 bits, for CPUs whose INT8 dot product can saturate
             on full-range weights (AVX2 without VNNI sums u8 x s8 pairs into int16).
+        signed_operands: An activation read by a static-INT8 MatMul of two activations is
+            quantized symmetric int8 (zero point 0) where its range holds negative values, not
+            uint8 with a zero point: OpenVINO's CPU plugin runs such a MatMul in integers only
+            then (its second operand must be signed int8), as NNCF's transformer preset writes it.
         recalibrate: Ranges for the model the pass receives, given the activations it reads
             there (`activations`): for a model that pruning or fusion changed after
             `calibration` was measured. None: `calibration` as given.
@@ -100,13 +104,14 @@ class QuantizePass(ir.passes.InPlacePass):
         *,
         fused: Mapping[int, bool] | None = None,
         reduce_range: bool = False,
+        signed_operands: bool = False,
         recalibrate: Callable[[ir.Model, list[str]], Calibration] | None = None,
     ) -> None:
         super().__init__()
         self.structure, self.calibration, self.supports = structure, calibration, supports
         self.recalibrate = recalibrate
         self.units = quant_units(structure, fused)
-        self.reduce_range = reduce_range
+        self.reduce_range, self.signed_operands = reduce_range, signed_operands
         self.policy = check_config(policy, self.knobs(structure, supports, fused))
 
     @staticmethod
@@ -169,7 +174,8 @@ class QuantizePass(ir.passes.InPlacePass):
                 recipe.rewrite(model, node, q, self.reduce_range)
         static = {node: q for node, q, recipe in assignments if recipe.static}
         for value, readers in static_int8_plan(graph, static).items():
-            dequantized = self._qdq(graph, value, readers[0][0])
+            signed = self.signed_operands and any(r in static and static[r].kind == "dynamic" for r, _ in readers)
+            dequantized = self._qdq(graph, value, readers[0][0], signed)
             for reader, index in readers:
                 reader.replace_input_with(index, dequantized)
         for node, q, recipe in assignments:
@@ -179,17 +185,23 @@ class QuantizePass(ir.passes.InPlacePass):
             model.metadata_props[NOTES_METADATA] = json.dumps(notes)
         return ir.passes.PassResult(model, bool(assignments))
 
-    def _qdq(self, graph: ir.Graph, value: ir.Value, reader: ir.Node) -> ir.Value:
+    def _qdq(self, graph: ir.Graph, value: ir.Value, reader: ir.Node, signed: bool = False) -> ir.Value:
+        """Quantize `value` for its INT8 readers: uint8 over its calibrated range, or symmetric
+        int8 when `signed` and the range holds negative values."""
         source = value  # a MaxPool's output is quantized like its input, so ORT runs it on integers
         while source.producer() is not None and source.producer().op_type in SAME_RANGE:
             source = source.producer().inputs[0]
         if source.name not in self.calibration.ranges:
             raise InvalidConfigError(f"no calibration range for {source.name}; calibrate this model before quantizing {reader.name}.")
         low, high = self.calibration.ranges[source.name].bounds(source.meta.get(META_KEPT))
-        scale = np.float32(max(high - low, 1e-8) / 255.0)
-        zero_point = np.uint8(np.clip(np.round(-low / scale), 0, 255))
+        if signed and low < 0:
+            scale = np.float32(max(abs(low), abs(high), 1e-8) / 127.0)
+            zero_point = np.array(0, np.int8)
+        else:
+            scale = np.float32(max(high - low, 1e-8) / 255.0)
+            zero_point = np.array(np.clip(np.round(-low / scale), 0, 255), np.uint8)
         s = constant(graph, f"{value.name}.scale", np.array(scale, np.float32))
-        z = constant(graph, f"{value.name}.zero_point", np.array(zero_point, np.uint8))
+        z = constant(graph, f"{value.name}.zero_point", zero_point)
         quantize = ir.node("QuantizeLinear", [value, s, z], name=f"{value.name}.quantize")
         dequantize = ir.node("DequantizeLinear", [quantize.outputs[0], s, z], name=f"{value.name}.dequantize")
         quantize.outputs[0].name, dequantize.outputs[0].name = f"{value.name}.q", f"{value.name}.dq"

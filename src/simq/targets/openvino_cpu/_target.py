@@ -67,8 +67,10 @@ class OpenVinoCpuTarget:
         return precision in _PRECISIONS.get(op_type, ("fp32",))
 
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
-        """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles."""
-        return Lowering()
+        """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles. Attention's
+        MatMuls of two activations read symmetric int8 operands, the only form its INT8 MatMul
+        takes for a signed second operand."""
+        return Lowering(signed_operands=True)
 
     def baselines(
         self,
