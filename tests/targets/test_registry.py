@@ -106,3 +106,15 @@ print(len(set(threading.enumerate()) - before), len(multiprocessing.active_child
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["0", "0"]  # no new thread, no child process
+
+
+@pytest.mark.openvino
+def test_an_openvino_artifact_lowered_twice_has_one_digest(zoo, tmp_path):
+    """Timings and per-example scores are kept under the artifact's digest: the same model lowered
+    again in the same process (as the final pass does) must be found under it. OpenVINO numbers
+    the nodes it makes with a process-wide counter, which changed the IR on every save."""
+    pytest.importorskip("openvino")
+    target = TargetRegistry().get("openvino-cpu")
+    model = sir.load("zoo:digits-cnn", zoo=zoo)
+    first, second = (target.lower(model, tmp_path / name) for name in ("a", "b"))
+    assert first.digest() == second.digest()

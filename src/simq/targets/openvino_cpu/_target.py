@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from simq.targets.openvino_cpu._baselines import openvino_baselines
 from simq.targets.openvino_cpu._runtime import openvino
 
 __all__ = ["OpenVinoCpuTarget"]
+
 
 # Blocked INT4 weights decompress inside OpenVINO's MatMul kernels; INT8 QDQ becomes FakeQuantize,
 # which the CPU plugin fuses into its INT8 primitives (Conv/MatMul chains, eltwise, pooling).
@@ -106,6 +108,7 @@ class OpenVinoCpuTarget:
         ov = openvino()
         xml = Path(workdir) / "openvino_model.xml"  # the name Optimum Intel loads
         model.set_rt_info(_HINTS[precision], _RT_INFO)
+        _stable_names(model)
         ov.save_model(model, str(xml))
         files = (xml, xml.with_suffix(".bin")) + ((onnx_path,) if onnx_path is not None else ())
         return Artifact(self.name, xml, onnx_path or xml, files, self._settings(precision))
@@ -152,3 +155,17 @@ class OpenVinoCpuTarget:
         self, artifact: Artifact, inputs: Mapping[str, np.ndarray], warmup: int = 10, repeats: int = 50
     ) -> LatencyStats:
         return time_calls(self.runner(artifact, inputs), warmup, repeats)
+
+
+def _stable_names(model: Any) -> None:
+    """Name the layers OpenVINO named itself by their place in the model, not by a counter.
+
+    OpenVINO numbers the nodes it creates (``Constant_169``) with a counter shared by the whole
+    process, so the same ONNX saved twice gave two IRs, and an artifact's digest (what its
+    timings and scores are kept under) changed every time it was lowered: the final pass then
+    found no per-example scores for the models the search had scored.
+    """
+    for index, op in enumerate(model.get_ordered_ops()):
+        kind = op.get_type_name()
+        if re.fullmatch(rf"{re.escape(kind)}_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{kind}_{index}")
