@@ -12,7 +12,6 @@ Usage: python tools/bench_heldout.py OUT [OUT ...] [--limit 1] [--cache DIR]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -43,9 +42,8 @@ def shown(out: Path) -> str:
 
 
 def scored(target, artifact: Artifact, inputs, labels, cache: Path) -> np.ndarray:
-    """`correct` for an artifact, kept by the digest of the files it runs."""
-    digest = hashlib.sha256(b"".join(Path(f).read_bytes() for f in sorted(map(str, artifact.files)))).hexdigest()[:24]
-    path = cache / f"{digest}.npy"
+    """`correct` for an artifact, kept by its digest."""
+    path = cache / f"{artifact.digest()}.npy"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         np.save(path, correct(target.load(artifact), inputs, labels))

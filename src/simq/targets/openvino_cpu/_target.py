@@ -21,7 +21,6 @@ from simq.targets.openvino_cpu._runtime import openvino
 
 __all__ = ["OpenVinoCpuTarget"]
 
-
 # Blocked INT4 weights decompress inside OpenVINO's MatMul kernels; INT8 QDQ becomes FakeQuantize,
 # which the CPU plugin fuses into its INT8 primitives (Conv/MatMul chains, eltwise, pooling).
 _PRECISIONS = {
