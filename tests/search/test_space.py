@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import simq.ir as sir
-from simq.passes import Pipeline
+from simq.passes import Lowering, Pipeline
 from simq.passes.quant import calibrate
 from simq.search import SearchSpace
 from simq.targets.openvino_cpu import OpenVinoCpuTarget
+from simq.targets.openvino_cpu._kernels import int8_dense_ratio
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,28 @@ def test_anchors_are_uniform_policies(space):
         # The domain value nearest to the level (within half a step of it).
         assert all(abs(config[k.name] - level * k.default) <= np.diff(k.domain).max() / 2 for k in widths)
         assert config == space.decode(space.encode(config))
+
+
+def test_width_and_depth_seeds_take_the_precision_the_target_measured_pays(zoo, space):
+    """Where INT8 kernels do not pay on the CPU, the lattice is FP32 sub-networks; the uniform
+    precision policies stay first either way."""
+    fp32_seeds = SearchSpace(Pipeline(space.pipeline.model, space.pipeline.structure, calibration=space.pipeline.calibration,
+                                      lowering=Lowering(seed_precision="fp32")))  # fmt: skip
+    uniform, lattice = fp32_seeds.anchors()[:3], fp32_seeds.anchors()[3:]
+    assert [fp32_seeds.key(x) for x in uniform] == [space.key(x) for x in space.anchors()[:3]]
+    assert len(lattice) == 2 and all(set(_precisions(fp32_seeds, x)) == {"fp32"} for x in lattice)
+    assert all(set(_precisions(space, x)) == {"int8dyn", "int8"} for x in space.anchors()[3:])
+    heads = [i for i, k in enumerate(space.knobs) if k.name.startswith("heads.")]
+    assert [list(x[heads]) for x in lattice] == [list(x[heads]) for x in space.anchors()[3:]]
+
+
+@pytest.mark.openvino
+def test_openvino_times_its_int8_dense_kernels_to_choose_the_seed_precision():
+    ratio = int8_dense_ratio({"INFERENCE_NUM_THREADS": "2", "INFERENCE_PRECISION_HINT": "f32"})
+    lowering = OpenVinoCpuTarget().lowering({})
+    assert ratio > 0 and lowering.signed_operands
+    # The choice follows the timing (a second timing may land on the other side of the line).
+    assert lowering.seed_precision in (None, "fp32") and bool(lowering.choices) == (lowering.seed_precision == "fp32")
 
 
 def test_bf16_anchors_where_the_target_runs_whole_models_in_bf16(zoo):

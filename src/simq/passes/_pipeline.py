@@ -50,14 +50,20 @@ class Lowering:
         signed_operands: Static-INT8 MatMuls of two activations (attention's scores and context)
             read their signed operands as symmetric int8, for a runtime whose INT8 MatMul takes
             no zero point there (OpenVINO's CPU plugin runs them in FP32 otherwise).
+        seed_precision: The precision the search's width and depth seeds use
+            (`simq.search.SearchSpace.anchors`), for a target that measured which pays on this
+            CPU; None for the first compressed precision the knobs offer.
         notes: Kernel choices the target made for this CPU, in words, by the index of the fusion
             pass that makes them (reports show those whose pass changed the model).
+        choices: Choices the target made for this CPU that apply to every model, in words.
     """
 
     fusions: tuple[ir.passes.PassBase, ...] = ()
     reduce_range: bool = False
     signed_operands: bool = False
+    seed_precision: str | None = None
     notes: Mapping[int, str] = field(default_factory=dict)
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,9 +214,9 @@ class Pipeline:
     def notes(self) -> tuple[str, ...]:
         """The target's kernel choices that apply to this model (their pass changed it)."""
         if not self.lowering.fusions:
-            return ()
+            return self.lowering.choices
         self._lowered_model()
-        return tuple(note for index, note in sorted(self.lowering.notes.items()) if index in self._changed)
+        return (*self.lowering.choices, *(note for index, note in sorted(self.lowering.notes.items()) if index in self._changed))
 
     def _lowered_model(self) -> ir.Model:
         if self._lowered is None:

@@ -58,7 +58,8 @@ class SearchSpace:
     def anchors(self) -> np.ndarray:
         """Uniform policies, what a user would try first: every unit at each compressed
         precision in turn (a unit that lacks it takes the next one, `simq.passes.quant.FALLBACK`);
-        then the first of them on a lattice of width (every width knob, heads, FFN, channels, at
+        then the first of them (or the target's `Lowering.seed_precision`: FP32 where its INT8
+        kernels do not pay on this CPU) on a lattice of width (every width knob, heads, FFN, channels, at
         75 % and at 50 % of its default) and depth (one and two middle blocks dropped, at full
         width and at 75 %). Where the target offers BF16 for the whole model: BF16 alone first,
         and every policy above with BF16 for what stays float.
@@ -69,7 +70,8 @@ class SearchSpace:
         them rather than hoping to draw them.
         """
         compressed = self.precisions[1:]
-        first = compressed[0] if compressed else None
+        seed = self.pipeline.lowering.seed_precision
+        first = seed if seed in self.precisions else compressed[0] if compressed else None
         lattice = ((0.75, 0), (0.5, 0), (1.0, 1), (0.75, 1), (1.0, 2), (0.75, 2))
         trained = self.pipeline.trained
         if trained is not None:  # what tuning trained: its smallest network, then its lattice, diagonals first

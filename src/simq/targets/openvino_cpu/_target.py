@@ -17,6 +17,7 @@ from simq.passes.quant import WHOLE_MODEL, inference_precision
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_bf16
 from simq.targets.openvino_cpu._baselines import openvino_baselines
+from simq.targets.openvino_cpu._kernels import INT8_PAYS_BELOW, int8_dense_ratio
 from simq.targets.openvino_cpu._runtime import openvino
 
 __all__ = ["OpenVinoCpuTarget"]
@@ -53,6 +54,7 @@ class OpenVinoCpuTarget:
         self.threads = threads
         self.isa = tuple(isa) if isa is not None else None
         self._fingerprint: Fingerprint | None = None  # read once: a target object keeps the machine it was made on
+        self._int8_dense_ratio: float | None = None  # INT8 dense layers over FP32, timed once
 
     def fingerprint(self) -> Fingerprint:
         if self._fingerprint is None:
@@ -70,8 +72,18 @@ class OpenVinoCpuTarget:
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
         """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles. Attention's
         MatMuls of two activations read symmetric int8 operands, the only form its INT8 MatMul
-        takes for a signed second operand."""
-        return Lowering(signed_operands=True)
+        takes for a signed second operand. The search seeds its width and depth lattice in INT8
+        only where INT8 dense layers were timed clearly faster than FP32 on this CPU."""
+        if self._int8_dense_ratio is None:
+            config = {k: v for k, v in self._settings("fp32").items() if k != "device"}
+            self._int8_dense_ratio = int8_dense_ratio(config)
+        if self._int8_dense_ratio <= INT8_PAYS_BELOW:
+            return Lowering(signed_operands=True)
+        choice = (
+            f"INT8 dense layers ran {self._int8_dense_ratio:.2f}x FP32's time on this CPU: the search seeds its width "
+            "and depth lattice in FP32"
+        )
+        return Lowering(signed_operands=True, seed_precision="fp32", choices=(choice,))
 
     def baselines(
         self,
