@@ -1,19 +1,19 @@
-"""What tuning buys: minilm-tweets tuned elastically (`simq tune`), then compiled, against the same
-sub-networks without tuning and against the recipe users run. Writes docs/TUNE.md and
-docs/img/tune_minilm.png.
+"""What tuning buys: a zoo model tuned elastically (`simq tune`), then compiled, against the same
+sub-networks without tuning and against the recipe users run. Writes docs/TUNE.md for
+minilm-tweets (docs/TUNE_<model>.md for another, e.g. digits-vit) and docs/img/tune_<model>.png.
 
-1. `simq tune zoo:minilm-tweets` (timed; the train split only; widths and depth elastic).
+1. `simq tune zoo:MODEL` (timed; the train split only; widths and depth elastic).
 2. One table, every model timed in the same run (interleaved, per-round paired ratios, bootstrap
    95 % intervals): the original FP32 model, the recipe on it (ORT's transformers optimizer +
    per-tensor dynamic INT8: the bar), the tuned full model alone and with the recipe (what tuning
-   alone buys), and a grid of sub-networks (heads = FFN width at 100/75/50 %, by depth 6/5/4/3 of
-   6 layers, INT8 everywhere; INT4 weights for size) built by SimQ from the tuned model (first-k,
-   its trained depth order) and, at depth 6 and 4, from the original (importance order +
-   least-squares refit). Accuracy is paired against the original FP32 model, on validation
-   (4,500 tweets, where a choice is made) and test (2,808).
+   alone buys), and a grid of sub-networks (heads = FFN width at 100/75/50 %, by every depth
+   tuning trained, INT8 everywhere; INT4 weights for size) built by SimQ from the tuned model
+   (first-k, its trained depth order) and, at full depth and two layers fewer, from the original
+   (importance order + least-squares refit). Accuracy is paired against the original FP32 model,
+   on the zoo's validation split (where a choice is made) and its test split.
 3. `simq compile` on the tuned folder (the zoo's splits), whose front is plotted with the grid.
 
-Usage: python tools/bench_tune.py [--epochs N] [--budget N] [--rounds N] [--work DIR]
+Usage: python tools/bench_tune.py [MODEL] [--epochs N] [--budget N] [--rounds N] [--work DIR]
 """
 
 from __future__ import annotations
@@ -42,13 +42,17 @@ BAR = "ORT optimizer + dynamic INT8"
 WIDTHS = (1.0, 0.75, 0.5)
 
 
+def depth_knobs(case: Case) -> list[str]:
+    from simq.passes import knob_kind
+
+    return [k.name for k in case.pipeline.knobs if knob_kind(k.name) == "depth" and True in k.domain]
+
+
 def grid_config(case: Case, width: float, drops: int) -> dict:
     """Every unit int8dyn, heads and FFN at `width`, `drops` blocks dropped: the middle ones for an
     untuned model, the first of tuning's order for a tuned one (the pipeline's repair puts them there)."""
-    from simq.passes import knob_kind
-
     config = uniform(case, "int8dyn", {"heads": width, "ffn": width})
-    depth = [k.name for k in case.pipeline.knobs if knob_kind(k.name) == "depth"]
+    depth = depth_knobs(case)
     chosen = depth if case.pipeline.trained is not None else sorted(depth[1:-1], key=lambda n: abs(depth.index(n) - (len(depth) - 1) / 2))
     return config | {name: name in chosen[:drops] for name in depth}
 
@@ -64,17 +68,23 @@ def case_of(name: str, spec: JobSpec, zoo: Zoo | None) -> tuple[Case, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default="zoo:minilm-tweets", help="a zoo model with a torch source")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tune-minutes", type=float, default=28)
+    parser.add_argument("--lr", type=float, help="simq tune's learning rate (default: simq tune's)")
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "tune")
+    parser.add_argument("--work", type=Path, help="default .bench/tune (minilm-tweets) or .bench/tune-MODEL")
     args = parser.parse_args()
+    name = args.model.removeprefix("zoo:")
+    main_model = name == "minilm-tweets"
+    work_root = args.work or ROOT / ".bench" / ("tune" if main_model else f"tune-{name}")
     zoo = Zoo()
     simq = str(Path(sys.executable).with_name("simq"))
-    tuned_dir = args.work / "tuned"
-    tune_cmd = ["simq", "tune", "zoo:minilm-tweets", "--out", str(tuned_dir), "--epochs", str(args.epochs), "--time-limit", f"{args.tune_minutes:g}"]
-    timing = args.work / "tune-minutes.json"
+    tuned_dir = work_root / "tuned"
+    tune_cmd = ["simq", "tune", args.model, "--out", str(tuned_dir), "--epochs", str(args.epochs), "--time-limit", f"{args.tune_minutes:g}"]
+    tune_cmd += ["--lr", f"{args.lr:g}"] if args.lr is not None else []
+    timing = work_root / "tune-minutes.json"
     if not (tuned_dir / "tune.json").is_file():
         resume = ["--resume"] if (tuned_dir / "checkpoint.pt").is_file() else []
         start = time.perf_counter()
@@ -83,23 +93,25 @@ def main() -> None:
     tune_minutes = json.loads(timing.read_text())["minutes"] if timing.is_file() else float("nan")
     record = json.loads((tuned_dir / "tune.json").read_text())
 
-    work = args.work / "artifacts"
+    work = work_root / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
-    original, original_job = case_of("original", JobSpec(model="zoo:minilm-tweets"), zoo)
+    original, original_job = case_of("original", JobSpec(model=args.model), zoo)
     tuned, tuned_job = case_of("tuned", JobSpec(model=str(tuned_dir)), zoo)
+    layers, trained_drops = len(depth_knobs(original)), len(depth_knobs(tuned))
+    deepest = min(2, trained_drops)
     entries = [Entry("original FP32", original.target.lower(original.model, work / "original"))]
     entries.append(Entry(f"original: {BAR}", original_job.baselines[BAR](work / "bar")))
     entries.append(Entry("tuned FP32 (no pruning)", tuned.target.lower(tuned.model, work / "tuned")))
     entries.append(Entry(f"tuned: {BAR} (what tuning alone buys)", tuned_job.baselines[BAR](work / "tuned-bar")))
-    for case, label, depths in ((original, "untuned", (0, 2)), (tuned, "tuned", (0, 1, 2, 3))):
+    for case, label, depths in ((original, "untuned", (0, deepest)), (tuned, "tuned", range(trained_drops + 1))):
         for drops in depths:
             for width in WIDTHS:
-                name = f"SimQ {label}: heads = FFN {width:.0%}, {6 - drops} layers + INT8"
-                print(f"building {name}", file=sys.stderr, flush=True)
-                entries.append(simq_entry(case, name, grid_config(case, width, drops), work))
+                label_ = f"SimQ {label}: heads = FFN {width:.0%}, {layers - drops} layers + INT8"
+                print(f"building {label_}", file=sys.stderr, flush=True)
+                entries.append(simq_entry(case, label_, grid_config(case, width, drops), work))
     for width in (0.75, 0.5):
-        name = f"SimQ tuned: heads = FFN {width:.0%}, 4 layers + INT4 weights"
-        entries.append(simq_entry(tuned, name, grid_config(tuned, width, 2) | {k: v for k, v in uniform(tuned, "int4w").items() if k.startswith("quant.")}, work))
+        label_ = f"SimQ tuned: heads = FFN {width:.0%}, {layers - deepest} layers + INT4 weights"
+        entries.append(simq_entry(tuned, label_, grid_config(tuned, width, deepest) | {k: v for k, v in uniform(tuned, "int4w").items() if k.startswith("quant.")}, work))
     # Every model scored on the same rows (the CSV splits are the zoo's, in order), against the original.
     score_all(original, entries)
     time_all(original, entries, [entries[0].label, entries[1].label], args.rounds)
@@ -117,15 +129,20 @@ def main() -> None:
          fmt_ratio(e.ratios["FP32"]), fmt_ratio(e.ratios["bar"]), f"{e.artifact.size_bytes / fp32.artifact.size_bytes:.3f}"]
         for e in entries
     ]  # fmt: skip
-    compile_out = args.work / "compile"
+    compile_out = work_root / "compile"
     compile_cmd = ["simq", "compile", str(tuned_dir), "--budget", str(args.budget), "--max-accuracy-drop", "1", "--out", str(compile_out)]
+    compile_timing = work_root / "compile-minutes.json"
     if not (compile_out / "summary.json").is_file():
         resume = ["--resume"] if (compile_out / "simq.sqlite").is_file() else []
+        start = time.perf_counter()
         subprocess.run([simq, *compile_cmd[1:], *resume], check=True)
+        compile_timing.write_text(json.dumps({"minutes": (time.perf_counter() - start) / 60, "resumed": bool(resume)}))
+    compile_minutes = json.loads(compile_timing.read_text())["minutes"] if compile_timing.is_file() else float("nan")
     summary = json.loads((compile_out / "summary.json").read_text())
-    plot(entries, fp32, summary, ROOT / "docs" / "img" / "tune_minilm.png")
-    half = next(e for e in entries if e.label == "SimQ tuned: heads = FFN 50%, 4 layers + INT8")
-    half_untuned = next(e for e in entries if e.label == "SimQ untuned: heads = FFN 50%, 4 layers + INT8")
+    image = f"tune_{'minilm' if main_model else name}.png"
+    plot(entries, fp32, summary, ROOT / "docs" / "img" / image)
+    half = next(e for e in entries if e.label == f"SimQ tuned: heads = FFN 50%, {layers - deepest} layers + INT8")
+    half_untuned = next(e for e in entries if e.label == f"SimQ untuned: heads = FFN 50%, {layers - deepest} layers + INT8")
     lines = []
     for label, e in chosen.items():
         if e is None:
@@ -137,15 +154,18 @@ def main() -> None:
             f"(ratio {fmt_ratio(e.ratios['bar'])}), {fp32.artifact.size_bytes / e.artifact.size_bytes:.1f}x smaller than FP32, test {d:+.2f} ± {h:.2f} points."
         )
     curves = "\n".join(f"| {c['epoch']} | {c['loss']:.3f} | {c['validation_largest']:.2f} | {c['validation_smallest']:.2f} |" for c in record["curves"])
-    doc = f"""# Tuning: elastic fine-tuning, then compile
+    shape = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in original.feed.items())
+    sizes = f"validation {len(original.validation[1]):,} examples, test {len(original.test[1]):,}"
+    others = sorted(p.stem.removeprefix("TUNE_") for p in (ROOT / "docs").glob("TUNE_*.md"))
+    doc = f"""# Tuning{'' if main_model else f' {name}'}: elastic fine-tuning, then compile
 
-Written by `python tools/bench_tune.py --epochs {args.epochs} --budget {args.budget} --rounds {args.rounds}` on {cpu_name()}, 2 threads,
-batch 1, 64 tokens.
+Written by `python tools/bench_tune.py{'' if main_model else ' ' + args.model} --epochs {args.epochs}{f' --lr {args.lr:g}' if args.lr else ''} --budget {args.budget} --rounds {args.rounds}` on {cpu_name()}, 2 threads,
+batch 1 ({shape}).{''.join(f' Also: [{o}](TUNE_{o}.md).' for o in others) if main_model else ' The main model: [minilm-tweets](TUNE.md).'}
 
 ## Tuning
 
 `{' '.join(tune_cmd).replace(str(ROOT) + '/', '')}`: {record['epochs_done']} epoch(s) in {tune_minutes:.1f} min{' (stopped at the time limit)' if record['stopped_early'] else ''}, on the
-{record['data']['train']} train tweets only (calibration, validation and test checked disjoint by content). Layers are dropped
+{record['data']['train']} train examples only (calibration, validation and test checked disjoint by content). Layers are dropped
 in the order {', '.join(record['orders']['depth'])} (least change to the residual stream first).
 
 | epoch | loss | validation % (largest) | validation % (smallest: {record['options']['min_width']:.0%} of every width, {record['options']['min_depth']:.0%} of the layers) |
@@ -154,24 +174,25 @@ in the order {', '.join(record['orders']['depth'])} (least change to the residua
 
 ## Sub-networks with and without tuning (same run)
 
-Accuracy change against the original FP32 model in points (paired 95 % interval; validation 4,500
-tweets, test 2,808). Latency: ratios to the original FP32 model and to {BAR} of the original
+Accuracy change against the original FP32 model in points (paired 95 % interval; {sizes}). Latency: ratios to the original FP32 model and to {BAR} of the original
 (the recipe users run: the bar), {args.rounds} interleaved rounds, every session with thread spinning
 off, bootstrap 95 % intervals. "Chosen": fastest within 1 point of the original on validation.
 
 {table(["model", "Δ validation", "Δ test", "latency × FP32", "latency × the bar", "size × FP32"], rows)}
 
 {chr(10).join(lines)}
-- Heads 50 % + FFN 50 % + 4 of 6 layers + INT8: tuned {fmt_delta(half.test, fp32.test)} test points, untuned {fmt_delta(half_untuned.test, fp32.test)}.
+- Heads 50 % + FFN 50 % + {layers - deepest} of {layers} layers + INT8: tuned {fmt_delta(half.test, fp32.test)} test points, untuned {fmt_delta(half_untuned.test, fp32.test)}.
 
 ## The search on the tuned model
 
-`{' '.join(compile_cmd).replace(str(ROOT) + '/', '')}`: {summary.get('headline') or 'no verdict'}
+`{' '.join(compile_cmd).replace(str(ROOT) + '/', '')}` ({compile_minutes:.1f} min; tune + compile {tune_minutes + compile_minutes:.1f} min):
+{summary.get('headline') or 'no verdict'}
 
-![fronts with and without tuning](img/tune_minilm.png)
+![fronts with and without tuning](img/{image})
 """
-    (ROOT / "docs" / "TUNE.md").write_text(doc)
-    print("wrote docs/TUNE.md", file=sys.stderr)
+    path = ROOT / "docs" / ("TUNE.md" if main_model else f"TUNE_{name}.md")
+    path.write_text(doc)
+    print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
 
 
 def plot(entries: list[Entry], fp32: Entry, summary: dict, path: Path) -> None:

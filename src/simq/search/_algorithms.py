@@ -132,8 +132,10 @@ class _Predicted(Problem):
 class Linas:
     """LINAS: NSGA-II guided by lightly trained predictors.
 
-    Its first batch is `SearchSpace.initial` (the uniform precision policies, then random
-    candidates); until four candidates are validated it asks for random ones. After
+    Its first batch is every `SearchSpace.anchors` (the uniform precision policies, then the
+    width and depth lattice: what a grid would try, and on a tuned model the sub-networks tuning
+    trained; at most twice `batch`), topped up with random candidates to `batch`; until four
+    candidates are validated it asks for random ones. After
     that, each ask trains one catboost regressor per tracked metric on every validated
     candidate, runs NSGA-II on the predictors for `generations` generations (`inner_population`
     each, starting from the validated candidates), and returns the predicted front's best
@@ -160,7 +162,7 @@ class Linas:
         self.iteration += 1
         valid = [i for i, m in enumerate(self.m) if np.all(m < FAILED)]
         if self.iteration == 1:
-            return self._asked(self.space.initial(self.rng, self.batch))
+            return self._asked(self.space.initial(self.rng, min(max(self.batch, len(self.space.anchors())), 2 * self.batch)))
         if len(valid) < 4:
             return self._asked(self.space.sample(self.rng, self.batch))
         x = np.array([self.x[i] for i in valid])
