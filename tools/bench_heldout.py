@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +51,12 @@ def scored(target, artifact: Artifact, inputs, labels, cache: Path) -> np.ndarra
     return np.load(path)
 
 
+def confidence(summary: dict) -> str:
+    """The confidence of the run's accuracy limit, as its summary states it."""
+    stated = next((m for s in summary["settings"] if (m := re.search(r"at (\d+)% confidence", s))), None)
+    return f"{stated.group(1)} %" if stated else "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outs", type=Path, nargs="+", help="--out folders of finished runs on zoo:minilm-tweets")
@@ -81,7 +88,7 @@ def main() -> None:
             held = drops[best["id"]].estimate
             close = all(abs(args.limit - d) <= 0.5 for d in (best["accuracy_drop"], held))
             near += close
-            fastest_rows.append([out.name, best["id"], f"{best['latency_ratio']:.2f}", f"{best['search_accuracy_bound']:+.2f}",
+            fastest_rows.append([out.name, confidence(summary), best["id"], f"{best['latency_ratio']:.2f}", f"{best['search_accuracy_bound']:+.2f}",
                                  f"{best['accuracy_drop']:+.2f}", f"{held:+.2f}", "yes" if close else "no"])  # fmt: skip
     doc = f"""# Held-out check: published models on tweets no run ever saw
 
@@ -101,7 +108,7 @@ The model each run's headline names: the fastest whose validation bound is withi
 the headroom" when its drop on test and on the held-out tweets are both within 0.5 point of the
 limit (neither beyond it by more, nor further inside it).
 
-{table(["run", "model", "latency × FP32", "validation bound", "test drop", "held-out drop", "spends the headroom"], fastest_rows)}
+{table(["run", "confidence", "model", "latency × FP32", "validation bound", "test drop", "held-out drop", "spends the headroom"], fastest_rows)}
 
 Spends the headroom: {near} of {len(fastest_rows)} runs.
 """
