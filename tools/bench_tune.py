@@ -112,6 +112,13 @@ def main() -> None:
     for width in (0.75, 0.5):
         label_ = f"SimQ tuned: heads = FFN {width:.0%}, {layers - deepest} layers + INT4 weights"
         entries.append(simq_entry(tuned, label_, grid_config(tuned, width, deepest) | {k: v for k, v in uniform(tuned, "int4w").items() if k.startswith("quant.")}, work))
+    # What INT8 costs the small tuned sub-networks: the most a quantization-aware last epoch could buy.
+    qat_pairs = []
+    for width, drops in ((0.75, deepest), (0.5, deepest), (1.0, trained_drops)):
+        fp32_label = f"SimQ tuned: heads = FFN {width:.0%}, {layers - drops} layers, FP32"
+        config = grid_config(tuned, width, drops) | {k: v for k, v in uniform(tuned, "fp32").items() if k.startswith("quant.")}
+        entries.append(simq_entry(tuned, fp32_label, config, work))
+        qat_pairs.append((f"SimQ tuned: heads = FFN {width:.0%}, {layers - drops} layers + INT8", fp32_label))
     # Every model scored on the same rows (the CSV splits are the zoo's, in order), against the original.
     score_all(original, entries)
     time_all(original, entries, [entries[0].label, entries[1].label], args.rounds)
@@ -153,6 +160,13 @@ def main() -> None:
             f"- {label}: {e.label}, {e.ratios['FP32'][0]:.3f}x FP32, {1 / e.ratios['bar'][0]:.2f}x faster than the bar "
             f"(ratio {fmt_ratio(e.ratios['bar'])}), {fp32.artifact.size_bytes / e.artifact.size_bytes:.1f}x smaller than FP32, test {d:+.2f} ± {h:.2f} points."
         )
+    by_label = {e.label: e for e in entries}
+    int8_cost = [
+        f"- INT8 against FP32, the same tuned sub-network ({int8.removeprefix('SimQ tuned: ').removesuffix(' + INT8')}): "
+        f"{fmt_delta(by_label[int8].validation, by_label[fp].validation)} validation points, {fmt_delta(by_label[int8].test, by_label[fp].test)} test "
+        "(what a quantization-aware last epoch could win back at most)."
+        for int8, fp in qat_pairs
+    ]
     curves = "\n".join(f"| {c['epoch']} | {c['loss']:.3f} | {c['validation_largest']:.2f} | {c['validation_smallest']:.2f} |" for c in record["curves"])
     shape = ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in original.feed.items())
     sizes = f"validation {len(original.validation[1]):,} examples, test {len(original.test[1]):,}"
@@ -181,6 +195,7 @@ off, bootstrap 95 % intervals. "Chosen": fastest within 1 point of the original 
 {table(["model", "Δ validation", "Δ test", "latency × FP32", "latency × the bar", "size × FP32"], rows)}
 
 {chr(10).join(lines)}
+{chr(10).join(int8_cost)}
 - Heads 50 % + FFN 50 % + {layers - deepest} of {layers} layers + INT8: tuned {fmt_delta(half.test, fp32.test)} test points, untuned {fmt_delta(half_untuned.test, fp32.test)}.
 
 ## The search on the tuned model
