@@ -43,9 +43,11 @@ WIDTHS = (1.0, 0.75, 0.5)
 
 
 def depth_knobs(case: Case) -> list[str]:
+    """The depth knobs: one per block of an untuned model, one per block tuning drops (in its
+    order) of a tuned one."""
     from simq.passes import knob_kind
 
-    return [k.name for k in case.pipeline.knobs if knob_kind(k.name) == "depth" and True in k.domain]
+    return [k.name for k in case.pipeline.knobs if knob_kind(k.name) == "depth"]
 
 
 def grid_config(case: Case, width: float, drops: int) -> dict:
