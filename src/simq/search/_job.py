@@ -159,13 +159,13 @@ def prepare_job(
         # "Drop" means below what the user had: the model before tuning sets the accuracy bar.
         baselines = {ORIGINAL: lambda workdir: target.lower(original, workdir), **baselines}
     status("scoring the FP32 model's outputs (once per model and split)")
-    evaluator, final = evaluators(model, examples, batch or EVALUATION_BATCH, spec.evaluator, sir.cache_root(spec.cache_dir) / "outputs")
+    evaluator, final, scoring_note = evaluators(model, examples, batch or EVALUATION_BATCH, spec.evaluator, sir.cache_root(spec.cache_dir) / "outputs")
     job = Job(
         spec.model, model, structure, pipeline, target, feed, evaluator, final, baselines,
         extra_files=runtime_files(spec.data.tokenizer if spec.data else None, source_dir, zoo_folder(spec.model, path)),
         data=examples.describe(), accuracy_reference=ORIGINAL if ORIGINAL in baselines and spec.reference != "tuned" else None,
         reference_auto=spec.reference == "auto",
-        notes=(*pipeline.notes, *notes),
+        notes=(*pipeline.notes, *notes, *([scoring_note] if scoring_note else [])),
     )  # fmt: skip
     if spec.cost_model is not None:
         job = replace(job, cost_model=cost_model_for(job, spec.cost_model, spec.cost_model_samples, spec.seed, progress))

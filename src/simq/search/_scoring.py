@@ -26,29 +26,47 @@ from simq.eval import (
 
 __all__ = ["evaluators", "resolution_note"]
 
+#: Top-1 agreement means nothing when the FP32 model answers one class for at least this share of
+#: the validation examples (a model that always answers it would agree as often): a classifier with
+#: random weights does. Such a model is scored by output cosine instead.
+ONE_CLASS_SHARE = 0.9
+
 
 def evaluators(
     model: ir.Model, examples: Examples, batch_size: int, user: str | None, cache: Path
-) -> tuple[Evaluator, Evaluator | None]:
-    """(search, final): the user's function (``module:function``; no final split); else, for a
-    classifier, accuracy on labels or top-1 agreement with FP32 without them, each comparing
-    outputs with the FP32 model's logits; else output cosine to FP32.
+) -> tuple[Evaluator, Evaluator | None, str | None]:
+    """(search, final, note): the user's function (``module:function``; no final split); else, for
+    a classifier, accuracy on labels or top-1 agreement with FP32 without them, each comparing
+    outputs with the FP32 model's logits; else output cosine to FP32. The note says why a
+    classifier without labels is scored by output cosine (`ONE_CLASS_SHARE`).
 
     Args:
         cache: Where the FP32 model's logits on each split are kept (by model and inputs).
     """
     if user:
-        return load_evaluator(user), None
+        return load_evaluator(user), None, None
     splits = [examples.role("validation"), examples.role("test")]
     if not examples.labelled and (examples.synthetic or not _is_classifier(model)):
-        with tempfile.TemporaryDirectory() as tmp:
-            reference = sir.save(model, Path(tmp) / "reference.onnx")
-            return tuple(FidelityEvaluator(reference, s.inputs, batch_size) for s in splits)  # type: ignore[return-value]
+        return *_fidelity(model, splits, batch_size), None
     masks = [_cut_by(model, s.inputs) for s in splits]
     logits = _reference_logits(model, [s.inputs for s in splits], batch_size, masks, cache)
     if examples.labelled:
-        return tuple(AccuracyEvaluator(s.inputs, s.labels, batch_size, m, r) for s, m, r in zip(splits, masks, logits))  # type: ignore[return-value]
-    return tuple(AgreementEvaluator(r, s.inputs, batch_size, m) for s, m, r in zip(splits, masks, logits))  # type: ignore[return-value]
+        return *(AccuracyEvaluator(s.inputs, s.labels, batch_size, m, r) for s, m, r in zip(splits, masks, logits)), None
+    share = np.bincount(logits[0].argmax(-1)).max() / len(logits[0])
+    if share >= ONE_CLASS_SHARE:
+        note = (
+            f"scored by output cosine to FP32, not top-1 agreement: the FP32 model answers one class for {share:.0%} of the "
+            "validation examples (random or untrained weights?), so agreement would not see what pruning or quantization changes"
+        )
+        return *_fidelity(model, splits, batch_size), note
+    return *(AgreementEvaluator(r, s.inputs, batch_size, m) for s, m, r in zip(splits, masks, logits)), None
+
+
+def _fidelity(model: ir.Model, splits, batch_size: int) -> tuple[FidelityEvaluator, FidelityEvaluator]:
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = sir.save(model, Path(tmp) / "reference.onnx")
+        search, final = (FidelityEvaluator(reference, s.inputs, batch_size) for s in splits)
+        return search, final
 
 
 def _reference_logits(model: ir.Model, splits, batch_size: int, masks, cache: Path) -> list[np.ndarray]:
