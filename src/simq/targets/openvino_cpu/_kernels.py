@@ -3,7 +3,7 @@
 ISA flags say where INT8 should pay (VNNI, AMX), not how much: on an AVX2-only EPYC OpenVINO's
 INT8 MatMuls run slower than FP32 (docs/LOWERING.md: NNCF's INT8 MiniLM 1.13x FP32), on an
 AVX-512 VNNI one they run in under half its time. The target times a stack of BERT-like dense
-layers both ways on synthetic graphs (about a second, in this process) and seeds the search's
+layers both ways on synthetic graphs (a few seconds, in this process) and seeds the search's
 width and depth lattice at the precision that pays (`simq.passes.Lowering.seed_precision`).
 """
 
