@@ -9,13 +9,12 @@ width and depth lattice at the precision that pays (`simq.passes.Lowering.seed_p
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from simq.targets._timing import interleave, round_ratios
+from simq.targets._timing import interleave, paired_ratio
 from simq.targets.openvino_cpu._runtime import openvino
 
 __all__ = ["DENSE_SHAPE", "INT8_PAYS_BELOW", "int8_dense_ratio"]
@@ -74,4 +73,4 @@ def int8_dense_ratio(config: dict[str, Any]) -> float:
         request = core.compile_model(model, "CPU", config).create_infer_request()
         calls[name] = lambda r=request: r.infer(feed)
     times = interleave(calls, rounds=7, per_round=4)
-    return statistics.median(round_ratios(times["int8"], times["fp32"]))
+    return paired_ratio(times["int8"], times["fp32"])

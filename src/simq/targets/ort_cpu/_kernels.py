@@ -7,13 +7,11 @@ target times both on small synthetic graphs (a second, in this process) and lowe
 
 from __future__ import annotations
 
-import statistics
-
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from simq.targets._timing import interleave, round_ratios
+from simq.targets._timing import interleave, paired_ratio
 
 __all__ = ["RESIDUAL_NORM_SHAPE", "SUM_FASTER_BY", "residual_norm_ratio"]
 
@@ -60,4 +58,4 @@ def residual_norm_ratio(threads: int, settings: dict[str, str]) -> float:
         session = ort.InferenceSession(_residual_norms(fused, tokens, hidden), options, providers=["CPUExecutionProvider"])
         calls[name] = lambda s=session: s.run(None, feed)
     times = interleave(calls, rounds=7, per_round=4)
-    return statistics.median(round_ratios(times["sum"], times["skip"]))
+    return paired_ratio(times["sum"], times["skip"])
