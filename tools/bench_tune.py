@@ -13,7 +13,7 @@ minilm-tweets (docs/TUNE_<model>.md for another, e.g. digits-vit) and docs/img/t
    on the zoo's validation split (where a choice is made) and its test split.
 3. `simq compile` on the tuned folder (the zoo's splits), whose front is plotted with the grid.
 
-Usage: python tools/bench_tune.py [MODEL] [--epochs N] [--budget N] [--rounds N] [--work DIR]
+Usage: python tools/bench_tune.py [MODEL] [--epochs N] [--lr LR] [--distil-hidden W] [--budget N] [--rounds N] [--work DIR]
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tune-minutes", type=float, default=28)
     parser.add_argument("--lr", type=float, help="simq tune's learning rate (default: simq tune's)")
+    parser.add_argument("--distil-hidden", type=float, help="simq tune's hidden-state distillation weight (default: simq tune's)")
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--work", type=Path, help="default .bench/tune (minilm-tweets) or .bench/tune-MODEL")
@@ -86,6 +87,7 @@ def main() -> None:
     tuned_dir = work_root / "tuned"
     tune_cmd = ["simq", "tune", args.model, "--out", str(tuned_dir), "--epochs", str(args.epochs), "--time-limit", f"{args.tune_minutes:g}"]
     tune_cmd += ["--lr", f"{args.lr:g}"] if args.lr is not None else []
+    tune_cmd += ["--distil-hidden", f"{args.distil_hidden:g}"] if args.distil_hidden is not None else []
     timing = work_root / "tune-minutes.json"
     if not (tuned_dir / "tune.json").is_file():
         resume = ["--resume"] if (tuned_dir / "checkpoint.pt").is_file() else []
@@ -175,7 +177,7 @@ def main() -> None:
     others = sorted(p.stem.removeprefix("TUNE_") for p in (ROOT / "docs").glob("TUNE_*.md"))
     doc = f"""# Tuning{'' if main_model else f' {name}'}: elastic fine-tuning, then compile
 
-Written by `python tools/bench_tune.py{'' if main_model else ' ' + args.model} --epochs {args.epochs}{f' --lr {args.lr:g}' if args.lr else ''} --budget {args.budget} --rounds {args.rounds}` on {cpu_name()}, 2 threads,
+Written by `python tools/bench_tune.py{'' if main_model else ' ' + args.model} --epochs {args.epochs}{f' --lr {args.lr:g}' if args.lr else ''}{f' --distil-hidden {args.distil_hidden:g}' if args.distil_hidden is not None else ''} --budget {args.budget} --rounds {args.rounds}` on {cpu_name()}, 2 threads,
 batch 1 ({shape}).{''.join(f' Also: [{o}](TUNE_{o}.md).' for o in others) if main_model else ' The main model: [minilm-tweets](TUNE.md).'}
 
 ## Tuning

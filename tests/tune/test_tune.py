@@ -127,8 +127,10 @@ def test_depth_is_trained_least_important_first_and_compile_searches_only_what_w
     from simq.search import prepare_job
 
     out = tmp_path / "tuned"
-    tune(transformers_source(deep_model), _examples(deep_model, unique_csv, tmp_path / "cache"), out, TuneOptions(epochs=1, batch_size=16, seed=0, min_depth=0.5))
-    order = json.loads((out / "tune.json").read_text())["orders"]["depth"]
+    tune(transformers_source(deep_model), _examples(deep_model, unique_csv, tmp_path / "cache"), out, TuneOptions(epochs=1, batch_size=16, seed=0, min_depth=0.5, distil_hidden=1.0))
+    record = json.loads((out / "tune.json").read_text())
+    assert record["options"]["distil_hidden"] == 1.0 and all(np.isfinite(c["loss"]) for c in record["curves"])
+    order = record["orders"]["depth"]
     assert len(order) == 2  # the middle layers, the first and the last are never dropped
     record = elastic_record(sir.load(out / "model.onnx"))
     assert record["depth_order"] == order and record["max_drops"] == 2
@@ -139,6 +141,36 @@ def test_depth_is_trained_least_important_first_and_compile_searches_only_what_w
     assert min(heads.domain) >= 0.25 * heads.default  # nothing narrower than tuning trained
     repaired = pipeline.repair({order[1]: True})
     assert repaired[order[0]] and not repaired[order[1]]  # one block dropped: the least important
+
+
+def test_hidden_state_distillation_sees_each_kept_layer_and_leaves_padding_out(deep_model, unique_csv, tmp_path):
+    from simq.tune._tune import hidden_loss
+
+    source = transformers_source(deep_model)
+    feed = {k: np.asarray(v[:4]) for k, v in _examples(deep_model, unique_csv, tmp_path / "cache").role("calibration").inputs.items()}
+    model = sir.cleanup(source.export(feed))
+    structure = sir.analyze(model, sir.resolve_signature(model, {k: (1, *v.shape[1:]) for k, v in feed.items()}))
+    source.module.eval()
+    elastic = ElasticNetwork(source.module, model, structure)
+    dropped = next(b for b in structure.removable_blocks if b.layer == 1)
+    elastic.set({f"depth.{dropped.index}": True})
+    elastic.record_hidden(True)
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+    with torch.no_grad():
+        states = source.module(**tensors, output_hidden_states=True).hidden_states
+    assert sorted(elastic.hidden) == [0, 2, 3]  # the dropped layer is not compared
+    for index, out in elastic.hidden.items():
+        assert torch.allclose(out, states[index + 1])
+    assert torch.equal(states[2], states[1])  # the dropped layer passed its input through
+    mask = tensors["attention_mask"]
+    student = {i: h.clone() for i, h in elastic.hidden.items()}
+    assert float(hidden_loss(student, elastic.hidden, mask, torch)) == 0.0
+    assert not bool(mask.all())  # the batch has padding
+    student[3][mask == 0] += 5.0  # padding moves nothing
+    assert float(hidden_loss(student, elastic.hidden, mask, torch)) == 0.0
+    student[3][mask == 1] += 0.1
+    assert float(hidden_loss(student, elastic.hidden, mask, torch)) > 0.0
+    elastic.close()
 
 
 def test_a_tuned_model_is_never_calibrated_or_scored_on_rows_it_was_tuned_on(text_model, unique_csv, tmp_path):

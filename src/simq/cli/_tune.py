@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-width", type=float, default=defaults.min_width, help=f"share of heads and neurons the smallest keeps (default {defaults.min_width})")
     parser.add_argument("--min-depth", type=float, default=defaults.min_depth, help=f"share of the layers the smallest keeps (default {defaults.min_depth})")
     parser.add_argument("--layer-drop", type=float, default=defaults.layer_drop, help=f"probability a random sub-network is shallower (default {defaults.layer_drop})")
+    parser.add_argument(
+        "--distil-hidden", type=float, default=defaults.distil_hidden, metavar="WEIGHT",
+        help=f"also distil every kept layer's output from the largest network's, with this loss weight (default {defaults.distil_hidden:g}: logits only)",
+    )  # fmt: skip
     parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop at the end of the step after this many minutes")
     parser.add_argument("--threads", type=int, default=defaults.threads, help=f"torch threads (default {defaults.threads})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seeds order, sub-networks and the carving of data roles (default {defaults.seed})")
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     options = TuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulation=args.accumulation,
         random_subnets=args.random_subnets, min_width=args.min_width, min_depth=args.min_depth, layer_drop=args.layer_drop,
+        distil_hidden=args.distil_hidden,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, threads=args.threads, seed=args.seed,
     )  # fmt: skip
     options.check()

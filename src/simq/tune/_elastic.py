@@ -106,12 +106,16 @@ class ElasticNetwork:
         self._config: dict[str, Hashable] = {}
         #: Depth knobs in the order blocks are dropped (least important first; `reorder` sets it).
         self.depth_order: list[str] = [layer.block_knob for layer in self.layers[1:-1] if layer.block_knob is not None]
+        #: While recording (`record_hidden`), each kept layer's output of the last forward pass.
+        self.hidden: dict[int, Any] | None = None
         self._hooks = []
         for layer in self.layers:
             self._hooks.append(layer.out.register_forward_pre_hook(self._head_mask(layer)))
             self._hooks.append(layer.down.register_forward_pre_hook(self._ffn_mask(layer)))
             if layer.block is not None and layer.block_knob is not None:
                 self._hooks.append(layer.block.register_forward_hook(self._skip(layer), with_kwargs=True))
+            if layer.block is not None:  # after the skip: a dropped layer's output is its input
+                self._hooks.append(layer.block.register_forward_hook(self._record(layer)))
 
     # sub-networks
 
@@ -189,6 +193,17 @@ class ElasticNetwork:
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         return hook
+
+    def _record(self, layer: ElasticLayer):
+        def hook(module, args, output):
+            if self.hidden is not None and not (layer.block_knob and self._config.get(layer.block_knob, False)):
+                self.hidden[layer.index] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    def record_hidden(self, on: bool) -> None:
+        """Start (or stop) keeping each kept layer's output in `hidden`, for hidden-state distillation."""
+        self.hidden = {} if on else None
 
     # importance reordering
 

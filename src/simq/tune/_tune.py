@@ -2,9 +2,10 @@
 
 One fine-tuning run turns the model into a weight-sharing super-network (InstaTune): heads and
 FFN neurons are sorted by importance first, so every width is a first-k slice; each step trains
-the largest network on the labels and, by in-place distillation from its logits, the smallest and
-a few random sub-networks of the space the search explores (the sandwich rule), with layers
-dropped at random so that any depth choice is trained too.
+the largest network on the labels and, by in-place distillation from its logits (and optionally
+from each layer's output, DynaBERT-style), the smallest and a few random sub-networks of the space
+the search explores (the sandwich rule), with layers dropped at random so that any depth choice is
+trained too.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class TuneOptions:
             middle layers go first, by how much each changes the residual stream); random ones
             drop as many or fewer, in the same order.
         layer_drop: Probability that a random sub-network is shallower than the full network.
+        distil_hidden: Weight of hidden-state distillation: besides the logits, every layer a
+            sub-network keeps is pulled toward the largest network's output of that layer
+            (relative squared error, padding left out). 0 distils the logits only.
         time_limit: Seconds after which training stops at the end of the current step.
         threads: Torch threads.
         seed: Seeds order, sub-networks and initialisation; a run is repeatable.
@@ -64,6 +68,7 @@ class TuneOptions:
     min_width: float = 0.25
     min_depth: float = 0.5
     layer_drop: float = 0.5
+    distil_hidden: float = 0.0
     time_limit: float | None = None
     threads: int = 2
     seed: int = 0
@@ -77,6 +82,8 @@ class TuneOptions:
             raise InvalidArgumentError("--min-depth is a share of the layers, in (0, 1].")
         if not 0 <= self.layer_drop < 1:
             raise InvalidArgumentError("--layer-drop is a probability, in [0, 1).")
+        if self.distil_hidden < 0:
+            raise InvalidArgumentError("--distil-hidden is a loss weight, at least 0.")
         if self.lr <= 0 or self.time_limit is not None and self.time_limit <= 0:
             raise InvalidArgumentError("--lr and --time-limit must be positive.")
 
@@ -194,18 +201,22 @@ def tune(
             configs = [elastic.largest(), smallest] + [
                 elastic.sample(rng, options.min_width, options.layer_drop, options.min_depth) for _ in range(options.random_subnets)
             ]
-            teacher = None
+            teacher = teacher_hidden = None
             total_loss = 0.0
             for j, config in enumerate(configs):
                 elastic.set(config)
+                elastic.record_hidden(options.distil_hidden > 0)
                 logits = source.logits(feed)
                 if j == 0:
                     loss = torch.nn.functional.cross_entropy(logits, labels[rows])
                     teacher = logits.detach()
-                else:  # in-place distillation from the largest network's logits
+                    teacher_hidden = {i: h.detach() for i, h in (elastic.hidden or {}).items()}
+                else:  # in-place distillation from the largest network's logits (and layer outputs)
                     loss = torch.nn.functional.kl_div(
                         torch.log_softmax(logits, -1), torch.log_softmax(teacher, -1), log_target=True, reduction="batchmean"
                     )  # fmt: skip
+                    if teacher_hidden:
+                        loss = loss + options.distil_hidden * hidden_loss(elastic.hidden, teacher_hidden, feed.get("attention_mask"), torch)
                 (loss / (len(configs) * options.accumulation)).backward()
                 total_loss += loss.item()
             losses.append(total_loss / len(configs))
@@ -231,9 +242,23 @@ def tune(
         if stopped:
             break
     elastic.set({})
+    elastic.record_hidden(False)
     elastic.close()
     source.module.eval()
     return _write(source, original, out, options, state, data_record | {"train_rows": train_rows}, stopped, example, elastic.max_drops(options.min_depth))
+
+
+def hidden_loss(student: Mapping[int, Any], teacher: Mapping[int, Any], mask: Any, torch) -> Any:
+    """Mean over the layers `student` kept of the relative squared error of its output against
+    `teacher`'s output of the same layer; tokens where `mask` (batch, tokens) is 0 left out."""
+    losses = []
+    for index, out in student.items():
+        target = teacher[index]
+        error, norm = (out - target).pow(2).sum(-1), target.pow(2).sum(-1)
+        if mask is not None and tuple(mask.shape) == tuple(error.shape):
+            error, norm = error * mask, norm * mask
+        losses.append(error.sum() / norm.sum().clamp(min=1e-6))
+    return torch.stack(losses).mean()
 
 
 def _save_checkpoint(path: Path, source: TorchSource, optimizer, schedule, state, rng, torch) -> None:
