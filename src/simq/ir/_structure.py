@@ -208,8 +208,9 @@ class QuantizableNode:
             weight, Gather from an embedding table); ``"dynamic"`` when both operands are
             activations (the attention MatMuls).
         weight: The weight initializer for weighted nodes.
-        in_features: Inputs reduced per output for weighted MatMul/Gemm (the axis a blocked
-            weight quantization groups along); None otherwise.
+        in_features: Inputs reduced per output for weighted MatMul/Gemm, and the row width of
+            an embedding Gather's vocabulary table (the axis a blocked weight quantization groups
+            along); None otherwise.
     """
 
     node: str

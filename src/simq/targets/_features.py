@@ -27,6 +27,7 @@ _KERNELS = {
     "QAttention": ("Attention", "int8dyn"),
     "MultiHeadAttention": ("Attention", "fp32"),
     "MatMulNBits": ("MatMul", "int4w"),
+    "GatherBlockQuantized": ("Gather", "int4w"),
 }
 
 

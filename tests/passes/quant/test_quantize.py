@@ -276,3 +276,44 @@ def test_a_percentile_range_is_kept_where_it_quantizes_a_heavy_tail_better(linea
     assert calibrate(model, structure, tailed).ranges["x"].bounds()[1] == 60.0
     plain = calibrate(model, structure, batches).ranges["x"]
     assert plain.bounds()[1] <= float(plain.high.max())  # a clip never widens the range
+
+
+EMBEDDINGS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (int64[N, 16] ids, int64[N, 16] positions) => (float[N, 16, 128] y) {
+    words = Gather(vocabulary, ids)
+    where = Gather(position_table, positions)
+    y = Add(words, where)
+}
+"""
+
+
+def test_a_vocabulary_takes_int4_rows_read_where_they_are_gathered():
+    """int4w on an embedding: a GatherBlockQuantized of half the int8 table's bytes, whose rows are
+    the FP32 rows to within half an int4 step of their block; small tables are not offered it."""
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model(EMBEDDINGS)
+    vocabulary = rng.standard_normal((2048, 128)).astype(np.float32)
+    proto.graph.initializer.extend([
+        onnx.numpy_helper.from_array(vocabulary, "vocabulary"),
+        onnx.numpy_helper.from_array(rng.standard_normal((16, 128)).astype(np.float32), "position_table"),
+    ])  # fmt: skip
+    model = sir.cleanup(ir.from_proto(proto))
+    structure = sir.analyze(model, {"ids": (1, 16), "positions": (1, 16)})
+    by_table = {q.weight: q.node for q in structure.quantizable}
+    domains = {k.name: k.domain for k in QuantizePass.knobs(structure)}
+    assert domains[quant_knob(by_table["vocabulary"])] == ("fp32", "int8", "int4w")
+    assert domains[quant_knob(by_table["position_table"])] == ("fp32", "int8")
+    feed = {"ids": rng.integers(0, 2048, (3, 16)), "positions": np.tile(np.arange(16), (3, 1))}
+    want = _run(model, feed)[0]
+    tables = {}
+    for precision in ("int8", "int4w"):
+        quantized = quantize(model.clone(), structure, {quant_knob(by_table["vocabulary"]): precision}, Calibration({}))
+        tables[precision] = sum(v.const_value.nbytes for v in quantized.graph.initializers.values() if v.name.startswith("vocabulary"))
+        got = _run(quantized, feed)[0]
+        ops = [n.op_type for n in quantized.graph]
+        assert ("GatherBlockQuantized" in ops) == (precision == "int4w")
+    blocks = vocabulary[feed["ids"]].reshape(3, 16, 1, 128)  # one block of INT4_TABLE_BLOCK a row
+    half_step = np.abs(blocks).max(-1, keepdims=True) / 7 / 2
+    assert np.all(np.abs(got - want).reshape(blocks.shape) <= half_step + 1e-5) and np.abs(got - want).max() > 1e-3
+    assert tables["int4w"] < 0.55 * tables["int8"]  # half the bytes, plus a scale per block

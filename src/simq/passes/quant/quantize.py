@@ -14,7 +14,7 @@ from simq.passes._contracts import require_unquantized
 from simq.passes._knobs import Knob, check_config, quant_knob
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
-from simq.passes.quant._rewrites import INT4_BLOCK, INT4_OPSET, MS_DOMAIN, Recipe, constant, recipe_for
+from simq.passes.quant._rewrites import INT4_BLOCK, INT4_OPSET, INT4_TABLE_BLOCK, MS_DOMAIN, Recipe, constant, recipe_for
 from simq.passes.quant._units import ATTENTION, QuantUnit, attention_unit_name, bind, quant_units, takes_int8dyn
 
 __all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
@@ -46,7 +46,7 @@ def _domain(unit: QuantUnit, supports: Supports | None) -> tuple[str, ...]:
         q = unit.nodes[0]
         linear = q.kind == "weighted" and q.op_type in ("MatMul", "Gemm")
         options = ["fp32", *(["int8dyn"] if linear else []), "int8"]
-        if linear and q.in_features and q.in_features % INT4_BLOCK == 0:
+        if q.in_features and q.in_features % (INT4_BLOCK if linear else INT4_TABLE_BLOCK) == 0:
             options.append("int4w")
     return tuple(p for p in options if p == "fp32" or supports is None or supports(unit.op_type, p))
 
@@ -66,7 +66,8 @@ class QuantizePass(ir.passes.InPlacePass):
     weight-only, int4 in blocks of `INT4_BLOCK` along the input axis, read through a blocked
     DequantizeLinear (opset 21); activations stay FP32 (ONNX Runtime fuses this into
     MatMulNBits). An embedding Gather in ``int8`` reads an int8 table and dequantizes the
-    gathered rows.
+    gathered rows; in ``int4w``, an int4 table in blocks of `INT4_TABLE_BLOCK` along each row (ONNX
+    Runtime's GatherBlockQuantized; only targets that list it offer it).
 
     Units are named on the FP32 model's analysis and found again in the model given (`bind`),
     which may be pruned and fused. A unit that cannot take its precision in this model (an

@@ -23,12 +23,12 @@ __all__ = ["OrtCpuTarget"]
 
 # Per op: the precisions ONNX Runtime's CPU provider has kernels for. int8dyn is
 # DynamicQuantizeMatMul / QAttention (activations quantized per call), int8 static QDQ
-# (QLinearMatMul/QLinearConv chains), int4w MatMulNBits.
+# (QLinearMatMul/QLinearConv chains), int4w MatMulNBits (GatherBlockQuantized for an embedding).
 _PRECISIONS = {
     "MatMul": ("fp32", "int8dyn", "int8", "int4w"),
     "Gemm": ("fp32", "int8dyn", "int8", "int4w"),
     "Conv": ("fp32", "int8"),
-    "Gather": ("fp32", "int8"),
+    "Gather": ("fp32", "int8", "int4w"),
     "Attention": ("fp32", "int8dyn"),
 }
 _INTEGER = ("int8dyn", "int8", "int4w")
