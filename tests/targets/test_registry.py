@@ -118,3 +118,37 @@ def test_an_openvino_artifact_lowered_twice_has_one_digest(zoo, tmp_path):
     model = sir.load("zoo:digits-cnn", zoo=zoo)
     first, second = (target.lower(model, tmp_path / name) for name in ("a", "b"))
     assert first.digest() == second.digest()
+
+
+MIXED = """
+<ir_version: 8, opset_import: ["" : 21]>
+g (float[N, 64] x) => (float[N, 64] y) {
+    w8 = DequantizeLinear <axis = 1> (q, scale, zero)
+    h = MatMul(x, w8)
+    y = MatMul(h, w)
+}
+"""
+
+
+@pytest.mark.openvino
+def test_an_openvino_artifact_with_quantized_weights_stores_its_float_weights_fp16(tmp_path):
+    """ov.save_model stores a float model's weights FP16 but keeps every constant FP32 once the
+    model holds INT8 weights: a partly quantized model weighed more than the FP32 one."""
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model(MIXED)
+    proto.graph.initializer.extend([
+        onnx.numpy_helper.from_array(rng.integers(-127, 128, (64, 64)).astype(np.int8), "q"),
+        onnx.numpy_helper.from_array(np.full(64, 0.01, np.float32), "scale"),
+        onnx.numpy_helper.from_array(np.zeros(64, np.int8), "zero"),
+        onnx.numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32), "w"),
+    ])  # fmt: skip
+    model = sir.cleanup(ir.from_proto(proto))
+    target = TargetRegistry().get("openvino-cpu")
+    artifact = target.lower(model, tmp_path)
+    bin_bytes = artifact.path.with_suffix(".bin").stat().st_size
+    assert bin_bytes < 64 * 64 * (1 + 2) + 1024  # int8 weights, FP16 float weights, small constants
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    ov = pytest.importorskip("openvino")  # the same ONNX model compiled as it is: FP32 float weights
+    want = ov.Core().compile_model(str(artifact.onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({"x": x})[0]
+    got = target.load(artifact)({"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())  # FP16 rounding of w only
