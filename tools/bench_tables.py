@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import onnx_ir as ir
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
 from bench_lowering import Entry, fmt_delta, fmt_ratio, prepare, score_all, simq_entry, time_all, uniform  # noqa: E402
@@ -28,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def every_table_int4(entry: Entry, case, work: Path) -> Entry:
     """`entry`'s model with its remaining INT8 tables (positions, token types) INT4 as well."""
-    model = case.pipeline.build(entry.config)
-    for node in [n for n in model.graph if n.op_type == "Gather" and n.inputs[0].producer() is None and n.inputs[0].const_value is not None]:
+    small = {f"quant.{q.node}" for q in case.structure.quantizable if q.op_type == "Gather" and entry.config.get(f"quant.{q.node}") != "int4w"}
+    model = case.pipeline.build(dict(entry.config) | dict.fromkeys(small, "fp32"))  # float, then INT4 below
+    for node in [n for n in model.graph if n.op_type == "Gather" and n.inputs[0].const_value is not None and n.inputs[0].dtype == ir.DataType.FLOAT]:
         int4_table(model.graph, node)
     require_ms_opset(model)
     folder = work / "every-table-int4"

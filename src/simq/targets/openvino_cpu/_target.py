@@ -31,8 +31,8 @@ _PRECISIONS = {
     "Gather": ("fp32", "int8"),
 }
 #: Float weights of at least this many values are stored FP16 in SimQ's IR (read back as FP32), as
-#: `ov.save_model` stores a float model's; it keeps every constant FP32 once a model holds INT8 or
-#: INT4 weights, so a partly quantized model weighed more than the FP32 one (a tuned minilm with 14
+#: `ov.save_model` stores a float model's; it keeps every constant FP32 once a model holds static
+#: INT8 (FakeQuantize) nodes, so a partly quantized model weighed more than the FP32 one (a tuned minilm with 14
 #: quantized units: 59 MB against the FP32 model's 45).
 _HALF_FROM = 1024
 # Ops that read a float weight SimQ may store FP16 (dequantization scales go to Multiply: never).
