@@ -3,7 +3,7 @@ first-k sub-networks are what the ONNX pruning passes cut (`simq tune`)."""
 
 from simq.ir import TorchSource, transformers_source
 from simq.tune._elastic import ElasticLayer, ElasticNetwork
-from simq.tune._tune import TuneOptions, TuneResult, tune
+from simq.tune._tune import TuneOptions, TuneResult, lr_factor, tune
 
 __all__ = [
     "ElasticLayer",
@@ -11,6 +11,7 @@ __all__ = [
     "TorchSource",
     "TuneOptions",
     "TuneResult",
+    "lr_factor",
     "transformers_source",
     "tune",
 ]

@@ -28,7 +28,7 @@ from simq.passes.prune import ELASTIC_METADATA
 from simq.tune._batches import accuracy, batches_of, feed_of
 from simq.tune._elastic import ElasticNetwork
 
-__all__ = ["TuneOptions", "TuneResult", "tune"]
+__all__ = ["TuneOptions", "TuneResult", "lr_factor", "tune"]
 
 CHECKPOINT = "checkpoint.pt"
 Progress = Callable[[str, int, int, Mapping[str, float]], None]
@@ -40,8 +40,8 @@ class TuneOptions:
 
     Attributes:
         epochs: Passes over the train split.
-        batch_size, lr, weight_decay, warmup: AdamW with linear warm-up (this share of the steps)
-            and linear decay to zero.
+        batch_size, lr, weight_decay, warmup: AdamW with linear warm-up (this share of training)
+            and linear decay to zero at its end (see `lr_factor`).
         accumulation: Batches per optimizer step.
         random_subnets: Random sub-networks per step, besides the largest and the smallest.
         min_width: The smallest sub-network keeps this share of every layer's heads and neurons;
@@ -53,7 +53,10 @@ class TuneOptions:
         distil_hidden: Weight of hidden-state distillation: besides the logits, every layer a
             sub-network keeps is pulled toward the largest network's output of that layer
             (relative squared error, padding left out). 0 distils the logits only.
-        time_limit: Seconds after which training stops at the end of the current step.
+        time_limit: Seconds of training for the whole run (a resumed run counts what its
+            checkpoint had spent), after which it stops at the end of the current step. The
+            learning rate decays to zero by then: training is as far along as the further of its
+            steps and its time.
         threads: Torch threads.
         seed: Seeds order, sub-networks and initialisation; a run is repeatable.
     """
@@ -181,14 +184,18 @@ def tune(
     steps_per_epoch = math.ceil(math.ceil(len(train) / options.batch_size) / options.accumulation)
     total = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
-    warmup = max(1, int(options.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup)))
-    )
+    started, spent = time.monotonic(), state.get("seconds", 0.0)
+
+    def seconds() -> float:  # training time of the whole run, resumed parts included
+        return spent + time.monotonic() - started
+
+    def time_done() -> float:
+        return seconds() / options.time_limit if options.time_limit else 0.0
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup, time_done()))
     if resume:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
-    deadline = time.monotonic() + options.time_limit if options.time_limit else None
     labels = torch.from_numpy(train.labels)
     stopped = None
     smallest = elastic.smallest(options.min_width, options.min_depth)
@@ -226,17 +233,17 @@ def tune(
                 schedule.step()
                 optimizer.zero_grad()
             progress("training", epoch * len(batches) + i + 1, options.epochs * len(batches), {"epoch": epoch + 1, "loss": float(np.mean(losses[-20:]))})
-            if deadline is not None and time.monotonic() > deadline:
+            if time_done() >= 1:
                 stopped = "time limit"
                 break
         source.module.eval()
         curve = {
-            "epoch": epoch + 1, "loss": float(np.mean(losses)),
+            "epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"],
             "validation_largest": accuracy(source, elastic, elastic.largest(), validation, torch),
             "validation_smallest": accuracy(source, elastic, smallest, validation, torch),
         }  # fmt: skip
         state["curves"].append(curve)
-        state["epoch"] = epoch + 1
+        state["epoch"], state["seconds"] = epoch + 1, seconds()
         progress("validated", epoch + 1, options.epochs, curve)
         _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
         if stopped:
@@ -246,6 +253,18 @@ def tune(
     elastic.close()
     source.module.eval()
     return _write(source, original, out, options, state, data_record | {"train_rows": train_rows}, stopped, example, elastic.max_drops(options.min_depth))
+
+
+def lr_factor(step: int, total: int, warmup: float, time_done: float = 0.0) -> float:
+    """The learning-rate multiplier after `step` of `total` optimizer steps: linear warm-up over
+    the first `warmup` share of training, then linear decay to zero at its end. With a time limit,
+    `time_done` is the share of it spent, and training is as far along as the further of steps
+    and time: a run the limit cuts short ends its decay when the time ends, not at a learning
+    rate its steps had not yet lowered."""
+    done = max(step / total, time_done)
+    rise = (done + 1 / total) / max(warmup, 1 / total)
+    fall = (1 - done) / max(1 - warmup, 1 / total)
+    return max(0.0, min(rise, fall, 1.0))
 
 
 def hidden_loss(student: Mapping[int, Any], teacher: Mapping[int, Any], mask: Any, torch) -> Any:
@@ -287,7 +306,7 @@ def _write(source: TorchSource, original, out: Path, options: TuneOptions, state
     onnx_path = save(exported, out / "model.onnx")
     record = {
         "source": source.name, "options": asdict(options), "epochs_done": state["epoch"], "stopped_early": stopped,
-        "data": data_record, "curves": state["curves"], "orders": state["orders"],
+        "data": data_record, "curves": state["curves"], "orders": state["orders"], "seconds": state.get("seconds"),
     }  # fmt: skip
     (out / "tune.json.partial").write_text(json.dumps(record, indent=1))
     (out / "tune.json.partial").replace(out / "tune.json")
