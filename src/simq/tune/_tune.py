@@ -53,10 +53,11 @@ class TuneOptions:
         distil_hidden: Weight of hidden-state distillation: besides the logits, every layer a
             sub-network keeps is pulled toward the largest network's output of that layer
             (relative squared error, padding left out). 0 distils the logits only.
-        time_limit: Seconds of training for the whole run (a resumed run counts what its
-            checkpoint had spent), after which it stops at the end of the current step. The
-            learning rate decays to zero by then: training is as far along as the further of its
-            steps and its time.
+        time_limit: Seconds for the whole run from its first step, validations included (a
+            resumed run counts what its checkpoint had spent). Training stops at the end of the
+            step, or of the epoch, after which the last validation would not fit, and the learning
+            rate decays to zero by then: training is as far along as the further of its steps and
+            its time.
         threads: Torch threads.
         seed: Seeds order, sub-networks and initialisation; a run is repeatable.
     """
@@ -184,13 +185,19 @@ def tune(
     steps_per_epoch = math.ceil(math.ceil(len(train) / options.batch_size) / options.accumulation)
     total = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    smallest = elastic.smallest(options.min_width, options.min_depth)
+    # With a time limit, the schedule's horizon leaves room for the validation that ends the run:
+    # the last one's duration, or before any an estimate timed on a sample.
+    reserve = 0.0
+    if options.time_limit:
+        reserve = state.get("validation_seconds") or _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
     started, spent = time.monotonic(), state.get("seconds", 0.0)
 
-    def seconds() -> float:  # training time of the whole run, resumed parts included
+    def seconds() -> float:  # time of the whole run since training began, resumed parts included
         return spent + time.monotonic() - started
 
     def time_done() -> float:
-        return seconds() / options.time_limit if options.time_limit else 0.0
+        return seconds() / max(options.time_limit - reserve, 0.1 * options.time_limit) if options.time_limit else 0.0
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup, time_done()))
     if resume:
@@ -198,7 +205,6 @@ def tune(
         schedule.load_state_dict(saved["schedule"])
     labels = torch.from_numpy(train.labels)
     stopped = None
-    smallest = elastic.smallest(options.min_width, options.min_depth)
     for epoch in range(state["epoch"], options.epochs):
         source.module.train()
         batches = batches_of(train, options.batch_size, rng)
@@ -237,15 +243,19 @@ def tune(
                 stopped = "time limit"
                 break
         source.module.eval()
+        validating = time.monotonic()
         curve = {
             "epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"],
             "validation_largest": accuracy(source, elastic, elastic.largest(), validation, torch),
             "validation_smallest": accuracy(source, elastic, smallest, validation, torch),
         }  # fmt: skip
+        reserve = state["validation_seconds"] = time.monotonic() - validating
         state["curves"].append(curve)
         state["epoch"], state["seconds"] = epoch + 1, seconds()
         progress("validated", epoch + 1, options.epochs, curve)
         _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
+        if not stopped and epoch + 1 < options.epochs and time_done() >= 1:
+            stopped = "time limit"  # no room for another step and its validation
         if stopped:
             break
     elastic.set({})
@@ -253,6 +263,16 @@ def tune(
     elastic.close()
     source.module.eval()
     return _write(source, original, out, options, state, data_record | {"train_rows": train_rows}, stopped, example, elastic.max_drops(options.min_depth))
+
+
+def _validation_estimate(source: TorchSource, elastic: ElasticNetwork, configs, data, torch, sample: int = 128) -> float:
+    """Seconds one validation of `configs` on `data` will take, timed on a random sample."""
+    rows = np.random.default_rng(0).choice(len(data), size=min(sample, len(data)), replace=False)
+    source.module.eval()
+    start = time.monotonic()
+    for config in configs:
+        accuracy(source, elastic, config, data, torch, size=16, rows=rows)
+    return (time.monotonic() - start) * len(data) / len(rows)
 
 
 def lr_factor(step: int, total: int, warmup: float, time_done: float = 0.0) -> float:

@@ -42,12 +42,11 @@ _HINTS = {"fp32": "f32", "bf16": "bf16"}
 _RT_INFO = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
-def _store_half(model: Any) -> int:
+def _store_half(model: Any) -> None:
     """Store `model`'s large FP32 weights as FP16 constants read through a Convert to FP32 (what
-    the CPU plugin takes as compressed weights). Returns how many were stored so."""
+    the CPU plugin takes as compressed weights)."""
     ov = openvino()
     opset = ov.opset13
-    count = 0
     for op in model.get_ordered_ops():
         if op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.f32 or int(np.prod(list(op.get_shape()))) < _HALF_FROM:
             continue
@@ -57,8 +56,6 @@ def _store_half(model: Any) -> int:
         half = opset.convert(opset.constant(op.get_data().astype(np.float16)), ov.Type.f32)
         for reader in readers:
             reader.replace_source_output(half.output(0))
-        count += 1
-    return count
 
 
 class OpenVinoCpuTarget:
