@@ -31,7 +31,7 @@ from simq.tune._elastic import ElasticNetwork
 __all__ = ["ANNEAL", "TuneOptions", "TuneResult", "lr_factor", "tune"]
 
 CHECKPOINT = "checkpoint.pt"
-#: With --time-limit, the learning rate falls to zero over this last share of the time.
+#: With --time-limit, the learning rate falls to zero over this last share of the steps that fit.
 ANNEAL = 0.2
 Progress = Callable[[str, int, int, Mapping[str, float]], None]
 
@@ -56,9 +56,10 @@ class TuneOptions:
             sub-network keeps is pulled toward the largest network's output of that layer
             (relative squared error, padding left out). 0 distils the logits only.
         time_limit: Seconds for the whole run from its first step, validations included (a
-            resumed run counts what its checkpoint had spent). Training stops at the end of the
-            step, or of the epoch, after which the last validation would not fit, and the learning
-            rate falls to zero over the last `ANNEAL` share of the time before it.
+            resumed run counts what its checkpoint had spent). From the time a step and a
+            validation take, training plans the steps that fit with a validation after each epoch
+            and at its end, stops after them, and lets the learning rate fall to zero over their
+            last `ANNEAL` share.
         threads: Torch threads.
         seed: Seeds order, sub-networks and initialisation; a run is repeatable.
     """
@@ -187,20 +188,10 @@ def tune(
     total = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     smallest = elastic.smallest(options.min_width, options.min_depth)
-    # With a time limit, the schedule's horizon leaves room for the validation that ends the run:
-    # the last one's duration, or before any an estimate timed on a sample.
-    reserve = 0.0
-    if options.time_limit:
-        reserve = state.get("validation_seconds") or _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
-    started, spent = time.monotonic(), state.get("seconds", 0.0)
-
-    def seconds() -> float:  # time of the whole run since training began, resumed parts included
-        return spent + time.monotonic() - started
-
-    def time_done() -> float:
-        return seconds() / max(options.time_limit - reserve, 0.1 * options.time_limit) if options.time_limit else 0.0
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup, time_done()))
+    budget = _TimeBudget(options.time_limit, state.get("seconds", 0.0), steps_per_epoch, options.epochs, state["epoch"], options.accumulation)
+    if options.time_limit:  # the last validation's duration, or before any an estimate timed on a sample
+        budget.validation = state.get("validation_seconds") or _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup, budget.share(step)))
     if resume:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
@@ -211,6 +202,7 @@ def tune(
         batches = batches_of(train, options.batch_size, rng)
         losses = []
         for i, rows in enumerate(batches):
+            stepping = time.monotonic()
             feed = feed_of(train, rows, torch)
             configs = [elastic.largest(), smallest] + [
                 elastic.sample(rng, options.min_width, options.layer_drop, options.min_depth) for _ in range(options.random_subnets)
@@ -240,7 +232,8 @@ def tune(
                 schedule.step()
                 optimizer.zero_grad()
             progress("training", epoch * len(batches) + i + 1, options.epochs * len(batches), {"epoch": epoch + 1, "loss": float(np.mean(losses[-20:]))})
-            if time_done() >= 1:
+            budget.stepped(time.monotonic() - stepping)
+            if budget.spent(schedule.last_epoch):
                 stopped = "time limit"
                 break
         source.module.eval()
@@ -250,12 +243,13 @@ def tune(
             "validation_largest": accuracy(source, elastic, elastic.largest(), validation, torch),
             "validation_smallest": accuracy(source, elastic, smallest, validation, torch),
         }  # fmt: skip
-        reserve = state["validation_seconds"] = time.monotonic() - validating
+        budget.validation = state["validation_seconds"] = time.monotonic() - validating
+        budget.validated = epoch + 1
         state["curves"].append(curve)
-        state["epoch"], state["seconds"] = epoch + 1, seconds()
+        state["epoch"], state["seconds"] = epoch + 1, budget.seconds()
         progress("validated", epoch + 1, options.epochs, curve)
         _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
-        if not stopped and epoch + 1 < options.epochs and time_done() >= 1:
+        if not stopped and epoch + 1 < options.epochs and budget.spent(schedule.last_epoch):
             stopped = "time limit"  # no room for another step and its validation
         if stopped:
             break
@@ -264,6 +258,53 @@ def tune(
     elastic.close()
     source.module.eval()
     return _write(source, original, out, options, state, data_record | {"train_rows": train_rows}, stopped, example, elastic.max_drops(options.min_depth))
+
+
+class _TimeBudget:
+    """How many optimizer steps fit in a time limit (seconds for the whole run, from its first step)
+    when every epoch ends with a validation and so does a run the limit cuts short: planned from
+    the seconds a step and a validation take, again at every step."""
+
+    def __init__(self, limit: float | None, spent: float, steps_per_epoch: int, epochs: int, validated: int, accumulation: int = 1) -> None:
+        self.limit, self.steps_per_epoch, self.epochs, self.accumulation = limit, steps_per_epoch, epochs, accumulation
+        self.validated = validated  # epochs validated so far
+        self.validation = 0.0  # seconds one validation takes
+        self._start, self._before = time.monotonic(), spent
+        self._step_seconds, self._steps = 0.0, 0
+
+    def seconds(self) -> float:
+        """Since the run's first step, resumed parts included."""
+        return self._before + time.monotonic() - self._start
+
+    def stepped(self, seconds: float) -> None:
+        """One batch took `seconds` (all it took: loading, training, reporting)."""
+        self._step_seconds += seconds
+        self._steps += 1
+
+    def planned(self, done: int) -> float:
+        """Optimizer steps of the whole run that fit, `done` of them taken (infinite without a
+        limit or before three steps have been timed)."""
+        if not self.limit or self._steps < 3:
+            return math.inf
+        per_step, left = self.accumulation * self._step_seconds / self._steps, self.limit - self.seconds()
+        best = float(done)  # nothing more fits: stop now
+        for last in range(self.validated + 1, self.epochs + 1):  # the run ends in epoch `last`,
+            validations = last - self.validated  # validated at the end of it and of each before it
+            fits = min(last * self.steps_per_epoch, done + (left - validations * self.validation) / per_step)
+            if fits > (last - 1) * self.steps_per_epoch:
+                best = max(best, fits)
+        return best
+
+    def share(self, done: int) -> float:
+        """How far along the time limit's plan `done` steps are (0 without a limit)."""
+        planned = self.planned(done)
+        if planned == math.inf:
+            return 0.0
+        return done / planned if planned > 0 else 1.0
+
+    def spent(self, done: int) -> bool:
+        """No further step fits (or the time is up)."""
+        return bool(self.limit) and (self.seconds() >= self.limit or done >= self.planned(done))
 
 
 def _validation_estimate(source: TorchSource, elastic: ElasticNetwork, configs, data, torch, sample: int = 128) -> float:
@@ -279,10 +320,10 @@ def _validation_estimate(source: TorchSource, elastic: ElasticNetwork, configs, 
 def lr_factor(step: int, total: int, warmup: float, time_done: float = 0.0) -> float:
     """The learning-rate multiplier after `step` of `total` optimizer steps: linear warm-up over
     the first `warmup` share of the steps, then linear decay to zero at the last. With a time
-    limit, `time_done` is the share of it spent: over its last `ANNEAL` share the rate also falls
-    linearly to zero, so a run the limit cuts short ends annealed, not at a rate its steps had
-    barely lowered. Only the end follows time: decaying the whole run by time taught a 6-minute
-    run far less (docs/TIME_LIMIT.md)."""
+    limit, `time_done` is the share taken of the steps that fit in it: over their last `ANNEAL`
+    share the rate also falls linearly to zero, so a run the limit cuts short ends annealed, not
+    at a rate its steps had barely lowered. Only the end follows time: decaying the whole run by
+    time taught a 6-minute run far less (docs/TIME_LIMIT.md)."""
     done = step / total
     rise = (done + 1 / total) / max(warmup, 1 / total)
     fall = (1 - done) / max(1 - warmup, 1 / total)
