@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--distil-hidden", type=float, default=defaults.distil_hidden, metavar="WEIGHT",
         help=f"also distil every kept layer's output from the largest network's, with this loss weight (default {defaults.distil_hidden:g}: logits only)",
     )  # fmt: skip
-    parser.add_argument("--time-limit", type=float, metavar="MINUTES", help="minutes of training for the whole run: the learning rate decays to zero by then and training stops")
+    parser.add_argument(
+        "--time-limit", type=float, metavar="MINUTES", help="minutes for the whole run, validations included: tune plans the steps that fit and anneals the learning rate to zero over their last 20 %%",
+    )
     parser.add_argument("--threads", type=int, default=defaults.threads, help=f"torch threads (default {defaults.threads})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seeds order, sub-networks and the carving of data roles (default {defaults.seed})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
