@@ -188,7 +188,9 @@ def tune(
     total = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     smallest = elastic.smallest(options.min_width, options.min_depth)
-    budget = _TimeBudget(options.time_limit, state.get("seconds", 0.0), steps_per_epoch, options.epochs, state["epoch"], options.accumulation)
+    budget = _TimeBudget(options.time_limit, steps_per_epoch, options.epochs, options.accumulation, state)
+    if options.time_limit and budget.seconds() >= options.time_limit:
+        raise InvalidArgumentError(f"the run in {out} has spent its {options.time_limit / 60:g} minutes; give a larger --time-limit to continue it.")
     if options.time_limit:  # the last validation's duration, or before any an estimate timed on a sample
         budget.validation = state.get("validation_seconds") or _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup, budget.share(step)))
@@ -246,7 +248,7 @@ def tune(
         budget.validation = state["validation_seconds"] = time.monotonic() - validating
         budget.validated = epoch + 1
         state["curves"].append(curve)
-        state["epoch"], state["seconds"] = epoch + 1, budget.seconds()
+        state["epoch"], state["seconds"], state["step_seconds"] = epoch + 1, budget.seconds(), budget.step_seconds
         progress("validated", epoch + 1, options.epochs, curve)
         _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
         if not stopped and epoch + 1 < options.epochs and budget.spent(schedule.last_epoch):
@@ -265,12 +267,20 @@ class _TimeBudget:
     when every epoch ends with a validation and so does a run the limit cuts short: planned from
     the seconds a step and a validation take, again at every step."""
 
-    def __init__(self, limit: float | None, spent: float, steps_per_epoch: int, epochs: int, validated: int, accumulation: int = 1) -> None:
+    def __init__(self, limit: float | None, steps_per_epoch: int, epochs: int, accumulation: int = 1, state: Mapping[str, Any] | None = None) -> None:
+        """`state`: a checkpoint's (``epoch``, ``seconds`` and ``step_seconds``), to resume its budget."""
+        state = state or {}
         self.limit, self.steps_per_epoch, self.epochs, self.accumulation = limit, steps_per_epoch, epochs, accumulation
-        self.validated = validated  # epochs validated so far
+        self.validated = state.get("epoch", 0)  # epochs validated so far
         self.validation = 0.0  # seconds one validation takes
-        self._start, self._before = time.monotonic(), spent
-        self._step_seconds, self._steps = 0.0, 0
+        self._start, self._before = time.monotonic(), state.get("seconds", 0.0)
+        self._step_seconds, self._steps = state.get("step_seconds", (0.0, 0))
+        self._recent = self._step_seconds / self._steps if self._steps else 0.0  # moving average of a batch's seconds
+
+    @property
+    def step_seconds(self) -> tuple[float, int]:
+        """Seconds the timed batches took, and how many there were."""
+        return self._step_seconds, self._steps
 
     def seconds(self) -> float:
         """Since the run's first step, resumed parts included."""
@@ -280,13 +290,17 @@ class _TimeBudget:
         """One batch took `seconds` (all it took: loading, training, reporting)."""
         self._step_seconds += seconds
         self._steps += 1
+        self._recent = seconds if self._steps == 1 else 0.8 * self._recent + 0.2 * seconds
 
     def planned(self, done: int) -> float:
         """Optimizer steps of the whole run that fit, `done` of them taken (infinite without a
         limit or before three steps have been timed)."""
         if not self.limit or self._steps < 3:
             return math.inf
-        per_step, left = self.accumulation * self._step_seconds / self._steps, self.limit - self.seconds()
+        # A step costs the larger of its run-long and recent average (a machine that gets busier
+        # must not overrun the plan), and one step is kept in hand.
+        per_step = self.accumulation * max(self._step_seconds / self._steps, self._recent)
+        left = self.limit - self.seconds() - per_step
         best = float(done)  # nothing more fits: stop now
         for last in range(self.validated + 1, self.epochs + 1):  # the run ends in epoch `last`,
             validations = last - self.validated  # validated at the end of it and of each before it
@@ -311,6 +325,7 @@ def _validation_estimate(source: TorchSource, elastic: ElasticNetwork, configs, 
     """Seconds one validation of `configs` on `data` will take, timed on a random sample."""
     rows = np.random.default_rng(0).choice(len(data), size=min(sample, len(data)), replace=False)
     source.module.eval()
+    accuracy(source, elastic, configs[0], data, torch, size=16, rows=rows[:16])  # the first calls run slow
     start = time.monotonic()
     for config in configs:
         accuracy(source, elastic, config, data, torch, size=16, rows=rows)
