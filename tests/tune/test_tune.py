@@ -91,17 +91,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(text_model, unique_csv, t
     assert [round(c["loss"], 5) for c in resumed.curves] == [round(c["loss"], 5) for c in uninterrupted.curves]
 
 
-def test_the_learning_rate_warms_up_then_decays_to_zero_by_the_last_step_or_the_time_limit():
+def test_the_learning_rate_warms_up_then_decays_to_zero_by_the_last_step():
     steps = [lr_factor(step, 100, 0.1) for step in range(101)]
     assert steps[0] == pytest.approx(0.1) and steps[9] == pytest.approx(1.0) and steps[100] == 0.0
     assert all(a >= b for a, b in zip(steps[10:], steps[11:]))  # decays after the warm-up
-    assert lr_factor(30, 100, 0.1, time_done=0.5) == lr_factor(30, 100, 0.1)  # time matters only near its end,
-    assert lr_factor(30, 100, 0.1, time_done=0.9) == pytest.approx(0.5)  # where the rate falls to zero
-    assert lr_factor(90, 100, 0.1, time_done=0.9) == lr_factor(90, 100, 0.1)  # unless the steps are lower still
-    assert lr_factor(30, 100, 0.1, time_done=1.0) == 0.0
 
 
-def test_a_run_the_time_limit_cuts_short_ends_at_a_learning_rate_near_zero(text_model, unique_csv, tmp_path):
+def test_a_time_limited_run_stops_within_its_limit_and_resuming_it_needs_more_time(text_model, unique_csv, tmp_path):
     examples = _examples(text_model, unique_csv, tmp_path / "cache")
     stamps = []
 
@@ -113,9 +109,9 @@ def test_a_run_the_time_limit_cuts_short_ends_at_a_learning_rate_near_zero(text_
     options = dataclasses.replace(FAST, epochs=40, time_limit=12.0)
     result = tune(transformers_source(text_model), examples, tmp_path / "tuned", options, progress=slow)
     assert result.stopped_early == "time limit" and 3 < len(stamps) < 200
-    # It stopped after the steps its plan fitted, annealed: far below where the 40-epoch schedule
-    # stood (a busy machine can cut the anneal's last steps), and within the limit.
-    assert result.curves[-1]["lr"] <= 0.5 * options.lr * lr_factor(len(stamps), 200, options.warmup)
+    # It stopped after the steps its plan fitted, its last validation within the limit, at the
+    # rate the 40-epoch schedule had reached.
+    assert result.curves[-1]["lr"] == pytest.approx(options.lr * lr_factor(len(stamps), 200, options.warmup))
     step = max(b - a for a, b in zip(stamps, stamps[1:]))
     assert 0.5 * options.time_limit <= json.loads((tmp_path / "tuned" / "tune.json").read_text())["seconds"] <= options.time_limit + step
     with pytest.raises(InvalidArgumentError, match="larger --time-limit"):  # resuming it needs more time
@@ -133,7 +129,7 @@ def test_a_time_limit_plans_the_steps_that_fit_beside_a_validation_after_every_e
     budget.validation = 300.0  # epoch 1, then 103 steps of epoch 2 and the validation that ends the run
     assert budget.planned(3) == pytest.approx(3 + 400 - 1, abs=1)
     assert not budget.spent(3) and _TimeBudget(1e-9, 300, 3).spent(0)  # a limit already passed
-    assert budget.share(3) == pytest.approx(3 / 402, rel=0.01) and _TimeBudget(None, 300, 3).share(3) == 0.0
+    assert not _TimeBudget(None, 300, 3).spent(10**6)  # no limit
 
 
 def test_training_rows_must_not_be_scored_rows(text_model, tmp_path, make_sentences):

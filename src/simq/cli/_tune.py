@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"also distil every kept layer's output from the largest network's, with this loss weight (default {defaults.distil_hidden:g}: logits only)",
     )  # fmt: skip
     parser.add_argument(
-        "--time-limit", type=float, metavar="MINUTES", help="minutes for the whole run, validations included: tune plans the steps that fit and anneals the learning rate to zero over their last 20 %%",
+        "--time-limit", type=float, metavar="MINUTES", help="minutes for the whole run, validations included: tune plans the steps that fit and stops after them",
     )
     parser.add_argument("--threads", type=int, default=defaults.threads, help=f"torch threads (default {defaults.threads})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seeds order, sub-networks and the carving of data roles (default {defaults.seed})")

@@ -3,10 +3,9 @@ first-k sub-networks are what the ONNX pruning passes cut (`simq tune`)."""
 
 from simq.ir import TorchSource, transformers_source
 from simq.tune._elastic import ElasticLayer, ElasticNetwork
-from simq.tune._tune import ANNEAL, TuneOptions, TuneResult, lr_factor, tune
+from simq.tune._tune import TuneOptions, TuneResult, lr_factor, tune
 
 __all__ = [
-    "ANNEAL",
     "ElasticLayer",
     "ElasticNetwork",
     "TorchSource",

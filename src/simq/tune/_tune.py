@@ -28,11 +28,9 @@ from simq.passes.prune import ELASTIC_METADATA
 from simq.tune._batches import accuracy, batches_of, feed_of
 from simq.tune._elastic import ElasticNetwork
 
-__all__ = ["ANNEAL", "TuneOptions", "TuneResult", "lr_factor", "tune"]
+__all__ = ["TuneOptions", "TuneResult", "lr_factor", "tune"]
 
 CHECKPOINT = "checkpoint.pt"
-#: With --time-limit, the learning rate falls to zero over this last share of the steps that fit.
-ANNEAL = 0.2
 Progress = Callable[[str, int, int, Mapping[str, float]], None]
 
 
@@ -58,8 +56,8 @@ class TuneOptions:
         time_limit: Seconds for the whole run from its first step, validations included (a
             resumed run counts what its checkpoint had spent). From the time a step and a
             validation take, training plans the steps that fit with a validation after each epoch
-            and at its end, stops after them, and lets the learning rate fall to zero over their
-            last `ANNEAL` share.
+            and at its end, and stops after them. The learning rate keeps the epochs' schedule:
+            ending a cut-short run annealed was measured and lost accuracy (docs/TIME_LIMIT.md).
         threads: Torch threads.
         seed: Seeds order, sub-networks and initialisation; a run is repeatable.
     """
@@ -189,14 +187,14 @@ def tune(
     optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     smallest = elastic.smallest(options.min_width, options.min_depth)
     budget = _TimeBudget(options.time_limit, steps_per_epoch, options.epochs, options.accumulation, state)
-    if options.time_limit and budget.seconds() >= options.time_limit:
-        raise InvalidArgumentError(f"the run in {out} has spent its {options.time_limit / 60:g} minutes; give a larger --time-limit to continue it.")
     if options.time_limit:  # the last validation's duration, or before any an estimate timed on a sample
         budget.validation = state.get("validation_seconds") or _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup, budget.share(step)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup))
     if resume:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
+        if state["epoch"] < options.epochs and budget.spent(schedule.last_epoch):
+            raise InvalidArgumentError(f"the run in {out} has no time left for a step within its {options.time_limit / 60:g} minutes; give a larger --time-limit to continue it.")
     labels = torch.from_numpy(train.labels)
     stopped = None
     for epoch in range(state["epoch"], options.epochs):
@@ -309,13 +307,6 @@ class _TimeBudget:
                 best = max(best, fits)
         return best
 
-    def share(self, done: int) -> float:
-        """How far along the time limit's plan `done` steps are (0 without a limit)."""
-        planned = self.planned(done)
-        if planned == math.inf:
-            return 0.0
-        return done / planned if planned > 0 else 1.0
-
     def spent(self, done: int) -> bool:
         """No further step fits (or the time is up)."""
         return bool(self.limit) and (self.seconds() >= self.limit or done >= self.planned(done))
@@ -332,18 +323,13 @@ def _validation_estimate(source: TorchSource, elastic: ElasticNetwork, configs, 
     return (time.monotonic() - start) * len(data) / len(rows)
 
 
-def lr_factor(step: int, total: int, warmup: float, time_done: float = 0.0) -> float:
+def lr_factor(step: int, total: int, warmup: float) -> float:
     """The learning-rate multiplier after `step` of `total` optimizer steps: linear warm-up over
-    the first `warmup` share of the steps, then linear decay to zero at the last. With a time
-    limit, `time_done` is the share taken of the steps that fit in it: over their last `ANNEAL`
-    share the rate also falls linearly to zero, so a run the limit cuts short ends annealed, not
-    at a rate its steps had barely lowered. Only the end follows time: decaying the whole run by
-    time taught a 6-minute run far less (docs/TIME_LIMIT.md)."""
+    the first `warmup` share of the steps, then linear decay to zero at the last."""
     done = step / total
     rise = (done + 1 / total) / max(warmup, 1 / total)
     fall = (1 - done) / max(1 - warmup, 1 / total)
-    anneal = (1 - time_done) / ANNEAL
-    return max(0.0, min(rise, fall, anneal, 1.0))
+    return max(0.0, min(rise, fall, 1.0))
 
 
 def hidden_loss(student: Mapping[int, Any], teacher: Mapping[int, Any], mask: Any, torch) -> Any:
