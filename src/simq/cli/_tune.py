@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             path = simq_ir.resolve_source(args.model)
             if not path.is_dir():
-                raise InvalidArgumentError(f"{args.model}: simq tune needs the PyTorch model (a transformers folder or zoo:minilm-tweets), not an .onnx file.")
+                found = "not an .onnx file" if path.exists() else "and nothing exists at that path"
+                raise InvalidArgumentError(f"{args.model}: simq tune needs the PyTorch model (a transformers folder or zoo:minilm-tweets), {found}.")
             source, folder = transformers_source(path), path
         model = simq_ir.load(path, cache_dir=cache_root(args))
         spec = JobSpec(model=args.model, data=data, input_shapes=parse_shapes(args.input_shape), cache_dir=args.cache_dir, seed=args.seed)

@@ -40,8 +40,8 @@ class TuneOptions:
 
     Attributes:
         epochs: Passes over the train split.
-        batch_size, lr, weight_decay, warmup: AdamW with linear warm-up (this share of training)
-            and linear decay to zero at its end (see `lr_factor`).
+        batch_size, lr, weight_decay, warmup: AdamW with linear warm-up (this share of the steps)
+            and linear decay to zero (see `lr_factor`).
         accumulation: Batches per optimizer step.
         random_subnets: Random sub-networks per step, besides the largest and the smallest.
         min_width: The smallest sub-network keeps this share of every layer's heads and neurons;
