@@ -1,12 +1,14 @@
-"""Two `simq tune` runs side by side, sub-network by sub-network: what a tuning option or a change
-to tuning buys (for instance `--distil-hidden`, or the time-limit-aware schedule against the code
-before it). Both tuned folders come from the same zoo model;
-every sub-network of the grid (heads = FFN at 100/75/50 %, by every depth both trained, INT8 as
-the ort-cpu target lowers it) is built from each and scored on the zoo's validation and test
-splits, paired per example: against the original FP32 model, and the second run against the first.
+"""Two arms of `simq tune` side by side, sub-network by sub-network: what a tuning option or a
+change to tuning buys (for instance `--distil-hidden`, or the time-limit-aware schedule against the
+code before it). Give the tuned folders in pairs, one pair per seed (first arm, second arm, then
+the next seed's pair); all come from the same zoo model. Every sub-network of the grid (heads = FFN
+at 100/75/50 %, by every depth all runs trained, INT8 as the ort-cpu target lowers it) is built
+from each run and scored on the zoo's validation and test splits, paired per example: each arm
+against the original FP32 model (averaged over seeds), the second arm against the first per seed,
+and pooled over seeds (each example's difference averaged over the seeds).
 Writes docs/DOC (default DISTIL.md).
 
-Usage: python tools/bench_tune_pair.py FIRST SECOND [--labels A,B] [--doc NAME.md] [--about TEXT]
+Usage: python tools/bench_tune_pair.py FIRST SECOND [FIRST SECOND ...] [--labels A,B] [--doc NAME.md] [--about TEXT]
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
@@ -42,54 +46,75 @@ def _shown(folder: Path) -> Path:
     return folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
 
 
+def _mean(entries: list[Entry], split: str) -> np.ndarray:
+    """Each example's score averaged over the seeds' runs."""
+    return np.mean([getattr(e, split) for e in entries], axis=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("first", type=Path, help="a simq tune output folder")
-    parser.add_argument("second", type=Path, help="another, from the same zoo model")
-    parser.add_argument("--labels", default="first,second", help="names for the two runs")
+    parser.add_argument("folders", type=Path, nargs="+", help="simq tune output folders in pairs: first arm, second arm, one pair per seed")
+    parser.add_argument("--labels", default="first,second", help="names for the two arms")
     parser.add_argument("--doc", default="DISTIL.md", help="the table's file under docs/")
-    parser.add_argument("--about", default="", help="a sentence saying how the two runs differ")
+    parser.add_argument("--about", default="", help="a sentence saying how the two arms differ")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "distil")
     args = parser.parse_args()
+    if len(args.folders) % 2:
+        parser.error("give the tuned folders in pairs: first arm, second arm (one pair per seed)")
     names = args.labels.split(",")
+    pairs = [tuple(args.folders[i : i + 2]) for i in range(0, len(args.folders), 2)]
     zoo = Zoo()
-    source = json.loads((args.first / "tune.json").read_text())["source"]
+    source = json.loads((args.folders[0] / "tune.json").read_text())["source"]
     original, _ = case_of("original", JobSpec(model=source, baselines=False), zoo)
     fp32 = Entry("original FP32", original.target.lower(original.model, args.work / "original"))
     layers = len(depth_knobs(original))
-    runs = {name: case_of(name, JobSpec(model=str(folder), baselines=False), zoo)[0] for name, folder in zip(names, (args.first, args.second))}
+    runs = {
+        (name, seed): case_of(f"{name}-{seed}", JobSpec(model=str(folder), baselines=False), zoo)[0]
+        for seed, pair in enumerate(pairs) for name, folder in zip(names, pair)
+    }  # fmt: skip
     drops = min(len(depth_knobs(case)) for case in runs.values())
     grid = [(width, d) for d in range(drops + 1) for width in WIDTHS]
-    entries: dict[tuple[str, float, int], Entry] = {}
-    for name, case in runs.items():
+    entries: dict[tuple[str, int, float, int], Entry] = {}
+    for (name, seed), case in runs.items():
         for width, d in grid:
-            label = f"{name}: heads = FFN {width:.0%}, {layers - d} layers + INT8"
+            label = f"{name} (pair {seed + 1}): heads = FFN {width:.0%}, {layers - d} layers + INT8"
             print(f"building {label}", file=sys.stderr, flush=True)
-            entries[name, width, d] = simq_entry(case, label, grid_config(case, width, d), args.work / name)
+            entries[name, seed, width, d] = simq_entry(case, label, grid_config(case, width, d), args.work / f"{name}-{seed}")
     score_all(original, [fp32, *entries.values()])
     first, second = names
+    seeds = range(len(pairs))
     rows = []
     for width, d in grid:
-        a, b = entries[first, width, d], entries[second, width, d]
-        rows.append([
-            f"heads = FFN {width:.0%}, {layers - d} layers", fmt_delta(a.validation, fp32.validation), fmt_delta(b.validation, fp32.validation),
-            f"**{fmt_delta(b.validation, a.validation)}**", fmt_delta(a.test, fp32.test), fmt_delta(b.test, fp32.test), f"**{fmt_delta(b.test, a.test)}**",
-        ])  # fmt: skip
+        arm = {name: [entries[name, seed, width, d] for seed in seeds] for name in names}
+        row = [f"heads = FFN {width:.0%}, {layers - d} layers"]
+        for split in ("validation", "test"):
+            a, b = _mean(arm[first], split), _mean(arm[second], split)
+            each = "; ".join(fmt_delta(getattr(y, split), getattr(x, split)) for x, y in zip(arm[first], arm[second]))
+            row += [fmt_delta(a, getattr(fp32, split)), fmt_delta(b, getattr(fp32, split)), each, f"**{fmt_delta(b, a)}**"]
+        rows.append(row)
     sizes = f"validation {len(original.validation[1]):,} examples, test {len(original.test[1]):,}"
     about = f"\n{args.about}\n" if args.about else ""
+    folders = " ".join(str(_shown(f)) for f in args.folders)
+    listing = "\n".join(
+        f"- pair {seed + 1}, {name}: `{folder.name}` ({_options(folder)})" for seed, pair in enumerate(pairs) for name, folder in zip(names, pair)
+    )  # fmt: skip
+    headers = []
+    for split in ("validation", "test"):
+        headers += [f"Δ {split}, {first}", f"Δ {split}, {second}", f"{split}: {second} − {first}, each pair", f"{split}: {second} − {first}, pooled"]
     doc = f"""# Tuning options side by side: {first} against {second}
 
-Generated by `python tools/bench_tune_pair.py {_shown(args.first)} {_shown(args.second)} --labels {args.labels} --doc {args.doc}` on {cpu_name()}.
+Generated by `python tools/bench_tune_pair.py {folders} --labels {args.labels} --doc {args.doc}` on {cpu_name()}.
 {about}
-- {first}: `{args.first.name}` ({_options(args.first)})
-- {second}: `{args.second.name}` ({_options(args.second)})
+{listing}
 
 Every sub-network INT8 (dynamic, as ort-cpu lowers it), built from each tuned model as `simq compile`
 would (first-k widths, its trained depth order). Accuracy change in points with paired 95 % intervals
-({sizes} of {source}): against the original FP32 model, and {second} against {first} on the same examples
-(bold: positive means {second} is better).
+({sizes} of {source}): each arm against the original FP32 model (each example's score averaged
+over the {len(pairs)} pair(s)), and {second} against {first} on the same examples, for each pair and pooled
+(each example's difference averaged over the pairs; the interval counts the examples, not the
+seeds). Bold: positive means {second} is better.
 
-{table(["sub-network", f"Δ validation, {first}", f"Δ validation, {second}", f"validation: {second} − {first}", f"Δ test, {first}", f"Δ test, {second}", f"test: {second} − {first}"], rows)}
+{table(["sub-network", *headers], rows)}
 """
     path = ROOT / "docs" / args.doc
     path.write_text(doc)
