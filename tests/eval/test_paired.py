@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from simq.eval import paired_drop, resolvable_drop
+from simq.eval import DEFAULT_CONFIDENCE, default_confidence, paired_drop, resolvable_drop
 
 
 def test_a_paired_drop_is_the_mean_difference_with_a_t_bound():
@@ -40,3 +40,10 @@ def test_larger_splits_resolve_smaller_drops():
     assert margins == sorted(margins, reverse=True)
     assert margins[1] == pytest.approx(2 * margins[2], rel=1e-6)  # the margin shrinks with the square root
     assert resolvable_drop(1) == float("inf")
+
+
+def test_the_default_confidence_is_lower_only_on_a_split_large_enough_to_keep_the_promise():
+    assert default_confidence(None) == default_confidence(512) == default_confidence(1023) == DEFAULT_CONFIDENCE == 0.9
+    assert default_confidence(1024) == default_confidence(4500) == 0.8
+    # what the lower confidence still adds on a large split is less than 0.9 adds on the largest small one
+    assert resolvable_drop(1024, 0.8) < resolvable_drop(1023, 0.9)

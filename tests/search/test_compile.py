@@ -301,6 +301,22 @@ def test_published_models_are_accepted_by_their_paired_bound_and_confirmed_on_te
         if row["kind"] == "candidate":
             assert row["accuracy_drop_low"] <= row["accuracy_drop"] <= row["accuracy_drop_high"]
             assert row["search_accuracy_bound"] <= 1.0 and row["confirmed"] in ("yes", "beyond the limit")
+    # no --confidence: the default for a split of this size (under 1,024 examples), stated in the report
+    assert "at 90% confidence" in " ".join(summary["settings"])
+
+
+def test_an_unset_confidence_is_fixed_by_the_validation_split_it_judges():
+    import numpy as np
+
+    from simq.search import CompileOptions
+
+    def split(rows: int) -> AccuracyEvaluator:
+        return AccuracyEvaluator({"x": np.zeros((rows, 4), np.float32)}, np.zeros(rows, np.int64))
+
+    assert CompileOptions().resolved(split(500)).confidence == 0.9
+    assert CompileOptions().resolved(split(4500)).confidence == 0.8
+    assert CompileOptions().resolved(None).confidence == 0.9
+    assert CompileOptions(confidence=0.95).resolved(split(4500)).confidence == 0.95  # given: kept
 
 
 def test_a_small_validation_split_is_named_before_the_search(zoo, tmp_path, capsys):

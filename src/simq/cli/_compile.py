@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--confidence", type=float, default=options.confidence,
         help="confidence that a published model is at most --max-accuracy-drop below FP32, judged paired on the "
-        f"validation split's examples (default {options.confidence}; 0.5 trusts the point estimate)",
+        "validation split's examples (default: 0.9, or 0.8 when the split holds at least 1,024 examples; 0.5 trusts the point estimate)",
     )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             samples = lambda phase, done, total, *_: status.update(f"measuring the cost model's samples ({done}/{total})")  # noqa: E731
             prepared = prepare_job(spec, zoo_for(args), status=status.update, checked=target, progress=samples)
         console.print(prepared.describe())
-        note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.confidence)
+        note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.resolved(prepared.job.evaluator).confidence)
         if note:
             console.print(f"[yellow]note:[/] {note}")
         make_out(args.out)

@@ -189,6 +189,7 @@ def compile_model(
         OutputError: `out` cannot be written.
     """
     options.check()
+    options = options.resolved(job.evaluator)
     make_out(out)
     compiler = _Compiler(job, options, out, resume, progress, executor)
     try:

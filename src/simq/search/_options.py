@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from simq.data import DataOptions
 from simq.errors import InvalidArgumentError
-from simq.eval import DEFAULT_CONFIDENCE, Evaluator
+from simq.eval import Evaluator, default_confidence
 from simq.ir import Structure
 from simq.passes import Pipeline
 from simq.search._algorithms import ALGORITHMS
@@ -97,7 +97,9 @@ class CompileOptions:
             reference (1 by default; None: unbounded), judged paired on the same examples with
             `confidence`: a model is published when the one-sided upper bound of its drop is
             within it.
-        confidence: Of the accuracy limit (0.5: the point estimate).
+        confidence: Of the accuracy limit (0.5: the point estimate); None: by the size of the
+            job's validation split (`simq.eval.default_confidence`: 0.9, or 0.8 from 1,024
+            examples), fixed when the run starts (`resolved`).
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
         time_limit: Seconds after which no new candidate is started (this invocation; a resumed
@@ -117,7 +119,7 @@ class CompileOptions:
     steady_state: bool = False
     seed: int = 0
     max_accuracy_drop: float | None = 1.0
-    confidence: float = DEFAULT_CONFIDENCE
+    confidence: float | None = None
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
     time_limit: float | None = None
@@ -146,7 +148,7 @@ class CompileOptions:
             raise InvalidArgumentError(f"a steady-state search needs an algorithm told one result at a time ({told}); {self.algorithm} steps whole generations.")
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise InvalidArgumentError("the accepted accuracy drop cannot be negative.")
-        if not 0.5 <= self.confidence < 1:
+        if self.confidence is not None and not 0.5 <= self.confidence < 1:
             raise InvalidArgumentError(f"the confidence of the accuracy limit is in [0.5, 1), not {self.confidence}.")
         if self.max_latency_ms is not None and self.max_latency_ms <= 0:
             raise InvalidArgumentError("a latency bound must be positive.")
@@ -154,6 +156,13 @@ class CompileOptions:
             raise InvalidArgumentError("a time limit must be positive.")
         if self.latency not in ("measured", "predicted"):
             raise InvalidArgumentError("latency is 'measured' or 'predicted'.")
+
+    def resolved(self, evaluator: Evaluator | None) -> CompileOptions:
+        """These options with the confidence fixed: as given, or the default for `evaluator`'s
+        validation split (`simq.eval.default_confidence`)."""
+        if self.confidence is not None:
+            return self
+        return replace(self, confidence=default_confidence(evaluator.size if evaluator is not None else None))
 
     def chosen_objectives(self) -> list[Objective]:
         return [self.objective_table[name] for name in self.objectives]
