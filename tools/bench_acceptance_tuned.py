@@ -54,12 +54,13 @@ def choices(scores: dict) -> tuple[list[list[object]], list[list[object]]]:
     for confidence in CHOICE_CONFIDENCES:
         true_drops = []
         for (name, seed), members in runs.items():
-            published = [i for i in members if paired_drop(validation[0], validation[i], confidence).within(ALLOWED)]
+            drops = {i: paired_drop(validation[0], validation[i], confidence) for i in members}
+            published = [i for i in members if drops[i].within(ALLOWED)]
             if not published:
                 rows.append([f"{confidence:.0%}", f"{name}, pair {seed + 1}", "none published", "", "", ""])
                 continue
             i = min(published, key=lambda i: _speed_key(str(scores["labels"][i]), keys[i][2]))
-            val = paired_drop(validation[0], validation[i], confidence)
+            val = drops[i]
             true = paired_drop(truth[0], truth[i])
             true_drops.append(true.estimate)
             verdict = "beyond" if true.estimate > ALLOWED + 0.5 else "spends it" if true.estimate >= ALLOWED - 0.5 else "inside"

@@ -81,13 +81,15 @@ def main() -> None:
             label = f"{name} (pair {seed + 1}): heads = FFN {width:.0%}, {layers - d} layers + INT8"
             print(f"building {label}", file=sys.stderr, flush=True)
             entries[name, seed, width, d] = simq_entry(case, label, grid_config(case, width, d), args.work / f"{name}-{seed}")
-    score_all(original, [fp32, *entries.values()])
-    spare = {e.label: per_example(original, e.artifact, encode_spare(zoo), None) for e in [fp32, *entries.values()]}
+    scored = [fp32, *entries.values()]
+    score_all(original, scored)
+    spare_pool = encode_spare(zoo)
+    spare = {e.label: per_example(original, e.artifact, spare_pool, None) for e in scored}
     args.work.mkdir(parents=True, exist_ok=True)
     np.savez(  # every score per example, for later replays (e.g. acceptance on tuned sub-networks)
-        args.work / "scores.npz", labels=np.array([e.label for e in [fp32, *entries.values()]]),
+        args.work / "scores.npz", labels=np.array([e.label for e in scored]),
         keys=np.array([json.dumps(k) for k in [("original", -1, 1.0, 0), *entries]]),
-        **{split: np.array([getattr(e, split) for e in [fp32, *entries.values()]]) for split in ("validation", "test")},
+        **{split: np.array([getattr(e, split) for e in scored]) for split in ("validation", "test")},
         spare=np.array(list(spare.values())),
     )  # fmt: skip
     first, second = names

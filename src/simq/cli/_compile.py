@@ -242,7 +242,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             samples = lambda phase, done, total, *_: status.update(f"measuring the cost model's samples ({done}/{total})")  # noqa: E731
             prepared = prepare_job(spec, zoo_for(args), status=status.update, checked=target, progress=samples)
         console.print(prepared.describe())
-        note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.resolved(prepared.job.evaluator).confidence)
+        options = options.resolved(prepared.job.evaluator)  # the confidence the note and the run judge at
+        note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.confidence)
         if note:
             console.print(f"[yellow]note:[/] {note}")
         make_out(args.out)

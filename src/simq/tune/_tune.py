@@ -187,8 +187,8 @@ def tune(
     optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     smallest = elastic.smallest(options.min_width, options.min_depth)
     budget = _TimeBudget(options.time_limit, steps_per_epoch, options.epochs, options.accumulation, state)
-    if options.time_limit:  # the last validation's duration, or before any an estimate timed on a sample
-        budget.validation = state.get("validation_seconds") or _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
+    if options.time_limit and not budget.validation:  # before any validation, an estimate timed on a sample
+        budget.validation = _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup))
     if resume:
         optimizer.load_state_dict(saved["optimizer"])
@@ -266,11 +266,12 @@ class _TimeBudget:
     the seconds a step and a validation take, again at every step."""
 
     def __init__(self, limit: float | None, steps_per_epoch: int, epochs: int, accumulation: int = 1, state: Mapping[str, Any] | None = None) -> None:
-        """`state`: a checkpoint's (``epoch``, ``seconds`` and ``step_seconds``), to resume its budget."""
+        """`state`: a checkpoint's (``epoch``, ``seconds``, ``step_seconds`` and
+        ``validation_seconds``), to resume its budget."""
         state = state or {}
         self.limit, self.steps_per_epoch, self.epochs, self.accumulation = limit, steps_per_epoch, epochs, accumulation
         self.validated = state.get("epoch", 0)  # epochs validated so far
-        self.validation = 0.0  # seconds one validation takes
+        self.validation = state.get("validation_seconds", 0.0)  # seconds one validation takes (0: not known yet)
         self._start, self._before = time.monotonic(), state.get("seconds", 0.0)
         self._step_seconds, self._steps = state.get("step_seconds", (0.0, 0))
         self._recent = self._step_seconds / self._steps if self._steps else 0.0  # moving average of a batch's seconds
