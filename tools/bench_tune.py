@@ -35,6 +35,7 @@ from _bench import cpu_name, table  # noqa: E402
 from bench_lowering import Case, Entry, fmt_delta, fmt_ratio, paired, score_all, simq_entry, time_all, uniform  # noqa: E402
 
 from simq.search import JobSpec, prepare_job  # noqa: E402
+from simq.tune import TuneOptions  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +72,8 @@ def case_of(name: str, spec: JobSpec, zoo: Zoo | None) -> tuple[Case, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="zoo:minilm-tweets", help="a zoo model with a torch source")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--tune-minutes", type=float, default=28)
+    parser.add_argument("--epochs", type=int, default=TuneOptions().epochs)
+    parser.add_argument("--tune-minutes", type=float, default=60, help="simq tune's --time-limit (0: none)")
     parser.add_argument("--lr", type=float, help="simq tune's learning rate (default: simq tune's)")
     parser.add_argument("--distil-hidden", type=float, help="simq tune's hidden-state distillation weight (default: simq tune's)")
     parser.add_argument("--budget", type=int, default=30)
@@ -85,7 +86,8 @@ def main() -> None:
     zoo = Zoo()
     simq = str(Path(sys.executable).with_name("simq"))
     tuned_dir = work_root / "tuned"
-    tune_cmd = ["simq", "tune", args.model, "--out", str(tuned_dir), "--epochs", str(args.epochs), "--time-limit", f"{args.tune_minutes:g}"]
+    tune_cmd = ["simq", "tune", args.model, "--out", str(tuned_dir), "--epochs", str(args.epochs)]
+    tune_cmd += ["--time-limit", f"{args.tune_minutes:g}"] if args.tune_minutes > 0 else []
     tune_cmd += ["--lr", f"{args.lr:g}"] if args.lr is not None else []
     tune_cmd += ["--distil-hidden", f"{args.distil_hidden:g}"] if args.distil_hidden is not None else []
     timing = work_root / "tune-minutes.json"
