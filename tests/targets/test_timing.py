@@ -56,3 +56,26 @@ def test_timed_ratio_gives_up_at_its_round_limit():
         _sleeper(0.0003), lambda: _sleeper(rng.uniform(0.0001, 0.0009))(), tolerance=0.001, min_rounds=10, max_rounds=15
     )
     assert paired.rounds == 15
+
+
+def test_timed_ratio_spreads_its_rounds_over_every_session_pair():
+    calls = {name: 0 for name in ("r0", "r1", "r2", "c0", "c1", "c2")}
+
+    def counted(name: str, seconds: float):
+        sleep = _sleeper(seconds)
+
+        def call():
+            calls[name] += 1
+            sleep()
+
+        return call
+
+    references = [counted(f"r{k}", 0.0004) for k in range(3)]
+    candidates = [counted(f"c{k}", 0.0002) for k in range(3)]
+    paired = timed_ratio(references, candidates, tolerance=0.5, min_rounds=10, max_rounds=40)
+    assert paired.rounds == 15  # one block of 5 rounds per pair, though 10 rounds met the tolerance
+    assert all(n > 0 for n in calls.values())
+    assert calls["r0"] == calls["r1"] == calls["r2"] == calls["c0"]
+    assert 0.3 < paired.ratio < 0.8
+    with pytest.raises(ValueError, match="pair them one to one"):
+        timed_ratio(references, candidates[:2])

@@ -7,6 +7,7 @@ same rounds, with the distribution-free interval of that median beside it.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,7 +17,7 @@ from typing import Any
 from scipy import stats
 
 __all__ = [
-    "MAX_ROUNDS", "MIN_ROUNDS", "PER_ROUND", "ROUNDS", "TOLERANCE", "PairedRatio", "compare", "interleave",
+    "MAX_ROUNDS", "MIN_ROUNDS", "PER_ROUND", "ROUNDS", "SESSIONS", "TOLERANCE", "PairedRatio", "compare", "interleave",
     "median_interval", "paired_ratio", "round_ratios", "timed_ratio",
 ]  # fmt: skip
 
@@ -25,7 +26,14 @@ ROUNDS, PER_ROUND = 5, 4
 #: Adaptive protocol (`timed_ratio`): stop once the 95 % interval of the ratio is within
 #: ±TOLERANCE of it, after at least MIN_ROUNDS and at most MAX_ROUNDS paired rounds.
 TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
+#: Fresh session pairs the final pass spreads a model's rounds over: where a session's weights and
+#: buffers land moves its ratio by several percent (6.8 % between instances of one process on
+#: average); the median over three pairs halved the worst disagreement between fresh processes,
+#: 9.4 % to 4.5 % (docs/INSTANCES.md).
+SESSIONS = 3
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
+
+Call = Callable[[], Any]  # one timed call of a model: a session's run on fixed inputs
 
 
 @dataclass(frozen=True)
@@ -125,20 +133,36 @@ def compare(reference: Callable[[], Any], candidate: Callable[[], Any], rounds: 
 
 
 def timed_ratio(
-    reference: Callable[[], Any],
-    candidate: Callable[[], Any],
+    reference: Call | Sequence[Call],
+    candidate: Call | Sequence[Call],
     tolerance: float = TOLERANCE,
     min_rounds: int = MIN_ROUNDS,
     max_rounds: int = MAX_ROUNDS,
 ) -> PairedRatio:
     """Blocks of paired rounds until the 95 % interval of the median ratio lies within
-    ±`tolerance` of it (between `min_rounds` and `max_rounds` rounds)."""
+    ±`tolerance` of it (between `min_rounds` and `max_rounds` rounds).
+
+    `reference` and `candidate` may each be several instances of one model (fresh sessions, as
+    many of one as of the other): block b pairs instance b mod n of both, every pair is timed for
+    at least one block, and the ratio and its interval are taken over all their rounds, so that
+    they hold for the model rather than for where one session's buffers landed (`SESSIONS`).
+    """
+    references, candidates = _instances(reference), _instances(candidate)
+    if len(references) != len(candidates):
+        raise ValueError(f"{len(references)} reference sessions for {len(candidates)} candidate sessions: pair them one to one")
+    min_rounds = min(max(min_rounds, _BLOCK * len(references)), max_rounds)
     ratios: list[float] = []
     reference_ms: list[float] = []
+    blocks = itertools.cycle(zip(references, candidates))
     while True:
-        times = interleave({"reference": reference, "candidate": candidate}, rounds=_BLOCK, per_round=PER_ROUND)
+        reference_call, candidate_call = next(blocks)
+        times = interleave({"reference": reference_call, "candidate": candidate_call}, rounds=_BLOCK, per_round=PER_ROUND)
         ratios += round_ratios(times["candidate"], times["reference"])
         reference_ms += times["reference"]
         result = _summary(ratios, reference_ms)
         if len(ratios) >= max_rounds or (len(ratios) >= min_rounds and result.half_width <= tolerance):
             return result
+
+
+def _instances(calls: Call | Sequence[Call]) -> list[Call]:
+    return [calls] if callable(calls) else list(calls)
