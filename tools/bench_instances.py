@@ -6,9 +6,12 @@ over several fresh session pairs makes fresh processes agree. Writes docs/INSTAN
 The parent builds the models once (minilm-tweets: the recipe, SimQ INT8 unpruned and at three
 pruning levels, all as `simq compile` lowers them) and saves them. Each of `--processes` fresh
 processes then, `--instances` times over, opens a fresh FP32 session and a fresh session of every
-model and times each pair with the final pass's adaptive protocol (`simq.targets.timed_ratio`,
+model and times each pair with the adaptive protocol (`simq.targets.timed_ratio` on one pair,
 every session with thread spinning off); the instances of a model are spread over the process's
 run (instance k of every model before instance k+1 of any), so instance and time are not one.
+Last, it times every model with its rounds pooled over `--instances` fresh session pairs
+(`timed_ratio` on lists of sessions), the FP32 sessions held for all models, as a final pass
+could.
 
 Usage: python tools/bench_instances.py [--processes 3] [--instances 3] [--work DIR]
 """
@@ -58,8 +61,9 @@ def build(work: Path) -> list[str]:
     return list(makers)
 
 
-def child(work: Path, instances: int) -> list[list[float]]:
-    """In this fresh process: ratios[model][instance] against FP32, each from fresh sessions."""
+def child(work: Path, instances: int) -> dict[str, list]:
+    """In this fresh process: ratios[model][instance] against FP32, each from fresh sessions, and
+    each model's ratio with its rounds pooled over as many pairs."""
     import numpy as np
 
     from simq.targets import Artifact, TargetRegistry, timed_ratio
@@ -74,7 +78,11 @@ def child(work: Path, instances: int) -> list[list[float]]:
             reference, candidate = target.runner(artifacts[0], feed), target.runner(artifact, feed)
             ratios[m].append(timed_ratio(reference, candidate).ratio)
             del reference, candidate
-    return ratios
+    # Pooled: `instances` FP32 sessions for all models, as many fresh sessions of each model, the
+    # rounds pooled over the pairs.
+    references = [target.runner(artifacts[0], feed) for _ in range(instances)]
+    final = [timed_ratio(references, [target.runner(a, feed) for _ in references]).ratio for a in artifacts[1:]]
+    return {"instances": ratios, "final": final}
 
 
 def main() -> None:
@@ -88,7 +96,7 @@ def main() -> None:
         print(json.dumps(child(args.work, args.instances)))
         return
     labels = build(args.work)
-    runs = []  # runs[process][model][instance]
+    runs = []  # runs[process]: {"instances": [model][instance], "final": [model]}
     for p in range(args.processes):
         print(f"process {p + 1} of {args.processes}", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--work", str(args.work), "--instances", str(args.instances), "--child"]
@@ -97,23 +105,26 @@ def main() -> None:
     print(render(labels[1:], runs, args), end="")
 
 
-def render(labels: list[str], runs: list[list[list[float]]], args: argparse.Namespace) -> str:
-    rows, within, between, first_worst, pooled_worst = [], [], [], 0.0, 0.0
+def render(labels: list[str], runs: list[dict[str, list]], args: argparse.Namespace) -> str:
+    rows, within, between, first_worst, pooled_worst, final_worst = [], [], [], 0.0, 0.0, 0.0
     for m, label in enumerate(labels):
-        per_process = [runs[p][m] for p in range(len(runs))]
+        per_process = [run["instances"][m] for run in runs]
         grand = statistics.median(r for process in per_process for r in process)
         # Spread between the instances of one process, and between the processes' medians.
         within.append(statistics.mean(max(v) / min(v) - 1 for v in per_process))
         medians = [statistics.median(v) for v in per_process]
         between.append(max(medians) / min(medians) - 1)
         firsts = [v[0] for v in per_process]
+        finals = [run["final"][m] for run in runs]
         first_worst = max(first_worst, max(firsts) / min(firsts) - 1)
         pooled_worst = max(pooled_worst, between[-1])
+        final_worst = max(final_worst, max(finals) / min(finals) - 1)
         cells = [" ".join(f"{r:.3f}" for r in v) + f" → **{statistics.median(v):.3f}**" for v in per_process]
-        rows.append([label, f"{grand:.3f}", *cells, f"{within[-1]:.1%}", f"{max(firsts) / min(firsts) - 1:.1%}", f"{between[-1]:.1%}"])
+        rows.append([label, f"{grand:.3f}", *cells, f"{within[-1]:.1%}", f"{max(firsts) / min(firsts) - 1:.1%}", f"{between[-1]:.1%}",
+                     " ".join(f"{r:.3f}" for r in finals) + f" ({max(finals) / min(finals) - 1:.1%})"])  # fmt: skip
     headers = ["model × FP32", "median of all", *(f"process {p + 1}: instances → median" for p in range(len(runs))),
                "instances of one process: max/min − 1 (mean)", "first instance only: processes max/min − 1",
-               "instance medians: processes max/min − 1"]  # fmt: skip
+               "instance medians: processes max/min − 1", "rounds pooled over the pairs, each process (max/min − 1)"]  # fmt: skip
     doc = f"""# Where a re-timed ratio moves: session instance, process, time
 
 Generated by `python tools/bench_instances.py --processes {args.processes} --instances {args.instances}` on {cpu_name()}, 2 threads,
@@ -129,8 +140,10 @@ over the process's run.
 
 - Between the instances of one process (mean over models and processes): {statistics.mean(within):.1%};
   between processes' instance medians: {statistics.mean(between):.1%} on average.
-- Largest disagreement between processes, timing one session pair per model (the final pass
-  today): {first_worst:.1%}; timing {args.instances} pairs and taking their median: {pooled_worst:.1%}.
+- Largest disagreement between processes, timing one session pair per model (what the final pass
+  does): {first_worst:.1%}; timing {args.instances} pairs and taking their median: {pooled_worst:.1%}; timing
+  {args.instances} pairs with their rounds pooled (`timed_ratio` on lists of sessions, the FP32
+  sessions shared by all models): {final_worst:.1%}.
 """
     (ROOT / "docs" / "INSTANCES.md").write_text(doc)
     return doc

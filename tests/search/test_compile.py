@@ -18,7 +18,6 @@ import pytest
 from simq.cli import main
 from simq.eval import AccuracyEvaluator
 from simq.search import Store
-from simq.targets import SESSIONS
 
 MODEL = "zoo:digits-cnn"
 
@@ -252,9 +251,7 @@ def test_the_published_front_is_bounded_and_never_slower_than_fp32(zoo, tmp_path
     manifests = [json.loads(p.read_text()) for p in (out / "pareto").glob("*/manifest.json")]
     assert 1 <= len(manifests) <= 2
     assert all(m["metrics"].get("latency_ratio", 1.0) <= 1.0 for m in manifests)
-    # At least one block of 5 rounds on each of the final pass's fresh session pairs.
-    assert all(m["final"]["rounds"] >= 5 * SESSIONS for m in manifests if m["kind"] == "candidate")
-    assert all(f"over {SESSIONS} fresh session pairs" in m["timing"]["protocol"] for m in manifests)
+    assert all(m["final"]["rounds"] >= 10 for m in manifests if m["kind"] == "candidate")
 
 
 def test_without_a_terminal_each_phase_and_candidate_is_one_plain_line(zoo, tmp_path, capsys):

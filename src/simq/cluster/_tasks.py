@@ -22,7 +22,7 @@ from ray import cloudpickle
 from simq.cluster._transfer import pack, unpack
 from simq.errors import SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
-from simq.targets import SESSIONS, Artifact, PairedRatio, Target, compare, timed_ratio
+from simq.targets import Artifact, PairedRatio, Target, compare, timed_ratio
 
 __all__ = ["build_task", "dumps", "made_there", "time_task"]
 
@@ -112,22 +112,16 @@ def _made_there(name: str, threads: int) -> Target:
 @ray.remote
 def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False) -> tuple[PairedRatio, float]:
     """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds);
-    `final`: to the final pass's tolerance (`timed_ratio`, over `SESSIONS` fresh session pairs),
-    else the search's rounds."""
+    `final`: to the final pass's tolerance (`timed_ratio`), else the search's rounds."""
     start = time.perf_counter()
     job = _cached_job(refs)
     key = refs[0].hex()
     if key not in _REFERENCES:
         folder = Path(tempfile.mkdtemp(prefix="reference-", dir=_SCRATCH))
-        reference = job.target.lower(job.model, folder)
-        _REFERENCES[key] = [job.target.runner(reference, job.feed) for _ in range(SESSIONS)]
-    references = _REFERENCES[key]
+        _REFERENCES[key] = job.target.runner(job.target.lower(job.model, folder), job.feed)
     with tempfile.TemporaryDirectory(prefix="timing-", dir=_SCRATCH) as tmp:
         artifact = unpack(packed, Path(tmp))
-        if final:
-            paired = timed_ratio(references, [job.target.runner(artifact, job.feed) for _ in references])
-        else:
-            paired = compare(references[0], job.target.runner(artifact, job.feed))
+        paired = (timed_ratio if final else compare)(_REFERENCES[key], job.target.runner(artifact, job.feed))
     return paired, time.perf_counter() - start
 
 

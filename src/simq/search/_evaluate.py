@@ -24,7 +24,7 @@ from simq.errors import SimqError
 from simq.ir import analyze
 from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
-from simq.targets import SESSIONS, Artifact, PairedRatio, compare, features, timed_ratio
+from simq.targets import Artifact, PairedRatio, compare, features, timed_ratio
 
 __all__ = ["Evaluation", "Executor", "InProcessExecutor", "LatencyFunction", "ModelEvaluator", "first_line"]
 
@@ -78,9 +78,8 @@ class Executor(Protocol):
     ) -> Iterator[tuple[int, PairedRatio]]:
         """Time each artifact against `reference` (FP32), one at a time on the hardware latencies
         are measured on; yield ``(id, ratio)`` as each is done. `final`: until the ratio's
-        interval is within the final pass's tolerance (`simq.targets.timed_ratio`, over
-        `simq.targets.SESSIONS` fresh session pairs), else the search's rounds
-        (`simq.targets.compare`: the reference and the baselines)."""
+        interval is within the final pass's tolerance (`simq.targets.timed_ratio`), else the
+        search's rounds (`simq.targets.compare`: the reference and the baselines)."""
         ...
 
 
@@ -103,16 +102,12 @@ class InProcessExecutor:
         self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact], *, final: bool = True
     ) -> Iterator[tuple[int, PairedRatio]]:
         target, feed = evaluator.job.target, evaluator.job.feed
-        sessions = SESSIONS if final else 1
-        runners = [target.runner(reference, feed) for _ in range(sessions)]
+        runner = target.runner(reference, feed)
         try:
             for i, artifact in artifacts.items():
-                if final:
-                    yield i, timed_ratio(runners, [target.runner(artifact, feed) for _ in range(sessions)])
-                else:
-                    yield i, compare(runners[0], target.runner(artifact, feed))
+                yield i, (timed_ratio if final else compare)(runner, target.runner(artifact, feed))
         finally:
-            del runners
+            del runner
 
 
 class ModelEvaluator:

@@ -17,7 +17,7 @@ from typing import Any
 from scipy import stats
 
 __all__ = [
-    "MAX_ROUNDS", "MIN_ROUNDS", "PER_ROUND", "ROUNDS", "SESSIONS", "TOLERANCE", "PairedRatio", "compare", "interleave",
+    "MAX_ROUNDS", "MIN_ROUNDS", "PER_ROUND", "ROUNDS", "TOLERANCE", "PairedRatio", "compare", "interleave",
     "median_interval", "paired_ratio", "round_ratios", "timed_ratio",
 ]  # fmt: skip
 
@@ -26,11 +26,6 @@ ROUNDS, PER_ROUND = 5, 4
 #: Adaptive protocol (`timed_ratio`): stop once the 95 % interval of the ratio is within
 #: ±TOLERANCE of it, after at least MIN_ROUNDS and at most MAX_ROUNDS paired rounds.
 TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
-#: Fresh session pairs the final pass spreads a model's rounds over: where a session's weights and
-#: buffers land moves its ratio by several percent (6.8 % between instances of one process on
-#: average); the median over three pairs halved the worst disagreement between fresh processes,
-#: 9.4 % to 4.5 % (docs/INSTANCES.md).
-SESSIONS = 3
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
 
 Call = Callable[[], Any]  # one timed call of a model: a session's run on fixed inputs
@@ -145,7 +140,8 @@ def timed_ratio(
     `reference` and `candidate` may each be several instances of one model (fresh sessions, as
     many of one as of the other): block b pairs instance b mod n of both, every pair is timed for
     at least one block, and the ratio and its interval are taken over all their rounds, so that
-    they hold for the model rather than for where one session's buffers landed (`SESSIONS`).
+    they cover where each session's buffers landed (docs/INSTANCES.md measures whether that makes
+    fresh processes agree).
     """
     references, candidates = _instances(reference), _instances(candidate)
     if len(references) != len(candidates):
