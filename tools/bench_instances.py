@@ -36,7 +36,8 @@ GRID = {"SimQ INT8, unpruned": (1.0, 0), "SimQ INT8, heads = FFN 75 %": (0.75, 0
 
 
 def build(work: Path) -> list[str]:
-    """Lower FP32, the recipe and the grid into WORK/<n>/ (with artifact.json); their labels, FP32 first."""
+    """Lower FP32, the recipe and the grid into WORK/<n>/, indexed in WORK/artifacts.json (absolute paths:
+    the recipe stays in its baseline cache); their labels, FP32 first."""
     import numpy as np
     from bench_lowering import Case
     from bench_tune import grid_config
@@ -49,7 +50,7 @@ def build(work: Path) -> list[str]:
     makers = {"FP32": lambda folder: job.target.lower(job.model, folder), f"the recipe ({BAR})": job.baselines[BAR]}
     for label, (width, drops) in GRID.items():
         makers[label] = lambda folder, c=grid_config(case, width, drops): job.target.lower(job.pipeline.build(c), folder)
-    index = []  # absolute paths: the recipe stays in its baseline cache
+    index = []
     for n, (label, make) in enumerate(makers.items()):
         print(f"building {label}", file=sys.stderr, flush=True)
         folder = work / str(n)
@@ -81,8 +82,8 @@ def child(work: Path, instances: int) -> dict[str, list]:
     # Pooled: `instances` FP32 sessions for all models, as many fresh sessions of each model, the
     # rounds pooled over the pairs.
     references = [target.runner(artifacts[0], feed) for _ in range(instances)]
-    final = [timed_ratio(references, [target.runner(a, feed) for _ in references]).ratio for a in artifacts[1:]]
-    return {"instances": ratios, "final": final}
+    pooled = [timed_ratio(references, [target.runner(a, feed) for _ in references]).ratio for a in artifacts[1:]]
+    return {"instances": ratios, "pooled": pooled}
 
 
 def main() -> None:
@@ -96,7 +97,7 @@ def main() -> None:
         print(json.dumps(child(args.work, args.instances)))
         return
     labels = build(args.work)
-    runs = []  # runs[process]: {"instances": [model][instance], "final": [model]}
+    runs = []  # runs[process]: {"instances": [model][instance], "pooled": [model]}
     for p in range(args.processes):
         print(f"process {p + 1} of {args.processes}", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--work", str(args.work), "--instances", str(args.instances), "--child"]
@@ -105,23 +106,26 @@ def main() -> None:
     print(render(labels[1:], runs, args), end="")
 
 
+def _disagreement(values: list[float]) -> float:
+    """How far apart the largest and smallest of `values` are: max / min − 1."""
+    return max(values) / min(values) - 1
+
+
 def render(labels: list[str], runs: list[dict[str, list]], args: argparse.Namespace) -> str:
-    rows, within, between, first_worst, pooled_worst, final_worst = [], [], [], 0.0, 0.0, 0.0
+    rows, within, between, first_worst, median_worst, pooled_worst = [], [], [], 0.0, 0.0, 0.0
     for m, label in enumerate(labels):
         per_process = [run["instances"][m] for run in runs]
         grand = statistics.median(r for process in per_process for r in process)
         # Spread between the instances of one process, and between the processes' medians.
-        within.append(statistics.mean(max(v) / min(v) - 1 for v in per_process))
-        medians = [statistics.median(v) for v in per_process]
-        between.append(max(medians) / min(medians) - 1)
-        firsts = [v[0] for v in per_process]
-        finals = [run["final"][m] for run in runs]
-        first_worst = max(first_worst, max(firsts) / min(firsts) - 1)
-        pooled_worst = max(pooled_worst, between[-1])
-        final_worst = max(final_worst, max(finals) / min(finals) - 1)
+        within.append(statistics.mean(_disagreement(v) for v in per_process))
+        between.append(_disagreement([statistics.median(v) for v in per_process]))
+        first = _disagreement([v[0] for v in per_process])
+        pooled = [run["pooled"][m] for run in runs]
+        first_worst, median_worst = max(first_worst, first), max(median_worst, between[-1])
+        pooled_worst = max(pooled_worst, _disagreement(pooled))
         cells = [" ".join(f"{r:.3f}" for r in v) + f" → **{statistics.median(v):.3f}**" for v in per_process]
-        rows.append([label, f"{grand:.3f}", *cells, f"{within[-1]:.1%}", f"{max(firsts) / min(firsts) - 1:.1%}", f"{between[-1]:.1%}",
-                     " ".join(f"{r:.3f}" for r in finals) + f" ({max(finals) / min(finals) - 1:.1%})"])  # fmt: skip
+        rows.append([label, f"{grand:.3f}", *cells, f"{within[-1]:.1%}", f"{first:.1%}", f"{between[-1]:.1%}",
+                     " ".join(f"{r:.3f}" for r in pooled) + f" ({_disagreement(pooled):.1%})"])  # fmt: skip
     headers = ["model × FP32", "median of all", *(f"process {p + 1}: instances → median" for p in range(len(runs))),
                "instances of one process: max/min − 1 (mean)", "first instance only: processes max/min − 1",
                "instance medians: processes max/min − 1", "rounds pooled over the pairs, each process (max/min − 1)"]  # fmt: skip
@@ -141,9 +145,9 @@ over the process's run.
 - Between the instances of one process (mean over models and processes): {statistics.mean(within):.1%};
   between processes' instance medians: {statistics.mean(between):.1%} on average.
 - Largest disagreement between processes, timing one session pair per model (what the final pass
-  does): {first_worst:.1%}; timing {args.instances} pairs and taking their median: {pooled_worst:.1%}; timing
+  does): {first_worst:.1%}; timing {args.instances} pairs and taking their median: {median_worst:.1%}; timing
   {args.instances} pairs with their rounds pooled (`timed_ratio` on lists of sessions, the FP32
-  sessions shared by all models): {final_worst:.1%}.
+  sessions shared by all models): {pooled_worst:.1%}.
 """
     (ROOT / "docs" / "INSTANCES.md").write_text(doc)
     return doc
