@@ -86,3 +86,29 @@ def test_the_table_shows_each_drop_with_its_interval():
     columns, rows = display_table(summary)
     assert columns[1] == "accuracy" and rows[0][-1] == "FP32"
     assert rows[1][2] == "-2.00 (-2.80, -1.20) beyond" and rows[1][4] == "0.400 (0.390–0.410)"
+
+
+def test_a_bounded_front_keeps_the_fastest_and_the_most_accurate_model():
+    """The tuned minilm-tweets run's feasible front (accuracy, latency ratio, size ratio): by
+    hypervolume contribution alone, 8 of its 16 models left out the fastest, the one the headline
+    should name, and the most accurate."""
+    from simq.search import OBJECTIVES, Goal
+    from simq.search._final import select_front
+
+    front = [  # id, accuracy, latency ratio, size ratio
+        (35, 69.84, 0.173, 0.162), (25, 70.51, 0.189, 0.178), (32, 71.69, 0.208, 0.175), (23, 70.33, 0.217, 0.173),
+        (19, 71.96, 0.231, 0.177), (12, 71.02, 0.267, 0.172), (21, 72.16, 0.279, 0.193), (17, 72.09, 0.283, 0.183),
+        (15, 72.71, 0.324, 0.192), (13, 74.09, 0.377, 0.207), (18, 74.27, 0.455, 0.222), (29, 74.69, 0.541, 0.247),
+        (8, 75.29, 0.562, 0.252), (33, 74.96, 0.649, 0.248), (31, 75.11, 0.745, 0.166), (10, 74.78, 0.874, 0.159),
+    ]  # fmt: skip
+    reference = _record(1, "reference", 69.56, 1.0)
+    reference.metrics["size_bytes"] = 1.0
+    records = [reference]
+    for id, accuracy, ratio, size in front:
+        records.append(_record(id, "candidate", accuracy, ratio))
+        records[-1].metrics["size_bytes"] = size
+    goal = Goal(("accuracy", "latency", "size", "accuracy@limit"), (0, 1, 2), {3: 1.0})
+    chosen = [r.id for r in select_front(records, References(reference, reference), goal, OBJECTIVES, 8, keep_slower=False)]
+    assert len(chosen) == 8
+    assert {35, 8, 10} <= set(chosen)  # the fastest, the most accurate, the smallest
+    assert [r.id for r in select_front(records, References(reference, reference), goal, OBJECTIVES, 1, keep_slower=False)] == [35]

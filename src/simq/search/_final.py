@@ -33,7 +33,13 @@ def select_front(
 ) -> list[Record]:
     """The feasible Pareto set among `records` on the search's values (limits checked against
     their limited values: accuracy's paired upper bound), without models slower than FP32
-    (unless `keep_slower`), at most `limit` of them, chosen greedily by hypervolume contribution."""
+    (unless `keep_slower`), at most `limit` of them: first each objective's best (the fastest
+    first: the model a summary's headline names), then greedily by hypervolume contribution.
+
+    The extremes go first because hypervolume undervalues them: the fastest model within the
+    limit is also the least accurate of the front, and its exclusive share of the volume is thin.
+    On a tuned minilm-tweets run, contribution alone published 8 of 16 models without the
+    fastest (0.173x FP32, +0.29 points on validation) or the most accurate."""
     if not len(records):
         return []
     values = _values(records, references, goal, table)
@@ -45,12 +51,25 @@ def select_front(
         return front
     points = goal.objective_values(_values(front, references, goal, table))
     bound = points.max(axis=0) + 1e-6 + 0.01 * np.abs(points.max(axis=0))
-    chosen: list[int] = []
+    chosen = _extremes(points, [goal.metrics[i] for i in goal.objectives])[:limit]
     while len(chosen) < limit:
         base = hypervolume(points[chosen], bound) if chosen else 0.0
         gains = [(hypervolume(points[chosen + [i]], bound) - base, -i) for i in range(len(front)) if i not in chosen]
         chosen.append(-max(gains)[1])
     return [front[i] for i in sorted(chosen)]
+
+
+def _extremes(points: np.ndarray, names: Sequence[str]) -> list[int]:
+    """Each objective's best row of `points` (minimisation form; ties to the better on the
+    others), latency's first, without repeats."""
+    order = sorted(range(len(names)), key=lambda j: names[j] != "latency")
+    best = []
+    for j in order:
+        others = [points[:, k] for k in reversed(range(len(names))) if k != j]
+        row = int(np.lexsort([*others, points[:, j]])[0])
+        if row not in best:
+            best.append(row)
+    return best
 
 
 def _values(records: Sequence[Record], references: References, goal: Goal, table: Mapping[str, Objective]) -> np.ndarray:
