@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer-drop", type=float, default=defaults.layer_drop, help=f"probability a random sub-network is shallower (default {defaults.layer_drop})")
     parser.add_argument(
         "--distil-hidden", type=float, default=defaults.distil_hidden, metavar="WEIGHT",
-        help=f"also distil every kept layer's output from the largest network's, with this loss weight (default {defaults.distil_hidden:g}: logits only)",
+        help=f"also distil every kept layer's output from the largest network's, with this loss weight (default {defaults.distil_hidden:g}; 0: logits only)",
     )  # fmt: skip
     parser.add_argument(
         "--time-limit", type=float, metavar="MINUTES", help="minutes for the whole run, validations included: tune plans the steps that fit and stops after them",
