@@ -305,6 +305,37 @@ def test_published_models_are_accepted_by_their_paired_bound_and_confirmed_on_te
     assert "at 90% confidence" in " ".join(summary["settings"])
 
 
+def test_candidates_far_past_the_limit_stop_scoring_early_and_are_never_published(zoo, tmp_path):
+    """The same search with and without early rejection: the first generation (the same
+    candidates) scores the same where it is not rejected; rejected candidates are scored on
+    part of the split (NaN for the rest, kept through the store) and never published."""
+    import numpy as np
+
+    runs = {}
+    for name, extra in (("early", ()), ("full", ("--no-early-rejection",))):
+        out = tmp_path / name
+        assert main(_args(zoo, out, "--budget", "4", "--population", "4", "--no-baselines", *extra)) == 0
+        store = Store(out / Store.FILENAME)
+        try:
+            runs[name] = {json.dumps(r.config, sort_keys=True): r for r in store.records("candidate")}
+        finally:
+            store.close()
+        runs[name + "-published"] = {p.name for p in (out / "pareto").iterdir()}
+    validation = len(zoo.data("digits-cnn", "validation"))
+    rejected = [key for key, r in runs["early"].items() if "scored_examples" in r.metrics]
+    assert rejected, "a pruned digits-cnn is far past 1 point: some candidate should stop early"
+    assert runs["early"].keys() == runs["full"].keys()
+    for key, r in runs["early"].items():
+        full = runs["full"][key]
+        if key in rejected:
+            scores = r.per_example["search"]
+            assert len(scores) == validation and np.isfinite(scores).sum() == r.metrics["scored_examples"] < validation
+            assert str(r.id) not in runs["early-published"] and "scored_examples" not in full.metrics
+        else:
+            assert r.metrics["accuracy"] == full.metrics["accuracy"]
+            np.testing.assert_array_equal(r.per_example["search"], full.per_example["search"])
+
+
 def test_an_unset_confidence_is_fixed_by_the_validation_split_it_judges():
     import numpy as np
 

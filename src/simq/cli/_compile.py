@@ -83,6 +83,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="confidence that a published model is at most --max-accuracy-drop below FP32, judged paired on the "
         "validation split's examples (default: 0.9, or 0.8 when the split holds at least 1,024 examples; 0.5 trusts the point estimate)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-early-rejection", dest="early_rejection", action="store_false",
+        help="score every candidate on the whole validation split (by default a candidate's scoring stops once a quarter or "
+        "half of the split puts it past --max-accuracy-drop with 99.5%% confidence)",
+    )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(
         "--evaluator", metavar="MODULE:FUNCTION",
@@ -183,7 +188,8 @@ def _options(args: argparse.Namespace) -> CompileOptions:
     options = CompileOptions(
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         budget=args.budget, algorithm=args.algorithm, population=args.population, steady_state=args.steady_state, seed=args.seed,
-        max_accuracy_drop=args.max_accuracy_drop, confidence=args.confidence, max_latency_ms=args.max_latency_ms, latency=args.latency,
+        max_accuracy_drop=args.max_accuracy_drop, confidence=args.confidence, early_rejection=args.early_rejection,
+        max_latency_ms=args.max_latency_ms, latency=args.latency,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
         keep_slower=args.keep_slower, withhold_unconfirmed=args.withhold_unconfirmed,
     )  # fmt: skip

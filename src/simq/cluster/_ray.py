@@ -180,7 +180,7 @@ class RayExecutor:
                 if config is None:
                     break
                 evaluation_ref, artifact_ref = build_task.options(num_cpus=1, max_retries=MAX_RETRIES).remote(
-                    refs, evaluator.options, dict(config), measured, share
+                    refs, evaluator.options, dict(config), measured, share, evaluator.early
                 )
                 pending[evaluation_ref] = (config, None, artifact_ref)
             if not pending:

@@ -80,11 +80,15 @@ def _where() -> str:
 
 
 @ray.remote(num_returns=2)
-def _build(refs: list[ray.ObjectRef], options: Any, config: dict, measured: bool, share: str | None) -> tuple[Evaluation, Any]:
+def _build(
+    refs: list[ray.ObjectRef], options: Any, config: dict, measured: bool, share: str | None, early: Any = None
+) -> tuple[Evaluation, Any]:
     """Build, score and size one candidate (and predict its latency, unless it is measured: its
-    artifact is then returned packed, for the measuring node)."""
+    artifact is then returned packed, for the measuring node); `early`: the driver's
+    `EarlyRejection`, if any."""
     job = _cached_job(refs)
     evaluator = ModelEvaluator(job, options, _SCRATCH, None, "")
+    evaluator.early = early
     packed: list[Any] = []
 
     def latency(config: Config, kind: str, artifact: Artifact, digest: str) -> dict[str, float]:

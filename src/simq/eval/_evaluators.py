@@ -19,6 +19,7 @@ import onnxruntime as ort
 from simq.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    from simq.eval._early import EarlyRejection
     from simq.targets import Artifact
 
 __all__ = [
@@ -54,11 +55,15 @@ class Score:
         signals: Finer measures of how far the model's outputs are from the reference model's,
             per the whole split: ``disagreement`` (% of examples whose top-1 differs) and
             ``divergence`` (mean KL divergence of the softmax outputs, in millinats).
+        scored: How many examples were scored, when scoring stopped early (`EarlyRejection`);
+            None when all were. Then `value` and `signals` are theirs and `per_example` is NaN
+            for the others.
     """
 
     value: float
     per_example: np.ndarray | None = field(default=None, compare=False)
     signals: Mapping[str, float] = field(default_factory=dict)
+    scored: int | None = None
 
 
 class Evaluator(ABC):
@@ -77,6 +82,11 @@ class Evaluator(ABC):
     def score(self, run: Run, artifact: Artifact | None = None) -> Score:
         """`evaluate` with what else the evaluator knows per example (see `Score`)."""
         return Score(self.evaluate(run, artifact))
+
+    def score_early(self, run: Run, artifact: Artifact | None, rejection: EarlyRejection) -> Score:
+        """`score`, stopping early where `rejection` finds the model past the allowed drop, for
+        evaluators that score example by example (labels, agreement); others score everything."""
+        return self.score(run, artifact)
 
     @property
     def chance(self) -> float | None:
@@ -116,17 +126,29 @@ def _first_output(run: Run, inputs: Mapping[str, np.ndarray], batch_size: int, m
     """
     if mask is None:
         return _outputs(run, inputs, batch_size)[0]
-    lengths = inputs[mask].sum(axis=1)
+    batches = _batch_rows(inputs, batch_size, mask)
+    return _in_order(np.concatenate(batches), np.concatenate([_run_batch(run, inputs, index, mask) for index in batches]))
+
+
+def _batch_rows(inputs: Mapping[str, np.ndarray], batch_size: int, mask: str | None) -> list[np.ndarray]:
+    """The examples of each batch `_first_output` runs: by length with `mask`, else in order."""
+    count = len(next(iter(inputs.values())))
+    order = np.argsort(inputs[mask].sum(axis=1), kind="stable") if mask is not None else np.arange(count)
+    return [order[start : start + batch_size] for start in range(0, count, batch_size)]
+
+
+def _run_batch(run: Run, inputs: Mapping[str, np.ndarray], index: np.ndarray, mask: str | None) -> np.ndarray:
+    """The first output on the examples `index`, cut to the longest of them by `mask`."""
+    if mask is None:
+        return run({k: v[index] for k, v in inputs.items()})[0]
     width = inputs[mask].shape[1]
-    order = np.argsort(lengths, kind="stable")
-    parts = []
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        cut = max(int(lengths[index].max()), 1)
-        parts.append(run({k: v[index][:, :cut] if v.ndim >= 2 and v.shape[1] == width else v[index] for k, v in inputs.items()})[0])
-    rows = np.concatenate(parts)
-    out = np.empty_like(rows)
-    out[order] = rows
+    cut = max(int(inputs[mask][index].sum(axis=1).max()), 1)
+    return run({k: v[index][:, :cut] if v.ndim >= 2 and v.shape[1] == width else v[index] for k, v in inputs.items()})[0]
+
+
+def _in_order(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.empty_like(values)
+    out[rows] = values
     return out
 
 
@@ -147,8 +169,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 def classifier_logits(run: Run, inputs: Mapping[str, np.ndarray], batch_size: int = 64, mask: str | None = None) -> np.ndarray:
     """The first output of a classifier over `inputs`, one row of logits per example (batches cut
     by `mask` as `AccuracyEvaluator` cuts them)."""
-    logits = _first_output(run, inputs, batch_size, mask)
-    return logits.reshape(len(logits), -1).astype(np.float64)
+    return _as_logits(_first_output(run, inputs, batch_size, mask))
+
+
+def _as_logits(first_output: np.ndarray) -> np.ndarray:
+    return first_output.reshape(len(first_output), -1).astype(np.float64)
 
 
 class _Classifier(Evaluator):
@@ -165,15 +190,47 @@ class _Classifier(Evaluator):
     def _logits(self, run: Run) -> np.ndarray:
         return classifier_logits(run, self.inputs, self.batch_size, self.mask)
 
-    def _signals(self, logits: np.ndarray) -> dict[str, float]:
+    def _hits(self, logits: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        """Per example of `rows` (whose logits these are): right (True) or wrong."""
+        raise NotImplementedError
+
+    def _signals(self, logits: np.ndarray, rows: np.ndarray | slice = slice(None)) -> dict[str, float]:
         if self.reference is None:
             return {}
-        p = _log_softmax(self.reference)
+        reference = self.reference[rows]
+        p = _log_softmax(reference)
         kl = (np.exp(p) * (p - _log_softmax(logits))).sum(-1)
-        return {"disagreement": float(100 * np.mean(logits.argmax(-1) != self.reference.argmax(-1))), "divergence": float(1000 * kl.mean())}
+        return {"disagreement": float(100 * np.mean(logits.argmax(-1) != reference.argmax(-1))), "divergence": float(1000 * kl.mean())}
 
     def evaluate(self, run: Run, artifact: Artifact | None = None) -> float:
         return self.score(run, artifact).value
+
+    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
+        return self._score(self._logits(run))
+
+    def _score(self, logits: np.ndarray) -> Score:
+        hits = self._hits(logits, slice(None))
+        return Score(float(100 * np.mean(hits)), 100 * hits.astype(np.float32), self._signals(logits))
+
+    def score_early(self, run: Run, artifact: Artifact | None, rejection: EarlyRejection) -> Score:
+        """`score`, on whole batches in `rejection`'s random order, stopping at a look that finds
+        the model past the allowed drop: then the score, the signals and the per-example scores
+        (NaN where not scored) cover what was scored, and `Score.scored` says how many examples."""
+        batches = _batch_rows(self.inputs, self.batch_size, self.mask)
+        order, stops = rejection.order(len(batches)), rejection.stops(len(batches))
+        rows: list[np.ndarray] = []
+        outputs: list[np.ndarray] = []
+        for start, stop in zip([0, *stops[:-1]], stops):
+            for b in order[start:stop]:
+                rows.append(batches[b])
+                outputs.append(_run_batch(run, self.inputs, batches[b], self.mask))
+            seen, logits = np.concatenate(rows), _as_logits(np.concatenate(outputs))
+            hits = self._hits(logits, seen)
+            if stop < len(batches) and rejection.beyond(seen, 100 * hits.astype(np.float32)):
+                per_example = np.full(self.size, np.nan, np.float32)
+                per_example[seen] = 100 * hits
+                return Score(float(100 * np.mean(hits)), per_example, self._signals(logits, seen), scored=len(seen))
+        return self._score(_as_logits(_in_order(seen, np.concatenate(outputs))))
 
 
 class AccuracyEvaluator(_Classifier):
@@ -203,10 +260,8 @@ class AccuracyEvaluator(_Classifier):
         """The accuracy of always answering the most frequent label (percent)."""
         return float(100 * np.bincount(self.labels).max() / len(self.labels))
 
-    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
-        logits = self._logits(run)
-        hits = logits.argmax(-1) == self.labels
-        return Score(float(100 * np.mean(hits)), 100 * hits.astype(np.float32), self._signals(logits))
+    def _hits(self, logits: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        return logits.argmax(-1) == self.labels[rows]
 
 
 class AgreementEvaluator(_Classifier):
@@ -221,10 +276,8 @@ class AgreementEvaluator(_Classifier):
             reference = classifier_logits(onnx_runner(Path(reference)), inputs, batch_size, mask)
         super().__init__(inputs, batch_size, mask, reference)
 
-    def score(self, run: Run, artifact: Artifact | None = None) -> Score:
-        logits = self._logits(run)
-        agree = logits.argmax(-1) == self.reference.argmax(-1)
-        return Score(float(100 * np.mean(agree)), 100 * agree.astype(np.float32), self._signals(logits))
+    def _hits(self, logits: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+        return logits.argmax(-1) == self.reference[rows].argmax(-1)
 
 
 class FidelityEvaluator(Evaluator):

@@ -63,7 +63,8 @@ class PairedDrop:
 
 def paired_drop(reference: np.ndarray | None, model: np.ndarray | None, confidence: float = DEFAULT_CONFIDENCE, *,
                 estimate: float | None = None) -> PairedDrop:
-    """The drop of `model` below `reference` (per-example scores on the same examples, in points).
+    """The drop of `model` below `reference` (per-example scores on the same examples, in points),
+    on the examples both scored (NaN: not scored, as a candidate whose scoring stopped early).
 
     Args:
         estimate: The unpaired drop, used as is when either side has no per-example scores.
@@ -78,7 +79,10 @@ def paired_drop(reference: np.ndarray | None, model: np.ndarray | None, confiden
     if len(reference) != len(model):
         raise ValueError(f"paired scores cover {len(reference)} and {len(model)} examples")
     d = np.asarray(reference, np.float64) - np.asarray(model, np.float64)
+    d = d[np.isfinite(d)]
     n = len(d)
+    if n == 0:
+        return paired_drop(None, None, confidence, estimate=estimate)
     mean = float(d.mean())
     if n < 2:
         return PairedDrop(mean, mean, mean, mean, confidence, n)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from simq.errors import InvalidArgumentError, SimqError
+from simq.eval import EarlyRejection
 from simq.ir import model_digest
 from simq.passes import defaults
 from simq.search._algorithms import Goal, make_algorithm
@@ -28,7 +29,7 @@ from simq.search._options import CompileOptions, CompileResult, Job
 from simq.search._out import make_out
 from simq.search._report import write_report
 from simq.search._space import SearchSpace
-from simq.search._store import Record, Store
+from simq.search._store import SEARCH, Record, Store
 from simq.targets import Artifact
 
 __all__ = ["Progress", "compile_model"]
@@ -94,9 +95,19 @@ class _Compiler:
         for name, build in self.job.baselines.items():
             self._once(build, {"baseline": name}, "baseline")
         references = References(reference, self._accuracy_reference(reference), o.confidence)
+        self.evaluator.early = self._early_rejection(references)
         goal = self._goal(references)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
         return self._finish(references, goal, self.loop.run(algorithm, references, goal, reference, deadline))
+
+    def _early_rejection(self, references: References) -> EarlyRejection | None:
+        """When candidates stop being scored: past the accuracy limit, judged paired with the
+        accuracy reference's per-example scores (None: no limit, no such scores, or turned off)."""
+        o = self.options
+        scores = references.accuracy.per_example.get(SEARCH)
+        if not o.early_rejection or o.max_accuracy_drop is None or scores is None:
+            return None
+        return EarlyRejection(scores, o.max_accuracy_drop, seed=o.seed)
 
     def _accuracy_reference(self, reference: Record) -> Record:
         """The record accuracy drops are measured from: the model before tuning, if there is one

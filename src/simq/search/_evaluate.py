@@ -21,6 +21,7 @@ import onnx_ir as ir
 
 from simq import errors
 from simq.errors import SimqError
+from simq.eval import EarlyRejection
 from simq.ir import analyze
 from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
@@ -127,6 +128,7 @@ class ModelEvaluator:
         self._reference_runner = None
         self._reference: Artifact | None = None
         self._reference_ms: list[float] = []
+        self.early: EarlyRejection | None = None  # when candidates' scoring stops (set once references are known)
 
     def reference_artifact(self, workdir: Path) -> Artifact:
         return self.job.target.lower(self.job.model, workdir)
@@ -152,8 +154,14 @@ class ModelEvaluator:
                 digest = artifact.digest()
                 metrics["size_bytes"] = float(artifact.size_bytes)
                 if self.options.needs_accuracy:
-                    score = self.job.evaluator.score(self.job.target.load(artifact), artifact)
+                    run = self.job.target.load(artifact)
+                    if self.early is not None and kind == "candidate" and hasattr(self.job.evaluator, "score_early"):
+                        score = self.job.evaluator.score_early(run, artifact, self.early)
+                    else:
+                        score = self.job.evaluator.score(run, artifact)
                     metrics |= {"accuracy": score.value, **score.signals}
+                    if score.scored is not None:
+                        metrics["scored_examples"] = float(score.scored)
                     per_example = score.per_example
                 for objective in self.options.chosen_objectives():
                     if objective.measure is not None:

@@ -100,6 +100,9 @@ class CompileOptions:
         confidence: Of the accuracy limit (0.5: the point estimate); None: by the size of the
             job's validation split (`simq.eval.default_confidence`: 0.9, or 0.8 from 1,024
             examples), fixed when the run starts (`resolved`).
+        early_rejection: Stop scoring a candidate on the validation split once a quarter or half
+            of it puts the candidate past the accuracy limit with 99.5 % confidence
+            (`simq.eval.EarlyRejection`); scoring is most of what a candidate costs.
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
         time_limit: Seconds after which no new candidate is started (this invocation; a resumed
@@ -120,6 +123,7 @@ class CompileOptions:
     seed: int = 0
     max_accuracy_drop: float | None = 1.0
     confidence: float | None = None
+    early_rejection: bool = True
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
     time_limit: float | None = None

@@ -261,6 +261,9 @@ def write_report(
         settings.append(
             f"at most {options.max_accuracy_drop:g} points below {what} at {options.confidence:.0%} confidence, paired on the same examples"
         )
+        stopped = [r for r in records if r.kind == "candidate" and "scored_examples" in r.metrics]
+        if options.early_rejection:
+            settings.append(f"{len(stopped)} candidates rejected early (their scoring stopped once past the limit at 99.5 % confidence)")
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
     summary = headline(references, baselines, front, options.max_accuracy_drop)
