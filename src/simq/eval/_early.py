@@ -10,7 +10,7 @@ is not rejected scores exactly as it would have in one go.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,8 +25,9 @@ class EarlyRejection:
     paired drop's one-sided *lower* bound at `confidence` is past `allowed`.
 
     Two looks at 0.995 each wrongly stop a candidate that is within the limit at most 1 % of
-    the time; a stopped candidate keeps the accuracy of what was scored (well past the limit),
-    which is all the search ranks it by.
+    the time (treating the examples of the sampled batches as independent; batches group
+    examples of similar length); a stopped candidate keeps the accuracy of what was scored (well
+    past the limit), which is all the search ranks it by. docs/EARLY.md: what it saves.
 
     Attributes:
         reference: The accuracy reference's per-example scores on the split (what drops are
@@ -38,7 +39,7 @@ class EarlyRejection:
             judged on the same examples).
     """
 
-    reference: np.ndarray
+    reference: np.ndarray = field(repr=False, compare=False)
     allowed: float
     looks: tuple[float, ...] = (0.25, 0.5)
     confidence: float = 0.995
@@ -50,8 +51,7 @@ class EarlyRejection:
 
     def stops(self, batches: int) -> list[int]:
         """After how many batches the drop is judged; the last is all of them."""
-        stops = sorted({min(batches, max(1, math.ceil(share * batches))) for share in self.looks} | {batches})
-        return stops
+        return sorted({min(batches, max(1, math.ceil(share * batches))) for share in self.looks} | {batches})
 
     def beyond(self, rows: np.ndarray, scores: np.ndarray) -> bool:
         """Whether the candidate, scoring `scores` on the examples `rows`, is past the allowed
