@@ -15,6 +15,7 @@ from simq.cli._common import add_data_arguments, add_model_arguments, data_optio
 from simq.cli._progress import CompileProgress
 from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
 from simq.errors import InvalidArgumentError, MissingDependencyError
+from simq.eval import EarlyRejection
 from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
@@ -86,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-early-rejection", dest="early_rejection", action="store_false",
         help="score every candidate on the whole validation split (by default a candidate's scoring stops once a quarter or "
-        "half of the split puts it past --max-accuracy-drop with 99.5%% confidence)",
+        f"half of the split puts it past --max-accuracy-drop with {EarlyRejection.confidence * 100:g}%% confidence)",
     )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(

@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
+from simq.eval import EarlyRejection
 from simq.passes import Knob, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric, normalised_values
@@ -263,7 +264,7 @@ def write_report(
         )
         stopped = [r for r in records if r.kind == "candidate" and "scored_examples" in r.metrics]
         if options.early_rejection:
-            settings.append(f"{len(stopped)} candidates rejected early (their scoring stopped once past the limit at 99.5 % confidence)")
+            settings.append(f"{len(stopped)} candidates rejected early (their scoring stopped once past the limit at {EarlyRejection.confidence:.1%} confidence)")
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
     summary = headline(references, baselines, front, options.max_accuracy_drop)
