@@ -93,6 +93,13 @@ def openvino_call(path: str, feed: Mapping[str, np.ndarray], threads: int = THRE
     return lambda: request.infer(inputs)
 
 
+def fastest_within(summary: Mapping, limit: float) -> dict | None:
+    """The summary row of a finished `simq compile` run's fastest published model within `limit`
+    points, as the run decides it (its paired bound on validation); None if there is none."""
+    within = [r for r in summary["rows"] if r["kind"] == "candidate" and r.get("search_accuracy_bound") is not None and r["search_accuracy_bound"] <= limit]
+    return min(within, key=lambda r: r["latency_ratio"], default=None)
+
+
 def cpu_name() -> str:
     """CPU model and the ISA extensions that matter for integer kernels, as the targets see them."""
     from simq.targets import TargetRegistry

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, fastest_within, table  # noqa: E402
 from bench_acceptance import encode_spare  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -82,9 +82,8 @@ def main() -> None:
             beyond += drop.estimate > args.limit + 0.5
             rows.append([out.name, row["id"], row["config"], f"{row['search_accuracy_bound']:+.2f}", f"{row['accuracy_drop']:+.2f}",
                          f"{drop.estimate:+.2f} [{drop.low:+.2f}, {drop.high:+.2f}]"])  # fmt: skip
-        within = [r for r in published if r["search_accuracy_bound"] <= args.limit]
-        if within:
-            best = min(within, key=lambda r: r["latency_ratio"])
+        best = fastest_within(summary, args.limit)
+        if best is not None:
             held = drops[best["id"]].estimate
             close = all(abs(args.limit - d) <= 0.5 for d in (best["accuracy_drop"], held))
             near += close

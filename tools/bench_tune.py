@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, fastest_within, table  # noqa: E402
 from bench_lowering import Case, Entry, fmt_delta, fmt_ratio, paired, score_all, simq_entry, time_all, uniform  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> None:
         config = grid_config(tuned, width, drops) | {k: v for k, v in uniform(tuned, "fp32").items() if k.startswith("quant.")}
         entries.append(simq_entry(tuned, fp32_label, config, work))
         qat_pairs.append((f"SimQ tuned: heads = FFN {width:.0%}, {layers - drops} layers + INT8", fp32_label))
-    headline = fastest_published(summary)
+    headline = fastest_within(summary, 1.0)
     if headline is not None:
         published = f"simq compile #{headline['id']} (published: the fastest within 1 point)"
         entries.append(Entry(published, Artifact.load_index(compile_out / "pareto" / str(headline["id"])), simq=True))
@@ -236,12 +236,6 @@ off, bootstrap 95 % intervals; at {' and '.join(map(length_label, lengths))} (ba
     path = ROOT / "docs" / ("TUNE.md" if main_model else f"TUNE_{name}.md")
     path.write_text(doc)
     print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
-
-
-def fastest_published(summary: dict) -> dict | None:
-    """The row of the run's fastest published model within 1 point of the original (its paired bound on validation)."""
-    within = [r for r in summary["rows"] if r["kind"] == "candidate" and r["search_accuracy_bound"] is not None and r["search_accuracy_bound"] <= 1.0]
-    return min(within, key=lambda r: r["latency_ratio"], default=None)
 
 
 def length_label(tokens: int | None) -> str:

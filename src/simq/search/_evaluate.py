@@ -155,7 +155,7 @@ class ModelEvaluator:
                 metrics["size_bytes"] = float(artifact.size_bytes)
                 if self.options.needs_accuracy:
                     run = self.job.target.load(artifact)
-                    if self.early is not None and kind == "candidate" and hasattr(self.job.evaluator, "score_early"):
+                    if self.early is not None and kind == "candidate":  # evaluators without per-example scores score all
                         score = self.job.evaluator.score_early(run, artifact, self.early)
                     else:
                         score = self.job.evaluator.score(run, artifact)
