@@ -122,9 +122,10 @@ def slice_linear_outputs(graph: ir.Graph, linear: Linear, keep: np.ndarray) -> N
 
 
 def slice_linear_inputs(
-    graph: ir.Graph, linear: Linear, keep: np.ndarray, gram: np.ndarray | None = None
+    graph: ir.Graph, linear: Linear, keep: np.ndarray, gram: np.ndarray | None = None, cross: np.ndarray | None = None
 ) -> None:
-    """Keep only input features `keep` of a projection; with `gram`, refit it by least squares.
+    """Keep only input features `keep` of a projection; with `gram`, refit it by least squares
+    (toward its own output, or toward the target `cross` gives: see `refit`).
 
     The narrowed activation remembers which original channels it kept (`META_KEPT`).
     """
@@ -137,7 +138,7 @@ def slice_linear_inputs(
         new_w = w_io[keep]
     else:
         bias = array_of(site[0].inputs[site[1]]) if site is not None else None
-        new_w, new_b = refit(gram, keep, w_io, bias)
+        new_w, new_b = refit(gram, keep, w_io, bias, cross)
         if site is not None:
             set_input(graph, site[0], site[1], new_b)
     set_input(graph, node, 1, new_w if linear.weight_layout == "in_out" else new_w.T)

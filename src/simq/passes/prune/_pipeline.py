@@ -138,7 +138,7 @@ def collect_stats(
     Args:
         model: The unpruned, cleaned-up model `structure` was computed on.
         batches: Input feeds; an ``attention_mask`` input, if present, drops padding tokens.
-        grams: Also collect the Gram matrices that reconstruction needs.
+        grams: Also collect the Gram matrices (and cross products) that reconstruction needs.
         on_batch: Called after each batch (for progress bars).
     """
     importances = {}

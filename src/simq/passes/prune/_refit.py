@@ -11,13 +11,14 @@ RIDGE = 1e-3
 
 
 def refit(
-    gram: np.ndarray, keep: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
+    gram: np.ndarray, keep: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, cross: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Refit ``y = x @ weight + bias`` to use only the inputs `keep`, in closed form.
 
     Minimises ``|| x[:, keep] @ W' + b' - (x @ weight + bias) ||^2`` over the calibration inputs
     `x`, known only through their Gram matrix, so the pruned projection reproduces the unpruned
-    one's output as well as it can (ridge-regularised, with λ = `RIDGE` x mean diagonal).
+    one's output as well as it can (ridge-regularised, with λ = `RIDGE` x mean diagonal). With
+    `cross`, the target is another output ``t`` instead, known through ``[x, 1]^T t``.
 
     Args:
         gram: ``[x, 1]^T [x, 1]`` over calibration rows, shape ``(n + 1, n + 1)``; the last
@@ -25,6 +26,8 @@ def refit(
         keep: Indices of the inputs kept, ascending.
         weight: ``(n, out)``, inputs on axis 0.
         bias: ``(out,)`` or None; with None the refit has no bias either.
+        cross: ``[x, 1]^T t`` over the same rows, shape ``(n + 1, out)``, for a target ``t``
+            other than the projection's own output.
 
     Returns:
         The new ``(len(keep), out)`` weight and ``(out,)`` bias (None if `bias` was None).
@@ -34,7 +37,7 @@ def refit(
     rows = np.append(keep, n) if bias is not None else np.asarray(keep)
     cols = np.arange(n + 1) if bias is not None else np.arange(n)
     lhs = gram[np.ix_(rows, rows)].astype(np.float64)
-    rhs = gram[np.ix_(rows, cols)].astype(np.float64) @ target
+    rhs = cross[rows].astype(np.float64) if cross is not None else gram[np.ix_(rows, cols)].astype(np.float64) @ target
     ridge = RIDGE * float(np.mean(np.diag(lhs)[: len(keep)]))
     lhs[np.arange(len(keep)), np.arange(len(keep))] += ridge
     solution = np.linalg.solve(lhs, rhs)

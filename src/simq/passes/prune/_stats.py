@@ -29,11 +29,14 @@ class PruningStats:
         scores: A pass's `kind` -> its unit group (layer, channel group) -> each unit's score.
         grams: Consumer node -> ``[x, 1]^T [x, 1]`` over its calibration inputs (float64).
         rows: How many activation rows (tokens, pixels) the statistics saw.
+        crosses: ``[x, 1]^T t`` of a projection's inputs with a target ``t`` other than its own
+            output, named by the pass that collected them (`Importance.crosses`).
     """
 
     scores: Mapping[str, Mapping[int, np.ndarray]]
     grams: Mapping[str, np.ndarray]
     rows: int
+    crosses: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def importance(self, kind: str, group: int) -> np.ndarray | None:
         """The scores of `kind`'s units in `group` (None where the pass scores nothing)."""
@@ -75,13 +78,24 @@ class Importance:
 
     Attributes:
         taps: The projections whose inputs the pass watches.
+        values: Further activations it reads in every batch (`add_values`), by value name.
     """
 
     taps: Sequence[Tap] = field(default_factory=list)
+    values: Sequence[str] = ()
 
     def add(self, rows: Mapping[str, np.ndarray]) -> None:
         """One calibration batch: each tapped node's input rows (features last, padding tokens
         left out). Nothing by default."""
+
+    def add_values(self, rows: Mapping[str, np.ndarray]) -> None:
+        """One calibration batch: the rows of each of `values`, as `add` gets them. Nothing by
+        default."""
+
+    def crosses(self) -> dict[str, np.ndarray]:
+        """Statistics for refits toward other targets than a projection's own output (see
+        `PruningStats.crosses`); none by default."""
+        return {}
 
     def scores(self, seen: Seen) -> dict[int, np.ndarray]:
         """Each unit group's scores, higher is more important."""
@@ -138,7 +152,7 @@ def observe(
         model: The unpruned, cleaned-up model.
         batches: Input feeds; an ``attention_mask`` input, if present, drops padding tokens.
         importances: Each pass's `Importance`, by its kind.
-        grams: Also collect the Gram matrices that reconstruction needs.
+        grams: Also collect the Gram matrices (and cross products) that reconstruction needs.
         on_batch: Called after each batch (for progress bars).
     """
     graph = model.graph
@@ -150,17 +164,23 @@ def observe(
             value_of[tap.node] = value
             if value not in taps:
                 taps[value] = _Accumulator(tap.features, tap.gram and grams)
-    for feed, results in tapped_runs(model, list(taps), batches):
+    # Further values serve refits only: read them when Grams are collected.
+    extra = [v for importance in importances.values() for v in importance.values] if grams else []
+    read = list(dict.fromkeys([*taps, *extra]))
+    for feed, results in tapped_runs(model, read, batches):
         mask = feed.get("attention_mask")
-        rows = {value: _rows(results[value], mask) for value in taps}
+        rows = {value: _rows(results[value], mask) for value in read}
         for value, accumulator in taps.items():
             accumulator.add(rows[value])
         by_node = {node: rows[value] for node, value in value_of.items()}
         for importance in importances.values():
             importance.add(by_node)
+            if grams and importance.values:
+                importance.add_values({value: rows[value] for value in importance.values})
         if on_batch is not None:
             on_batch()
     seen = Seen({node: taps[value] for node, value in value_of.items()})
     scores = {kind: importance.scores(seen) for kind, importance in importances.items()}
     gram_of = {node: taps[value].gram for node, value in value_of.items() if taps[value].gram is not None}
-    return PruningStats(scores, gram_of, max((a.rows for a in taps.values()), default=0))
+    crosses = {name: cross for importance in importances.values() for name, cross in importance.crosses().items()} if grams else {}
+    return PruningStats(scores, gram_of, max((a.rows for a in taps.values()), default=0), crosses)

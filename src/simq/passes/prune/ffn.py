@@ -1,13 +1,16 @@
-"""PruneFFNPass: keep k intermediate neurons of each transformer FFN."""
+"""PruneFFNPass: keep k intermediate neurons of each transformer FFN; with reconstruction, its
+down projection also bridges the layers dropped after it."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 
-from simq.ir import RemovableBlock, Structure
+from simq.ir import RemovableBlock, Structure, TransformerLayer
+from simq.passes._edit import array_of
 from simq.passes._knobs import Knob, ffn_knob
 from simq.passes.prune._common import (
     Narrowing,
@@ -20,7 +23,11 @@ from simq.passes.prune._common import (
 )
 from simq.passes.prune._stats import Importance, Seen, Tap, weight_in_out
 
-__all__ = ["PruneFFNPass"]
+__all__ = ["BRIDGED_LAYERS", "PruneFFNPass"]
+
+#: The longest run of dropped layers a refit bridges (each length costs the statistics one cross
+#: product per layer: 4.7 MB for a MiniLM layer, 19 MB for a BERT-base one).
+BRIDGED_LAYERS = 2
 
 
 class PruneFFNPass(WidthPass):
@@ -28,7 +35,11 @@ class PruneFFNPass(WidthPass):
 
     Changes: the up projection's weight columns and bias entries, and the down projection's
     weight rows; with ``reconstruct``, the down projection's kept rows and bias are refit by
-    least squares so the block reproduces its unpruned output on calibration data.
+    least squares so the block reproduces its unpruned output on calibration data. When the
+    layers right after it are dropped (at most `BRIDGED_LAYERS` of them), the refit instead makes
+    the layer's output reproduce the last dropped layer's output, whatever its width: the kept
+    layers then see the residual stream they were trained on (minilm-tweets, FP32: dropping one
+    middle layer costs 1.3-1.5 points on validation without it and 0.1 or nothing with it).
 
     Options as in `WidthPass`.
     """
@@ -63,26 +74,134 @@ class PruneFFNPass(WidthPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         dropped = dropped_layers(self.structure, self.config)
+        following = _successors(self.structure)
         modified = False
         for layer in self.structure.layers:
             ffn = layer.ffn
             k = self.config.get(ffn_knob(layer.index), ffn.width)
-            if k == ffn.width or layer.index in dropped:
+            cross = self._bridge(layer.index, dropped, following)
+            if layer.index in dropped or (k == ffn.width and cross is None):
                 continue
             keep = keep_indices(self._importance(layer.index), ffn.width, k, self.order)
-            slice_linear_outputs(graph, ffn.up, keep)
+            if k != ffn.width:
+                slice_linear_outputs(graph, ffn.up, keep)
             gram = self.stats.grams[ffn.down.node] if self.reconstruct else None
-            slice_linear_inputs(graph, ffn.down, keep, gram)
+            slice_linear_inputs(graph, ffn.down, keep, gram, cross)
             modified = True
         return ir.passes.PassResult(model, modified)
 
+    def _bridge(self, layer: int, dropped: set[int], following: Mapping[int, int]) -> np.ndarray | None:
+        """With reconstruction, the statistics that refit `layer` toward the output of the run of
+        dropped layers right after it (None: nothing dropped after it, or no statistics for
+        that run)."""
+        if not self.reconstruct or layer in dropped:
+            return None
+        last, after = None, following.get(layer)
+        while after is not None and after in dropped:
+            last, after = after, following.get(after)
+        return self.stats.crosses.get(bridge_key(layer, last)) if last is not None else None
+
+
+def bridge_key(before: int, last: int) -> str:
+    """`PruningStats.crosses` name of the refit of layer `before` across layers up to `last`."""
+    return f"ffn.bridge.{before}.{last}"
+
+
+def _successors(structure: Structure) -> dict[int, int]:
+    """Each layer's index -> the index of the layer reading its output."""
+    by_input = {layer.input: layer.index for layer in structure.layers}
+    return {layer.index: by_input[layer.output] for layer in structure.layers if layer.output in by_input}
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """Where a layer's FFN meets the residual stream: ``out = norm(a + down(g))``, where `norm`
+    is the layer normalisation after the sum (post-norm; None: the sum is the output).
+
+    Attributes:
+        g, a, total: The down projection's input, the residual input of the sum, the sum.
+        scale, shift, epsilon: The post-norm's parameters (None for a pre-norm layer).
+    """
+
+    g: str
+    a: str
+    total: str
+    scale: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    epsilon: float = 1e-5
+
+    def target(self, rows: Mapping[str, np.ndarray], out: np.ndarray) -> np.ndarray:
+        """What ``down(g)`` must be for the layer to output `out` (rows of both, float64)."""
+        if self.scale is None:
+            return out - rows[self.a]
+        total = rows[self.total]
+        mean = total.mean(1, keepdims=True)
+        std = np.sqrt(total.var(1, keepdims=True) + self.epsilon)
+        scale = np.where(np.abs(self.scale) > 1e-8, self.scale, 1e-8)
+        # The sum whose normalisation gives `out`, with the statistics the original sum had.
+        return (out - self.shift) / scale * std + mean - rows[self.a]
+
+
+def _stream(graph: ir.Graph, layer: TransformerLayer) -> _Stream | None:
+    """How `layer`'s FFN output reaches its output, or None where the graph is neither a post-norm
+    nor a pre-norm residual sum."""
+    ffn = layer.ffn
+    if ffn.residual_add is None:
+        return None
+    add = graph.node(ffn.residual_add)
+    others = [v.name for v in add.inputs if v is not None and v.name != ffn.down.output]
+    if len(add.inputs) != 2 or len(others) != 1:
+        return None
+    g, a, total = graph.node(ffn.down.node).inputs[0].name, others[0], add.outputs[0].name
+    if total == layer.output:
+        return _Stream(g, a, total)
+    norm = next((n for n in add.outputs[0].uses() if n.node.op_type == "LayerNormalization"), None)
+    if norm is None or norm.node.outputs[0].name != layer.output or len(norm.node.inputs) < 2:
+        return None
+    node = norm.node
+    scale = array_of(node.inputs[1]) if node.inputs[1] is not None and node.inputs[1].const_value is not None else None
+    if scale is None or node.attributes.get_int("axis", -1) != -1:
+        return None
+    shift = array_of(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const_value is not None else np.zeros_like(scale)
+    epsilon = node.attributes.get_float("epsilon", 1e-5)
+    return _Stream(g, a, total, scale.astype(np.float64), shift.astype(np.float64), epsilon)
+
 
 class _FfnImportance(Importance):
-    """A neuron's mean absolute activation times the norm of its row of the down projection."""
+    """A neuron's mean absolute activation times the norm of its row of the down projection; and
+    the cross products that let a layer's down projection bridge dropped layers after it."""
 
     def __init__(self, structure: Structure, graph: ir.Graph) -> None:
         super().__init__([Tap(layer.ffn.down.node, layer.ffn.width) for layer in structure.layers])
         self.layers, self.graph = structure.layers, graph
+        following, output = _successors(structure), {layer.index: layer.output for layer in structure.layers}
+        #: Layer -> where its FFN meets the stream, and the layers it may bridge to.
+        self.bridges: dict[int, tuple[_Stream, list[int]]] = {}
+        for layer in structure.layers:
+            stream = _stream(graph, layer)
+            ends, after = [], following.get(layer.index)
+            while stream is not None and after is not None and len(ends) < BRIDGED_LAYERS:
+                ends.append(after)
+                after = following.get(after)
+            if ends:
+                self.bridges[layer.index] = (stream, ends)
+        self.values = list(dict.fromkeys(
+            name for stream, ends in self.bridges.values() for name in (stream.g, stream.a, stream.total, *(output[j] for j in ends))
+        ))  # fmt: skip
+        self._output = output
+        self._crosses: dict[str, np.ndarray] = {}
+
+    def add_values(self, rows: Mapping[str, np.ndarray]) -> None:
+        rows = {name: r.astype(np.float64) for name, r in rows.items()}
+        for before, (stream, ends) in self.bridges.items():
+            x = np.hstack([rows[stream.g], np.ones((len(rows[stream.g]), 1))])
+            for last in ends:
+                key = bridge_key(before, last)
+                cross = x.T @ stream.target(rows, rows[self._output[last]])
+                self._crosses[key] = self._crosses[key] + cross if key in self._crosses else cross
+
+    def crosses(self) -> dict[str, np.ndarray]:
+        return dict(self._crosses)
 
     def scores(self, seen: Seen) -> dict[int, np.ndarray]:
         return {
