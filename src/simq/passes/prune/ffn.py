@@ -201,7 +201,7 @@ class _FfnImportance(Importance):
                 self._crosses[key] = self._crosses[key] + cross if key in self._crosses else cross
 
     def crosses(self) -> dict[str, np.ndarray]:
-        return dict(self._crosses)
+        return {key: cross.astype(np.float32) for key, cross in self._crosses.items()}  # half the memory, summed in float64
 
     def scores(self, seen: Seen) -> dict[int, np.ndarray]:
         return {
