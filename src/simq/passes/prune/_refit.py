@@ -33,11 +33,13 @@ def refit(
         The new ``(len(keep), out)`` weight and ``(out,)`` bias (None if `bias` was None).
     """
     n = weight.shape[0]
-    target = np.vstack([weight, bias[None, :]]).astype(np.float64) if bias is not None else weight.astype(np.float64)
     rows = np.append(keep, n) if bias is not None else np.asarray(keep)
-    cols = np.arange(n + 1) if bias is not None else np.arange(n)
     lhs = gram[np.ix_(rows, rows)].astype(np.float64)
-    rhs = cross[rows].astype(np.float64) if cross is not None else gram[np.ix_(rows, cols)].astype(np.float64) @ target
+    if cross is None:  # the target is the unpruned output: [x, 1]^T (x @ weight + bias), kept rows only
+        target = np.vstack([weight, bias[None, :]]).astype(np.float64) if bias is not None else weight.astype(np.float64)
+        rhs = gram[np.ix_(rows, np.arange(len(target)))].astype(np.float64) @ target
+    else:
+        rhs = cross[rows].astype(np.float64)
     ridge = RIDGE * float(np.mean(np.diag(lhs)[: len(keep)]))
     lhs[np.arange(len(keep)), np.arange(len(keep))] += ridge
     solution = np.linalg.solve(lhs, rhs)

@@ -144,28 +144,25 @@ class _Stream:
 
 
 def _stream(graph: ir.Graph, layer: TransformerLayer) -> _Stream | None:
-    """How `layer`'s FFN output reaches its output, or None where the graph is neither a post-norm
-    nor a pre-norm residual sum."""
+    """How `layer`'s FFN output reaches its output (the residual sum and the normalization after
+    it that the analysis found), or None where that is not the layer's output or the norm is not
+    a LayerNormalization over the last axis with a constant scale."""
     ffn = layer.ffn
-    if ffn.residual_add is None:
+    if ffn.residual_add is None or ffn.input is None or ffn.output != layer.output:
         return None
     add = graph.node(ffn.residual_add)
-    others = [v.name for v in add.inputs if v is not None and v.name != ffn.down.output]
-    if len(add.inputs) != 2 or len(others) != 1:
+    g, total = graph.node(ffn.down.node).inputs[0].name, add.outputs[0].name
+    if total == ffn.output:  # pre-norm: the sum is the output
+        return _Stream(g, ffn.input, total)
+    node = add.outputs[0].uses()[0].node  # post-norm: the analysis found this norm, the sum's only reader
+    if node.op_type != "LayerNormalization" or node.attributes.get_int("axis", -1) != -1:
         return None
-    g, a, total = graph.node(ffn.down.node).inputs[0].name, others[0], add.outputs[0].name
-    if total == layer.output:
-        return _Stream(g, a, total)
-    norm = next((n for n in add.outputs[0].uses() if n.node.op_type == "LayerNormalization"), None)
-    if norm is None or norm.node.outputs[0].name != layer.output or len(norm.node.inputs) < 2:
+    params = [v if v is not None and v.const_value is not None else None for v in node.inputs[1:3]]
+    if not params or params[0] is None:
         return None
-    node = norm.node
-    scale = array_of(node.inputs[1]) if node.inputs[1] is not None and node.inputs[1].const_value is not None else None
-    if scale is None or node.attributes.get_int("axis", -1) != -1:
-        return None
-    shift = array_of(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const_value is not None else np.zeros_like(scale)
-    epsilon = node.attributes.get_float("epsilon", 1e-5)
-    return _Stream(g, a, total, scale.astype(np.float64), shift.astype(np.float64), epsilon)
+    scale = array_of(params[0]).astype(np.float64)
+    shift = array_of(params[1]).astype(np.float64) if len(params) > 1 and params[1] is not None else np.zeros_like(scale)
+    return _Stream(g, ffn.input, total, scale, shift, node.attributes.get_float("epsilon", 1e-5))
 
 
 class _FfnImportance(Importance):
