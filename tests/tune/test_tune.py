@@ -42,9 +42,12 @@ def _examples(folder, csv_path, cache):
 
 def test_tuned_sub_networks_are_what_the_onnx_passes_cut(text_model, unique_csv, tmp_path):
     out = tmp_path / "tuned"
-    result = tune(transformers_source(text_model), _examples(text_model, unique_csv, tmp_path / "cache"), out, FAST)
+    examples = _examples(text_model, unique_csv, tmp_path / "cache")
+    result = tune(transformers_source(text_model), examples, out, dataclasses.replace(FAST, validation_sample=8))
     record = json.loads((out / "tune.json").read_text())
     assert result.epochs_done == 2 and len(record["curves"]) == 2
+    # Epoch 1 is validated on a sample, the last epoch on the whole split.
+    assert [c["validation_rows"] for c in record["curves"]] == [8, len(examples.role("validation"))] and 8 < len(examples.role("validation"))
     assert {k: v for k, v in record["data"].items() if k != "train_rows"} == {"train": 80, "calibration": "disjoint", "validation": "disjoint", "test": "disjoint"}
     tuned = sir.load(out / "model.onnx")
     assert elastic_record(tuned)["order"] == "first" and (out / "original.onnx").is_file()
@@ -129,6 +132,8 @@ def test_a_time_limit_plans_the_steps_that_fit_beside_a_validation_after_every_e
     budget.validation = 300.0  # epoch 1, then 103 steps of epoch 2 and the validation that ends the run
     assert budget.planned(3) == pytest.approx(3 + 400 - 1, abs=1)
     assert not budget.spent(3) and _TimeBudget(1e-9, 300, 3).spent(0)  # a limit already passed
+    budget.share = 0.25  # validations before the last score a quarter of the split: epoch 2 gets 75 s more
+    assert budget.planned(3) == pytest.approx(3 + 475 - 1, abs=1)
     assert not _TimeBudget(None, 300, 3).spent(10**6)  # no limit
 
 

@@ -53,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--time-limit", type=float, metavar="MINUTES", help="minutes for the whole run, validations included: tune plans the steps that fit and stops after them",
     )
+    parser.add_argument(
+        "--validation-sample", type=int, default=defaults.validation_sample, metavar="ROWS",
+        help=f"validation rows scored after every epoch but the last, which scores them all (default {defaults.validation_sample}; 0: all every time)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=defaults.threads, help=f"torch threads (default {defaults.threads})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seeds order, sub-networks and the carving of data roles (default {defaults.seed})")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulation=args.accumulation,
         random_subnets=args.random_subnets, min_width=args.min_width, min_depth=args.min_depth, layer_drop=args.layer_drop,
         distil_hidden=args.distil_hidden,
-        time_limit=args.time_limit * 60 if args.time_limit is not None else None, threads=args.threads, seed=args.seed,
+        time_limit=args.time_limit * 60 if args.time_limit is not None else None, validation_sample=args.validation_sample,
+        threads=args.threads, seed=args.seed,
     )  # fmt: skip
     options.check()
     data = data_options(args)
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"tuned {result.epochs_done} epoch(s){' (stopped at the time limit)' if result.stopped_early else ''}: validation accuracy "
         f"{last.get('validation_largest', float('nan')):.2f} % (largest), {last.get('validation_smallest', float('nan')):.2f} % (smallest)"
+        f" on {last.get('validation_rows', 0):,} rows"
     )
     data = "" if simq_ir.zoo_name(args.model) else " --data ..."  # a zoo model's own splits carry over
     console.print(f"wrote {args.out}; next: simq compile {args.out}{data}")
@@ -118,7 +124,7 @@ class _Bar(Progressive):
 
     def __call__(self, phase: str, done: int, total: int, values) -> None:
         if phase == "validated":
-            self.info = f"val {values['validation_largest']:.1f} % largest, {values['validation_smallest']:.1f} % smallest"
+            self.info = f"val {values['validation_largest']:.1f} % largest, {values['validation_smallest']:.1f} % smallest on {values['validation_rows']:,} rows"
             if self.plain:
                 self.line(f"epoch {values['epoch']} done: loss {values['loss']:.3f}, {self.info}")
         elif phase == "training":
