@@ -85,6 +85,33 @@ def test_int4_weights_use_blocked_dequantize(linear):
     assert np.abs(q - fp32).max() < 0.2 * np.abs(fp32).max()
 
 
+SHARED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 64] x) => (float[N, 64] y) {
+    h = MatMul(x, w)
+    r = Relu(h)
+    y = MatMul(r, w)
+}
+"""
+
+
+@pytest.mark.parametrize("precision", ["int8dyn", "int8", "int4w"])
+def test_a_weight_two_nodes_share_is_quantized_once(precision):
+    """ALBERT's layers read one weight each: quantized, they read one integer copy of it."""
+    rng = np.random.default_rng(0)
+    proto = onnx.parser.parse_model(SHARED)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array((rng.standard_normal((64, 64)) / 8).astype(np.float32), "w"))
+    model = sir.cleanup(ir.from_proto(proto))
+    structure = sir.analyze(model, {"x": (1, 64)})
+    batches = [{"x": rng.standard_normal((16, 64)).astype(np.float32)} for _ in range(4)]
+    policy = {quant_knob(node.name): precision for node in model.graph if node.op_type == "MatMul"}
+    out = quantize(model.clone(), structure, policy, calibrate(model, structure, batches))
+    integer = [v for v in out.graph.initializers.values() if v.dtype in (ir.DataType.INT8, ir.DataType.INT4) and v.const_value.size == 64 * 64]
+    assert len(integer) == 1 and "w" not in out.graph.initializers
+    fp32, q = _run(model, batches[0])[0], _run(out, batches[0])[0]
+    assert 0 < np.abs(q - fp32).max() < 0.2 * np.abs(fp32).max()
+
+
 def test_invalid_policies(linear):
     model, structure, batches = linear
     calibration = calibrate(model, structure, batches)

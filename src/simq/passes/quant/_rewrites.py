@@ -10,7 +10,7 @@ with only the gathered rows dequantized.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -57,6 +57,26 @@ def constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType |
     return value
 
 
+def quantized_once(graph: ir.Graph, weight: ir.Value, scheme: Hashable, make: Callable[[], dict[str, ir.Value]]) -> dict[str, ir.Value]:
+    """The constants `make` builds from `weight` in `scheme`, built once per graph: nodes that read
+    one weight (ALBERT's shared layers, tied projections) read one quantized copy of it, as ORT's
+    quantizers make it, not a copy each."""
+    key = f"simq.quantized.{scheme!r}"
+    made = weight.meta.get(key)
+    if made is None or made[0] is not graph:  # a clone copies meta: what it holds is another graph's
+        made = (graph, make())
+        weight.meta[key] = made
+    return made[1]
+
+
+def int8_constants(graph: ir.Graph, name: str, data: np.ndarray, scale: np.ndarray) -> dict[str, ir.Value]:
+    """A weight's int8 data, its scales and its all-zero zero point, as constants named after it."""
+    return {
+        "data": constant(graph, f"{name}.int8", data), "scale": constant(graph, f"{name}.scale", scale),
+        "zero_point": constant(graph, f"{name}.zero_point", np.zeros_like(scale, dtype=np.int8)),
+    }  # fmt: skip
+
+
 def per_column_int8(w: np.ndarray, reduce_range: bool) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weight, float32 scale per column) of an (in, out) weight, symmetric."""
     limit = 63 if reduce_range else 127
@@ -77,28 +97,30 @@ def dynamic_matmul(graph: ir.Graph, node: ir.Node, q: QuantizableNode, reduce_ra
     ``quantize_dynamic`` emits: ONNX Runtime fuses it into its DynamicQuantizeMatMul kernel when
     it loads the model, and shape inference (the analysis, the cost model) still reads it.
     """
-    w = array_of(node.inputs[1]).astype(np.float32)
-    bias = None
+    weight = node.inputs[1]
+    transposed, alpha, bias = False, 1.0, None
     if q.op_type == "Gemm":
         if node.attributes.get_int("transA", 0):
             raise InvalidConfigError(f"{node.name} is a Gemm with a transposed input; leave it out of int8dyn.")
-        w = (w.T if node.attributes.get_int("transB", 0) else w) * node.attributes.get_float("alpha", 1.0)
+        transposed, alpha = bool(node.attributes.get_int("transB", 0)), node.attributes.get_float("alpha", 1.0)
         c = node.inputs[2] if len(node.inputs) > 2 else None
         if c is not None:
-            if c.const_value is None or c.const_value.numpy().size != w.shape[1]:
+            outputs = weight.const_value.shape[0 if transposed else 1]
+            if c.const_value is None or c.const_value.numpy().size != outputs:
                 raise InvalidConfigError(f"{node.name} adds a bias that is not one value per output; leave it out of int8dyn.")
             bias = constant(graph, f"{c.name}.int8dyn", (array_of(c).reshape(-1) * node.attributes.get_float("beta", 1.0)).astype(np.float32))
-    data, scale = per_column_int8(w, reduce_range)
-    name = node.inputs[1].name
+
+    def make() -> dict[str, ir.Value]:
+        w = array_of(weight).astype(np.float32)
+        data, scale = per_column_int8((w.T if transposed else w) * alpha, reduce_range)
+        return int8_constants(graph, weight.name, data, scale)
+
+    quantized = quantized_once(graph, weight, ("int8dyn", transposed, alpha, reduce_range), make)
     quantize_input = ir.node("DynamicQuantizeLinear", [node.inputs[0]], name=f"{node.name}.quantize_input", num_outputs=3)
     x, x_scale, x_zero_point = quantize_input.outputs
-    integer = ir.node(
-        "MatMulInteger",
-        [x, constant(graph, f"{name}.int8", data), x_zero_point, constant(graph, f"{name}.zero_point", np.zeros_like(scale, dtype=np.int8))],
-        name=f"{node.name}.integer",
-    )  # fmt: skip
+    integer = ir.node("MatMulInteger", [x, quantized["data"], x_zero_point, quantized["zero_point"]], name=f"{node.name}.integer")
     as_float = ir.node("Cast", [integer.outputs[0]], {"to": ir.DataType.FLOAT}, name=f"{node.name}.cast")
-    scales = ir.node("Mul", [x_scale, constant(graph, f"{name}.scale", scale)], name=f"{node.name}.scales")
+    scales = ir.node("Mul", [x_scale, quantized["scale"]], name=f"{node.name}.scales")
     rescaled = ir.node("Mul", [as_float.outputs[0], scales.outputs[0]], name=node.name)
     new = [quantize_input, integer, as_float, scales, rescaled]
     if bias is not None:
@@ -112,19 +134,18 @@ def quantized_attention(graph: ir.Graph, node: ir.Node, reduce_range: bool) -> N
     weight = node.inputs[1]
     if weight.const_value is None:
         raise InvalidConfigError(f"{node.name} reads a computed weight; it cannot be quantized.")
-    data, scale = per_column_int8(array_of(weight).astype(np.float32), reduce_range)
+
+    def make() -> dict[str, ir.Value]:
+        data, scale = per_column_int8(array_of(weight).astype(np.float32), reduce_range)
+        return int8_constants(graph, weight.name, data, scale)
+
+    quantized = quantized_once(graph, weight, ("int8dyn", False, 1.0, reduce_range), make)
     quantize_input = ir.node("DynamicQuantizeLinear", [node.inputs[0]], name=f"{node.name}.quantize_input", num_outputs=3)
     mask = node.inputs[3] if len(node.inputs) > 3 else None
     inputs = [
-        quantize_input.outputs[0],
-        constant(graph, f"{weight.name}.int8", data),
-        node.inputs[2],
-        quantize_input.outputs[1],
-        constant(graph, f"{weight.name}.scale", scale),
-        mask,
-        quantize_input.outputs[2],
-        constant(graph, f"{weight.name}.zero_point", np.zeros_like(scale, dtype=np.int8)),
-    ]
+        quantize_input.outputs[0], quantized["data"], node.inputs[2], quantize_input.outputs[1], quantized["scale"], mask,
+        quantize_input.outputs[2], quantized["zero_point"],
+    ]  # fmt: skip
     attributes = {k: a for k, a in node.attributes.items() if k != "qkv_hidden_sizes"}
     new = ir.Node(MS_DOMAIN, "QAttention", inputs, attributes=list(attributes.values()), name=node.name)
     replace(graph, node, [quantize_input, new])
@@ -133,30 +154,31 @@ def quantized_attention(graph: ir.Graph, node: ir.Node, reduce_range: bool) -> N
 def dequantized_weight(graph: ir.Graph, node: ir.Node, q: QuantizableNode, *, int4: bool) -> None:
     """Replace the node's float weight by an integer one read through DequantizeLinear."""
     weight = node.inputs[1]
-    w = array_of(weight).astype(np.float32)
     out_axis, in_axis = weight_axes(node, q)
-    if int4:
-        blocks = w.shape[in_axis] // INT4_BLOCK
-        shape = list(w.shape)
-        shape[in_axis:in_axis + 1] = [blocks, INT4_BLOCK]
-        grouped = w.reshape(shape)
-        scale = np.abs(grouped).max(axis=in_axis + 1) / 7.0
-        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-        quantized = np.clip(np.round(grouped / np.expand_dims(scale, in_axis + 1)), -8, 7).reshape(w.shape)
-        data = constant(graph, f"{weight.name}.int4", quantized.astype(ml_dtypes.int4), ir.DataType.INT4)
-        s = constant(graph, f"{weight.name}.scale", scale)
-        dequantize = ir.node("DequantizeLinear", [data, s], attributes={"axis": in_axis, "block_size": INT4_BLOCK})
-    else:
+
+    def make() -> dict[str, ir.Value]:
+        w = array_of(weight).astype(np.float32)
+        if int4:
+            shape = list(w.shape)
+            shape[in_axis:in_axis + 1] = [w.shape[in_axis] // INT4_BLOCK, INT4_BLOCK]
+            grouped = w.reshape(shape)
+            scale = np.abs(grouped).max(axis=in_axis + 1) / 7.0
+            scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+            data = np.clip(np.round(grouped / np.expand_dims(scale, in_axis + 1)), -8, 7).reshape(w.shape)
+            return {"data": constant(graph, f"{weight.name}.int4", data.astype(ml_dtypes.int4), ir.DataType.INT4), "scale": constant(graph, f"{weight.name}.scale", scale)}
         reduce = tuple(i for i in range(w.ndim) if i != out_axis)
         scale = np.abs(w).max(axis=reduce) / 127.0
         scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-        quantized = np.clip(np.round(w / np.expand_dims(scale, reduce)), -127, 127).astype(np.int8)
-        data = constant(graph, f"{weight.name}.int8", quantized)
-        s = constant(graph, f"{weight.name}.scale", scale)
-        z = constant(graph, f"{weight.name}.zero_point", np.zeros_like(scale, dtype=np.int8))
-        dequantize = ir.node("DequantizeLinear", [data, s, z], attributes={"axis": out_axis})
+        data = np.clip(np.round(w / np.expand_dims(scale, reduce)), -127, 127).astype(np.int8)
+        return int8_constants(graph, weight.name, data, scale)
+
+    quantized = quantized_once(graph, weight, ("int4w" if int4 else "int8", out_axis, in_axis), make)
+    if int4:
+        dequantize = ir.node("DequantizeLinear", [quantized["data"], quantized["scale"]], attributes={"axis": in_axis, "block_size": INT4_BLOCK})
+    else:
+        dequantize = ir.node("DequantizeLinear", [quantized["data"], quantized["scale"], quantized["zero_point"]], attributes={"axis": out_axis})
     dequantize.name = f"{node.name}.weight_dequantize"
-    dequantize.outputs[0].name = f"{weight.name}.dequantized"
+    dequantize.outputs[0].name = f"{node.name}.weight_dequantized"  # one per reader: a shared weight has several
     dequantize.outputs[0].dtype, dequantize.outputs[0].shape = weight.dtype, weight.shape
     graph.insert_before(node, [dequantize])
     node.replace_input_with(1, dequantize.outputs[0])
@@ -179,7 +201,7 @@ def quantized_bias(graph: ir.Graph, node: ir.Node) -> None:
         "DequantizeLinear", [data, constant(graph, f"{bias.name}.scale", scale), constant(graph, f"{bias.name}.zero_point", np.zeros(b.shape, np.int32))],
         attributes={"axis": 0}, name=f"{node.name}.bias_dequantize",
     )  # fmt: skip
-    dequantize.outputs[0].name = f"{bias.name}.dequantized"
+    dequantize.outputs[0].name = f"{node.name}.bias_dequantized"  # a bias shared by several nodes has one per reader
     dequantize.outputs[0].dtype, dequantize.outputs[0].shape = bias.dtype, ir.Shape(list(b.shape))
     graph.insert_before(node, [dequantize])
     node.replace_input_with(2, dequantize.outputs[0])
