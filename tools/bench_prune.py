@@ -125,8 +125,8 @@ def accuracy_section(zoo: Zoo, quick: bool) -> tuple[str, dict]:
         for label, config in experiments.items():
             cells, kept = [], None
             for vname, options in variants.items():
-                if label.startswith("drop") and vname != "importance top-k":
-                    cells.append("")  # depth has no unit order and no refit
+                if label.startswith("drop") and vname == "naive first-k":
+                    cells.append("")  # depth has no unit order (its refit is the bridge: the layer before is refit)
                     progress.advance(task)
                     continue
                 model = prune(base.clone(), structure, config, stats, options)
@@ -267,8 +267,9 @@ the sweep's configurations with at most 70 % of the MACs, {best_text} on the tes
 What limits it: importance and the refit use statistics of the *unpruned* model, collected once,
 so a layer's refit does not see the error that pruning upstream layers introduced (DESIGN.md's
 figures scored each layer on the model already pruned upstream); the refit targets each
-block's own output, not the residual stream, which is what works best for heads; depth has no
-refit at all; and the sweep above is uniform across layers, where the search of `simq compile`
+block's own output, not the residual stream, which is what works best for heads; a dropped layer
+is bridged by refitting the FFN of the layer before it to reproduce its output (none for layer 0,
+docs/BRIDGE.md: at INT8 it pays for two dropped layers, not one); and the sweep above is uniform across layers, where the search of `simq compile`
 will pick per-layer settings. Refitting the final classifier on the pruned features, which
 DESIGN.md reports recovers most of the remaining loss, needs labels and is not done here.
 """

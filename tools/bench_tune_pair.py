@@ -39,8 +39,21 @@ def _options(folder: Path) -> str:
     stopped = f" (stopped at its {record['stopped_early']})" if record.get("stopped_early") else ""
     return (
         f"{record['epochs_done']} of {o['epochs']} epochs{stopped}, lr {o['lr']:g}, distil_hidden {o.get('distil_hidden', 0.0):g}{limit}, "
-        f"seed {o['seed']}, validation of the largest {record['curves'][-1]['validation_largest']:.2f} %"
+        f"random_subnets {o.get('random_subnets', 2)}, seed {o['seed']}, validation of the largest {record['curves'][-1]['validation_largest']:.2f} %"
+        f"{_time(folder, record)}"
     )
+
+
+def _time(folder: Path, record: dict) -> str:
+    """The run's minutes and its mean seconds per training step (from its checkpoint)."""
+    if not record.get("seconds"):
+        return ""
+    import torch
+
+    state = torch.load(folder / "checkpoint.pt", weights_only=False)["state"] if (folder / "checkpoint.pt").is_file() else {}
+    spent, steps = state.get("step_seconds", (0.0, 0))
+    per_step = f", {spent / steps:.2f} s per step" if steps else ""
+    return f"; {record['seconds'] / 60:.1f} min in all{per_step}"
 
 
 def _shown(folder: Path) -> Path:
