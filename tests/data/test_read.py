@@ -79,3 +79,32 @@ def test_an_npz_feeds_its_arrays_and_labels(tmp_path):
     assert data.labelled and sorted(np.concatenate([data.role(r).labels for r in ROLES]).tolist()) == sorted((np.arange(40) % 3).tolist())
     with pytest.raises(DataError, match="not an array of the .npz"):
         load_data(DataOptions(path, label_column="classes"), [InputDomain("x", np.dtype(np.float32), (1, 4))])
+
+
+def test_a_convolutional_net_takes_the_images_its_processor_makes(image_folder, tmp_path):
+    """An HF ResNet's config has no image_size: the export takes its image processor's size."""
+    transformers = pytest.importorskip("transformers")
+    import simq.ir as sir
+
+    folder = tmp_path / "resnet"
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=2, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1})
+    transformers.ResNetForImageClassification(config).eval().save_pretrained(folder)
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}).save_pretrained(folder)
+    domains = sir.input_domains(sir.load(folder, cache_dir=tmp_path / "cache"))
+    assert [d.shape[2:] for d in domains] == [(32, 32)]
+    data = load_data(DataOptions(image_folder), domains, model_dir=folder)
+    assert data.role("test").inputs["pixel_values"].shape[1:] == (3, 32, 32)
+
+
+def test_images_a_processor_makes_at_another_size_than_the_model_takes_are_refused(image_model, image_folder, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import shutil
+
+    import simq.ir as sir
+
+    folder = tmp_path / "vit"
+    shutil.copytree(image_model, folder)
+    domains = sir.input_domains(sir.load(folder, cache_dir=tmp_path / "cache"))  # 16x16 (its config)
+    transformers.ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(folder)
+    with pytest.raises(DataError, match="makes 24x24 images, but the model takes 16x16; give --image-size 16"):
+        load_data(DataOptions(image_folder), domains, model_dir=folder).role("test").inputs

@@ -181,6 +181,12 @@ class ImageEncoder:
         images = [image.convert(self.mode) for image in rows[self.column]]
         if self.processor is not None:
             pixels = np.asarray(self.processor(images=images, return_tensors="np")["pixel_values"], np.float32)
+            fixed = (self.input.fixed(2), self.input.fixed(3))
+            if any(want and want != got for want, got in zip(fixed, pixels.shape[2:])):
+                raise DataError(
+                    f"the model folder's image processor makes {pixels.shape[2]}x{pixels.shape[3]} images, but the model takes "
+                    f"{fixed[0]}x{fixed[1]}; give --image-size {fixed[0]} (with --mean and --std as the model was trained) or fix preprocessor_config.json."
+                )
         else:
             resized = [np.asarray(image.resize(self.size[::-1]), np.float32) / 255.0 for image in images]
             pixels = np.stack([a[None] if a.ndim == 2 else a.transpose(2, 0, 1) for a in resized])

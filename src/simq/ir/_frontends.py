@@ -138,6 +138,28 @@ def text_inputs(path: Path, model: Any) -> list[str]:
     return names if "input_ids" in names else ["input_ids", *[n for n in names if n != "input_ids"]]
 
 
+def _image_size(path: Path, config: Any) -> tuple[int, int]:
+    """(height, width) of the images a transformers vision model takes: its config's image_size,
+    else what its image processor makes (a convolutional net's config has none), else 224."""
+    size = getattr(config, "image_size", None)
+    if size:
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    try:
+        processor = json.loads((Path(path) / "preprocessor_config.json").read_text())
+    except (OSError, ValueError):
+        return 224, 224
+    made = processor.get("crop_size") if processor.get("do_center_crop") else None
+    made = made or processor.get("size")
+    if isinstance(made, int):
+        return made, made
+    if isinstance(made, Mapping):
+        if "height" in made and "width" in made:
+            return int(made["height"]), int(made["width"])
+        if "shortest_edge" in made:  # resized (and cropped) to a square of that edge
+            return int(made["shortest_edge"]), int(made["shortest_edge"])
+    return 224, 224
+
+
 def load_transformers_dir(path: Path) -> ir.Model:
     """Export a local transformers model directory (one with a ``config.json``).
 
@@ -179,9 +201,9 @@ def load_transformers_dir(path: Path) -> ir.Model:
                 inputs[name] = torch.zeros_like(ids)
         axes = {name: {0: "batch", 1: "seq"} for name in inputs}
     elif main_input == "pixel_values":
-        size = getattr(config, "image_size", 224)
+        height, width = _image_size(path, config)
         channels = getattr(config, "num_channels", 3)
-        inputs = {"pixel_values": torch.randn(2, channels, size, size)}
+        inputs = {"pixel_values": torch.randn(2, channels, height, width)}
         axes = {"pixel_values": {0: "batch"}}
     else:
         raise UnsupportedModelError(
