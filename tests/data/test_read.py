@@ -70,6 +70,15 @@ def test_text_pairs_go_through_the_tokenizer_together(text_model, tmp_path):
     assert test.labels.dtype == np.int64 and set(test.labels) <= {0, 1}
 
 
+def test_data_without_labels_says_what_scores_it_instead(text_model, tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("".join(json.dumps({"review": r["text"], "sentiment": r["label"]}) + "\n" for r in _rows(40)))
+    data = load_data(DataOptions(path), TEXT_INPUTS, model_dir=text_model)
+    assert not data.labelled and "no labels (no label column; --label-column names one)" in data.describe()
+    labelled = load_data(DataOptions(path, label_column="sentiment"), TEXT_INPUTS, model_dir=text_model, label2id={"neg": 0, "pos": 1})
+    assert labelled.labelled and "no labels" not in labelled.describe()
+
+
 def test_an_npz_feeds_its_arrays_and_labels(tmp_path):
     path = tmp_path / "arrays.npz"
     np.savez(path, x=np.arange(40 * 4, dtype=np.float64).reshape(40, 4), labels=np.arange(40) % 3)

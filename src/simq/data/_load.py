@@ -177,6 +177,8 @@ class DataSplits:
     def notes(self) -> list[str]:
         """What reading the data did that a user should know: texts cut, empty texts kept."""
         notes = []
+        if not self.labelled:
+            notes.append("no labels (no label column; --label-column names one): every model is scored by how often it agrees with FP32's predictions, not by accuracy")
         cut = self.encoding.details.get("cut") if self.encoding.kind == "text" else None
         if cut:
             notes.append(f"texts cut to {self.encoding.details['max_length']} tokens (about {cut:.0%} of them are longer; --max-length changes it)")

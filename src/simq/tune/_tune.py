@@ -247,8 +247,8 @@ def tune(
                 optimizer.zero_grad()
             progress("training", epoch * len(batches) + i + 1, options.epochs * len(batches), {"epoch": epoch + 1, "loss": float(np.mean(losses[-20:]))})
             budget.stepped(time.monotonic() - stepping)
-            if budget.spent(schedule.last_epoch):
-                stopped = "time limit"
+            if budget.spent(schedule.last_epoch) and not (epoch + 1 == options.epochs and i + 1 == len(batches)):
+                stopped = "time limit"  # steps were left (the run's last step ends it as planned)
                 break
         source.module.eval()
         if not stopped and epoch + 1 < options.epochs and budget.spent(schedule.last_epoch):
