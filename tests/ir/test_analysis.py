@@ -109,6 +109,23 @@ def test_resnet_tiny_channel_groups_and_identity_blocks(zoo):
     assert s.params == zoo.info("resnet-tiny")["params"] - folded
 
 
+@pytest.mark.parametrize("family", ["Electra", "Albert"])
+def test_the_first_layer_after_an_embedding_projection_is_a_layer(family, tmp_path):
+    """ELECTRA and ALBERT project narrow embeddings to the hidden width: layer 0 reads that
+    projection, not a layer norm, and is a transformer layer like the others."""
+    transformers = pytest.importorskip("transformers")
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, num_labels=2,
+    )  # fmt: skip
+    folder = tmp_path / family
+    getattr(transformers, f"{family}ForSequenceClassification")(config).eval().save_pretrained(folder)
+    model = sir.load(folder, cache_dir=tmp_path / "cache")
+    s = sir.analyze(model, {d.name: (1, 16) for d in sir.input_domains(model)})
+    _check_transformer(s, layers=3, heads=2, head_size=16, ffn=64)
+    first = s.layers[0]
+    assert first.attention.output == first.ffn.input  # one residual stream through the layer
+
+
 def test_legacy_exporter_graph(tmp_path):
     """A graph from the TorchScript exporter (other names, Erf GELU, explicit head counts)."""
     torch = pytest.importorskip("torch")

@@ -107,9 +107,10 @@ def _residual(
 ) -> tuple[str | None, str | None, str]:
     """The residual Add after a block's last projection: (add node, block input, block output).
 
-    In a post-norm block (BERT) the block input comes out of a normalization and the Add
-    feeds another one, whose output is then the block output; in a pre-norm block (ViT) the
-    Add output is.
+    In a post-norm block (BERT) the Add feeds a normalization whose output is the block output:
+    the stream comes out of a normalization, or it goes on from this one into the next residual
+    Add (the first layer after a projection of the embeddings, as in ELECTRA and ALBERT, reads
+    the projection's output). In a pre-norm block (ViT) the Add output is the block output.
     """
     out_node = graph_nodes[linear.bias_node or linear.node]
     out = out_node.outputs[0]
@@ -122,7 +123,9 @@ def _residual(
     output = add.outputs[0]
     norm = single_consumer(output)
     skip_producer = skip.producer()
-    if norm is not None and norm.op_type in _NORMALIZATIONS and skip_producer is not None and skip_producer.op_type == norm.op_type:
+    if norm is not None and norm.op_type in _NORMALIZATIONS and (
+        skip_producer is not None and skip_producer.op_type == norm.op_type or any(use.node.op_type == "Add" for use in norm.outputs[0].uses())
+    ):
         output = norm.outputs[0]
     return add.name, skip.name, output.name
 
