@@ -122,3 +122,28 @@ def test_each_step_checks_the_model_it_gets_so_a_step_out_of_order_fails_naming_
     lazy = type("LazyFFN", (PruneFFNPass,), {"call": lambda self, model: ir.passes.PassResult(model, False)})
     with pytest.raises(ir.passes.PostconditionError, match="should have"):
         lazy(structure, widths, pipeline.stats)(pipeline.model.clone())
+
+
+
+class _Raises(ir.passes.InPlacePass):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        try:
+            raise self.error
+        except ValueError as e:  # a library wraps the specific error, as onnx_ir's serde does
+            raise RuntimeError("Error calling _deserialize_graph with: main_graph") from e
+
+
+def test_a_pass_that_fails_says_what_failed_not_which_step():
+    """A failed candidate's record is the error's own message, not the pass manager's wrapping."""
+    from simq.passes._run import run_passes
+
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([1]))
+    node = ir.node("Relu", [x])
+    model = ir.Model(ir.Graph([x], node.outputs, nodes=[node], opset_imports={"": 17}), ir_version=10)
+    with pytest.raises(ValueError, match="'w.dequantized' is redeclared"):
+        run_passes([_Raises(ValueError("Output 'w.dequantized' is redeclared"))], model)
+    with pytest.raises(InvalidConfigError, match="heads.0"):  # a user's mistake, as itself
+        run_passes([_Raises(InvalidConfigError("heads.0 must keep a head"))], model)

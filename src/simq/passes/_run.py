@@ -13,7 +13,8 @@ __all__ = ["run_passes"]
 
 def run_passes(passes: Sequence[ir.passes.PassBase], model: ir.Model) -> ir.Model:
     """Run `passes` in order on `model` (none: `model` as it is); a `SimqError` raised inside one
-    is re-raised unwrapped."""
+    is re-raised unwrapped, anything else as its root cause, so that a failed candidate's record
+    says what failed rather than "An error occurred at step 0"."""
     if not passes:
         return model
     try:
@@ -26,4 +27,8 @@ def run_passes(passes: Sequence[ir.passes.PassBase], model: ir.Model) -> ir.Mode
             cause = cause.__cause__
         if isinstance(cause, SimqError):
             raise cause from None
-        raise
+        while cause.__cause__ is not None:  # a bug: the innermost error names it
+            cause = cause.__cause__
+        if cause is e:
+            raise
+        raise cause from None  # its traceback still points into the pass
