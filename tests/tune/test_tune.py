@@ -112,7 +112,7 @@ def test_a_time_limited_run_stops_within_its_limit_and_resuming_it_needs_more_ti
 
     options = dataclasses.replace(FAST, epochs=40, time_limit=12.0)
     result = tune(transformers_source(text_model), examples, tmp_path / "tuned", options, progress=slow)
-    assert result.stopped_early == "time limit" and 3 < len(stamps) < 200
+    assert result.stopped_early == "time limit" and 3 <= len(stamps) < 200  # 3: the fewest a plan needs (a loaded machine)
     # It stopped after the steps its plan fitted, its last validation within the limit, at the
     # rate the 40-epoch schedule had reached.
     assert result.curves[-1]["lr"] == pytest.approx(options.lr * lr_factor(len(stamps), 200, options.warmup))
