@@ -133,8 +133,10 @@ def test_a_time_limit_plans_the_steps_that_fit_beside_a_validation_after_every_e
     budget.validation = 300.0  # epoch 1, then 103 steps of epoch 2 and the validation that ends the run
     assert budget.planned(3) == pytest.approx(3 + 400 - 1, abs=1)
     assert not budget.spent(3) and _TimeBudget(1e-9, 300, 3).spent(0)  # a limit already passed
-    budget.share = 0.25  # validations before the last score a quarter of the split: epoch 2 gets 75 s more
-    assert budget.planned(3) == pytest.approx(3 + 475 - 1, abs=1)
+    # Validations before the last on a quarter of the split: epochs 1 and 2 whole (their validations
+    # 75 + 300 s), where a whole-split validation after epoch 1 left room for 103 steps of epoch 2.
+    budget.share = 0.25
+    assert budget.planned(3) == 600
     assert not _TimeBudget(None, 300, 3).spent(10**6)  # no limit
 
 
