@@ -22,7 +22,7 @@ from simq.ir import QuantizableNode
 from simq.passes._edit import array_of
 
 __all__ = [
-    "INT4_BLOCK", "INT4_OPSET", "INT4_TABLE_BLOCK", "MS_DOMAIN", "RECIPES", "Recipe", "constant", "recipe_for", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
+    "INT4_BLOCK", "INT4_OPSET", "INT4_TABLE_BLOCK", "MS_DOMAIN", "RECIPES", "Recipe", "constant", "forget_quantized", "recipe_for", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
     "require_ms_opset", "require_opset",
 ]  # fmt: skip
 
@@ -57,16 +57,26 @@ def constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType |
     return value
 
 
+_QUANTIZED = "simq.quantized."
+
+
 def quantized_once(graph: ir.Graph, weight: ir.Value, scheme: Hashable, make: Callable[[], dict[str, ir.Value]]) -> dict[str, ir.Value]:
     """The constants `make` builds from `weight` in `scheme`, built once per graph: nodes that read
     one weight (ALBERT's shared layers, tied projections) read one quantized copy of it, as ORT's
-    quantizers make it, not a copy each."""
-    key = f"simq.quantized.{scheme!r}"
+    quantizers make it, not a copy each. `forget_quantized` drops the record when the pass ends."""
+    key = f"{_QUANTIZED}{scheme!r}"
     made = weight.meta.get(key)
     if made is None or made[0] is not graph:  # a clone copies meta: what it holds is another graph's
         made = (graph, make())
         weight.meta[key] = made
     return made[1]
+
+
+def forget_quantized(graph: ir.Graph) -> None:
+    """Drop `quantized_once`'s records, so that no clone of the graph holds on to this one."""
+    for value in graph.initializers.values():
+        for key in [k for k in value.meta if k.startswith(_QUANTIZED)]:
+            del value.meta[key]
 
 
 def int8_constants(graph: ir.Graph, name: str, data: np.ndarray, scale: np.ndarray) -> dict[str, ir.Value]:
