@@ -22,7 +22,8 @@ def test_text_classifier_folder_and_a_csv(text_model, text_csv, tmp_path, capsys
     out = tmp_path / "out"
     _compile(out, text_model, "--data", str(text_csv), "--text-column", "text", "--label-column", "label",
              "--max-accuracy-drop", "1", cache=tmp_path / "cache")  # fmt: skip
-    err = " ".join(capsys.readouterr().err.split())
+    captured = capsys.readouterr()
+    err, printed = (" ".join(text.split()) for text in (captured.err, captured.out))
     assert "data splits: train 48, calibration 12, validation 36, test 24 (carved with a fixed seed" in err
     # Every tokenizer input was exported (token_type_ids too), once: a second load hits the cache.
     exports = list((tmp_path / "cache" / "exports").glob("*/model.onnx"))
@@ -33,7 +34,9 @@ def test_text_classifier_folder_and_a_csv(text_model, text_csv, tmp_path, capsys
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "accuracy" in shown and "FP32" in shown
-    folder = next(p for p in sorted((out / "pareto").iterdir()) if json.loads((p / "manifest.json").read_text())["kind"] == "candidate")
+    published = [p for p in sorted((out / "pareto").iterdir()) if json.loads((p / "manifest.json").read_text())["kind"] == "candidate"]
+    assert f"Pareto set ({len(published)} of 2 validated candidates)" in printed  # FP32 and baselines are not candidates
+    folder = published[0]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert {"tokenizer.json", "config.json", "model.onnx", "artifact.json"} <= {p.name for p in folder.iterdir()}
     assert manifest["runtime_settings"]["intra_op_num_threads"] == "2"

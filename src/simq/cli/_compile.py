@@ -264,7 +264,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _summary(console: Console, result) -> None:
     out = Console()
-    out.print(render_table(result.summary, f"Pareto set ({len(result.pareto)} of {result.evaluated} validated candidates)"))
+    out.print(render_table(result.summary, f"Pareto set ({sum(r.kind == 'candidate' for r in result.pareto)} of {result.evaluated} validated candidates)"))
     if result.reference_note:
         out.print(result.reference_note[0].upper() + result.reference_note[1:])
     if result.summary.get("headline"):
