@@ -63,17 +63,16 @@ _QUANTIZED = "simq.quantized."
 def quantized_once(graph: ir.Graph, weight: ir.Value, scheme: Hashable, make: Callable[[], dict[str, ir.Value]]) -> dict[str, ir.Value]:
     """The constants `make` builds from `weight` in `scheme`, built once per graph: nodes that read
     one weight (ALBERT's shared layers, tied projections) read one quantized copy of it, as ORT's
-    quantizers make it, not a copy each. `forget_quantized` drops the record when the pass ends."""
+    quantizers make it, not a copy each. The record lives in the weight's meta until
+    `forget_quantized`, which `QuantizePass` calls however its rewrites end."""
     key = f"{_QUANTIZED}{scheme!r}"
-    made = weight.meta.get(key)
-    if made is None or made[0] is not graph:  # a clone copies meta: what it holds is another graph's
-        made = (graph, make())
-        weight.meta[key] = made
-    return made[1]
+    if key not in weight.meta:
+        weight.meta[key] = make()
+    return weight.meta[key]
 
 
 def forget_quantized(graph: ir.Graph) -> None:
-    """Drop `quantized_once`'s records, so that no clone of the graph holds on to this one."""
+    """Drop `quantized_once`'s records: a clone copies meta, and would read this graph's constants."""
     for value in graph.initializers.values():
         for key in [k for k in value.meta if k.startswith(_QUANTIZED)]:
             del value.meta[key]

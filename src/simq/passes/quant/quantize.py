@@ -170,6 +170,16 @@ class QuantizePass(ir.passes.InPlacePass):
         if self.recalibrate is not None:
             self.calibration = self.recalibrate(model, self.activations(model))
         assignments, notes = self._assignments(model)
+        try:
+            self._rewrite(model, assignments)
+        finally:
+            forget_quantized(graph)
+        if notes:
+            model.metadata_props[NOTES_METADATA] = json.dumps(notes)
+        return ir.passes.PassResult(model, bool(assignments))
+
+    def _rewrite(self, model: ir.Model, assignments: list[tuple[ir.Node, QuantizableNode | None, Recipe]]) -> None:
+        graph = model.graph
         for node, q, recipe in assignments:
             if not recipe.static:
                 recipe.rewrite(model, node, q, self.reduce_range)
@@ -182,10 +192,6 @@ class QuantizePass(ir.passes.InPlacePass):
         for node, q, recipe in assignments:
             if recipe.static:
                 recipe.rewrite(model, node, q, self.reduce_range)
-        forget_quantized(graph)
-        if notes:
-            model.metadata_props[NOTES_METADATA] = json.dumps(notes)
-        return ir.passes.PassResult(model, bool(assignments))
 
     def _qdq(self, graph: ir.Graph, value: ir.Value, reader: ir.Node, signed: bool = False) -> ir.Value:
         """Quantize `value` for its INT8 readers: uint8 over its calibrated range, or symmetric
