@@ -207,7 +207,9 @@ def tune(
     if resume:
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
-        if state["epoch"] < options.epochs and budget.spent(schedule.last_epoch):
+        stopped_at = state.get("stopped_at_limit")  # the limit a run stopped at must grow to continue it
+        out_of_time = stopped_at is not None and options.time_limit is not None and options.time_limit <= stopped_at
+        if state["epoch"] < options.epochs and (out_of_time or budget.spent(schedule.last_epoch)):
             raise InvalidArgumentError(f"the run in {out} has no time left for a step within its {options.time_limit / 60:g} minutes; give a larger --time-limit to continue it.")
     labels = torch.from_numpy(train.labels)
     stopped = None
@@ -267,9 +269,10 @@ def tune(
         state["curves"].append(curve)
         state["epoch"], state["seconds"], state["step_seconds"] = epoch + 1, budget.seconds(), budget.step_seconds
         progress("validated", epoch + 1, options.epochs, curve)
-        _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
         if not stopped and epoch + 1 < options.epochs and budget.spent(schedule.last_epoch):
             stopped = "time limit"  # the validation took longer than planned: its sample's score ends the run
+        state["stopped_at_limit"] = options.time_limit if stopped else None
+        _save_checkpoint(checkpoint, source, optimizer, schedule, state, rng, torch)
         if stopped:
             break
     elastic.set({})
