@@ -68,6 +68,8 @@ class AttentionBlock:
             after it (probabilities ``@ V``).
         residual_add: The Add that adds the block's output to its input (None if absent).
         input, output: The residual stream value before and after the block.
+        head_operands: Constants added to (or multiplying) the scores with one entry per head,
+            as (node, input index, head axis): a relative position bias, cut with the heads.
     """
 
     q: Linear
@@ -86,6 +88,7 @@ class AttentionBlock:
     residual_add: str | None
     input: str | None
     output: str
+    head_operands: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class ToolsExport:
         model_type: The transformers model type (``bert``, ``vit``, ``clip``, ...).
         num_heads, hidden_size: What Optimum tells ORT's optimizer (from the model's config):
             transformers 5 reshapes heads with a -1, so the optimizer cannot read them off the graph.
+            Both 0 where the config has no one head count (Swin's heads per stage).
         label: Empty for the model being compiled; ``original`` for the model before `simq tune`.
     """
 
@@ -129,7 +130,10 @@ class TorchSource:
             exporter_log.setLevel(level)
         partial.replace(path)
         model_type = self.model_type or getattr(configs[0], "model_type", None) or "bert"
-        return ToolsExport(Path(path), str(model_type), int(config.num_attention_heads), int(config.hidden_size), label)
+        heads, hidden = config.num_attention_heads, getattr(config, "hidden_size", 0)
+        if not isinstance(heads, int):  # heads per stage (Swin): the optimizer reads both off the graph
+            heads = hidden = 0
+        return ToolsExport(Path(path), str(model_type), heads, hidden, label)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,8 @@ _NORMALIZATIONS = frozenset({"LayerNormalization", "SimplifiedLayerNormalization
 _HEAD_PLUMBING = frozenset({"Reshape", "Transpose", "Mul", "Div", "Squeeze", "Unsqueeze", "Cast"})
 # Ops allowed between the scores MatMul and the Softmax (scale, masks, bias) or after it.
 _SCORE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Where", "Cast", "IsNaN", "Dropout", "Identity"})
+# Ops that only move elements between an attention's output projection and its residual Add.
+_WINDOW_PLUMBING = frozenset({"Reshape", "Transpose", "Slice", "Concat", "Identity"})
 _MAX_WALK = 8
 
 
@@ -85,6 +87,47 @@ def _values_matmul(softmax: ir.Node) -> ir.Node | None:
     return None
 
 
+def _head_operands(
+    scores: ir.Node, softmax: ir.Node, num_heads: int, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[tuple[str, int, int], ...]:
+    """The constants on the way from the scores to the Softmax that have one entry per head
+    (Swin's relative position bias), as (node, input index, head axis), also where they are
+    first combined with other operands (Swin adds its shifted-window mask to the bias).
+
+    Operands broadcast to the scores (batch, heads, queries, keys): a mask has size 1 on the
+    head axis and needs no change when heads are pruned, nor does a value computed at run time
+    from the pruned tensors' shapes; a per-head constant must be cut with the heads.
+    """
+    found: list[tuple[str, int, int]] = []
+
+    def collect(node: ir.Node, index: int, depth: int) -> None:
+        value = node.inputs[index]
+        dims = _dims(value, shapes) if value is not None else None
+        if dims is None or len(dims) < 3 or dims[-3] != num_heads:
+            return
+        if value.const_value is not None:
+            found.append((node.name, index, len(dims) - 3))
+            return
+        producer = value.producer()
+        if producer is not None and depth < _MAX_WALK and producer.op_type in ("Add", "Sub", "Mul", "Div", "Where", "Cast"):
+            for i, operand in enumerate(producer.inputs):
+                if operand is not None:
+                    collect(producer, i, depth + 1)
+
+    on_path, frontier = {scores.outputs[0].name}, [scores.outputs[0]]
+    while frontier:
+        for use in frontier.pop().uses():
+            node = use.node
+            if node is softmax or node.op_type not in _SCORE_OPS or node.outputs[0].name in on_path:
+                continue
+            for i, v in enumerate(node.inputs):
+                if v is not None and v.name not in on_path:
+                    collect(node, i, 0)
+            on_path.update(o.name for o in node.outputs)
+            frontier.extend(node.outputs)
+    return tuple(found)
+
+
 def _projection_after(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
     """Walk forward from the attention output through the head merge to the output projection."""
     plumbing: list[ir.Node] = []
@@ -102,6 +145,39 @@ def _projection_after(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
     return None
 
 
+def _dims(value: ir.Value, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...] | None:
+    """A value's static shape: a constant's own, an activation's from the shape analysis."""
+    if value.const_value is not None:
+        return tuple(value.const_value.shape)
+    return shapes.get(value.name)
+
+
+def _reaching_add(value: ir.Value) -> tuple[ir.Node, ir.Value] | None:
+    """The Add that `value` feeds, directly or through ops that only move its elements (Swin's
+    window merge, the cyclic shift back as Slice + Concat, the crop of padding), and the operand
+    by which it arrives; None if anything else reads it on the way."""
+    region: list[ir.Node] = []
+    frontier, found = [value], None
+    while frontier:
+        current = frontier.pop()
+        if current.is_graph_output() or len(region) > 2 * _MAX_WALK:
+            return None
+        for use in current.uses():
+            node = use.node
+            if node.op_type == "Add" and found is None:
+                found = (node, current)
+            elif node.op_type in _WINDOW_PLUMBING and (use.idx == 0 or node.op_type == "Concat"):
+                if node not in region:
+                    region.append(node)
+                    frontier.extend(node.outputs)
+            else:
+                return None
+    moved = {value.name} | {o.name for n in region for o in n.outputs}
+    if any(n.op_type == "Concat" and not all(v is not None and v.name in moved for v in n.inputs) for n in region):
+        return None  # a Concat that joins other data is not a move
+    return found
+
+
 def _residual(
     graph_nodes: Mapping[str, ir.Node], linear: Linear, shapes: Mapping[str, tuple[int, ...]]
 ) -> tuple[str | None, str | None, str]:
@@ -111,12 +187,13 @@ def _residual(
     the stream comes out of a normalization, or it goes on from this one into the next residual
     Add (the first layer after a projection of the embeddings, as in ELECTRA and ALBERT, reads
     the projection's output). In a pre-norm block (ViT) the Add output is the block output.
+    Between the projection and the Add there may be ops that only move elements (Swin).
     """
     out_node = graph_nodes[linear.bias_node or linear.node]
-    out = out_node.outputs[0]
-    add = single_consumer(out)
-    if add is None or add.op_type != "Add":
+    found = _reaching_add(out_node.outputs[0])
+    if found is None:
         return None, None, linear.output
+    add, out = found
     skip = next((v for v in add.inputs if v is not out), None)
     if skip is None or skip.const_value is not None or shapes.get(skip.name) != shapes.get(out.name):
         return None, None, linear.output
@@ -168,6 +245,7 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
                 head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
                 softmax=softmax.name, scores=scores.name, weighted=weighted.name,
                 residual_add=add, input=block_input, output=block_output,
+                head_operands=_head_operands(scores, softmax, int(num_heads), shapes),
             )
         )  # fmt: skip
     return blocks

@@ -28,8 +28,9 @@ class PruneHeadsPass(WidthPass):
     """Keeps the `heads.<layer>` most important attention heads of each layer.
 
     Changes: the Q, K and V projections' weight columns and biases of dropped heads, the
-    output projection's weight rows (refit by least squares with ``reconstruct``), and every
-    shape constant in the attention block that carries the head count.
+    output projection's weight rows (refit by least squares with ``reconstruct``), every
+    shape constant in the attention block that carries the head count, and the entries of
+    dropped heads in per-head constants on the scores (a relative position bias).
 
     Options as in `WidthPass`.
     """
@@ -90,6 +91,9 @@ class PruneHeadsPass(WidthPass):
             slice_linear_inputs(graph, a.out, channels, gram)
             for name in a.reshapes:
                 _rewrite_reshape(graph, graph.node(name), a, h)
+            for name, index, axis in a.head_operands:  # per-head biases of the scores
+                node = graph.node(name)
+                set_input(graph, node, index, np.take(array_of(node.inputs[index]), heads, axis=axis))
             modified = True
         return ir.passes.PassResult(model, modified)
 
