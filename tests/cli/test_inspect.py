@@ -84,9 +84,10 @@ def test_corrupt_file_is_a_clear_error(tmp_path, capsys):
     assert "not a valid ONNX model" in capsys.readouterr().err
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(Exception, match="does not exist"):
-        main(["--debug", "inspect", str(tmp_path / "missing.onnx")])
+def test_debug_shows_the_traceback_and_exits_as_without_it(tmp_path, capsys):
+    assert main(["--debug", "inspect", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "does not exist" in err
 
 
 def test_inspect_sensitivity_is_computed_once_and_cached(cnn_file, tmp_path, capsys):

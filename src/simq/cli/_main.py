@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -54,15 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args) or 0
     except SimqError as e:
         if args.debug:
-            raise
+            traceback.print_exc()
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
     except Exception as e:  # a library error SimQ did not turn into a sentence: still one line
-        if args.debug:
-            raise
+        if args.debug:  # the traceback above it, and the same exit status
+            traceback.print_exc()
         err.print(
             f"[bold red]error:[/] {escape(first_line(e, 300, typed=True))} "
             "(unexpected; simq --debug ... shows where)", highlight=False, soft_wrap=True,
