@@ -68,8 +68,11 @@ class AttentionBlock:
             after it (probabilities ``@ V``).
         residual_add: The Add that adds the block's output to its input (None if absent).
         input, output: The residual stream value before and after the block.
-        head_operands: Constants added to (or multiplying) the scores with one entry per head,
-            as (node, input index, head axis): a relative position bias, cut with the heads.
+        head_operands: Constants on the way to the scores with one entry per head, as (node,
+            input index, head axis): a relative position bias (Swin), position projections
+            (DeBERTa); cut with the heads.
+        head_gathers: GatherElements on that way whose index is expanded to the head count
+            (DeBERTa's relative positions): their index follows the pruned data instead.
     """
 
     q: Linear
@@ -89,6 +92,7 @@ class AttentionBlock:
     input: str | None
     output: str
     head_operands: tuple[tuple[str, int, int], ...] = ()
+    head_gathers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ def _scores_matmul(softmax: ir.Node) -> ir.Node | None:
                 return node
             if node.op_type in _SCORE_OPS:
                 next_frontier.extend(dynamic_inputs(node))
+            elif node.op_type == "Reshape":  # heads merged into the batch axis and back (DeBERTa)
+                next_frontier.append(node.inputs[0])
         frontier = next_frontier
     return None
 
@@ -81,51 +83,78 @@ def _values_matmul(softmax: ir.Node) -> ir.Node | None:
                 node = use.node
                 if node.op_type == "MatMul" and use.idx == 0 and len(dynamic_inputs(node)) == 2:
                     return node
-                if node.op_type in _SCORE_OPS:
+                if node.op_type in _SCORE_OPS or node.op_type == "Reshape" and use.idx == 0:
                     next_frontier.extend(node.outputs)
         frontier = next_frontier
     return None
 
 
-def _head_operands(
-    scores: ir.Node, softmax: ir.Node, num_heads: int, shapes: Mapping[str, tuple[int, ...]]
-) -> tuple[tuple[str, int, int], ...]:
-    """The constants on the way from the scores to the Softmax that have one entry per head
-    (Swin's relative position bias), as (node, input index, head axis), also where they are
-    first combined with other operands (Swin adds its shifted-window mask to the bias).
-
-    Operands broadcast to the scores (batch, heads, queries, keys): a mask has size 1 on the
-    head axis and needs no change when heads are pruned, nor does a value computed at run time
-    from the pruned tensors' shapes; a per-head constant must be cut with the heads.
-    """
-    found: list[tuple[str, int, int]] = []
-
-    def collect(node: ir.Node, index: int, depth: int) -> None:
-        value = node.inputs[index]
-        dims = _dims(value, shapes) if value is not None else None
-        if dims is None or len(dims) < 3 or dims[-3] != num_heads:
-            return
-        if value.const_value is not None:
-            found.append((node.name, index, len(dims) - 3))
-            return
-        producer = value.producer()
-        if producer is not None and depth < _MAX_WALK and producer.op_type in ("Add", "Sub", "Mul", "Div", "Where", "Cast"):
-            for i, operand in enumerate(producer.inputs):
-                if operand is not None:
-                    collect(producer, i, depth + 1)
-
-    on_path, frontier = {scores.outputs[0].name}, [scores.outputs[0]]
+def _score_path(start: ir.Node, stop: ir.Node) -> list[ir.Node]:
+    """The nodes on the way from `start`'s output to `stop` (the scores MatMul to the Softmax,
+    the Softmax to the values MatMul): score ops, and reshapes of the scores themselves."""
+    path: list[ir.Node] = []
+    frontier = [start.outputs[0]]
     while frontier:
         for use in frontier.pop().uses():
             node = use.node
-            if node is softmax or node.op_type not in _SCORE_OPS or node.outputs[0].name in on_path:
+            if node is stop or node in path or not (node.op_type in _SCORE_OPS or node.op_type == "Reshape" and use.idx == 0):
                 continue
-            for i, v in enumerate(node.inputs):
-                if v is not None and v.name not in on_path:
-                    collect(node, i, 0)
-            on_path.update(o.name for o in node.outputs)
+            path.append(node)
             frontier.extend(node.outputs)
-    return tuple(found)
+    return path
+
+
+def _head_operands(
+    path: list[ir.Node], num_heads: int, batch: int, shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[tuple[tuple[str, int, int], ...], tuple[str, ...]]:
+    """What on the `path` from the scores to the Softmax has one entry per head and must be cut
+    with the heads: constants as (node, input index, head axis), and the GatherElements whose
+    index is expanded to the head count (DeBERTa's relative positions).
+
+    Operands broadcast to the scores (batch, heads, queries, keys), or come as (batch x heads,
+    queries, keys): a mask has size 1 on the head axis and needs no change, nor does a value
+    computed at run time from the pruned tensors' shapes. Swin adds a per-head relative position
+    bias (also inside its sum with the shifted-window mask); DeBERTa multiplies the query and
+    key heads with per-head position projections, tiled over the batch, and gathers the result.
+    """
+    constants: list[tuple[str, int, int]] = []
+    gathers: list[str] = []
+    on_path = {o.name for n in path for o in n.outputs}
+
+    def per_head(dims: tuple[int, ...] | None) -> bool:
+        return dims is not None and len(dims) >= 3 and dims[-3] in (num_heads, num_heads * batch)
+
+    def collect(node: ir.Node, index: int, depth: int) -> None:
+        value = node.inputs[index]
+        if value is None or value.name in on_path or not per_head(_dims(value, shapes)) or depth > 2 * _MAX_WALK:
+            return
+        if value.const_value is not None:
+            constants.append((node.name, index, len(value.const_value.shape) - 3))
+            return
+        producer = value.producer()
+        if producer is None:
+            return
+        kind = producer.op_type
+        if kind == "Transpose":
+            perm = producer.attributes.get_ints("perm", None)
+            rank = len(_dims(value, shapes) or ())
+            if perm is not None and perm[rank - 3] == rank - 3:  # the head axis stays where it is
+                collect(producer, 0, depth + 1)
+        elif kind == "GatherElements":
+            collect(producer, 0, depth + 1)
+            index_producer = producer.inputs[1].producer()
+            if index_producer is not None and index_producer.op_type == "Expand" and per_head(_dims(producer.inputs[1], shapes)):
+                gathers.append(producer.name)
+        elif kind == "Tile":
+            collect(producer, 0, depth + 1)
+        elif kind in ("Add", "Sub", "Mul", "Div", "Where", "Cast", "MatMul"):
+            for i in range(len(producer.inputs)):
+                collect(producer, i, depth + 1)
+
+    for node in path:
+        for i in range(len(node.inputs)):
+            collect(node, i, 0)
+    return tuple(constants), tuple(gathers)
 
 
 def _projection_after(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
@@ -220,6 +249,8 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
         if q is None or k is None or v is None or out is None:
             continue
         score_shape = shapes.get(scores.outputs[0].name)
+        if score_shape is None or len(score_shape) != 4:  # (batch x heads, queries, keys): the Softmax's
+            score_shape = shapes.get(softmax.inputs[0].name)
         if score_shape is None or len(score_shape) != 4:
             continue
         num_heads = score_shape[1]
@@ -236,16 +267,19 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
         if not merges:
             continue
         add, block_input, block_output = _residual(nodes, out[0], shapes)
+        path = _score_path(scores, softmax)
+        head_operands, head_gathers = _head_operands(path, int(num_heads), int(score_shape[0]), shapes)
+        path += _score_path(softmax, weighted)
         blocks.append(
             AttentionBlock(
                 q=q[0], k=k[0], v=v[0], out=out[0],
                 num_heads=int(num_heads), head_size=q[0].out_features // int(num_heads),
                 head_reshapes=splits, merge_reshape=merges[-1].name,
-                reshapes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Reshape"),
+                reshapes=tuple(n.name for n in plumbing + path + out[1] if n.op_type == "Reshape"),
                 head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
                 softmax=softmax.name, scores=scores.name, weighted=weighted.name,
                 residual_add=add, input=block_input, output=block_output,
-                head_operands=_head_operands(scores, softmax, int(num_heads), shapes),
+                head_operands=head_operands, head_gathers=head_gathers,
             )
         )  # fmt: skip
     return blocks

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-__all__ = ["array_of", "input_index", "set_input"]
+__all__ = ["array_of", "constant", "input_index", "set_input"]
 
 
 def array_of(value: ir.Value) -> np.ndarray:
@@ -17,6 +17,19 @@ def array_of(value: ir.Value) -> np.ndarray:
     if value.const_value is None:
         raise ValueError(f"{value.name} is not a constant")
     return value.const_value.numpy()
+
+
+def constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
+    """A new initializer holding `array`, named `name` (or ``name.1``, ... if that is taken)."""
+    base, n = name, 0
+    while name in graph.initializers:
+        n += 1
+        name = f"{base}.{n}"
+    array = np.asarray(array)
+    tensor = ir.tensor(array if array.flags.c_contiguous else array.copy(), dtype=dtype, name=name)  # a scalar stays one
+    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
+    graph.register_initializer(value)
+    return value
 
 
 def set_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> ir.Value:
@@ -29,13 +42,7 @@ def set_input(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> 
     base = old.name if old is not None and old.name else f"{node.name}_input{index}"
     if old is not None and graph.initializers.get(base) is old and len(old.uses()) == 1 and not old.is_graph_input():
         graph.initializers.pop(base)
-    name, n = base, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}.{n}"
-    tensor = ir.tensor(np.ascontiguousarray(array), name=name)
-    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
-    graph.register_initializer(value)
+    value = constant(graph, base, array)
     node.replace_input_with(index, value)
     return value
 

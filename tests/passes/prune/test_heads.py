@@ -54,16 +54,39 @@ def test_knobs(prepared):
     assert all(k.domain == (1, 2) and k.default == 2 for k in knobs)
 
 
+def _pruned_equals_silenced(folder, shape, feed, config) -> sir.Structure:
+    """Heads pruned first-k in the layers of `config` give the outputs of the original model with
+    the other heads' values zeroed (what those heads add is then nothing)."""
+    load = lambda: sir.load(folder, cache_dir=folder.parent / "cache")  # noqa: E731
+    structure = sir.analyze(load(), {d.name: shape for d in sir.input_domains(load())})
+
+    def run(m: ir.Model) -> np.ndarray:
+        session = ort.InferenceSession(ir.to_proto(m).SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, feed)[0]
+
+    pruned = prune(load(), structure, config, options=PruneOptions(order="first"))
+    expected = load()
+    for knob, kept in config.items():
+        a = structure.layers[int(knob.split(".")[1])].attention
+        silenced = np.arange(kept * a.head_size, a.num_heads * a.head_size)
+        zero_along(expected, a.v.weight, 1, silenced)
+        if a.v.bias is not None:
+            zero_along(expected, a.v.bias, 0, silenced)
+    want = run(expected)
+    assert np.abs(run(load()) - want).max() > 1e-2  # the silenced heads mattered
+    np.testing.assert_allclose(run(pruned), want, atol=1e-4)
+    return structure
+
+
 def test_swin_heads_are_cut_with_their_relative_position_bias(tmp_path):
     """Swin adds a per-head relative position bias to the scores and merges its windows (and
     shifts them back) between the output projection and the residual Add: its layers are found,
-    and dropping a head cuts that head's bias, so the model equals the original with the head's
-    values silenced."""
+    and dropping a head cuts that head's bias."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.SwinConfig(
-        image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3
+        image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3, initializer_range=0.5,
     )  # fmt: skip
     model = transformers.SwinForImageClassification(config).eval()
     with torch.no_grad():  # zeros after init: every head would have the same bias
@@ -71,24 +94,29 @@ def test_swin_heads_are_cut_with_their_relative_position_bias(tmp_path):
             if "relative_position_bias_table" in name:
                 parameter.normal_()
     model.save_pretrained(tmp_path / "swin")
-    loaded = sir.load(tmp_path / "swin", cache_dir=tmp_path / "cache")
-    signature = {d.name: (1, 3, 32, 32) for d in sir.input_domains(loaded)}
-    structure = sir.analyze(loaded, signature)
+    feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    structure = _pruned_equals_silenced(tmp_path / "swin", (1, 3, 32, 32), feed, {"heads.1": 1, "heads.3": 2})  # 1, 3: shifted windows
     assert [layer.attention.num_heads for layer in structure.layers] == [2, 2, 4, 4]
     assert all(layer.attention.head_operands for layer in structure.layers)
-    feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
 
-    def run(m: ir.Model) -> np.ndarray:
-        session = ort.InferenceSession(ir.to_proto(m).SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run(None, feed)[0]
 
-    config = {"heads.1": 1, "heads.3": 2}  # layers 1 and 3 shift their windows
-    pruned = prune(sir.load(tmp_path / "swin", cache_dir=tmp_path / "cache"), structure, config, options=PruneOptions(order="first"))
-    expected = sir.load(tmp_path / "swin", cache_dir=tmp_path / "cache")
-    for layer, kept in ((1, 1), (3, 2)):
-        a = structure.layers[layer].attention
-        silenced = np.arange(kept * a.head_size, a.num_heads * a.head_size)
-        zero_along(expected, a.v.weight, 1, silenced)
-        if a.v.bias is not None:
-            zero_along(expected, a.v.bias, 0, silenced)
-    np.testing.assert_allclose(run(pruned), run(expected), atol=1e-4)
+def test_deberta_heads_are_cut_with_their_position_projections(tmp_path):
+    """DeBERTa-v2 merges heads into the batch axis around its scores and adds position terms:
+    the query and key heads times per-head projections of the relative position embeddings
+    (folded to constants, tiled over the batch), gathered by an index expanded to batch x heads.
+    Pruning cuts those projections, lets the index follow, and leaves the other layers' shared
+    shape constants alone."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.DebertaV2Config(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        relative_attention=True, position_buckets=8, max_relative_positions=16, pos_att_type=["p2c", "c2p"],
+        share_att_key=True, num_labels=3, initializer_range=0.5,  # large weights: every head matters
+    )  # fmt: skip
+    transformers.DebertaV2ForSequenceClassification(config).eval().save_pretrained(tmp_path / "deberta")
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(1, 100, (2, 16)), "token_type_ids": np.zeros((2, 16), np.int64), "attention_mask": np.ones((2, 16), np.int64)}
+    structure = _pruned_equals_silenced(tmp_path / "deberta", (1, 16), feed, {"heads.0": 2, "heads.2": 1})
+    assert [layer.attention.num_heads for layer in structure.layers] == [4, 4, 4]
+    assert all(len(layer.attention.head_operands) == len(layer.attention.head_gathers) == 2 for layer in structure.layers)

@@ -9,7 +9,7 @@ import onnx_ir as ir
 
 from simq.errors import InvalidConfigError, UnsupportedModelError
 from simq.ir import AttentionBlock, RemovableBlock, Structure
-from simq.passes._edit import array_of, set_input
+from simq.passes._edit import array_of, constant, set_input
 from simq.passes._knobs import Knob, heads_knob
 from simq.passes.prune._common import (
     Narrowing,
@@ -91,11 +91,31 @@ class PruneHeadsPass(WidthPass):
             slice_linear_inputs(graph, a.out, channels, gram)
             for name in a.reshapes:
                 _rewrite_reshape(graph, graph.node(name), a, h)
-            for name, index, axis in a.head_operands:  # per-head biases of the scores
+            for name, index, axis in a.head_operands:  # per-head biases or position projections
                 node = graph.node(name)
                 set_input(graph, node, index, np.take(array_of(node.inputs[index]), heads, axis=axis))
+            for name in a.head_gathers:
+                _index_follows_data(graph, graph.node(name))
             modified = True
         return ir.passes.PassResult(model, modified)
+
+
+def _index_follows_data(graph: ir.Graph, gather: ir.Node) -> None:
+    """Give a GatherElements an index expanded to its data's first axis (batch x kept heads)
+    where it was expanded to the unpruned head count: ``Expand(x, [len(data), 1, ..., 1])``
+    broadcasts `x` as the old target did on the other axes. The old index stays for other layers."""
+    expand = gather.inputs[1].producer()
+    data, source = gather.inputs[0], expand.inputs[0]
+    rank = len(gather.inputs[1].shape) if gather.inputs[1].shape is not None else len(source.shape)
+    shape = ir.node("Shape", [data], name=f"{gather.name}.data_shape")
+    first = ir.node("Gather", [shape.outputs[0], constant(graph, f"{gather.name}.first_axis", np.array([0], np.int64))], name=f"{gather.name}.data_rows")
+    target = ir.node(
+        "Concat", [first.outputs[0], constant(graph, f"{gather.name}.broadcast", np.ones(rank - 1, np.int64))], {"axis": 0},
+        name=f"{gather.name}.index_shape",
+    )  # fmt: skip
+    index = ir.node("Expand", [source, target.outputs[0]], name=f"{gather.name}.index")
+    graph.insert_before(gather, [shape, first, target, index])
+    gather.replace_input_with(1, index.outputs[0])
 
 
 def _head_axis(node: ir.Node, a: AttentionBlock) -> int:
@@ -145,6 +165,10 @@ def _rewrite_reshape(graph: ir.Graph, node: ir.Node, a: AttentionBlock, h: int) 
     if entry % a.num_heads:
         raise UnsupportedModelError(f"reshape {node.name} has {entry} on its head axis, not a multiple of {a.num_heads} heads.")
     target.reshape(-1)[position] = entry // a.num_heads * h
+    if owner is not node and len(owner.outputs[0].uses()) > 1:  # a shape other reshapes (other layers) read too
+        owner = ir.node("Concat", list(owner.inputs), owner.attributes, name=f"{node.name}.shape")
+        graph.insert_before(node, owner)
+        node.replace_input_with(1, owner.outputs[0])
     set_input(graph, owner, index, target)
 
 

@@ -19,10 +19,10 @@ import onnx_ir as ir
 
 from simq.errors import InvalidConfigError
 from simq.ir import QuantizableNode
-from simq.passes._edit import array_of
+from simq.passes._edit import array_of, constant
 
 __all__ = [
-    "INT4_BLOCK", "INT4_OPSET", "INT4_TABLE_BLOCK", "MS_DOMAIN", "RECIPES", "Recipe", "constant", "forget_quantized", "recipe_for", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
+    "INT4_BLOCK", "INT4_OPSET", "INT4_TABLE_BLOCK", "MS_DOMAIN", "RECIPES", "Recipe", "forget_quantized", "recipe_for", "dequantized_weight", "dynamic_matmul", "quantized_attention", "quantized_bias", "quantized_table",
     "require_ms_opset", "require_opset",
 ]  # fmt: skip
 
@@ -44,17 +44,6 @@ def weight_axes(node: ir.Node, q: QuantizableNode) -> tuple[int, int]:
     if q.op_type == "Gemm" or q.op_type == "MatMul":
         return 1, 0
     return 0, 1  # Conv: (out, in, kh, kw)
-
-
-def constant(graph: ir.Graph, name: str, array: np.ndarray, dtype: ir.DataType | None = None) -> ir.Value:
-    base, n = name, 0
-    while name in graph.initializers:
-        n += 1
-        name = f"{base}.{n}"
-    tensor = ir.tensor(array, dtype=dtype, name=name)
-    value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=tensor.shape, const_value=tensor)
-    graph.register_initializer(value)
-    return value
 
 
 _QUANTIZED = "simq.quantized."

@@ -14,7 +14,8 @@ from simq.passes._contracts import require_unquantized
 from simq.passes._knobs import Knob, check_config, quant_knob
 from simq.passes.quant._calibration import Calibration
 from simq.passes.quant._regions import SAME_RANGE, static_int8_plan
-from simq.passes.quant._rewrites import INT4_BLOCK, INT4_OPSET, INT4_TABLE_BLOCK, MS_DOMAIN, Recipe, constant, forget_quantized, recipe_for
+from simq.passes._edit import constant
+from simq.passes.quant._rewrites import INT4_BLOCK, INT4_OPSET, INT4_TABLE_BLOCK, MS_DOMAIN, Recipe, forget_quantized, recipe_for
 from simq.passes.quant._units import ATTENTION, QuantUnit, attention_unit_name, bind, quant_units, takes_int8dyn
 
 __all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
