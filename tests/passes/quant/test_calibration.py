@@ -28,3 +28,24 @@ def test_bounds_over_kept_channels():
     assert r.bounds() == (-5.0, 9.0)
     assert r.bounds([0, 1]) == (-5.0, 2.0)
     assert r.bounds([2]) == (0.0, 9.0)  # always contains zero
+
+
+def test_an_activation_of_near_zero_range_calibrates_without_a_clip():
+    """A near-dead activation (values of order 1e-43, as random weights or dead channels give)
+    is narrower than any histogram numpy can bin: it keeps its range, with nothing to clip."""
+    import onnx_ir as ir
+
+    from simq.passes.quant import calibrate_values
+
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape([2, 3]))
+    tiny = ir.node("Mul", [x, ir.Value(name="k", const_value=ir.tensor(np.array(1e-43, np.float32), name="k"))], name="tiny")
+    tiny.outputs[0].name = "y"
+    wide = ir.node("Add", [x, x], name="wide")
+    wide.outputs[0].name = "z"
+    for v in (tiny.outputs[0], wide.outputs[0]):
+        v.type, v.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape([2, 3])
+    graph = ir.Graph([x], [tiny.outputs[0], wide.outputs[0]], nodes=[tiny, wide], initializers=[tiny.inputs[1]], opset_imports={"": 17})
+    batches = [{"x": np.random.default_rng(i).standard_normal((2, 3)).astype(np.float32)} for i in range(2)]
+    ranges = calibrate_values(ir.Model(graph, ir_version=9), ["y", "z"], batches).ranges
+    assert 0 < float(ranges["y"].high.max()) < 1e-40 and ranges["y"].clip is None
+    assert float(ranges["z"].high.max()) > 0.1

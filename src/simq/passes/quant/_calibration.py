@@ -25,6 +25,7 @@ __all__ = ["PERCENTILES", "Calibration", "TensorRange", "calibrate", "calibrate_
 PERCENTILES = (99.9, 99.99, 99.999)
 # Histogram bins per tensor over its min..max (the error of a range is read off the histogram).
 _BINS = 2048
+_MIN_RANGE = 1e-8  # narrower ranges quantize at this one (the scale's floor): nothing to clip
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class TensorRange:
 
 def _uint8_error(centers: np.ndarray, counts: np.ndarray, low: float, high: float) -> float:
     """Mean squared error of values (histogram bins) quantized to uint8 over [low, high] and back."""
-    scale = max(high - low, 1e-8) / 255.0
+    scale = max(high - low, _MIN_RANGE) / 255.0
     zero_point = np.clip(np.round(-low / scale), 0, 255)
     q = np.clip(np.round(centers / scale) + zero_point, 0, 255)
     return float(np.sum(counts * ((q - zero_point) * scale - centers) ** 2) / max(counts.sum(), 1))
@@ -148,11 +149,12 @@ def calibrate_values(
         if on_batch is not None:
             on_batch()
     bounds = {n: TensorRange(low[n], high[n]).bounds() for n in names if n in low}
+    bounds = {n: b for n, b in bounds.items() if b[1] - b[0] >= _MIN_RANGE}  # (near-)constant ones: no clip
     counts = {n: np.zeros(_BINS) for n in bounds}
-    for _, taps in tapped_runs(model, list(bounds), batches):
+    for _, taps in tapped_runs(model, list(bounds), batches) if bounds else ():
         for name, x in taps.items():
             counts[name] += np.histogram(np.asarray(x, dtype=np.float32), bins=_BINS, range=bounds[name])[0]
     return Calibration({
-        n: TensorRange(low[n], high[n], _best_clip(counts[n], np.linspace(*bounds[n], _BINS + 1), *bounds[n]))
-        for n in bounds
+        n: TensorRange(low[n], high[n], _best_clip(counts[n], np.linspace(*bounds[n], _BINS + 1), *bounds[n]) if n in bounds else None)
+        for n in low
     })  # fmt: skip
