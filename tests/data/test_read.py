@@ -117,3 +117,12 @@ def test_images_a_processor_makes_at_another_size_than_the_model_takes_are_refus
     transformers.ViTImageProcessor(size={"height": 24, "width": 24}).save_pretrained(folder)
     with pytest.raises(DataError, match="makes 24x24 images, but the model takes 16x16; give --image-size 16"):
         load_data(DataOptions(image_folder), domains, model_dir=folder).role("test").inputs
+
+
+def test_string_labels_for_a_model_with_placeholder_class_names_say_why_they_are_refused(tmp_path):
+    from simq.data._encode import encode_labels, model_label2id
+
+    (tmp_path / "config.json").write_text(json.dumps({"label2id": {"LABEL_0": 0, "LABEL_1": 1}}))
+    assert model_label2id(tmp_path) is None  # placeholders name no class
+    with pytest.raises(DataError, match="only the placeholders LABEL_0.*give class indices"):
+        encode_labels(["pos", "neg"], model_label2id(tmp_path))

@@ -243,7 +243,10 @@ def encode_labels(values: Sequence[Any], label2id: Mapping[str, int] | None, nam
             return array.astype(np.int64)
         raise DataError("labels hold fractional or missing numbers; give class indices or class names.")
     if label2id is None:
-        raise DataError("string labels need the model's label2id (a transformers folder's config.json); give class indices instead.")
+        raise DataError(
+            "string labels need the model's class names (label2id in a transformers folder's config.json), and this model has "
+            "none or only the placeholders LABEL_0, LABEL_1, ...; give class indices 0..C-1, or name the classes in config.json."
+        )
     unknown = sorted({str(v) for v in values} - set(label2id))
     if unknown:
         raise DataError(f"label {unknown[0]!r} is not one of the model's classes ({', '.join(list(label2id)[:8])}).")
