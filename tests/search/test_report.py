@@ -29,6 +29,11 @@ def test_the_fastest_within_the_constraint_on_both_sides():
         "Fastest SimQ model within 1 point of FP32: #7 at 0.45x FP32, 1.33x faster."
     )
     assert "no SimQ model" in headline(references, baselines, front[1:], 1.0)
+    # None published within the limit because the one within it ran slower than FP32: said so.
+    slower = _record(9, "candidate", 69.8, 1.3)
+    assert headline(references, baselines, front[1:], 1.0, [*front[1:], slower]).endswith(
+        "1 candidate was within 1 point of FP32 but none ran faster than FP32 (the fastest at 1.30x), and no slower model is published."
+    )
     assert "static INT8 at 0.40x" in headline(references, baselines, front, 25.0)
 
 
