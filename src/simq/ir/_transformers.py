@@ -183,8 +183,9 @@ def _dims(value: ir.Value, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, 
 
 def _reaching_add(value: ir.Value) -> tuple[ir.Node, ir.Value] | None:
     """The Add that `value` feeds, directly or through ops that only move its elements (Swin's
-    window merge, the cyclic shift back as Slice + Concat, the crop of padding), and the operand
-    by which it arrives; None if anything else reads it on the way."""
+    window merge, the cyclic shift back as Slice + Concat, the crop of padding) or scale it by a
+    constant (the layer scale of BEiT, DINOv2, CaiT), and the operand by which it arrives; None
+    if anything else reads it on the way."""
     region: list[ir.Node] = []
     frontier, found = [value], None
     while frontier:
@@ -195,7 +196,10 @@ def _reaching_add(value: ir.Value) -> tuple[ir.Node, ir.Value] | None:
             node = use.node
             if node.op_type == "Add" and found is None:
                 found = (node, current)
-            elif node.op_type in _WINDOW_PLUMBING and (use.idx == 0 or node.op_type == "Concat"):
+            elif (
+                node.op_type in _WINDOW_PLUMBING and (use.idx == 0 or node.op_type == "Concat")
+                or node.op_type == "Mul" and all(v is current or v.const_value is not None for v in node.inputs)  # a layer scale
+            ):  # fmt: skip
                 if node not in region:
                     region.append(node)
                     frontier.extend(node.outputs)
@@ -216,7 +220,8 @@ def _residual(
     the stream comes out of a normalization, or it goes on from this one into the next residual
     Add (the first layer after a projection of the embeddings, as in ELECTRA and ALBERT, reads
     the projection's output). In a pre-norm block (ViT) the Add output is the block output.
-    Between the projection and the Add there may be ops that only move elements (Swin).
+    Between the projection and the Add there may be ops that only move elements (Swin) or a
+    layer scale (BEiT, DINOv2).
     """
     out_node = graph_nodes[linear.bias_node or linear.node]
     found = _reaching_add(out_node.outputs[0])

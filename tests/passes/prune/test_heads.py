@@ -120,3 +120,25 @@ def test_deberta_heads_are_cut_with_their_position_projections(tmp_path):
     structure = _pruned_equals_silenced(tmp_path / "deberta", (1, 16), feed, {"heads.0": 2, "heads.2": 1})
     assert [layer.attention.num_heads for layer in structure.layers] == [4, 4, 4]
     assert all(len(layer.attention.head_operands) == len(layer.attention.head_gathers) == 2 for layer in structure.layers)
+
+
+def test_beit_layers_are_found_through_their_layer_scale(tmp_path):
+    """BEiT (like DINOv2 and Data2VecVision) scales each block's output by a constant per channel
+    before the residual Add, and adds a per-head relative position bias to the scores."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BeitConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        use_relative_position_bias=True, layer_scale_init_value=0.5, num_labels=3, initializer_range=0.5,
+    )  # fmt: skip
+    model = transformers.BeitForImageClassification(config).eval()
+    with torch.no_grad():  # zeros after init: every head would have the same bias
+        for name, parameter in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                parameter.normal_()
+    model.save_pretrained(tmp_path / "beit")
+    feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    structure = _pruned_equals_silenced(tmp_path / "beit", (1, 3, 32, 32), feed, {"heads.0": 1, "heads.1": 3})
+    assert [(layer.attention.num_heads, layer.ffn.width) for layer in structure.layers] == [(4, 64), (4, 64)]
+    assert all(layer.attention.head_operands for layer in structure.layers)

@@ -145,12 +145,15 @@ class _Stream:
 
 def _stream(graph: ir.Graph, layer: TransformerLayer) -> _Stream | None:
     """How `layer`'s FFN output reaches its output (the residual sum and the normalization after
-    it that the analysis found), or None where that is not the layer's output or the norm is not
-    a LayerNormalization over the last axis with a constant scale."""
+    it that the analysis found), or None where that is not the layer's output, the projection's
+    output is scaled on its way to the sum, or the norm is not a LayerNormalization over the last
+    axis with a constant scale."""
     ffn = layer.ffn
     if ffn.residual_add is None or ffn.input is None or ffn.output != layer.output:
         return None
     add = graph.node(ffn.residual_add)
+    if graph.node(ffn.down.bias_node or ffn.down.node).outputs[0] not in add.inputs:
+        return None  # a layer scale (or a reshape) between the projection and the sum
     g, total = graph.node(ffn.down.node).inputs[0].name, add.outputs[0].name
     if total == ffn.output:  # pre-norm: the sum is the output
         return _Stream(g, ffn.input, total)
