@@ -251,8 +251,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         console.print(prepared.describe())
         options = options.resolved(prepared.job.evaluator)  # the confidence the note and the run judge at
         note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.confidence)
-        if note:
-            console.print(f"[yellow]note:[/] {note}")
+        for line in (*prepared.warnings, *([note] if note else [])):
+            console.print(f"[yellow]note:[/] {line}")
         make_out(args.out)
         write_recipe(parser, args, args.out / "recipe.yaml")
         job = prepared.job

@@ -58,6 +58,8 @@ class PreparedJob:
             or None.
         examples: Where examples come from, in roles.
         batch_size: Examples per call where the model fixes its batch axis, else None.
+        warnings: What limits the search, for the user to read before it starts (also among
+            the job's notes).
     """
 
     job: Job
@@ -65,6 +67,7 @@ class PreparedJob:
     source_dir: Path | None
     batch_size: int | None
     signature: dict[str, tuple[int, ...]]
+    warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return self.examples.describe()
@@ -140,10 +143,18 @@ def prepare_job(
     )  # fmt: skip
     if not pipeline.knobs:
         raise InvalidArgumentError(f"{spec.model} offers nothing to search: no prunable structure or quantizable node was found.")
+    attention = sum(1 for n in model.graph if n.op_type == "Softmax" and len(n.outputs[0].meta.get(sir.META_SHAPE) or ()) == 4)
     test = examples.role("test")
     feed = timing_feed(test.inputs, sir.input_domains(model), signature)
     baselines: dict[str, Callable[[Path], Artifact]] = {}
     notes: list[str] = []
+    warnings: tuple[str, ...] = ()
+    if spec.prune and attention > len(structure.layers):  # heads x queries x keys Softmaxes outside any layer found
+        warnings = (
+            f"{attention - len(structure.layers)} of {attention} attention blocks are not in a transformer layer SimQ recognises"
+            " (this attention or block form is not supported yet): their heads and FFN width are not searched, only precision,"
+            " prunable channel groups and removable blocks.",
+        )  # fmt: skip
     original = None
     if elastic is not None and path.is_dir() and (path / elastic["original"]).is_file():
         original = sir.load(path / elastic["original"])
@@ -165,11 +176,11 @@ def prepare_job(
         extra_files=runtime_files(spec.data.tokenizer if spec.data else None, source_dir, zoo_folder(spec.model, path)),
         data=examples.describe(), accuracy_reference=ORIGINAL if ORIGINAL in baselines and spec.reference != "tuned" else None,
         reference_auto=spec.reference == "auto",
-        notes=(*pipeline.notes, *notes, *([scoring_note] if scoring_note else [])),
+        notes=(*warnings, *pipeline.notes, *notes, *([scoring_note] if scoring_note else [])),
     )  # fmt: skip
     if spec.cost_model is not None:
         job = replace(job, cost_model=cost_model_for(job, spec.cost_model, spec.cost_model_samples, spec.seed, progress))
-    return PreparedJob(job, examples, source_dir, batch, signature)
+    return PreparedJob(job, examples, source_dir, batch, signature, warnings)
 
 
 def _batches_digest(batches) -> str:
