@@ -138,6 +138,11 @@ def _print_summary(console: Console, source: str, s: Structure) -> None:
                 "+".join(dict.fromkeys(ops_in)), _fmt(layer_macs),
             )  # fmt: skip
         console.print(layers)
+    if s.attention_blocks > len(s.layers):
+        console.print(
+            f"{s.attention_blocks - len(s.layers)} of {s.attention_blocks} attention blocks are not in a transformer layer SimQ "
+            "recognises: their heads and FFN width cannot be pruned.", highlight=False,
+        )  # fmt: skip
 
     if s.channel_groups:
         groups = Table(title="Channel groups", title_justify="left")

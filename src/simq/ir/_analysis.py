@@ -68,6 +68,7 @@ def analyze(model: ir.Model, signature: Mapping[str, tuple[int, ...]] | None = N
         quantizable=quantizable,
         weights=weight_sizes(model),
         costs=costs,
+        attention_blocks=sum(1 for n in model.graph if n.op_type == "Softmax" and len(shapes.get(n.outputs[0].name, ())) == 4),
     )
 
 

@@ -250,6 +250,8 @@ class Structure:
         macs: Multiply-accumulates of one inference at `signature`.
         op_counts: Nodes per op type.
         weights: Element count of every parameter tensor (the ones `params` sums).
+        attention_blocks: Softmaxes over (batch, heads, queries, keys): attention, whether or
+            not a layer was recognised around it (more than ``len(layers)``: some were not).
     """
 
     signature: Mapping[str, tuple[int, ...]]
@@ -263,6 +265,7 @@ class Structure:
     quantizable: tuple[QuantizableNode, ...]
     weights: Mapping[str, int] = field(repr=False)
     costs: tuple[NodeCost, ...] = field(repr=False)
+    attention_blocks: int = 0
 
     def cost(self, node: str) -> NodeCost:
         """The cost of the node named `node`."""

@@ -143,15 +143,14 @@ def prepare_job(
     )  # fmt: skip
     if not pipeline.knobs:
         raise InvalidArgumentError(f"{spec.model} offers nothing to search: no prunable structure or quantizable node was found.")
-    attention = sum(1 for n in model.graph if n.op_type == "Softmax" and len(n.outputs[0].meta.get(sir.META_SHAPE) or ()) == 4)
     test = examples.role("test")
     feed = timing_feed(test.inputs, sir.input_domains(model), signature)
     baselines: dict[str, Callable[[Path], Artifact]] = {}
     notes: list[str] = []
     warnings: tuple[str, ...] = ()
-    if spec.prune and attention > len(structure.layers):  # heads x queries x keys Softmaxes outside any layer found
+    if spec.prune and structure.attention_blocks > len(structure.layers):
         warnings = (
-            f"{attention - len(structure.layers)} of {attention} attention blocks are not in a transformer layer SimQ recognises"
+            f"{structure.attention_blocks - len(structure.layers)} of {structure.attention_blocks} attention blocks are not in a transformer layer SimQ recognises"
             " (this attention or block form is not supported yet): their heads and FFN width are not searched, only precision,"
             " prunable channel groups and removable blocks.",
         )  # fmt: skip
