@@ -375,26 +375,27 @@ def test_a_steady_state_search_validates_its_budget_and_resumes_without_repeatin
 
 
 def test_attention_outside_any_recognised_layer_is_said_before_the_search(image_model, image_folder, tmp_path):
-    """Swin v2's cosine attention is not a form SimQ's analysis recognises: the compile says that
-    its heads and FFN width are not searched, where a ViT's layers are found and nothing is said."""
+    """SegFormer's spatially reduced attention is not a form SimQ's analysis recognises: the
+    compile says that its heads and FFN width are not searched, where a ViT's layers are found
+    and nothing is said."""
     transformers = pytest.importorskip("transformers")
     import torch
 
     from simq.data import DataOptions
     from simq.search import JobSpec, prepare_job
 
-    folder = tmp_path / "swinv2"
-    config = transformers.Swinv2Config(
-        image_size=16, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=2, num_labels=2,
-        id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1},
+    folder = tmp_path / "segformer"
+    config = transformers.SegformerConfig(
+        image_size=16, hidden_sizes=[8, 16], depths=[1, 1], num_attention_heads=[1, 2], sr_ratios=[2, 1], num_encoder_blocks=2,
+        patch_sizes=[3, 3], strides=[2, 2], decoder_hidden_size=16, num_labels=2, id2label={0: "cat", 1: "dog"}, label2id={"cat": 0, "dog": 1},
     )  # fmt: skip
     torch.manual_seed(0)
-    transformers.Swinv2ForImageClassification(config).eval().save_pretrained(folder)
+    transformers.SegformerForImageClassification(config).eval().save_pretrained(folder)
     transformers.ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(folder)
     prepared = {
         name: prepare_job(JobSpec(model=str(path), data=DataOptions(image_folder), baselines=False, cache_dir=tmp_path / "cache"))
-        for name, path in (("swinv2", folder), ("vit", image_model))
+        for name, path in (("segformer", folder), ("vit", image_model))
     }
     assert prepared["vit"].warnings == ()
-    (warning,) = prepared["swinv2"].warnings
-    assert warning.startswith("2 of 2 attention blocks are not in a transformer layer") and warning in prepared["swinv2"].job.notes
+    (warning,) = prepared["segformer"].warnings
+    assert warning.startswith("2 of 2 attention blocks are not in a transformer layer") and warning in prepared["segformer"].job.notes

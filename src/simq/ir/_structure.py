@@ -61,7 +61,9 @@ class AttentionBlock:
         merge_reshape: The Reshape that merges heads again before ``out``.
         reshapes: Every Reshape between the projections and the attention MatMuls (head
             splits, merges, and the exporter's transposition reshapes), whose shape constants
-            may carry the head count.
+            may carry the head count; also the Expands of a normalization there (Swin v2).
+        score_reshapes: The Reshapes of the scores or probabilities themselves (heads merged
+            into the batch axis, windows split out of it): the head axis is third from the end.
         head_transposes: The Transposes that move the head axis.
         softmax: The Softmax node.
         scores, weighted: The MatMuls of two activations before the Softmax (``Q @ K^T``) and
@@ -93,6 +95,7 @@ class AttentionBlock:
     output: str
     head_operands: tuple[tuple[str, int, int], ...] = ()
     head_gathers: tuple[str, ...] = ()
+    score_reshapes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,28 @@ def _projection_behind(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
             return None
         if node.op_type not in _HEAD_PLUMBING:
             return None
-        if node.op_type in ("Mul", "Div") and not any(is_scalar_const(v) for v in node.inputs):
+        norm = _norm_of(node.inputs[1], node.inputs[0]) if node.op_type == "Div" else None
+        if node.op_type in ("Mul", "Div") and norm is None and not any(is_scalar_const(v) for v in node.inputs):
             return None
-        plumbing.append(node)
+        plumbing += [node, *(norm or [])]
+        value = node.inputs[0]
+    return None
+
+
+def _norm_of(divisor: ir.Value, x: ir.Value) -> list[ir.Node] | None:
+    """The nodes that make `divisor` the L2 norm of `x` over its last axis (clamped, maybe
+    expanded back to its shape: ``F.normalize``, Swin v2's cosine attention), or None."""
+    nodes: list[ir.Node] = []
+    value = divisor
+    for _ in range(4):
+        node = value.producer()
+        if node is None:
+            return None
+        if node.op_type == "ReduceL2":
+            return nodes if node.inputs[0] is x else None
+        if node.op_type not in ("Expand", "Clip", "Max", "Add"):
+            return None
+        nodes.append(node)
         value = node.inputs[0]
     return None
 
@@ -183,9 +202,9 @@ def _dims(value: ir.Value, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, 
 
 def _reaching_add(value: ir.Value) -> tuple[ir.Node, ir.Value] | None:
     """The Add that `value` feeds, directly or through ops that only move its elements (Swin's
-    window merge, the cyclic shift back as Slice + Concat, the crop of padding) or scale it by a
-    constant (the layer scale of BEiT, DINOv2, CaiT), and the operand by which it arrives; None
-    if anything else reads it on the way."""
+    window merge, the cyclic shift back as Slice + Concat, the crop of padding), scale it by a
+    constant (the layer scale of BEiT, DINOv2, CaiT) or normalise it over the hidden axis (Swin
+    v2), and the operand by which it arrives; None if anything else reads it on the way."""
     region: list[ir.Node] = []
     frontier, found = [value], None
     while frontier:
@@ -199,6 +218,7 @@ def _reaching_add(value: ir.Value) -> tuple[ir.Node, ir.Value] | None:
             elif (
                 node.op_type in _WINDOW_PLUMBING and (use.idx == 0 or node.op_type == "Concat")
                 or node.op_type == "Mul" and all(v is current or v.const_value is not None for v in node.inputs)  # a layer scale
+                or node.op_type in _NORMALIZATIONS and use.idx == 0  # the branch normalised before the sum (Swin v2)
             ):  # fmt: skip
                 if node not in region:
                     region.append(node)
@@ -220,8 +240,8 @@ def _residual(
     the stream comes out of a normalization, or it goes on from this one into the next residual
     Add (the first layer after a projection of the embeddings, as in ELECTRA and ALBERT, reads
     the projection's output). In a pre-norm block (ViT) the Add output is the block output.
-    Between the projection and the Add there may be ops that only move elements (Swin) or a
-    layer scale (BEiT, DINOv2).
+    Between the projection and the Add there may be ops that only move elements (Swin), a layer
+    scale (BEiT, DINOv2) or a normalization of the branch (Swin v2).
     """
     out_node = graph_nodes[linear.bias_node or linear.node]
     found = _reaching_add(out_node.outputs[0])
@@ -275,12 +295,13 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
         path = _score_path(scores, softmax)
         head_operands, head_gathers = _head_operands(path, int(num_heads), int(score_shape[0]), shapes)
         path += _score_path(softmax, weighted)
+        score_reshapes = tuple(n.name for n in path if n.op_type == "Reshape")
         blocks.append(
             AttentionBlock(
                 q=q[0], k=k[0], v=v[0], out=out[0],
                 num_heads=int(num_heads), head_size=q[0].out_features // int(num_heads),
                 head_reshapes=splits, merge_reshape=merges[-1].name,
-                reshapes=tuple(n.name for n in plumbing + path + out[1] if n.op_type == "Reshape"),
+                reshapes=tuple(n.name for n in plumbing + out[1] if n.op_type in ("Reshape", "Expand")), score_reshapes=score_reshapes,
                 head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
                 softmax=softmax.name, scores=scores.name, weighted=weighted.name,
                 residual_add=add, input=block_input, output=block_output,

@@ -142,3 +142,24 @@ def test_beit_layers_are_found_through_their_layer_scale(tmp_path):
     structure = _pruned_equals_silenced(tmp_path / "beit", (1, 3, 32, 32), feed, {"heads.0": 1, "heads.1": 3})
     assert [(layer.attention.num_heads, layer.ffn.width) for layer in structure.layers] == [(4, 64), (4, 64)]
     assert all(layer.attention.head_operands for layer in structure.layers)
+
+
+def test_swin_v2_cosine_attention_is_cut_with_its_logit_scales(tmp_path):
+    """Swin v2 normalises queries and keys (their norms expanded back to the heads' shape), scales
+    the scores by a per-head constant, adds a bias from a small network over the positions (a
+    per-head constant once folded), and normalises each branch before its residual Add."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.Swinv2Config(
+        image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3, initializer_range=0.5,
+    )  # fmt: skip
+    model = transformers.Swinv2ForImageClassification(config).eval()
+    with torch.no_grad():  # the same after init for every head
+        for name, parameter in model.named_parameters():
+            if "logit_scale" in name:
+                parameter.uniform_(1.0, 3.0)
+    model.save_pretrained(tmp_path / "swinv2")
+    feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    structure = _pruned_equals_silenced(tmp_path / "swinv2", (1, 3, 32, 32), feed, {"heads.1": 1, "heads.2": 3})
+    assert [layer.attention.num_heads for layer in structure.layers] == [2, 2, 4, 4]

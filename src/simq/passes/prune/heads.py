@@ -89,7 +89,7 @@ class PruneHeadsPass(WidthPass):
                 slice_linear_outputs(graph, linear, channels)
             gram = self.stats.grams[a.out.node] if self.reconstruct else None
             slice_linear_inputs(graph, a.out, channels, gram)
-            for name in a.reshapes:
+            for name in (*a.reshapes, *a.score_reshapes):
                 _rewrite_reshape(graph, graph.node(name), a, h)
             for name, index, axis in a.head_operands:  # per-head biases or position projections
                 node = graph.node(name)
@@ -122,12 +122,15 @@ def _head_axis(node: ir.Node, a: AttentionBlock) -> int:
     """The axis of a Reshape's target shape whose size scales with the head count.
 
     Head splits (B, S, H*D) -> (B, S, H, D) carry it on axis 2; the merge back to (B, S, H*D) on
-    axis 2 as well; the exporter's reshapes between (B, H, S, D) and (B*H, S, D) on axis 1 or 0.
+    axis 2 as well; the exporter's reshapes between (B, H, S, D) and (B*H, S, D) on axis 1 or 0
+    (and the Expand of a normalization on axis 1); reshapes of the scores third from the end.
     """
     rank_in = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
     rank_out = len(node.outputs[0].shape) if node.outputs[0].shape is not None else None
     if node.name in a.head_reshapes or node.name == a.merge_reshape:
         return 2
+    if node.name in a.score_reshapes and rank_out is not None and rank_out >= 3:
+        return rank_out - 3  # (..., heads, queries, keys)
     if rank_out == 4:
         return 1
     if rank_out == 3 and rank_in == 4:
