@@ -54,6 +54,16 @@ def test_knobs(prepared):
     assert all(k.domain == (1, 2) and k.default == 2 for k in knobs)
 
 
+def _per_head(model, part: str, fill) -> None:
+    """`fill` every parameter whose name holds `part` (equal for every head after init)."""
+    import torch
+
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if part in name:
+                fill(parameter)
+
+
 def _pruned_equals_silenced(folder, shape, feed, config) -> sir.Structure:
     """Heads pruned first-k in the layers of `config` give the outputs of the original model with
     the other heads' values zeroed (what those heads add is then nothing)."""
@@ -89,10 +99,7 @@ def test_swin_heads_are_cut_with_their_relative_position_bias(tmp_path):
         image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3, initializer_range=0.5,
     )  # fmt: skip
     model = transformers.SwinForImageClassification(config).eval()
-    with torch.no_grad():  # zeros after init: every head would have the same bias
-        for name, parameter in model.named_parameters():
-            if "relative_position_bias_table" in name:
-                parameter.normal_()
+    _per_head(model, "relative_position_bias_table", lambda p: p.normal_())
     model.save_pretrained(tmp_path / "swin")
     feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     structure = _pruned_equals_silenced(tmp_path / "swin", (1, 3, 32, 32), feed, {"heads.1": 1, "heads.3": 2})  # 1, 3: shifted windows
@@ -133,10 +140,7 @@ def test_beit_layers_are_found_through_their_layer_scale(tmp_path):
         use_relative_position_bias=True, layer_scale_init_value=0.5, num_labels=3, initializer_range=0.5,
     )  # fmt: skip
     model = transformers.BeitForImageClassification(config).eval()
-    with torch.no_grad():  # zeros after init: every head would have the same bias
-        for name, parameter in model.named_parameters():
-            if "relative_position_bias_table" in name:
-                parameter.normal_()
+    _per_head(model, "relative_position_bias_table", lambda p: p.normal_())
     model.save_pretrained(tmp_path / "beit")
     feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     structure = _pruned_equals_silenced(tmp_path / "beit", (1, 3, 32, 32), feed, {"heads.0": 1, "heads.1": 3})
@@ -155,10 +159,7 @@ def test_swin_v2_cosine_attention_is_cut_with_its_logit_scales(tmp_path):
         image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3, initializer_range=0.5,
     )  # fmt: skip
     model = transformers.Swinv2ForImageClassification(config).eval()
-    with torch.no_grad():  # the same after init for every head
-        for name, parameter in model.named_parameters():
-            if "logit_scale" in name:
-                parameter.uniform_(1.0, 3.0)
+    _per_head(model, "logit_scale", lambda p: p.uniform_(1.0, 3.0))
     model.save_pretrained(tmp_path / "swinv2")
     feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
     structure = _pruned_equals_silenced(tmp_path / "swinv2", (1, 3, 32, 32), feed, {"heads.1": 1, "heads.2": 3})
