@@ -29,8 +29,10 @@ class PruneHeadsPass(WidthPass):
 
     Changes: the Q, K and V projections' weight columns and biases of dropped heads, the
     output projection's weight rows (refit by least squares with ``reconstruct``), every
-    shape constant in the attention block that carries the head count, and the entries of
-    dropped heads in per-head constants on the scores (a relative position bias).
+    shape constant in the attention block that carries the head count, the entries of dropped
+    heads in per-head constants on the way to the scores (Swin's and BEiT's relative position
+    bias, Swin v2's logit scales, DeBERTa's position projections), and the index DeBERTa gathers
+    those positions by.
 
     Options as in `WidthPass`.
     """
