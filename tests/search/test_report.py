@@ -35,6 +35,10 @@ def test_the_fastest_within_the_constraint_on_both_sides():
         "1 candidate was within 1 point of FP32 but none ran faster than FP32 (the fastest at 1.30x), and no slower model is published."
     )
     assert "static INT8 at 0.40x" in headline(references, baselines, front, 25.0)
+    # Slower than the best baseline: said against it by name, not read as slower than FP32.
+    assert headline(references, baselines, [_record(10, "candidate", 69.9, 0.66)], 1.0).endswith(
+        "#10 at 0.66x FP32, 1.10x slower than fused + dynamic INT8."
+    )
 
 
 def test_within_the_limit_means_its_paired_upper_bound_is():

@@ -187,10 +187,11 @@ def headline(
 
 
 def _versus(base: Record, best: Record, with_interval: bool) -> str:
-    """How much faster (or slower) `best` is than `base` in the final pass, with the interval of
-    the two ratios combined at their worst."""
+    """How much faster (or slower, naming `base`: the sentence's last figure is a ratio to FP32)
+    `best` is than `base` in the final pass, with the interval of the two ratios combined at their
+    worst."""
     speedup = _final(base, "latency_ratio") / _final(best, "latency_ratio")
-    verdict = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
+    verdict = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower than {base.config.get('baseline', 'FP32')}"
     bounds = [_final(r, f"latency_ratio_{side}") for r in (base, best) for side in ("low", "high")]
     if None not in bounds and with_interval:
         low, high = bounds[0] / bounds[3], bounds[1] / bounds[2]
