@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 import onnxscript.optimizer
@@ -29,11 +30,12 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         self.shapes_only = shapes_only
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        folded = _fold_constant_norms(model.graph) if not self.shapes_only else False
         # The folder warns whenever it cannot evaluate a node it merely tried to fold; that is
         # not an error here, so keep it from users' terminals for the duration of the call.
         with quiet("onnxscript.optimizer._constant_folding"):
             result = self._fold(model)
-        return ir.passes.PassResult(model, result.modified)
+        return ir.passes.PassResult(model, result.modified or folded)
 
     def _fold(self, model: ir.Model) -> ir.passes.PassResult:
         return onnxscript.optimizer.fold_constants(
@@ -42,6 +44,32 @@ class FoldConstantsPass(ir.passes.InPlacePass):
             output_size_limit=_FOLD_OUTPUT_LIMIT,
             should_fold=_fold_only_shapes if self.shapes_only else lambda node: None,
         )
+
+
+def _fold_constant_norms(graph: ir.Graph) -> bool:
+    """Replace a LayerNormalization of constants (DeBERTa's normalised relative position table) by
+    its value. The folder cannot (the reference evaluator returns all three of its outputs), and
+    everything downstream (the per-head position projections) would stay computed at run time
+    instead of becoming constants."""
+    changed = False
+    for node in list(graph):
+        if node.op_type != "LayerNormalization" or any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+            continue
+        if not node.inputs or not all(v is not None and v.const_value is not None for v in node.inputs):
+            continue
+        x = node.inputs[0].const_value.numpy().astype(np.float64)
+        axis = node.attributes.get_int("axis", -1)
+        axes = tuple(range(axis % x.ndim, x.ndim))
+        y = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + node.attributes.get_float("epsilon", 1e-5))
+        y = y * node.inputs[1].const_value.numpy() + (node.inputs[2].const_value.numpy() if len(node.inputs) > 2 else 0.0)
+        name = node.outputs[0].name
+        value = ir.Value(name=f"{name}.folded", const_value=ir.tensor(y.astype(node.inputs[0].const_value.numpy().dtype), name=f"{name}.folded"))
+        value.type, value.shape = ir.TensorType(value.const_value.dtype), value.const_value.shape
+        graph.register_initializer(value)
+        ir.convenience.replace_all_uses_with(node.outputs[0], value)
+        graph.remove(node, safe=True)
+        changed = True
+    return changed
 
 
 def _fold_only_shapes(node: ir.Node) -> bool:

@@ -23,7 +23,7 @@ _EXTERNAL_DATA_THRESHOLD = 1 << 30
 #: The model file inside a `simq tune` output folder, which a folder source may name.
 TUNED_MODEL = "model.onnx"
 # Bumped when what an export holds changes, so cached exports of the old kind are redone.
-_EXPORT_FORMAT = 3
+_EXPORT_FORMAT = 4
 
 
 class ModelSource(Protocol):

@@ -118,7 +118,7 @@ def test_deberta_heads_are_cut_with_their_position_projections(tmp_path):
     torch.manual_seed(0)
     config = transformers.DebertaV2Config(
         vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-        relative_attention=True, position_buckets=8, max_relative_positions=16, pos_att_type=["p2c", "c2p"],
+        relative_attention=True, position_buckets=8, max_relative_positions=16, pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm",
         share_att_key=True, num_labels=3, initializer_range=0.5,  # large weights: every head matters
     )  # fmt: skip
     transformers.DebertaV2ForSequenceClassification(config).eval().save_pretrained(tmp_path / "deberta")
