@@ -53,7 +53,7 @@ def _fold_constant_norms(graph: ir.Graph) -> bool:
     instead of becoming constants."""
     changed = False
     for node in list(graph):
-        if node.op_type != "LayerNormalization" or any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+        if node.op_type != "LayerNormalization" or node.outputs[0].is_graph_output() or any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
             continue
         if not node.inputs or not all(v is not None and v.const_value is not None for v in node.inputs):
             continue
