@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -30,14 +29,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
-from bench_lowering import PER_ROUND, REWARM, Case, Entry, _folder, _grid_config, bootstrap, console, simq_entry, size_ratio  # noqa: E402
+from bench_lowering import Case, Entry, _folder, _grid_config, console, simq_entry, size_ratio, time_all  # noqa: E402
 
 import simq.ir as sir  # noqa: E402
 from simq.passes import Pipeline  # noqa: E402
 from simq.passes.fuse.ort_fusion import FUSION_METADATA  # noqa: E402
 from simq.passes.prune import collect_stats  # noqa: E402
 from simq.passes.quant import calibrate  # noqa: E402
-from simq.targets import TargetRegistry, interleave  # noqa: E402
+from simq.targets import TargetRegistry  # noqa: E402
 from simq.targets.ort_cpu import RECIPE  # noqa: E402
 from simq.tune import transformers_source  # noqa: E402
 
@@ -107,21 +106,6 @@ def prepare_family(name: str, spec, work: Path) -> tuple[Case, list[Entry], dict
         console.print(f"  {name}: {label}")
         entries.append(simq_entry(case, label, _grid_config(pipeline, heads, ffn, drops), work))
     return case, entries, {"layers": len(structure.layers), "fused": fused.get("counts", {})}
-
-
-def time_all(case: Case, entries: list[Entry], against: list[str], rounds: int) -> None:
-    """Interleave every entry, each fed the inputs its graph takes (the recipe's TorchScript
-    export drops inputs a model ignores); per-round paired ratios against each of `against`."""
-    calls = {}
-    for e in entries:
-        names = {i.name for i in sir.load(e.artifact.onnx).graph.inputs}
-        calls[e.label] = case.target.runner(e.artifact, {k: v for k, v in case.feed.items() if k in names})
-    times = interleave(calls, rounds=rounds, per_round=PER_ROUND, rewarm=REWARM)
-    medians = {k: [statistics.median(v[i : i + PER_ROUND]) for i in range(0, len(v), PER_ROUND)] for k, v in times.items()}
-    for e in entries:
-        for base in against:
-            e.ratios[base] = bootstrap([a / b for a, b in zip(medians[e.label], medians[base])])
-        e.ratios["ms"] = (statistics.median(times[e.label]), 0.0, 0.0)
 
 
 def main() -> None:

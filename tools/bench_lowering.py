@@ -125,8 +125,12 @@ def bootstrap(ratios: Sequence[float], seed: int = 0) -> tuple[float, float, flo
 
 
 def time_all(case: Case, entries: list[Entry], against: Sequence[str], rounds: int) -> None:
-    """Interleave every entry; per-round paired ratios against each label in `against`."""
-    calls = {e.label: case.target.runner(e.artifact, case.feed) for e in entries}
+    """Interleave every entry, each fed the inputs its graph takes (a TorchScript export drops
+    inputs a model ignores); per-round paired ratios against each label in `against`."""
+    calls = {}
+    for e in entries:
+        names = {i.name for i in onnx.load(str(e.artifact.onnx), load_external_data=False).graph.input}
+        calls[e.label] = case.target.runner(e.artifact, {k: v for k, v in case.feed.items() if k in names})
     console.print(f"  timing {len(calls)} models x {rounds} rounds")
     times = interleave(calls, rounds=rounds, per_round=PER_ROUND, rewarm=REWARM)
     round_medians = {k: [statistics.median(v[i : i + PER_ROUND]) for i in range(0, len(v), PER_ROUND)] for k, v in times.items()}

@@ -57,13 +57,13 @@ def _fold_constant_norms(graph: ir.Graph) -> bool:
             continue
         if not node.inputs or not all(v is not None and v.const_value is not None for v in node.inputs):
             continue
-        x = node.inputs[0].const_value.numpy().astype(np.float64)
-        axis = node.attributes.get_int("axis", -1)
-        axes = tuple(range(axis % x.ndim, x.ndim))
+        data = node.inputs[0].const_value.numpy()
+        x = data.astype(np.float64)
+        axes = tuple(range(node.attributes.get_int("axis", -1) % x.ndim, x.ndim))
         y = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + node.attributes.get_float("epsilon", 1e-5))
         y = y * node.inputs[1].const_value.numpy() + (node.inputs[2].const_value.numpy() if len(node.inputs) > 2 else 0.0)
-        name = node.outputs[0].name
-        value = ir.Value(name=f"{name}.folded", const_value=ir.tensor(y.astype(node.inputs[0].const_value.numpy().dtype), name=f"{name}.folded"))
+        name = f"{node.outputs[0].name}.folded"
+        value = ir.Value(name=name, const_value=ir.tensor(y.astype(data.dtype), name=name))
         value.type, value.shape = ir.TensorType(value.const_value.dtype), value.const_value.shape
         graph.register_initializer(value)
         ir.convenience.replace_all_uses_with(node.outputs[0], value)

@@ -88,21 +88,32 @@ def _pruned_equals_silenced(folder, shape, feed, config) -> sir.Structure:
     return structure
 
 
-def test_swin_heads_are_cut_with_their_relative_position_bias(tmp_path):
+@pytest.mark.parametrize(
+    "family, per_head, fill, config",
+    [
+        ("Swin", "relative_position_bias_table", lambda p: p.normal_(), {"heads.1": 1, "heads.3": 2}),  # 1, 3: shifted windows
+        ("Swinv2", "logit_scale", lambda p: p.uniform_(1.0, 3.0), {"heads.1": 1, "heads.2": 3}),
+    ],
+)
+def test_swin_heads_are_cut_with_their_per_head_constants(family, per_head, fill, config, tmp_path):
     """Swin adds a per-head relative position bias to the scores and merges its windows (and
-    shifts them back) between the output projection and the residual Add: its layers are found,
-    and dropping a head cuts that head's bias."""
+    shifts them back) between the output projection and the residual Add. Swin v2 also normalises
+    queries and keys (their norms expanded back to the heads' shape), scales the scores by a
+    per-head constant, takes its bias from a small network over the positions (a per-head
+    constant once folded), and normalises each branch before its residual Add. Their layers are
+    found, and dropping a head cuts that head's constants (`per_head`: equal for every head after
+    init, so randomised)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.SwinConfig(
+    model_config = getattr(transformers, f"{family}Config")(
         image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3, initializer_range=0.5,
     )  # fmt: skip
-    model = transformers.SwinForImageClassification(config).eval()
-    _per_head(model, "relative_position_bias_table", lambda p: p.normal_())
-    model.save_pretrained(tmp_path / "swin")
+    model = getattr(transformers, f"{family}ForImageClassification")(model_config).eval()
+    _per_head(model, per_head, fill)
+    model.save_pretrained(tmp_path / family)
     feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
-    structure = _pruned_equals_silenced(tmp_path / "swin", (1, 3, 32, 32), feed, {"heads.1": 1, "heads.3": 2})  # 1, 3: shifted windows
+    structure = _pruned_equals_silenced(tmp_path / family, (1, 3, 32, 32), feed, config)
     assert [layer.attention.num_heads for layer in structure.layers] == [2, 2, 4, 4]
     assert all(layer.attention.head_operands for layer in structure.layers)
 
@@ -146,21 +157,3 @@ def test_beit_layers_are_found_through_their_layer_scale(tmp_path):
     structure = _pruned_equals_silenced(tmp_path / "beit", (1, 3, 32, 32), feed, {"heads.0": 1, "heads.1": 3})
     assert [(layer.attention.num_heads, layer.ffn.width) for layer in structure.layers] == [(4, 64), (4, 64)]
     assert all(layer.attention.head_operands for layer in structure.layers)
-
-
-def test_swin_v2_cosine_attention_is_cut_with_its_logit_scales(tmp_path):
-    """Swin v2 normalises queries and keys (their norms expanded back to the heads' shape), scales
-    the scores by a per-head constant, adds a bias from a small network over the positions (a
-    per-head constant once folded), and normalises each branch before its residual Add."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.Swinv2Config(
-        image_size=32, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=3, initializer_range=0.5,
-    )  # fmt: skip
-    model = transformers.Swinv2ForImageClassification(config).eval()
-    _per_head(model, "logit_scale", lambda p: p.uniform_(1.0, 3.0))
-    model.save_pretrained(tmp_path / "swinv2")
-    feed = {"pixel_values": np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)}
-    structure = _pruned_equals_silenced(tmp_path / "swinv2", (1, 3, 32, 32), feed, {"heads.1": 1, "heads.2": 3})
-    assert [layer.attention.num_heads for layer in structure.layers] == [2, 2, 4, 4]
