@@ -1,6 +1,7 @@
 """Shared fixtures: one zoo cache per test session, so each tiny model is built once; and small
 models and data as a user would bring them (a transformers text classifier folder with its
-tokenizer, an image classifier folder with its processor, an ONNX file with a fixed batch of 1)."""
+tokenizer, an image classifier folder with its processor, an ONNX file with a fixed batch of 1, a
+ModernBERT folder)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,20 @@ def fixed_batch_model(tmp_path_factory) -> tuple[Path, Path]:
 def make_sentences():
     """`sentences`, for tests that need labelled sentences of their own."""
     return sentences
+
+
+@pytest.fixture(scope="session")
+def modernbert(tmp_path_factory):
+    """A small ModernBERT classifier folder (fused Q/K/V, rotary positions, gated FFN; large
+    weights, so that every head and neuron matters) and a feed for it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ModernBertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48, local_attention=8,
+        num_labels=3, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, initializer_range=0.5,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("modernbert") / "model"
+    transformers.ModernBertForSequenceClassification(config).eval().save_pretrained(folder)
+    rng = np.random.default_rng(0)
+    return folder, {"input_ids": rng.integers(3, 100, (2, 16)), "attention_mask": np.ones((2, 16), np.int64)}

@@ -226,6 +226,35 @@ def test_hidden_state_distillation_sees_each_kept_layer_and_leaves_padding_out(d
     elastic.close()
 
 
+def test_modernbert_is_elastic_in_each_third_of_its_fused_projection_and_both_halves_of_its_gated_ffn(modernbert):
+    """Sorting ModernBERT's heads and neurons by importance keeps its function; then a first-k
+    sub-network in PyTorch (masks) is what the ONNX passes cut from the re-exported model."""
+    folder, feed = modernbert
+    source = transformers_source(folder)
+    source.module.eval()
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+    signature = {k: (1, *v.shape[1:]) for k, v in feed.items()}
+    model = sir.cleanup(source.export(feed))
+    elastic = ElasticNetwork(source.module, model, sir.analyze(model, signature))
+    with torch.no_grad():
+        before = source.logits(tensors).numpy()
+        orders = elastic.reorder([tensors], lambda batch: source.module(**batch))
+        assert np.abs(source.logits(tensors).numpy() - before).max() <= 1e-4
+    assert orders[0]["heads"] != [0, 1, 2, 3] or orders[0]["ffn"] != list(range(48))  # something moved
+    elastic.close()
+    model = sir.cleanup(source.export(feed))  # the reordered weights
+    structure = sir.analyze(model, signature)
+    elastic = ElasticNetwork(source.module, model, structure)
+    block = next(b for b in structure.removable_blocks if b.layer == 1)
+    config = {"heads.0": 2, "ffn.0": 18, "heads.2": 1, "ffn.2": 30, f"depth.{block.index}": True}
+    elastic.set(config)
+    with torch.no_grad():
+        want = source.logits(tensors).numpy()
+    pruned = prune(model.clone(), structure, config, None, PruneOptions(order="first", reconstruct=False))
+    got = ort.InferenceSession(ir.to_proto(pruned).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert np.abs(got - want).max() <= 1e-4 and np.abs(before - want).max() > 1e-2
+
+
 def test_a_tuned_model_is_never_calibrated_or_scored_on_rows_it_was_tuned_on(text_model, unique_csv, tmp_path):
     from simq.search import prepare_job
 

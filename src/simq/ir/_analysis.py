@@ -76,7 +76,8 @@ def _roles(layers: tuple[TransformerLayer, ...], groups: tuple[ChannelGroup, ...
     roles: dict[str, str] = {}
     for layer in layers:
         a, f = layer.attention, layer.ffn
-        for name, linear in (("q", a.q), ("k", a.k), ("v", a.v), ("out", a.out)):
+        projections = (("qkv", a.q),) if a.fused_qkv else (("q", a.q), ("k", a.k), ("v", a.v))
+        for name, linear in (*projections, ("out", a.out)):
             roles[linear.node] = f"layer {layer.index} attention {name}"
         roles[a.softmax] = f"layer {layer.index} attention softmax"
         roles[f.up.node] = f"layer {layer.index} ffn up"

@@ -55,8 +55,10 @@ class AttentionBlock:
     """Multi-head self-attention found around one Softmax.
 
     Attributes:
-        q, k, v, out: The four projections.
-        num_heads, head_size: Heads and their width (``q.out_features == num_heads * head_size``).
+        q, k, v, out: The four projections; one and the same where a fused projection computes
+            Q, K and V side by side (`fused_qkv`).
+        num_heads, head_size: Heads and their width (``q.out_features == num_heads * head_size``,
+            three times that when fused).
         head_reshapes: The Reshape nodes that split Q, K and V into heads.
         merge_reshape: The Reshape that merges heads again before ``out``.
         reshapes: Every Reshape between the projections and the attention MatMuls (head
@@ -75,6 +77,8 @@ class AttentionBlock:
             (DeBERTa); cut with the heads.
         head_gathers: GatherElements on that way whose index is expanded to the head count
             (DeBERTa's relative positions): their index follows the pruned data instead.
+        fused_qkv: One projection's output holds Q, K and V one after the other, each
+            ``num_heads * head_size`` wide (ModernBERT's ``Wqkv``, split into (3, heads, size)).
     """
 
     q: Linear
@@ -96,16 +100,26 @@ class AttentionBlock:
     head_operands: tuple[tuple[str, int, int], ...] = ()
     head_gathers: tuple[str, ...] = ()
     score_reshapes: tuple[str, ...] = ()
+    fused_qkv: bool = False
+
+    @property
+    def projections(self) -> tuple[Linear, ...]:
+        """The distinct projections that compute Q, K and V (one when fused)."""
+        return (self.q,) if self.fused_qkv else (self.q, self.k, self.v)
 
 
 @dataclass(frozen=True)
 class FFNBlock:
-    """Two projections joined by an elementwise activation: ``down(act(up(x)))``.
+    """Two projections joined by an elementwise activation: ``down(act(up(x)))``, or a gated
+    one, ``down(act(a) * b)`` where ``a, b`` are the two halves of ``up(x)`` (GeGLU, SwiGLU).
 
     Attributes:
-        up, down: The projections; ``up.out_features == down.in_features == width``.
-        activation: The elementwise nodes between them (e.g. one Gelu, or an Erf expansion).
+        up, down: The projections; ``down.in_features == width``, and ``up.out_features`` is
+            `width` (twice that when gated).
+        activation: The elementwise nodes between them (e.g. one Gelu, or an Erf expansion;
+            the Split that halves a gated projection).
         width: The number of intermediate neurons.
+        gated: Neuron ``i`` is ``up``'s outputs ``i`` and ``width + i`` together.
     """
 
     up: Linear
@@ -115,6 +129,7 @@ class FFNBlock:
     residual_add: str | None
     input: str | None
     output: str
+    gated: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import onnx_ir as ir
 
-from simq.ir._patterns import ELEMENTWISE_UNARY, dynamic_inputs, is_scalar_const, linear_at, single_consumer
+from simq.ir._patterns import ELEMENTWISE_UNARY, const, dynamic_inputs, is_scalar_const, linear_at, single_consumer
 from simq.ir._structure import AttentionBlock, FFNBlock, Linear, TransformerLayer
 
 __all__ = ["find_attention_blocks", "find_ffn_blocks", "find_layers"]
@@ -28,23 +28,39 @@ _WINDOW_PLUMBING = frozenset({"Reshape", "Transpose", "Slice", "Concat", "Identi
 _MAX_WALK = 8
 
 
-def _projection_behind(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
-    """Walk back from an operand of the scores/values MatMul to the projection producing it."""
+def _projection_behind(value: ir.Value) -> tuple[Linear, list[ir.Node], int | None] | None:
+    """Walk back from an operand of the scores/values MatMul to the projection producing it.
+
+    Returns the projection, the nodes on the way, and which part of a fused Q/K/V projection the
+    operand is (0, 1 or 2; None for a projection of its own).
+    """
     plumbing: list[ir.Node] = []
-    for _ in range(_MAX_WALK):
+    part: int | None = None
+    for _ in range(2 * _MAX_WALK):  # ModernBERT's K: scale, reshape-transpose-reshape, rotary, unbind, split
         node = value.producer()
         if node is None:
             return None
         if node.op_type in ("MatMul", "Gemm"):
             linear = linear_at(node)
-            return (linear, plumbing) if linear is not None else None
-        if node.op_type == "Add":  # the bias Add of a MatMul projection
+            return (linear, plumbing, part) if linear is not None else None
+        if node.op_type == "Add":  # the bias Add of a MatMul projection, or a rotary embedding
+            rotary = _rotary(node)
+            if rotary is not None:
+                value, nodes = rotary
+                plumbing += nodes
+                continue
             for operand in dynamic_inputs(node):
                 producer = operand.producer()
                 linear = linear_at(producer) if producer is not None else None
                 if linear is not None and linear.bias_node == node.name:
-                    return linear, plumbing
+                    return linear, plumbing, part
             return None
+        fused = _fused_part(node, value) if part is None else None
+        if fused is not None:
+            part = fused
+            plumbing.append(node)
+            value = node.inputs[0]
+            continue
         if node.op_type not in _HEAD_PLUMBING:
             return None
         norm = _norm_of(node.inputs[1], node.inputs[0]) if node.op_type == "Div" else None
@@ -53,6 +69,64 @@ def _projection_behind(value: ir.Value) -> tuple[Linear, list[ir.Node]] | None:
         plumbing += [node, *(norm or [])]
         value = node.inputs[0]
     return None
+
+
+def _rotary(add: ir.Node) -> tuple[ir.Value, list[ir.Node]] | None:
+    """``x * cos + rotate_half(x) * sin`` ending at `add`: a rotary position embedding, as
+    ModernBERT applies it to Q and K. Returns `x` and the embedding's nodes, or None.
+
+    ``rotate_half(x)`` is ``Concat(-x[..., d/2:], x[..., :d/2])`` over the head size; cos and sin
+    broadcast over the heads, so cutting heads leaves the embedding as it is.
+    """
+    muls = [v.producer() if v is not None else None for v in add.inputs]
+    if len(muls) != 2 or any(m is None or m.op_type != "Mul" for m in muls):
+        return None
+    for direct, rotated in (muls, muls[::-1]):
+        concats = [v.producer() for v in rotated.inputs if v.producer() is not None and v.producer().op_type == "Concat"]
+        for x in direct.inputs:
+            for concat in concats:
+                halves = _rotated_halves(concat, x)
+                if halves is not None:
+                    return x, [add, direct, rotated, concat, *halves]
+    return None
+
+
+def _rotated_halves(concat: ir.Node, x: ir.Value) -> list[ir.Node] | None:
+    """The Slice (and Neg) nodes by which `concat` joins two parts of `x`, or None."""
+    if len(concat.inputs) != 2:
+        return None
+    nodes: list[ir.Node] = []
+    for value in concat.inputs:
+        node = value.producer() if value is not None else None
+        if node is not None and node.op_type == "Neg":
+            nodes.append(node)
+            node = node.inputs[0].producer()
+        if node is None or node.op_type != "Slice" or node.inputs[0] is not x:
+            return None
+        nodes.append(node)
+    return nodes
+
+
+def _fused_part(node: ir.Node, value: ir.Value) -> int | None:
+    """Which of Q, K and V `node` takes out of a fused projection's (batch, seq, 3, heads, size)
+    reshape (a Slice, Gather or Split on the axis of size 3) as `value`, or None."""
+    if node.op_type not in ("Slice", "Gather", "Split"):
+        return None
+    shape = node.inputs[0].shape
+    if shape is None or len(shape) != 5 or shape[2] != 3:
+        return None
+    if node.op_type == "Split":
+        axis = node.attributes.get_int("axis", 0)
+        return list(node.outputs).index(value) if axis in (2, -3) and len(node.outputs) == 3 else None
+    if node.op_type == "Gather":
+        index = const(node.inputs[1])
+        return int(index.reshape(-1)[0]) if node.attributes.get_int("axis", 0) in (2, -3) and index is not None and index.size == 1 else None
+    starts, ends = const(node.inputs[1]), const(node.inputs[2])
+    axes = const(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    if starts is None or ends is None or axes is None or starts.size != 1 or int(axes.reshape(-1)[0]) not in (2, -3):
+        return None
+    start = int(starts.reshape(-1)[0])
+    return start if 0 <= start < 3 and int(ends.reshape(-1)[0]) == start + 1 else None
 
 
 def _norm_of(divisor: ir.Value, x: ir.Value) -> list[ir.Node] | None:
@@ -279,14 +353,18 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
         if score_shape is None or len(score_shape) != 4:
             continue
         num_heads = score_shape[1]
-        if not (q[0].out_features == k[0].out_features == v[0].out_features) or q[0].out_features % num_heads:
+        parts = (q[2], k[2], v[2])
+        fused = parts == (0, 1, 2) and q[0] == k[0] == v[0]
+        if parts != (None, None, None) and not fused:
+            continue
+        hidden = q[0].out_features // 3 if fused else q[0].out_features
+        if not (q[0].out_features == k[0].out_features == v[0].out_features) or hidden % num_heads:
             continue  # grouped-query attention and friends are not handled yet
-        plumbing = q[1] + k[1] + v[1]
-        hidden = q[0].out_features
+        plumbing = list(dict.fromkeys(q[1] + k[1] + v[1]))  # a fused projection's reshape is on all three ways
         splits = tuple(
             n.name for n in plumbing
-            if n.op_type == "Reshape" and shapes.get(n.inputs[0].name, (0,))[-1] == hidden
-            and len(shapes.get(n.outputs[0].name, ())) == 4
+            if n.op_type == "Reshape" and shapes.get(n.inputs[0].name, (0,))[-1] == q[0].out_features
+            and len(shapes.get(n.outputs[0].name, ())) == (5 if fused else 4)
         )  # fmt: skip
         merges = [n for n in out[1] if n.op_type == "Reshape"]
         if not merges:
@@ -299,26 +377,30 @@ def find_attention_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]
         blocks.append(
             AttentionBlock(
                 q=q[0], k=k[0], v=v[0], out=out[0],
-                num_heads=int(num_heads), head_size=q[0].out_features // int(num_heads),
+                num_heads=int(num_heads), head_size=hidden // int(num_heads),
                 head_reshapes=splits, merge_reshape=merges[-1].name,
                 reshapes=tuple(n.name for n in plumbing + out[1] if n.op_type in ("Reshape", "Expand")), score_reshapes=score_reshapes,
                 head_transposes=tuple(n.name for n in plumbing + out[1] if n.op_type == "Transpose"),
                 softmax=softmax.name, scores=scores.name, weighted=weighted.name,
                 residual_add=add, input=block_input, output=block_output,
-                head_operands=head_operands, head_gathers=head_gathers,
+                head_operands=head_operands, head_gathers=head_gathers, fused_qkv=fused,
             )
         )  # fmt: skip
     return blocks
 
 
-def _activation_path(start: ir.Value, up: Linear) -> tuple[list[ir.Node], Linear] | None:
-    """Follow `start` through elementwise ops to a projection back to `up`'s input width.
+def _activation_path(start: ir.Value, up: Linear) -> tuple[list[ir.Node], Linear, bool] | None:
+    """Follow `start` through elementwise ops to a projection back to `up`'s input width; a
+    gated FFN's `start` is first split into halves that meet again in the elementwise ops.
 
     The region is collected first and checked afterwards, because an op such as the final Mul
     of ``x * sigmoid(1.702 * x)`` is reached from ``x`` before its other operand is.
+    Returns the region, the down projection and whether the FFN is gated.
     """
-    region: list[ir.Node] = []
-    frontier = [start]
+    split = _halves(start)
+    region: list[ir.Node] = [split] if split is not None else []
+    frontier = list(split.outputs) if split is not None else [start]
+    width = up.out_features // 2 if split is not None else up.out_features
     down: tuple[ir.Node, Linear] | None = None
     while frontier:
         value = frontier.pop()
@@ -332,7 +414,7 @@ def _activation_path(start: ir.Value, up: Linear) -> tuple[list[ir.Node], Linear
                 linear = linear_at(node)
                 if linear is None or down is not None:
                     return None
-                if linear.in_features != up.out_features or linear.out_features != up.in_features:
+                if linear.in_features != width or linear.out_features != up.in_features:
                     return None
                 down = (node, linear)
             elif node.op_type in ELEMENTWISE_UNARY:
@@ -342,11 +424,28 @@ def _activation_path(start: ir.Value, up: Linear) -> tuple[list[ir.Node], Linear
                 return None
     region_values = {start.name} | {o.name for n in region for o in n.outputs}
     for node in region:
-        if not all(v.name in region_values or is_scalar_const(v) for v in node.inputs if v is not None):
+        if node is not split and not all(v.name in region_values or is_scalar_const(v) for v in node.inputs if v is not None):
             return None
-    if down is None or not region or down[0].inputs[0].name not in region_values:
+    if down is None or len(region) == (split is not None) or down[0].inputs[0].name not in region_values:
         return None
-    return region, down[1]
+    return region, down[1], split is not None
+
+
+def _halves(value: ir.Value) -> ir.Node | None:
+    """The Split that is `value`'s only reader and cuts its last axis into two equal halves (a
+    gated FFN's ``chunk(2, dim=-1)``), or None."""
+    uses = value.uses()
+    if len(uses) != 1 or uses[0].node.op_type != "Split" or uses[0].idx != 0 or len(uses[0].node.outputs) != 2:
+        return None
+    split = uses[0].node
+    rank = len(value.shape) if value.shape is not None else None
+    if rank is None or split.attributes.get_int("axis", 0) not in (-1, rank - 1):
+        return None
+    given = len(split.inputs) > 1 and split.inputs[1] is not None
+    sizes = const(split.inputs[1]) if given else split.attributes.get_ints("split", None)  # an input from opset 13 on
+    if given and sizes is None:
+        return None  # sizes computed at run time
+    return split if sizes is None or (len(sizes) == 2 and sizes[0] == sizes[1]) else None
 
 
 def find_ffn_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> list[FFNBlock]:
@@ -360,12 +459,12 @@ def find_ffn_blocks(model: ir.Model, shapes: Mapping[str, tuple[int, ...]]) -> l
         path = _activation_path(nodes[up.bias_node or up.node].outputs[0], up)
         if path is None:
             continue
-        activation, down = path
+        activation, down, gated = path
         add, block_input, block_output = _residual(nodes, down, shapes)
         blocks.append(
             FFNBlock(
-                up=up, down=down, activation=tuple(n.name for n in activation), width=up.out_features,
-                residual_add=add, input=block_input, output=block_output,
+                up=up, down=down, activation=tuple(n.name for n in activation), width=down.in_features,
+                residual_add=add, input=block_input, output=block_output, gated=gated,
             )
         )  # fmt: skip
     return blocks

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from simq.errors import UnsupportedModelError
 from simq.ir import Linear, Structure
 from simq.passes import Knob, depth_knob, ffn_knob, heads_knob, knob_kind
-from simq.passes.prune import pruning_knobs
+from simq.passes.prune import in_parts, pruning_knobs
 
 __all__ = ["ElasticLayer", "ElasticNetwork"]
 
@@ -33,7 +33,11 @@ def _torch() -> Any:
 
 @dataclass
 class ElasticLayer:
-    """One transformer layer: its PyTorch projections and the module that is the whole layer."""
+    """One transformer layer: its PyTorch projections and the module that is the whole layer.
+
+    `q`, `k` and `v` are one module where Q, K and V come from a fused projection
+    (`qkv_parts` 3); `up` holds both halves of a gated FFN (`up_parts` 2).
+    """
 
     index: int
     heads: int
@@ -47,6 +51,8 @@ class ElasticLayer:
     down: Any
     block: Any
     block_knob: str | None
+    qkv_parts: int = 1
+    up_parts: int = 1
 
 
 def _weight(model: ir.Model, linear: Linear) -> np.ndarray:
@@ -99,6 +105,7 @@ class ElasticNetwork:
                 ElasticLayer(
                     layer.index, a.num_heads, a.head_size, f.width, *(m for _, m in found.values()),
                     named.get(parent) if parent else None, depth_knob(block.index) if block is not None else None,
+                    3 if a.fused_qkv else 1, 2 if f.gated else 1,
                 )
             )  # fmt: skip
         self.knobs: list[Knob] = [k for k in pruning_knobs(structure) if knob_kind(k.name) in (knob_kind(heads_knob(0)), knob_kind(ffn_knob(0)), knob_kind(depth_knob(0)))]
@@ -269,15 +276,17 @@ class ElasticNetwork:
     def _permute(layer: ElasticLayer, heads: Any, neurons: Any) -> None:
         torch = _torch()
         columns = torch.cat([torch.arange(h * layer.head_size, (h + 1) * layer.head_size) for h in heads.tolist()])
+        qkv = torch.as_tensor(in_parts(columns.numpy(), layer.heads * layer.head_size, layer.qkv_parts))
+        up = torch.as_tensor(in_parts(neurons.numpy(), layer.width, layer.up_parts))
         with torch.no_grad():
-            for projection in (layer.q, layer.k, layer.v):
-                projection.weight.copy_(projection.weight[columns])
+            for projection in dict.fromkeys((layer.q, layer.k, layer.v)):  # one module when fused
+                projection.weight.copy_(projection.weight[qkv])
                 if projection.bias is not None:
-                    projection.bias.copy_(projection.bias[columns])
+                    projection.bias.copy_(projection.bias[qkv])
             layer.out.weight.copy_(layer.out.weight[:, columns])
-            layer.up.weight.copy_(layer.up.weight[neurons])
+            layer.up.weight.copy_(layer.up.weight[up])
             if layer.up.bias is not None:
-                layer.up.bias.copy_(layer.up.bias[neurons])
+                layer.up.bias.copy_(layer.up.bias[up])
             layer.down.weight.copy_(layer.down.weight[:, neurons])
 
     def close(self) -> None:

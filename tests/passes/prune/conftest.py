@@ -45,3 +45,4 @@ def prepared(zoo):
         return cache[name]
 
     return get
+

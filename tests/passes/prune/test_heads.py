@@ -78,7 +78,8 @@ def _pruned_equals_silenced(folder, shape, feed, config) -> sir.Structure:
     expected = load()
     for knob, kept in config.items():
         a = structure.layers[int(knob.split(".")[1])].attention
-        silenced = np.arange(kept * a.head_size, a.num_heads * a.head_size)
+        width = a.num_heads * a.head_size
+        silenced = np.arange(kept * a.head_size, width) + (2 * width if a.fused_qkv else 0)  # V: the last third of a fused Q/K/V
         zero_along(expected, a.v.weight, 1, silenced)
         if a.v.bias is not None:
             zero_along(expected, a.v.bias, 0, silenced)
@@ -157,3 +158,13 @@ def test_beit_layers_are_found_through_their_layer_scale(tmp_path):
     structure = _pruned_equals_silenced(tmp_path / "beit", (1, 3, 32, 32), feed, {"heads.0": 1, "heads.1": 3})
     assert [(layer.attention.num_heads, layer.ffn.width) for layer in structure.layers] == [(4, 64), (4, 64)]
     assert all(layer.attention.head_operands for layer in structure.layers)
+
+
+
+def test_modernbert_heads_are_cut_in_each_third_of_the_fused_projection(modernbert):
+    """ModernBERT computes Q, K and V with one projection, split as (3, heads, head size), and
+    rotates Q and K by position (cos and sin broadcast over the heads) before the scores; its
+    layers alternate global and sliding-window attention (16 tokens, windows of 8)."""
+    folder, feed = modernbert
+    structure = _pruned_equals_silenced(folder, (1, 16), feed, {"heads.0": 3, "heads.2": 1})
+    assert [(layer.attention.num_heads, layer.attention.fused_qkv) for layer in structure.layers] == [(4, True)] * 3

@@ -6,7 +6,7 @@ own units (`WidthPass.importance`); `collect_stats` runs every pass's taps once 
 keeps the Gram matrices for least-squares reconstruction.
 """
 
-from simq.passes.prune._common import Narrowing, WidthPass
+from simq.passes.prune._common import Narrowing, WidthPass, in_parts
 from simq.passes.prune._pipeline import (
     ELASTIC_METADATA,
     PRUNING_PASSES,
@@ -45,6 +45,7 @@ __all__ = [
     "WidthPass",
     "collect_stats",
     "elastic_record",
+    "in_parts",
     "predicted_params",
     "prune",
     "pruning_knobs",

@@ -16,7 +16,7 @@ from simq.passes._knobs import depth_knob
 from simq.passes.prune._refit import refit
 from simq.passes.prune._stats import Importance, PruningStats
 
-__all__ = ["Narrowing", "Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "grid", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
+__all__ = ["Narrowing", "Order", "WidthPass", "bias_site", "depth_knob", "dropped_layers", "grid", "in_parts", "keep_indices", "slice_linear_inputs", "slice_linear_outputs"]
 
 #: ``"importance"`` keeps the top-k units by calibration importance; ``"first"`` keeps the first
 #: k, for supernets trained to be elastic, whose units are already ordered by importance.
@@ -93,6 +93,13 @@ def keep_indices(importance: np.ndarray | None, size: int, k: int, order: Order)
     if importance is None:
         raise InvalidConfigError("importance-ordered pruning needs calibration statistics; pass stats= or use order='first'.")
     return np.sort(np.argsort(-np.asarray(importance), kind="stable")[:k])
+
+
+def in_parts(keep: np.ndarray, width: int, parts: int = 1) -> np.ndarray:
+    """The output features of a projection whose output holds `parts` blocks of `width` side
+    by side (a fused Q/K/V projection: 3; a gated FFN's up projection: 2) that keep, in every
+    block, the features `keep`."""
+    return np.concatenate([np.asarray(keep) + i * width for i in range(parts)])
 
 
 def dropped_layers(structure: Structure, config: Mapping[str, Hashable]) -> set[int]:

@@ -10,13 +10,14 @@ import numpy as np
 import onnx_ir as ir
 
 from simq.ir import RemovableBlock, Structure, TransformerLayer
-from simq.passes._edit import array_of
+from simq.passes._edit import array_of, set_input
 from simq.passes._knobs import Knob, ffn_knob
 from simq.passes.prune._common import (
     Narrowing,
     WidthPass,
     dropped_layers,
     grid,
+    in_parts,
     keep_indices,
     slice_linear_inputs,
     slice_linear_outputs,
@@ -33,8 +34,8 @@ BRIDGED_LAYERS = 2
 class PruneFFNPass(WidthPass):
     """Keeps the `ffn.<layer>` most important neurons of each FFN.
 
-    Changes: the up projection's weight columns and bias entries, and the down projection's
-    weight rows; with ``reconstruct``, the down projection's kept rows and bias are refit by
+    Changes: the up projection's weight columns and bias entries (in both halves of a gated
+    one, and the sizes its Split is given), and the down projection's weight rows; with ``reconstruct``, the down projection's kept rows and bias are refit by
     least squares so the block reproduces its unpruned output on calibration data. When the
     layers right after it are dropped (at most `BRIDGED_LAYERS` of them), the refit instead makes
     the layer's output reproduce the last dropped layer's output, whatever its width: the kept
@@ -69,7 +70,7 @@ class PruneFFNPass(WidthPass):
         for layer in structure.layers:
             k = config.get(ffn_knob(layer.index), layer.ffn.width)
             if k != layer.ffn.width and layer.index not in dropped:
-                cuts += [*Narrowing.outputs(layer.ffn.up, k), *Narrowing.inputs(layer.ffn.down, k)]
+                cuts += [*Narrowing.outputs(layer.ffn.up, k * (2 if layer.ffn.gated else 1)), *Narrowing.inputs(layer.ffn.down, k)]
         return cuts
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -85,7 +86,9 @@ class PruneFFNPass(WidthPass):
                 continue
             keep = keep_indices(self._importance(layer.index), ffn.width, k, self.order)
             if k != ffn.width:
-                slice_linear_outputs(graph, ffn.up, keep)
+                slice_linear_outputs(graph, ffn.up, in_parts(keep, ffn.width, 2 if ffn.gated else 1))
+                if ffn.gated:
+                    _halve(graph, graph.node(ffn.activation[0]), k)
             gram = self.stats.grams[ffn.down.node] if self.reconstruct else None
             slice_linear_inputs(graph, ffn.down, keep, gram, cross)
             modified = True
@@ -101,6 +104,14 @@ class PruneFFNPass(WidthPass):
         while after is not None and after in dropped:
             last, after = after, following.get(after)
         return self.stats.crosses.get(bridge_key(layer, last)) if last is not None else None
+
+
+def _halve(graph: ir.Graph, split: ir.Node, k: int) -> None:
+    """A gated FFN's Split given explicit sizes now cuts its narrowed input into halves of `k`."""
+    if len(split.inputs) > 1 and split.inputs[1] is not None:
+        set_input(graph, split, 1, np.array([k, k], np.int64))
+    elif "split" in split.attributes:  # before opset 13
+        split.attributes["split"] = ir.AttrInt64s("split", [k, k])
 
 
 def bridge_key(before: int, last: int) -> str:

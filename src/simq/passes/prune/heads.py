@@ -15,6 +15,7 @@ from simq.passes.prune._common import (
     Narrowing,
     WidthPass,
     dropped_layers,
+    in_parts,
     keep_indices,
     slice_linear_inputs,
     slice_linear_outputs,
@@ -27,7 +28,8 @@ __all__ = ["PruneHeadsPass"]
 class PruneHeadsPass(WidthPass):
     """Keeps the `heads.<layer>` most important attention heads of each layer.
 
-    Changes: the Q, K and V projections' weight columns and biases of dropped heads, the
+    Changes: the Q, K and V projections' weight columns and biases of dropped heads (in each
+    third of a fused Q/K/V projection), the
     output projection's weight rows (refit by least squares with ``reconstruct``), every
     shape constant in the attention block that carries the head count, the entries of dropped
     heads in per-head constants on the way to the scores (Swin's and BEiT's relative position
@@ -68,7 +70,8 @@ class PruneHeadsPass(WidthPass):
             h = config.get(heads_knob(layer.index), a.num_heads)
             if h != a.num_heads and layer.index not in dropped:
                 width = h * a.head_size
-                cuts += [n for linear in (a.q, a.k, a.v) for n in Narrowing.outputs(linear, width)]
+                parts = 3 if a.fused_qkv else 1
+                cuts += [n for linear in a.projections for n in Narrowing.outputs(linear, width * parts)]
                 cuts += Narrowing.inputs(a.out, width)
         return cuts
 
@@ -87,8 +90,8 @@ class PruneHeadsPass(WidthPass):
                 )
             heads = keep_indices(self._importance(layer.index), a.num_heads, h, self.order)
             channels = (heads[:, None] * a.head_size + np.arange(a.head_size)).ravel()
-            for linear in (a.q, a.k, a.v):
-                slice_linear_outputs(graph, linear, channels)
+            for linear in a.projections:
+                slice_linear_outputs(graph, linear, in_parts(channels, a.num_heads * a.head_size, 3 if a.fused_qkv else 1))
             gram = self.stats.grams[a.out.node] if self.reconstruct else None
             slice_linear_inputs(graph, a.out, channels, gram)
             for name in (*a.reshapes, *a.score_reshapes):
@@ -123,12 +126,15 @@ def _index_follows_data(graph: ir.Graph, gather: ir.Node) -> None:
 def _head_axis(node: ir.Node, a: AttentionBlock) -> int:
     """The axis of a Reshape's target shape whose size scales with the head count.
 
-    Head splits (B, S, H*D) -> (B, S, H, D) carry it on axis 2; the merge back to (B, S, H*D) on
+    Head splits (B, S, H*D) -> (B, S, H, D) carry it on axis 2 (a fused projection's
+    (B, S, 3*H*D) -> (B, S, 3, H, D) on axis 3); the merge back to (B, S, H*D) on
     axis 2 as well; the exporter's reshapes between (B, H, S, D) and (B*H, S, D) on axis 1 or 0
     (and the Expand of a normalization on axis 1); reshapes of the scores third from the end.
     """
     rank_in = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
     rank_out = len(node.outputs[0].shape) if node.outputs[0].shape is not None else None
+    if node.name in a.head_reshapes and rank_out is not None:
+        return rank_out - 2  # (B, S, H, D), or (B, S, 3, H, D) after a fused Q/K/V projection
     if node.name in a.head_reshapes or node.name == a.merge_reshape:
         return 2
     if node.name in a.score_reshapes and rank_out is not None and rank_out >= 3:

@@ -72,7 +72,7 @@ def quant_units(structure: Structure, fused: Mapping[int, bool] | None = None) -
         a = layer.attention
         absorbed |= {a.q.node, a.k.node, a.v.node, a.scores, a.weighted}
         if fused[layer.index]:
-            nodes = tuple(by_node[n] for n in (a.q.node, a.k.node, a.v.node) if n in by_node)
+            nodes = tuple(by_node[p.node] for p in a.projections if p.node in by_node)
             attention[a.q.node] = QuantUnit(attention_unit_name(layer.index), ATTENTION, nodes, layer.index, a.out.node)
     units = []
     for q in structure.quantizable:
