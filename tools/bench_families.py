@@ -4,8 +4,8 @@ Writes docs/FAMILIES.md. For each family, a classifier of a published size is bu
 transformers config with random weights (latency only: random weights say nothing about
 accuracy) and saved as a folder, as a user's would be. On ort-cpu it is timed against FP32 and
 against the recipe users run: ORT's transformers optimizer on the TorchScript export, then
-per-tensor dynamic INT8 (for Swin and DeBERTa the optimizer fuses little; the table says what
-it fused). SimQ's builds come from the same pipeline `simq compile` uses: every unit dynamic
+per-tensor dynamic INT8 (for Swin, DeBERTa and ModernBERT the optimizer fuses little; each
+section says what it fused). SimQ's builds come from the same pipeline `simq compile` uses: every unit dynamic
 INT8, heads and FFN at 100 / 75 / 50 % of every layer (by importance on random inputs), and two
 middle layers dropped.
 
@@ -61,6 +61,11 @@ def _families(transformers):
                 share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0, num_labels=3,
             ),
             transformers.DebertaV2ForSequenceClassification, "text",
+        ),
+        "modernbert-base": (
+            f"ModernBERT-base (22 layers, 768 wide, 12 heads, fused Q/K/V with rotary positions, gated FFN), {TOKENS} tokens",
+            transformers.ModernBertConfig(num_labels=3, pad_token_id=0),
+            transformers.ModernBertForSequenceClassification, "text",
         ),
         "dinov2-small": (
             "DINOv2-S/14 (22M parameters, layer scale), 224 x 224 images (257 tokens)",
