@@ -306,31 +306,40 @@ def test_published_models_are_accepted_by_their_paired_bound_and_confirmed_on_te
 
 
 def test_candidates_far_past_the_limit_stop_scoring_early_and_are_never_published(zoo, tmp_path):
-    """The same search with and without early rejection: the first generation (the same
-    candidates) scores the same where it is not rejected; rejected candidates are scored on
-    part of the split (NaN for the rest, kept through the store) and never published."""
+    """The same search with and without early stopping: the first generation (the same
+    candidates) scores the same where it is not stopped; stopped candidates are scored on part of
+    the split (NaN for the rest, kept through the store); rejected ones are never published,
+    accepted ones are within the limit on the whole split too."""
     import numpy as np
 
+    from simq.eval import paired_drop
+
     runs = {}
-    for name, extra in (("early", ()), ("full", ("--no-early-rejection",))):
+    for name, extra in (("early", ()), ("full", ("--no-early-rejection", "--no-early-acceptance"))):
         out = tmp_path / name
         assert main(_args(zoo, out, "--budget", "4", "--population", "4", "--no-baselines", *extra)) == 0
         store = Store(out / Store.FILENAME)
         try:
             runs[name] = {json.dumps(r.config, sort_keys=True): r for r in store.records("candidate")}
+            runs[name + "-reference"] = store.records("reference")[0].per_example["search"]
         finally:
             store.close()
         runs[name + "-published"] = {p.name for p in (out / "pareto").iterdir()}
     validation = len(zoo.data("digits-cnn", "validation"))
-    rejected = [key for key, r in runs["early"].items() if "scored_examples" in r.metrics]
+    stopped = {key for key, r in runs["early"].items() if "scored_examples" in r.metrics}
+    rejected = {key for key in stopped if not runs["early"][key].metrics["accepted_early"]}
     assert rejected, "a pruned digits-cnn is far past 1 point: some candidate should stop early"
     assert runs["early"].keys() == runs["full"].keys()
     for key, r in runs["early"].items():
         full = runs["full"][key]
-        if key in rejected:
+        if key in stopped:
             scores = r.per_example["search"]
             assert len(scores) == validation and np.isfinite(scores).sum() == r.metrics["scored_examples"] < validation
-            assert str(r.id) not in runs["early-published"] and "scored_examples" not in full.metrics
+            assert "scored_examples" not in full.metrics
+            if key in rejected:
+                assert str(r.id) not in runs["early-published"]
+            else:
+                assert paired_drop(runs["full-reference"], full.per_example["search"]).estimate <= 1.0
         else:
             assert r.metrics["accuracy"] == full.metrics["accuracy"]
             np.testing.assert_array_equal(r.per_example["search"], full.per_example["search"])

@@ -15,7 +15,7 @@ from simq.cli._common import add_data_arguments, add_model_arguments, data_optio
 from simq.cli._progress import CompileProgress
 from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
 from simq.errors import InvalidArgumentError, MissingDependencyError
-from simq.eval import EarlyRejection
+from simq.eval import EarlyStopping
 from simq.search import (
     ALGORITHMS,
     OBJECTIVES,
@@ -87,7 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-early-rejection", dest="early_rejection", action="store_false",
         help="score every candidate on the whole validation split (by default a candidate's scoring stops once a quarter or "
-        f"half of the split puts it past --max-accuracy-drop with {EarlyRejection.confidence * 100:g}%% confidence)",
+        f"half of the split puts it past --max-accuracy-drop with {EarlyStopping.confidence * 100:g}%% confidence)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-early-acceptance", dest="early_acceptance", action="store_false",
+        help="likewise for candidates clearly within --max-accuracy-drop (by default their scoring stops once a quarter or "
+        f"half of the split puts them inside it with {EarlyStopping.confidence * 100:g}%% confidence; their accuracy is then that of those examples)",
     )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(
@@ -190,6 +195,7 @@ def _options(args: argparse.Namespace) -> CompileOptions:
         objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
         budget=args.budget, algorithm=args.algorithm, population=args.population, steady_state=args.steady_state, seed=args.seed,
         max_accuracy_drop=args.max_accuracy_drop, confidence=args.confidence, early_rejection=args.early_rejection,
+        early_acceptance=args.early_acceptance,
         max_latency_ms=args.max_latency_ms, latency=args.latency,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
         keep_slower=args.keep_slower, withhold_unconfirmed=args.withhold_unconfirmed,

@@ -64,7 +64,7 @@ class CompileProgress(Progressive):
             m = detail.metrics
             score = f"{m['accuracy']:.2f}" if "accuracy" in m else "-"
             if "scored_examples" in m:
-                score += f" (rejected early, on {m['scored_examples']:,.0f} examples)"
+                score += f" ({'accepted' if m.get('accepted_early') else 'rejected'} early, on {m['scored_examples']:,.0f} examples)"
             ratio = f"{m['latency_ratio']:.3f}x" if "latency_ratio" in m else f"{m.get('latency_ms', float('nan')):.2f} ms"
             size = f"{m['size_bytes'] / 1e6:.1f} MB" if "size_bytes" in m else "-"
             status = f"failed: {detail.error}" if detail.error else f"score {score} · latency {ratio} · {size}"

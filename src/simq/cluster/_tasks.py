@@ -85,7 +85,7 @@ def _build(
 ) -> tuple[Evaluation, Any]:
     """Build, score and size one candidate (and predict its latency, unless it is measured: its
     artifact is then returned packed, for the measuring node); `early`: the driver's
-    `EarlyRejection`, if any."""
+    `EarlyStopping`, if any."""
     job = _cached_job(refs)
     evaluator = ModelEvaluator(job, options, _SCRATCH, None, "")
     evaluator.early = early

@@ -19,12 +19,12 @@ from simq.eval._evaluators import (
     onnx_runner,
     padding_mask,
 )
-from simq.eval._early import EarlyRejection
+from simq.eval._early import BEYOND, WITHIN, EarlyStopping
 from simq.eval._paired import DEFAULT_CONFIDENCE, PairedDrop, default_confidence, paired_drop, resolvable_drop
 from simq.eval._user import UserEvaluator, load_evaluator
 
 __all__ = [
-    "DEFAULT_CONFIDENCE", "AccuracyEvaluator", "AgreementEvaluator", "EarlyRejection", "Evaluator", "FidelityEvaluator", "PairedDrop", "Run",
+    "BEYOND", "DEFAULT_CONFIDENCE", "WITHIN", "AccuracyEvaluator", "AgreementEvaluator", "EarlyStopping", "Evaluator", "FidelityEvaluator", "PairedDrop", "Run",
     "Score", "UserEvaluator", "classifier_logits", "default_confidence", "load_evaluator", "onnx_runner", "padding_mask", "paired_drop",
     "resolvable_drop",
 ]  # fmt: skip

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from simq.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from simq.eval._early import EarlyRejection
+    from simq.eval._early import EarlyStopping
     from simq.targets import Artifact
 
 __all__ = [
@@ -55,15 +55,17 @@ class Score:
         signals: Finer measures of how far the model's outputs are from the reference model's,
             per the whole split: ``disagreement`` (% of examples whose top-1 differs) and
             ``divergence`` (mean KL divergence of the softmax outputs, in millinats).
-        scored: How many examples were scored, when scoring stopped early (`EarlyRejection`);
+        scored: How many examples were scored, when scoring stopped early (`EarlyStopping`);
             None when all were. Then `value` and `signals` are theirs and `per_example` is NaN
             for the others.
+        settled: Why it stopped early: `simq.eval.BEYOND` or `simq.eval.WITHIN` the limit.
     """
 
     value: float
     per_example: np.ndarray | None = field(default=None, compare=False)
     signals: Mapping[str, float] = field(default_factory=dict)
     scored: int | None = None
+    settled: str | None = None
 
 
 class Evaluator(ABC):
@@ -83,9 +85,10 @@ class Evaluator(ABC):
         """`evaluate` with what else the evaluator knows per example (see `Score`)."""
         return Score(self.evaluate(run, artifact))
 
-    def score_early(self, run: Run, artifact: Artifact | None, rejection: EarlyRejection) -> Score:
-        """`score`, stopping early where `rejection` finds the model past the allowed drop, for
-        evaluators that score example by example (labels, agreement); others score everything."""
+    def score_early(self, run: Run, artifact: Artifact | None, stopping: EarlyStopping) -> Score:
+        """`score`, stopping early where `stopping` finds the model clearly past or clearly
+        within the allowed drop, for evaluators that score example by example (labels,
+        agreement); others score everything."""
         return self.score(run, artifact)
 
     @property
@@ -212,12 +215,13 @@ class _Classifier(Evaluator):
         hits = self._hits(logits, slice(None))
         return Score(float(100 * np.mean(hits)), 100 * hits.astype(np.float32), self._signals(logits))
 
-    def score_early(self, run: Run, artifact: Artifact | None, rejection: EarlyRejection) -> Score:
-        """`score`, on whole batches in `rejection`'s random order, stopping at a look that finds
-        the model past the allowed drop: then the score, the signals and the per-example scores
-        (NaN where not scored) cover what was scored, and `Score.scored` says how many examples."""
+    def score_early(self, run: Run, artifact: Artifact | None, stopping: EarlyStopping) -> Score:
+        """`score`, on whole batches in `stopping`'s random order, stopping at a look that finds
+        the model clearly past or within the allowed drop: then the score, the signals and the
+        per-example scores (NaN where not scored) cover what was scored, `Score.scored` says how
+        many examples and `Score.settled` which way."""
         batches = _batch_rows(self.inputs, self.batch_size, self.mask)
-        order, stops = rejection.order(len(batches)), rejection.stops(len(batches))
+        order, stops = stopping.order(len(batches)), stopping.stops(len(batches))
         rows: list[np.ndarray] = []
         outputs: list[np.ndarray] = []
         for start, stop in zip([0, *stops[:-1]], stops):
@@ -226,10 +230,11 @@ class _Classifier(Evaluator):
                 outputs.append(_run_batch(run, self.inputs, batches[b], self.mask))
             seen, logits = np.concatenate(rows), _as_logits(np.concatenate(outputs))
             hits = self._hits(logits, seen)
-            if stop < len(batches) and rejection.beyond(seen, 100 * hits.astype(np.float32)):
+            settled = stopping.settled(seen, 100 * hits.astype(np.float32)) if stop < len(batches) else None
+            if settled is not None:
                 per_example = np.full(self.size, np.nan, np.float32)
                 per_example[seen] = 100 * hits
-                return Score(float(100 * np.mean(hits)), per_example, self._signals(logits, seen), scored=len(seen))
+                return Score(float(100 * np.mean(hits)), per_example, self._signals(logits, seen), scored=len(seen), settled=settled)
         return self._score(_as_logits(_in_order(seen, np.concatenate(outputs))))
 
 

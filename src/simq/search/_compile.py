@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 from simq.errors import InvalidArgumentError, SimqError
-from simq.eval import EarlyRejection
+from simq.eval import EarlyStopping
 from simq.ir import model_digest
 from simq.passes import defaults
 from simq.search._algorithms import Goal, make_algorithm
@@ -95,19 +95,20 @@ class _Compiler:
         for name, build in self.job.baselines.items():
             self._once(build, {"baseline": name}, "baseline")
         references = References(reference, self._accuracy_reference(reference), o.confidence)
-        self.evaluator.early = self._early_rejection(references)
+        self.evaluator.early = self._early_stopping(references)
         goal = self._goal(references)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
         return self._finish(references, goal, self.loop.run(algorithm, references, goal, reference, deadline))
 
-    def _early_rejection(self, references: References) -> EarlyRejection | None:
-        """When candidates stop being scored: past the accuracy limit, judged paired with the
-        accuracy reference's per-example scores (None: no limit, no such scores, or turned off)."""
+    def _early_stopping(self, references: References) -> EarlyStopping | None:
+        """When candidates stop being scored: clearly past or clearly within the accuracy limit,
+        judged paired with the accuracy reference's per-example scores (None: no limit, no such
+        scores, or both turned off)."""
         o = self.options
         scores = references.accuracy.per_example.get(SEARCH)
-        if not o.early_rejection or o.max_accuracy_drop is None or scores is None:
+        if not (o.early_rejection or o.early_acceptance) or o.max_accuracy_drop is None or scores is None:
             return None
-        return EarlyRejection(scores, o.max_accuracy_drop, seed=o.seed)
+        return EarlyStopping(scores, o.max_accuracy_drop, seed=o.seed, reject=o.early_rejection, accept=o.early_acceptance)
 
     def _accuracy_reference(self, reference: Record) -> Record:
         """The record accuracy drops are measured from: the model before tuning, if there is one

@@ -21,7 +21,7 @@ import onnx_ir as ir
 
 from simq import errors
 from simq.errors import SimqError
-from simq.eval import EarlyRejection, Score
+from simq.eval import WITHIN, EarlyStopping, Score
 from simq.ir import analyze
 from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
@@ -128,7 +128,7 @@ class ModelEvaluator:
         self._reference_runner = None
         self._reference: Artifact | None = None
         self._reference_ms: list[float] = []
-        self.early: EarlyRejection | None = None  # when candidates' scoring stops (set once references are known)
+        self.early: EarlyStopping | None = None  # when candidates' scoring stops (set once references are known)
 
     def reference_artifact(self, workdir: Path) -> Artifact:
         return self.job.target.lower(self.job.model, workdir)
@@ -158,6 +158,7 @@ class ModelEvaluator:
                     metrics |= {"accuracy": score.value, **score.signals}
                     if score.scored is not None:
                         metrics["scored_examples"] = float(score.scored)
+                        metrics["accepted_early"] = float(score.settled == WITHIN)
                     per_example = score.per_example
                 for objective in self.options.chosen_objectives():
                     if objective.measure is not None:

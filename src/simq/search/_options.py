@@ -102,7 +102,10 @@ class CompileOptions:
             examples), fixed when the run starts (`resolved`).
         early_rejection: Stop scoring a candidate on the validation split once a quarter or half
             of it puts the candidate past the accuracy limit with 99.5 % confidence
-            (`simq.eval.EarlyRejection`); scoring is most of what a candidate costs.
+            (`simq.eval.EarlyStopping`); scoring is most of what a candidate costs.
+        early_acceptance: Likewise once it puts the candidate inside the limit with 99.5 %
+            confidence (sub-networks of a tuned model far above the original): its accuracy is
+            then that of the examples scored.
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
         time_limit: Seconds after which no new candidate is started (this invocation; a resumed
@@ -124,6 +127,7 @@ class CompileOptions:
     max_accuracy_drop: float | None = 1.0
     confidence: float | None = None
     early_rejection: bool = True
+    early_acceptance: bool = True
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
     time_limit: float | None = None

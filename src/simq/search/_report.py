@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from simq.eval import EarlyRejection
+from simq.eval import EarlyStopping
 from simq.passes import Knob, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric, normalised_values
@@ -274,8 +274,11 @@ def write_report(
             f"at most {options.max_accuracy_drop:g} points below {what} at {options.confidence:.0%} confidence, paired on the same examples"
         )
         stopped = [r for r in records if r.kind == "candidate" and "scored_examples" in r.metrics]
+        accepted = sum(1 for r in stopped if r.metrics.get("accepted_early"))
         if options.early_rejection:
-            settings.append(f"{len(stopped)} candidates rejected early (their scoring stopped once past the limit at {EarlyRejection.confidence:.1%} confidence)")
+            settings.append(f"{len(stopped) - accepted} candidates rejected early (their scoring stopped once past the limit at {EarlyStopping.confidence:.1%} confidence)")
+        if options.early_acceptance:
+            settings.append(f"{accepted} candidates accepted early (their scoring stopped once inside the limit at {EarlyStopping.confidence:.1%} confidence)")
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
     summary = headline(references, baselines, front, options.max_accuracy_drop, records)
