@@ -1,10 +1,11 @@
 """Finding transformer layers (attention + FFN on one residual stream) from the graph alone.
 
 Attention is anchored on Softmax: the scores MatMul behind it has two activation operands,
-each traced back through head reshapes/transposes/scaling to a projection; the MatMul after it
-is traced forward to the output projection. An FFN is a projection whose output reaches a
-second projection only through elementwise ops, with the second projecting back to the first's
-input width. Nothing depends on the names an exporter happens to emit.
+each traced back through head reshapes/transposes/scaling (and a rotary position embedding) to a
+projection, or to one third of a fused Q/K/V projection; the MatMul after it is traced forward
+to the output projection. An FFN is a projection whose output reaches a second projection only
+through elementwise ops (after a split into halves that gate each other, in a gated FFN), with
+the second projecting back to the first's input width. Nothing depends on the names an exporter happens to emit.
 """
 
 from __future__ import annotations
