@@ -1,7 +1,7 @@
 """What early stopping saves: a compile (the README's, `simq compile --budget 30` on
 zoo:minilm-tweets, or `--model`, e.g. a `simq tune` folder) run twice, one arm after the other,
-without and with early stopping (`--no-early-rejection --no-early-acceptance` against the
-default), the same seed. Writes docs/EARLY.md (or `--doc`).
+without and with early stopping (`--no-early-rejection --no-early-acceptance` against
+`--early-acceptance`, rejection being on by default), the same seed. Writes docs/EARLY.md (or `--doc`).
 
 Per arm: the whole run's minutes, the search's (the candidates' evaluations), how many candidates
 stopped scoring early, which way, and on how many examples, and the published front with its
@@ -31,7 +31,7 @@ from simq.search import Store  # noqa: E402
 from simq.search._job import ORIGINAL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = {"full scoring": ["--no-early-rejection", "--no-early-acceptance"], "early stopping": []}
+ARMS = {"full scoring": ["--no-early-rejection", "--no-early-acceptance"], "early stopping": ["--early-acceptance"]}
 
 
 def run_arm(out: Path, budget: int, extra: list[str], model: list[str]) -> float:
@@ -127,7 +127,7 @@ def main() -> None:
 Written by `{command}` on {cpu_name()}, 2 cores: `simq compile {args.model or ''}
 --budget {args.budget}` ({'the README compile: ' if not args.model else ''}ort-cpu, at most 1 point below the accuracy reference,
 seed 0) run twice, one arm after the other: without early stopping (`--no-early-rejection
---no-early-acceptance`), then with it (the default). With it, a candidate's scoring on the
+--no-early-acceptance`), then with it (`--early-acceptance`; rejection is on by default). With it, a candidate's scoring on the
 validation split stops after a quarter or a half of it (random whole batches, the same for every
 candidate) when the paired drop's one-sided 99.5 % lower bound is past the allowed point
 (rejected), or its 99.5 % upper bound is within it (accepted).

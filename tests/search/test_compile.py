@@ -301,6 +301,7 @@ def test_published_models_are_accepted_by_their_paired_bound_and_confirmed_on_te
         if row["kind"] == "candidate":
             assert row["accuracy_drop_low"] <= row["accuracy_drop"] <= row["accuracy_drop_high"]
             assert row["search_accuracy_bound"] <= 1.0 and row["confirmed"] in ("yes", "beyond the limit")
+            assert 0 < row["search_examples"] <= len(zoo.data("digits-cnn", "validation"))
     # no --confidence: the default for a split of this size (under 1,024 examples), stated in the report
     assert "at 90% confidence" in " ".join(summary["settings"])
 
@@ -357,6 +358,9 @@ def test_an_unset_confidence_is_fixed_by_the_validation_split_it_judges():
     assert CompileOptions().resolved(split(4500)).confidence == 0.8
     assert CompileOptions().resolved(None).confidence == 0.9
     assert CompileOptions(confidence=0.95).resolved(split(4500)).confidence == 0.95  # given: kept
+    # early acceptance: on where drops are measured from the model before tuning, unless given
+    assert not CompileOptions().resolved(None).early_acceptance and CompileOptions().resolved(None, from_original=True).early_acceptance
+    assert CompileOptions(early_acceptance=False).resolved(None, from_original=True).early_acceptance is False
 
 
 def test_a_small_validation_split_is_named_before_the_search(zoo, tmp_path, capsys):

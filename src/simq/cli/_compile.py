@@ -90,9 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"half of the split puts it past --max-accuracy-drop with {EarlyStopping.confidence * 100:g}%% confidence)",
     )  # fmt: skip
     parser.add_argument(
-        "--no-early-acceptance", dest="early_acceptance", action="store_false",
-        help="likewise for candidates clearly within --max-accuracy-drop (by default their scoring stops once a quarter or "
-        f"half of the split puts them inside it with {EarlyStopping.confidence * 100:g}%% confidence; their accuracy is then that of those examples)",
+        "--early-acceptance", action=argparse.BooleanOptionalAction, default=None,
+        help="stop scoring a candidate once a quarter or half of the split puts it inside --max-accuracy-drop with "
+        f"{EarlyStopping.confidence * 100:g}%% confidence (its accuracy is then that of those examples); by default on for "
+        "a tuned folder whose drops are measured from the model before tuning, off otherwise",
     )  # fmt: skip
     parser.add_argument("--max-latency-ms", type=float, help="keep only candidates at most this many milliseconds per call")
     parser.add_argument(
@@ -255,7 +256,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             samples = lambda phase, done, total, *_: status.update(f"measuring the cost model's samples ({done}/{total})")  # noqa: E731
             prepared = prepare_job(spec, zoo_for(args), status=status.update, checked=target, progress=samples)
         console.print(prepared.describe())
-        options = options.resolved(prepared.job.evaluator)  # the confidence the note and the run judge at
+        options = options.resolved(prepared.job.evaluator, prepared.job.accuracy_reference is not None)  # the confidence the note and the run judge at
         note = resolution_note(prepared.job.evaluator, options.max_accuracy_drop, options.confidence)
         for line in (*prepared.warnings, *([note] if note else [])):
             console.print(f"[yellow]note:[/] {line}")

@@ -201,7 +201,7 @@ def compile_model(
         OutputError: `out` cannot be written.
     """
     options.check()
-    options = options.resolved(job.evaluator)
+    options = options.resolved(job.evaluator, job.accuracy_reference is not None)
     make_out(out)
     compiler = _Compiler(job, options, out, resume, progress, executor)
     try:

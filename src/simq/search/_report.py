@@ -112,6 +112,7 @@ def _row(record: Record, references: References, knobs, allowed: float | None) -
         "search_accuracy": rounded(record.metrics.get("accuracy"), 3),
         "search_accuracy_drop": rounded(search.estimate if search else None, 3),
         "search_accuracy_bound": rounded(search.bound if search else None, 3),
+        "search_examples": search.examples if search and search.examples else None,  # fewer than the split: stopped early
         "confirmed": None if allowed is None or not tested else ("beyond the limit" if test.beyond(allowed) else "yes"),
         "latency_ms": rounded(metric(record, "latency_ms"), 3),
         "latency_ratio": rounded(OBJECTIVES["latency"].value(record, references, final=True), 4),
@@ -277,7 +278,7 @@ def write_report(
         accepted = sum(1 for r in stopped if r.metrics.get("accepted_early"))
         if options.early_rejection:
             settings.append(f"{len(stopped) - accepted} candidates rejected early (their scoring stopped once past the limit at {EarlyStopping.confidence:.1%} confidence)")
-        if options.early_acceptance:
+        if options.early_acceptance or accepted:
             settings.append(f"{accepted} candidates accepted early (their scoring stopped once inside the limit at {EarlyStopping.confidence:.1%} confidence)")
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
