@@ -107,6 +107,11 @@ class AttentionBlock:
         """The distinct projections that compute Q, K and V (one when fused)."""
         return (self.q,) if self.fused_qkv else (self.q, self.k, self.v)
 
+    @property
+    def qkv_parts(self) -> int:
+        """How many blocks of ``num_heads * head_size`` outputs each of `projections` holds."""
+        return 3 if self.fused_qkv else 1
+
 
 @dataclass(frozen=True)
 class FFNBlock:
@@ -130,6 +135,11 @@ class FFNBlock:
     input: str | None
     output: str
     gated: bool = False
+
+    @property
+    def up_parts(self) -> int:
+        """How many blocks of `width` outputs `up` holds (a neuron is one entry of each)."""
+        return 2 if self.gated else 1
 
 
 @dataclass(frozen=True)

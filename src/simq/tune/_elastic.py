@@ -105,7 +105,7 @@ class ElasticNetwork:
                 ElasticLayer(
                     layer.index, a.num_heads, a.head_size, f.width, *(m for _, m in found.values()),
                     named.get(parent) if parent else None, depth_knob(block.index) if block is not None else None,
-                    3 if a.fused_qkv else 1, 2 if f.gated else 1,
+                    a.qkv_parts, f.up_parts,
                 )
             )  # fmt: skip
         self.knobs: list[Knob] = [k for k in pruning_knobs(structure) if knob_kind(k.name) in (knob_kind(heads_knob(0)), knob_kind(ffn_knob(0)), knob_kind(depth_knob(0)))]

@@ -35,8 +35,9 @@ class PruneFFNPass(WidthPass):
     """Keeps the `ffn.<layer>` most important neurons of each FFN.
 
     Changes: the up projection's weight columns and bias entries (in both halves of a gated
-    one, and the sizes its Split is given), and the down projection's weight rows; with ``reconstruct``, the down projection's kept rows and bias are refit by
-    least squares so the block reproduces its unpruned output on calibration data. When the
+    one, and the sizes its Split is given), and the down projection's weight rows; with
+    ``reconstruct``, the down projection's kept rows and bias are refit by least squares so the
+    block reproduces its unpruned output on calibration data. When the
     layers right after it are dropped (at most `BRIDGED_LAYERS` of them), the refit instead makes
     the layer's output reproduce the last dropped layer's output, whatever its width: the kept
     layers then see the residual stream they were trained on (docs/BRIDGE.md: minilm-tweets in
@@ -70,7 +71,7 @@ class PruneFFNPass(WidthPass):
         for layer in structure.layers:
             k = config.get(ffn_knob(layer.index), layer.ffn.width)
             if k != layer.ffn.width and layer.index not in dropped:
-                cuts += [*Narrowing.outputs(layer.ffn.up, k * (2 if layer.ffn.gated else 1)), *Narrowing.inputs(layer.ffn.down, k)]
+                cuts += [*Narrowing.outputs(layer.ffn.up, k * layer.ffn.up_parts), *Narrowing.inputs(layer.ffn.down, k)]
         return cuts
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -86,7 +87,7 @@ class PruneFFNPass(WidthPass):
                 continue
             keep = keep_indices(self._importance(layer.index), ffn.width, k, self.order)
             if k != ffn.width:
-                slice_linear_outputs(graph, ffn.up, in_parts(keep, ffn.width, 2 if ffn.gated else 1))
+                slice_linear_outputs(graph, ffn.up, in_parts(keep, ffn.width, ffn.up_parts))
                 if ffn.gated:
                     _halve(graph, graph.node(ffn.activation[0]), k)
             gram = self.stats.grams[ffn.down.node] if self.reconstruct else None

@@ -29,8 +29,8 @@ class PruneHeadsPass(WidthPass):
     """Keeps the `heads.<layer>` most important attention heads of each layer.
 
     Changes: the Q, K and V projections' weight columns and biases of dropped heads (in each
-    third of a fused Q/K/V projection), the
-    output projection's weight rows (refit by least squares with ``reconstruct``), every
+    third of a fused Q/K/V projection), the output projection's weight rows (refit by least
+    squares with ``reconstruct``), every
     shape constant in the attention block that carries the head count, the entries of dropped
     heads in per-head constants on the way to the scores (Swin's and BEiT's relative position
     bias, Swin v2's logit scales, DeBERTa's position projections), and the index DeBERTa gathers
@@ -70,8 +70,7 @@ class PruneHeadsPass(WidthPass):
             h = config.get(heads_knob(layer.index), a.num_heads)
             if h != a.num_heads and layer.index not in dropped:
                 width = h * a.head_size
-                parts = 3 if a.fused_qkv else 1
-                cuts += [n for linear in a.projections for n in Narrowing.outputs(linear, width * parts)]
+                cuts += [n for linear in a.projections for n in Narrowing.outputs(linear, width * a.qkv_parts)]
                 cuts += Narrowing.inputs(a.out, width)
         return cuts
 
@@ -91,7 +90,7 @@ class PruneHeadsPass(WidthPass):
             heads = keep_indices(self._importance(layer.index), a.num_heads, h, self.order)
             channels = (heads[:, None] * a.head_size + np.arange(a.head_size)).ravel()
             for linear in a.projections:
-                slice_linear_outputs(graph, linear, in_parts(channels, a.num_heads * a.head_size, 3 if a.fused_qkv else 1))
+                slice_linear_outputs(graph, linear, in_parts(channels, a.num_heads * a.head_size, a.qkv_parts))
             gram = self.stats.grams[a.out.node] if self.reconstruct else None
             slice_linear_inputs(graph, a.out, channels, gram)
             for name in (*a.reshapes, *a.score_reshapes):
