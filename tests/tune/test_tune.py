@@ -57,6 +57,8 @@ def test_tuned_sub_networks_are_what_the_onnx_passes_cut(text_model, unique_csv,
     source.module.eval()
     elastic = ElasticNetwork(source.module, tuned, structure)
     feed = {k: v[:4] for k, v in load_data(DataOptions(unique_csv, max_length=16, labels=False), sir.input_domains(tuned), model_dir=out / "model").role("test").inputs.items()}
+    # Tuning ran its sub-networks sliced (BERT's attention infers its heads from Q/K/V's width).
+    assert record["sub_networks"] == "sliced" and elastic.use_slices({k: torch.from_numpy(v) for k, v in feed.items()}, source.logits)
     layer, block = structure.layers[1], next(b for b in structure.removable_blocks if b.layer == 0)
     config = {f"heads.{layer.index}": 1, f"ffn.{layer.index}": layer.ffn.width // 4, f"depth.{block.index}": True}
     elastic.set(config)
@@ -85,6 +87,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(text_model, unique_csv, t
     assert (out / "checkpoint.pt").is_file() and not (out / "tune.json").exists()
     with pytest.raises(Exception, match="--resume"):
         tune(transformers_source(text_model), examples, out, FAST)
+    flipped = dataclasses.replace(FAST, train_embeddings=not FAST.train_embeddings)
+    with pytest.raises(InvalidArgumentError, match="--train-embeddings"):  # another set of trained parameters
+        tune(transformers_source(text_model), examples, out, flipped, resume=True)
     epochs_seen = set()
     resumed = tune(
         transformers_source(text_model), examples, out, FAST, resume=True,
@@ -207,10 +212,11 @@ def test_hidden_state_distillation_sees_each_kept_layer_and_leaves_padding_out(d
     structure = sir.analyze(model, sir.resolve_signature(model, {k: (1, *v.shape[1:]) for k, v in feed.items()}))
     source.module.eval()
     elastic = ElasticNetwork(source.module, model, structure)
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+    assert elastic.use_slices(tensors, source.logits)  # the dropped layer is not even run
     dropped = next(b for b in structure.removable_blocks if b.layer == 1)
     elastic.set({f"depth.{dropped.index}": True})
     elastic.record_hidden(True)
-    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
     with torch.no_grad():
         states = source.module(**tensors, output_hidden_states=True).hidden_states
     assert sorted(elastic.hidden) == [0, 2, 3]  # the dropped layer is not compared
@@ -228,9 +234,10 @@ def test_hidden_state_distillation_sees_each_kept_layer_and_leaves_padding_out(d
     elastic.close()
 
 
-def test_modernbert_is_elastic_in_each_third_of_its_fused_projection_and_both_halves_of_its_gated_ffn(modernbert):
+@pytest.mark.parametrize("sliced", [True, False], ids=["sliced", "masked"])
+def test_modernbert_is_elastic_in_each_third_of_its_fused_projection_and_both_halves_of_its_gated_ffn(modernbert, sliced):
     """Sorting ModernBERT's heads and neurons by importance keeps its function; then a first-k
-    sub-network in PyTorch (masks) is what the ONNX passes cut from the re-exported model."""
+    sub-network in PyTorch (sliced or masked) is what the ONNX passes cut from the re-exported model."""
     folder, feed = modernbert
     source = transformers_source(folder)
     source.module.eval()
@@ -247,6 +254,8 @@ def test_modernbert_is_elastic_in_each_third_of_its_fused_projection_and_both_ha
     model = sir.cleanup(source.export(feed))  # the reordered weights
     structure = sir.analyze(model, signature)
     elastic = ElasticNetwork(source.module, model, structure)
+    if sliced:
+        assert elastic.use_slices(tensors, source.logits)
     block = next(b for b in structure.removable_blocks if b.layer == 1)
     config = {"heads.0": 2, "ffn.0": 18, "heads.2": 1, "ffn.2": 30, f"depth.{block.index}": True}
     elastic.set(config)
@@ -255,6 +264,31 @@ def test_modernbert_is_elastic_in_each_third_of_its_fused_projection_and_both_ha
     pruned = prune(model.clone(), structure, config, None, PruneOptions(order="first", reconstruct=False))
     got = ort.InferenceSession(ir.to_proto(pruned).SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     assert np.abs(got - want).max() <= 1e-4 and np.abs(before - want).max() > 1e-2
+    assert elastic.sliced is sliced
+
+
+def test_sub_networks_of_layers_that_share_weights_run_masked(tmp_path):
+    """ALBERT runs one layer's weights at every depth: a width per layer cannot be a slice of one
+    module, so its sub-networks keep the masks (and still compute the pruned network)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.AlbertConfig(
+        vocab_size=50, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48, num_labels=2,
+    )  # fmt: skip
+    folder = tmp_path / "albert"
+    transformers.AlbertForSequenceClassification(config).eval().save_pretrained(folder)
+    source = transformers_source(folder)
+    source.module.eval()
+    feed = {"input_ids": np.random.default_rng(0).integers(5, 50, (2, 12)), "attention_mask": np.ones((2, 12), dtype=np.int64)}
+    tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+    model = sir.cleanup(source.export(feed))
+    elastic = ElasticNetwork(source.module, model, sir.analyze(model, {k: (1, 12) for k in feed}))
+    assert not elastic.use_slices(tensors, source.logits) and not elastic.sliced
+    with torch.no_grad():
+        full = source.logits(tensors)
+        elastic.set({"heads.1": 1, "ffn.1": 12})
+        assert not torch.allclose(source.logits(tensors), full)  # the masks still prune
+    elastic.close()
 
 
 def test_a_tuned_model_is_never_calibrated_or_scored_on_rows_it_was_tuned_on(text_model, unique_csv, tmp_path):

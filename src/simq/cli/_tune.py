@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"also distil every kept layer's output from the largest network's, with this loss weight (default {defaults.distil_hidden:g}; 0: logits only)",
     )  # fmt: skip
     parser.add_argument(
+        "--train-embeddings", action=argparse.BooleanOptionalAction, default=defaults.train_embeddings,
+        help="also train the embedding tables (default: yes; --no-train-embeddings keeps them as given: steps about 10 %% faster on a MiniLM, its smallest sub-networks about a point worse)",
+    )  # fmt: skip
+    parser.add_argument(
         "--time-limit", type=float, metavar="MINUTES", help="minutes for the whole run, validations included: tune plans the steps that fit and stops after them",
     )
     parser.add_argument(
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     options = TuneOptions(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, accumulation=args.accumulation,
         random_subnets=args.random_subnets, min_width=args.min_width, min_depth=args.min_depth, layer_drop=args.layer_drop,
-        distil_hidden=args.distil_hidden,
+        distil_hidden=args.distil_hidden, train_embeddings=args.train_embeddings,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, validation_sample=args.validation_sample,
         threads=args.threads, seed=args.seed,
     )  # fmt: skip

@@ -2,10 +2,18 @@
 
 The layers, heads and FFN widths are the ones SimQ's structure analysis finds in the model's ONNX
 export, mapped back to the PyTorch modules by their weights; a sub-network is a pruning config
-(``heads.<layer>``, ``ffn.<layer>``, ``depth.<block>``) applied as masks: a head or neuron outside
-the first k contributes nothing, a dropped layer passes its input through. After importance
-reordering, first-k is what the ONNX pruning passes cut in ``first`` order, so the ONNX
-sub-network computes what the PyTorch one was trained as.
+(``heads.<layer>``, ``ffn.<layer>``, ``depth.<block>``): a head or neuron outside the first k
+contributes nothing, a dropped layer passes its input through. After importance reordering, first-k
+is what the ONNX pruning passes cut in ``first`` order, so the ONNX sub-network computes what the
+PyTorch one was trained as.
+
+A sub-network runs sliced where the model allows it: its projections multiply by the first-k
+rows or columns of their weights only and a dropped layer is not run, so it costs what its size
+costs (tuning's smallest, a quarter of every width in half the layers, about an eighth of the full
+network's matrix work; a tuning step 0.68x the time, docs/TUNE_STEPS.md). Where the model has no
+room for that (an attention module that reshapes to its configured number of heads, layers that
+share weights), it runs masked: full width, the pruned heads and neurons zeroed, a dropped layer
+computed and its output replaced. `use_slices` checks one against the other on a batch.
 """
 
 from __future__ import annotations
@@ -81,7 +89,8 @@ def _common_parent(names: Iterable[str]) -> str:
 
 
 class ElasticNetwork:
-    """Masks on a PyTorch module that make any pruning config of its ONNX export a sub-network.
+    """Hooks on a PyTorch module that make any pruning config of its ONNX export a sub-network
+    (masked until `use_slices` finds that slicing computes the same).
 
     Args:
         module: The PyTorch model (its parameters are reordered in place by `reorder`).
@@ -115,7 +124,11 @@ class ElasticNetwork:
         self.depth_order: list[str] = [layer.block_knob for layer in self.layers[1:-1] if layer.block_knob is not None]
         #: While recording (`record_hidden`), each kept layer's output of the last forward pass.
         self.hidden: dict[int, Any] | None = None
+        #: Sub-networks run sliced (else masked); `use_slices` decides.
+        self.sliced = False
         self._hooks = []
+        self._forwards: list[Any] = []  # modules whose forward the slicing replaced
+        self._tensor_out: dict[int, bool] = {}  # per layer: its block returned a bare tensor
         for layer in self.layers:
             self._hooks.append(layer.out.register_forward_pre_hook(self._head_mask(layer)))
             self._hooks.append(layer.down.register_forward_pre_hook(self._ffn_mask(layer)))
@@ -125,6 +138,91 @@ class ElasticNetwork:
                 self._hooks.append(layer.block.register_forward_hook(self._record(layer)))
 
     # sub-networks
+
+    def use_slices(self, batch: Mapping[str, Any], forward) -> bool:
+        """Run sub-networks sliced if that computes what masks compute on `batch` (the smallest
+        sub-network's `forward` output, in eval mode, to float precision); else keep the masks.
+        Slicing needs every projection to belong to one layer and the attention modules to infer
+        their number of heads from the projections' width. Returns whether sub-networks run sliced."""
+        torch = _torch()
+        projections = [m for layer in self.layers for m in dict.fromkeys((layer.q, layer.k, layer.v, layer.out, layer.up, layer.down))]
+        if len({id(m) for m in projections}) < len(projections) or not self.layers:
+            return self.run_sliced(False)  # weights shared between layers (ALBERT): one module, many widths
+        smallest = self.smallest(0.0, 0.0)
+        previous, training = self._config, self.module.training
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                self.run_sliced(False)
+                self._config = {}
+                forward(batch)  # the full network: which blocks return bare tensors
+                self._config = smallest
+                masked = forward(batch)
+                self.run_sliced(True)
+                try:
+                    sliced = forward(batch)
+                except (RuntimeError, ValueError, IndexError):  # e.g. a reshape to the configured number of heads
+                    return self.run_sliced(False)
+                return self.run_sliced(bool(torch.allclose(sliced, masked, rtol=1e-4, atol=1e-4)))
+        finally:
+            self._config = previous
+            self.module.train(training)
+
+    def run_sliced(self, on: bool) -> bool:
+        """Run sub-networks sliced (or masked), without checking that the model allows it (see
+        `use_slices`). Returns `on`."""
+        for module in self._forwards:
+            del module.forward  # back to the class's own
+        self._forwards.clear()
+        self.sliced = on
+        if on:
+            for layer in self.layers:
+                heads = lambda layer=layer: self._config.get(heads_knob(layer.index), layer.heads)  # noqa: E731
+                neurons = lambda layer=layer: self._config.get(ffn_knob(layer.index), layer.width)  # noqa: E731
+                for projection in dict.fromkeys((layer.q, layer.k, layer.v)):
+                    self._override(projection, self._sliced_linear(projection, rows=heads, unit=layer.head_size, full=layer.heads, parts=layer.qkv_parts))
+                self._override(layer.out, self._sliced_linear(layer.out, columns=lambda layer=layer: heads(layer) * layer.head_size))
+                self._override(layer.up, self._sliced_linear(layer.up, rows=neurons, unit=1, full=layer.width, parts=layer.up_parts))
+                self._override(layer.down, self._sliced_linear(layer.down, columns=neurons))
+                if layer.block is not None and layer.block_knob is not None:
+                    self._override(layer.block, self._skipping(layer, layer.block.forward))
+        return on
+
+    def _override(self, module: Any, forward) -> None:
+        module.forward = forward
+        self._forwards.append(module)
+
+    def _sliced_linear(self, module: Any, rows=None, unit: int = 1, full: int = 0, parts: int = 1, columns=None):
+        """`module`'s forward on the first rows(), in units of `unit` (of `full` units, in each of
+        `parts` blocks), or the first columns() of its weight."""
+        torch = _torch()
+        picks: dict[int, Any] = {}
+
+        def forward(x):
+            weight, bias = module.weight, module.bias
+            if rows is not None and (k := rows()) < full:
+                if parts == 1:
+                    pick: Any = slice(0, k * unit)
+                else:
+                    pick = picks.get(k)
+                    if pick is None:
+                        pick = picks[k] = torch.as_tensor(in_parts(np.arange(k * unit), full * unit, parts))
+                weight, bias = weight[pick], None if bias is None else bias[pick]
+            if columns is not None and (k := columns()) < weight.shape[1]:
+                weight = weight[:, :k]
+            return torch.nn.functional.linear(x, weight, bias)
+
+        return forward
+
+    def _skipping(self, layer: ElasticLayer, forward):
+        """The block's forward, not run when the block is dropped and returns a bare tensor."""
+
+        def skipping(*args, **kwargs):
+            if self._config.get(layer.block_knob, False) and self._tensor_out.get(layer.index):
+                return args[0] if args else kwargs["hidden_states"]
+            return forward(*args, **kwargs)
+
+        return skipping
 
     def set(self, config: Mapping[str, Hashable]) -> None:
         """Run as the sub-network `config` (knobs left out: the full width, no layer dropped)."""
@@ -173,7 +271,7 @@ class ElasticNetwork:
     def _head_mask(self, layer: ElasticLayer):
         def hook(module, args):
             h = self._config.get(heads_knob(layer.index), layer.heads)
-            if h >= layer.heads:
+            if h >= layer.heads or self.sliced:
                 return None
             x = args[0].clone()
             x[..., h * layer.head_size :] = 0
@@ -184,7 +282,7 @@ class ElasticNetwork:
     def _ffn_mask(self, layer: ElasticLayer):
         def hook(module, args):
             k = self._config.get(ffn_knob(layer.index), layer.width)
-            if k >= layer.width:
+            if k >= layer.width or self.sliced:
                 return None
             x = args[0].clone()
             x[..., k:] = 0
@@ -203,6 +301,7 @@ class ElasticNetwork:
 
     def _record(self, layer: ElasticLayer):
         def hook(module, args, output):
+            self._tensor_out.setdefault(layer.index, not isinstance(output, tuple))
             if self.hidden is not None and not (layer.block_knob and self._config.get(layer.block_knob, False)):
                 self.hidden[layer.index] = output[0] if isinstance(output, tuple) else output
 
@@ -290,7 +389,8 @@ class ElasticNetwork:
             layer.down.weight.copy_(layer.down.weight[:, neurons])
 
     def close(self) -> None:
-        """Remove the masks (the module is then its plain self again)."""
+        """Remove the masks and slices (the module is then its plain self again)."""
+        self.run_sliced(False)
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()

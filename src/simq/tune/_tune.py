@@ -28,7 +28,7 @@ from simq.passes.prune import ELASTIC_METADATA
 from simq.tune._batches import accuracy, batches_of, feed_of
 from simq.tune._elastic import ElasticNetwork
 
-__all__ = ["TuneOptions", "TuneResult", "lr_factor", "tune"]
+__all__ = ["TuneOptions", "TuneResult", "lr_factor", "sandwich_step", "tune"]
 
 CHECKPOINT = "checkpoint.pt"
 Progress = Callable[[str, int, int, Mapping[str, float]], None]
@@ -58,6 +58,11 @@ class TuneOptions:
             the 6-epoch default was measured with it (docs/EPOCHS.md), and over two seeds of 3
             epochs (docs/DISTIL.md) it raised the 3-layer sub-networks, the fastest a tuned
             compile publishes, by about a point, at no extra time.
+        train_embeddings: Also train the embedding tables (token, position, type). On by default:
+            frozen (docs/EMBEDDINGS.md), a step took 0.90x the time and the run 0.91x on
+            minilm-tweets, and the smallest sub-networks ended 0.6 to 1.25 points lower on
+            validation, test and unseen rows. Worth it where the tables dominate the parameters
+            (a large multilingual vocabulary), not for a 30k-token MiniLM.
         time_limit: Seconds for the whole run from its first step, validations included (a
             resumed run counts what its checkpoint had spent). From the time a step and a
             validation take, training plans the steps that fit with a validation after each epoch
@@ -83,6 +88,7 @@ class TuneOptions:
     min_depth: float = 0.5
     layer_drop: float = 0.5
     distil_hidden: float = 1.0
+    train_embeddings: bool = True
     time_limit: float | None = None
     validation_sample: int = 1000
     threads: int = 2
@@ -195,9 +201,15 @@ def tune(
         state["orders"] = elastic.reorder(
             ({k: torch.from_numpy(v) for k, v in batch.items()} for batch, _ in calibration.batches(16)), source.logits
         )
+    state["sub_networks"] = "sliced" if elastic.use_slices(feed_of(calibration, np.arange(min(16, len(calibration))), torch), source.logits) else "masked"
     steps_per_epoch = math.ceil(math.ceil(len(train) / options.batch_size) / options.accumulation)
     total = steps_per_epoch * options.epochs
-    optimizer = torch.optim.AdamW(source.module.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    if not options.train_embeddings:
+        for module in source.module.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.requires_grad_(False)
+    trained = [p for p in source.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=options.weight_decay)
     smallest = elastic.smallest(options.min_width, options.min_depth)
     sample = _validation_sample(len(validation), options)
     budget = _TimeBudget(options.time_limit, steps_per_epoch, options.epochs, options.accumulation, state, len(sample) / len(validation))
@@ -205,7 +217,10 @@ def tune(
         budget.validation = _validation_estimate(source, elastic, [elastic.largest(), smallest], validation, torch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, options.warmup))
     if resume:
-        optimizer.load_state_dict(saved["optimizer"])
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+        except ValueError:  # another set of trained parameters
+            raise InvalidArgumentError(f"the run in {out} trained {'no' if options.train_embeddings else 'its'} embedding tables; resume it with the same --train-embeddings choice.") from None
         schedule.load_state_dict(saved["schedule"])
         stopped_at = state.get("stopped_at_limit")  # the limit a run stopped at must grow to continue it
         out_of_time = stopped_at is not None and options.time_limit is not None and options.time_limit <= stopped_at
@@ -223,27 +238,9 @@ def tune(
             configs = [elastic.largest(), smallest] + [
                 elastic.sample(rng, options.min_width, options.layer_drop, options.min_depth) for _ in range(options.random_subnets)
             ]
-            teacher = teacher_hidden = None
-            total_loss = 0.0
-            for j, config in enumerate(configs):
-                elastic.set(config)
-                elastic.record_hidden(options.distil_hidden > 0)
-                logits = source.logits(feed)
-                if j == 0:
-                    loss = torch.nn.functional.cross_entropy(logits, labels[rows])
-                    teacher = logits.detach()
-                    teacher_hidden = {i: h.detach() for i, h in (elastic.hidden or {}).items()}
-                else:  # in-place distillation from the largest network's logits (and layer outputs)
-                    loss = torch.nn.functional.kl_div(
-                        torch.log_softmax(logits, -1), torch.log_softmax(teacher, -1), log_target=True, reduction="batchmean"
-                    )  # fmt: skip
-                    if teacher_hidden:
-                        loss = loss + options.distil_hidden * hidden_loss(elastic.hidden, teacher_hidden, feed.get("attention_mask"), torch)
-                (loss / (len(configs) * options.accumulation)).backward()
-                total_loss += loss.item()
-            losses.append(total_loss / len(configs))
+            losses.append(sandwich_step(source, elastic, feed, labels[rows], configs, options, torch))
             if (i + 1) % options.accumulation == 0 or i + 1 == len(batches):
-                torch.nn.utils.clip_grad_norm_(source.module.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trained, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
@@ -358,6 +355,29 @@ def _validation_estimate(source: TorchSource, elastic: ElasticNetwork, configs, 
     return (time.monotonic() - start) * len(data) / len(rows)
 
 
+def sandwich_step(source: TorchSource, elastic: ElasticNetwork, feed: Mapping[str, Any], labels: Any, configs, options: TuneOptions, torch) -> float:
+    """Accumulate one batch's gradients: the first of `configs` (the largest network) on the
+    labels, each other sub-network distilled from its logits (and, with `distil_hidden`, its kept
+    layers' outputs). Returns the mean loss."""
+    teacher = teacher_hidden = None
+    total = 0.0
+    for j, config in enumerate(configs):
+        elastic.set(config)
+        elastic.record_hidden(options.distil_hidden > 0)
+        logits = source.logits(feed)
+        if j == 0:
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            teacher = logits.detach()
+            teacher_hidden = {i: h.detach() for i, h in (elastic.hidden or {}).items()}
+        else:  # in-place distillation from the largest network's logits (and layer outputs)
+            loss = torch.nn.functional.kl_div(torch.log_softmax(logits, -1), torch.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
+            if teacher_hidden:
+                loss = loss + options.distil_hidden * hidden_loss(elastic.hidden, teacher_hidden, feed.get("attention_mask"), torch)
+        (loss / (len(configs) * options.accumulation)).backward()
+        total += loss.item()
+    return total / len(configs)
+
+
 def lr_factor(step: int, total: int, warmup: float) -> float:
     """The learning-rate multiplier after `step` of `total` optimizer steps: linear warm-up over
     the first `warmup` share of the steps, then linear decay to zero at the last."""
@@ -407,6 +427,7 @@ def _write(source: TorchSource, original, out: Path, options: TuneOptions, state
     record = {
         "source": source.name, "options": asdict(options), "epochs_done": state["epoch"], "stopped_early": stopped,
         "data": data_record, "curves": state["curves"], "orders": state["orders"], "seconds": state.get("seconds"),
+        "sub_networks": state["sub_networks"],
     }  # fmt: skip
     (out / "tune.json.partial").write_text(json.dumps(record, indent=1))
     (out / "tune.json.partial").replace(out / "tune.json")
