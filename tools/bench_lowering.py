@@ -471,12 +471,11 @@ def main() -> None:
             began = time.time()
             text = run(zoo, work, args.rounds if part != "openvino" else max(args.rounds // 2, 10))
             heading, _, rest = text.partition("\n")
-            note = f"Measured by `python tools/bench_lowering.py --only {part} --rounds {args.rounds}` in {(time.time() - began) / 60:.0f} min."
+            note = f"Measured by `python tools/bench_lowering.py --only {part} --rounds {args.rounds}` in {(time.time() - began) / 60:.0f} min on {cpu_name()}."
             sections.append(f"{heading}\n\n{note}\n{rest}")
-    fingerprint = cpu_name()
     body = f"""# Lowering: SimQ's compiled models against the strongest off-the-shelf recipes
 
-Written by `python tools/bench_lowering.py` (each part says how it was run) on {fingerprint},
+Written by `python tools/bench_lowering.py` (each part says how it was run and on which CPU),
 2 threads, batch 1 (minilm-tweets: 64 tokens; bert-base: 128; resnet50: 224x224). ONNX Runtime
 {__import__("onnxruntime").__version__}, OpenVINO {_openvino_version()}.
 

@@ -101,8 +101,10 @@ def main() -> None:
         resume = ["--resume"] if (tuned_dir / "checkpoint.pt").is_file() else []
         start = time.perf_counter()
         subprocess.run([simq, *tune_cmd[1:], *resume], check=True)
-        timing.write_text(json.dumps({"minutes": (time.perf_counter() - start) / 60}))
-    tune_minutes = json.loads(timing.read_text())["minutes"] if timing.is_file() else float("nan")
+        timing.write_text(json.dumps({"minutes": (time.perf_counter() - start) / 60, "command": tune_cmd}))
+    tuning = json.loads(timing.read_text()) if timing.is_file() else {}
+    tune_minutes = tuning.get("minutes", float("nan"))
+    tune_cmd = tuning.get("command", tune_cmd)  # how a tuned folder made beforehand was made
     record = json.loads((tuned_dir / "tune.json").read_text())
     compile_out = work_root / "compile"
     compile_cmd = ["simq", "compile", str(tuned_dir), "--budget", str(args.budget), "--max-accuracy-drop", "1", "--out", str(compile_out)]
