@@ -75,6 +75,8 @@ def main() -> None:
     previous = args.out.read_text() if args.out.exists() else ""
     before = previous[previous.index("## Before") :] if "## Before" in previous else ""
     phase_rows = [[name, f"{m:.1f}", f"{m / minutes:.0%}"] for name, m in split.items()]
+    confidence = next((m.group(1) for line in summary.get("settings", []) if (m := re.search(r"at (\d+)% confidence", line))), "?")
+    log = args.work / "log.txt"
     doc = f"""# The README's default compile
 
 Written by `python tools/bench_default_compile.py` on {cpu_name()}, {os.cpu_count()} cores.
@@ -87,11 +89,11 @@ fitting the head, exporting) included.
 {table(["phase", "minutes", "share"], phase_rows)}
 
 (The zoo build is part of the preparation line. Phases are read off the run's plain log, which
-stamps every phase and candidate with the elapsed time: `.bench/default-compile/log.txt`.)
+stamps every phase and candidate with the elapsed time: `{log.relative_to(ROOT) if log.is_relative_to(ROOT) else log}`.)
 
 {summary.get('headline') or ''}
 
-The published front ({len(rows)} models: within 1 point of FP32 by the 90 % paired bound on the
+The published front ({len(rows)} models: within 1 point of FP32 by the {confidence} % paired bound on the
 4,500 validation tweets, at most 8, none slower than FP32; accuracy and its paired drop with the
 95 % interval on the 2,808 test tweets; latency ratios to FP32 re-timed until their 95 % interval
 is within ±3 %, or 40 rounds):

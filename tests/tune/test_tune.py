@@ -58,7 +58,7 @@ def test_tuned_sub_networks_are_what_the_onnx_passes_cut(text_model, unique_csv,
     elastic = ElasticNetwork(source.module, tuned, structure)
     feed = {k: v[:4] for k, v in load_data(DataOptions(unique_csv, max_length=16, labels=False), sir.input_domains(tuned), model_dir=out / "model").role("test").inputs.items()}
     # Tuning ran its sub-networks sliced (BERT's attention infers its heads from Q/K/V's width).
-    assert record["sub_networks"] == "sliced" and elastic.use_slices({k: torch.from_numpy(v) for k, v in feed.items()}, source.logits)
+    assert record["sub_networks"] == result.sub_networks == "sliced" and elastic.use_slices({k: torch.from_numpy(v) for k, v in feed.items()}, source.logits)
     layer, block = structure.layers[1], next(b for b in structure.removable_blocks if b.layer == 0)
     config = {f"heads.{layer.index}": 1, f"ffn.{layer.index}": layer.ffn.width // 4, f"depth.{block.index}": True}
     elastic.set(config)

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         f"{last.get('validation_largest', float('nan')):.2f} % (largest), {last.get('validation_smallest', float('nan')):.2f} % (smallest)"
         f" on {last.get('validation_rows', 0):,} rows"
     )
+    if result.sub_networks == "masked":
+        console.print("sub-networks ran masked, at full width (slicing this model's projections did not compute the same): steps cost what the largest network costs")
     data = "" if simq_ir.zoo_name(args.model) else " --data ..."  # a zoo model's own splits carry over
     console.print(f"wrote {args.out}; next: simq compile {args.out}{data}")
     return 0

@@ -118,6 +118,8 @@ class TuneResult:
     epochs_done: int
     stopped_early: str | None
     curves: list[dict[str, float]] = field(default_factory=list)
+    #: "sliced" or "masked": how the sub-networks ran (see `ElasticNetwork.use_slices`).
+    sub_networks: str = "sliced"
 
 
 def _check_disjoint(examples: Examples) -> tuple[dict[str, Any], list[str]]:
@@ -431,4 +433,4 @@ def _write(source: TorchSource, original, out: Path, options: TuneOptions, state
     }  # fmt: skip
     (out / "tune.json.partial").write_text(json.dumps(record, indent=1))
     (out / "tune.json.partial").replace(out / "tune.json")
-    return TuneResult(out, onnx_path, state["epoch"], stopped, state["curves"])
+    return TuneResult(out, onnx_path, state["epoch"], stopped, state["curves"], state["sub_networks"])
