@@ -26,9 +26,9 @@ from bench_lowering import bootstrap, fmt_ratio  # noqa: E402
 from simq import ir as sir  # noqa: E402
 from simq.search import JobSpec  # noqa: E402
 from simq.search._examples import examples_for  # noqa: E402
-from simq.tune import ElasticNetwork, TuneOptions  # noqa: E402
+from simq.tune import TuneOptions  # noqa: E402
 from simq.tune._batches import batches_of, feed_of  # noqa: E402
-from simq.tune._tune import sandwich_step  # noqa: E402
+from simq.tune._tune import elastic_network, embedding_tables, sandwich_step  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,15 +48,12 @@ def main() -> None:
     source = zoo.torch_source(name)
     examples, _, _ = examples_for(JobSpec(model=args.model), sir.load(args.model, zoo=zoo), zoo.path(name), zoo)
     train, calibration = examples.role("train"), examples.role("calibration")
-    example = {k: np.asarray(v[:2]) for k, v in calibration.inputs.items()}
-    original = sir.cleanup(source.export(example))
-    structure = sir.analyze(original, sir.resolve_signature(original, {k: (1, *v.shape[1:]) for k, v in example.items()}))
-    elastic = ElasticNetwork(source.module, original, structure)
+    _, _, elastic = elastic_network(source, calibration)
     source.module.eval()
     elastic.reorder(({k: torch.from_numpy(v) for k, v in b.items()} for b, _ in calibration.batches(16)), source.logits)
     assert elastic.use_slices(feed_of(calibration, np.arange(16), torch), source.logits), "this model's sub-networks cannot run sliced"
     source.module.train()
-    embeddings = [m.weight for m in source.module.modules() if isinstance(m, torch.nn.Embedding)]
+    embeddings = embedding_tables(source.module, torch)
     optimizers = {arm: torch.optim.AdamW(source.module.parameters(), lr=1e-6) for arm in ARMS}  # one state per arm
     rng = np.random.default_rng(0)
     batches = batches_of(train, options.batch_size, rng)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 
 from simq.data import Examples
 from simq.errors import DataError, InvalidArgumentError, OutputError
@@ -28,7 +29,7 @@ from simq.passes.prune import ELASTIC_METADATA
 from simq.tune._batches import accuracy, batches_of, feed_of
 from simq.tune._elastic import ElasticNetwork
 
-__all__ = ["TuneOptions", "TuneResult", "lr_factor", "sandwich_step", "tune"]
+__all__ = ["TuneOptions", "TuneResult", "elastic_network", "embedding_tables", "lr_factor", "sandwich_step", "tune"]
 
 CHECKPOINT = "checkpoint.pt"
 Progress = Callable[[str, int, int, Mapping[str, float]], None]
@@ -180,15 +181,10 @@ def tune(
 
     # The model's ONNX export gives the layers, heads and widths the search will prune.
     progress("analysing", 0, 1, {})
-    example = {k: np.asarray(v[:2]) for k, v in calibration.inputs.items()}
-    original = cleanup(source.export(example))
+    example, original, elastic = elastic_network(source, calibration)
     if not resume:
         save(original, out / "original.onnx")
-    structure = analyze(original, resolve_signature(original, {k: (1, *v.shape[1:]) for k, v in example.items()}))
-    if not structure.layers:
-        raise InvalidArgumentError(f"{source.name} has no transformer layers SimQ can make elastic (heads, FFN, depth).")
     source.module.train()
-    elastic = ElasticNetwork(source.module, original, structure)
     rng = np.random.default_rng(options.seed)
     state: dict[str, Any] = {"epoch": 0, "curves": [], "orders": None}
     if resume:
@@ -207,9 +203,8 @@ def tune(
     steps_per_epoch = math.ceil(math.ceil(len(train) / options.batch_size) / options.accumulation)
     total = steps_per_epoch * options.epochs
     if not options.train_embeddings:
-        for module in source.module.modules():
-            if isinstance(module, torch.nn.Embedding):
-                module.weight.requires_grad_(False)
+        for table in embedding_tables(source.module, torch):
+            table.requires_grad_(False)
     trained = [p for p in source.module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=options.weight_decay)
     smallest = elastic.smallest(options.min_width, options.min_depth)
@@ -279,6 +274,26 @@ def tune(
     elastic.close()
     source.module.eval()
     return _write(source, original, out, options, state, data_record | {"train_rows": train_rows}, stopped, example, elastic.max_drops(options.min_depth))
+
+
+def elastic_network(source: TorchSource, calibration) -> tuple[dict[str, np.ndarray], ir.Model, ElasticNetwork]:
+    """`source` made elastic along what SimQ's analysis finds in its ONNX export (exported on two
+    `calibration` rows). Returns those rows' inputs, the export and the elastic network.
+
+    Raises:
+        InvalidArgumentError: The export has no transformer layers to make elastic.
+    """
+    example = {k: np.asarray(v[:2]) for k, v in calibration.inputs.items()}
+    original = cleanup(source.export(example))
+    structure = analyze(original, resolve_signature(original, {k: (1, *v.shape[1:]) for k, v in example.items()}))
+    if not structure.layers:
+        raise InvalidArgumentError(f"{source.name} has no transformer layers SimQ can make elastic (heads, FFN, depth).")
+    return example, original, ElasticNetwork(source.module, original, structure)
+
+
+def embedding_tables(module: Any, torch) -> list[Any]:
+    """The weights of `module`'s embedding tables (what ``train_embeddings`` decides on)."""
+    return [m.weight for m in module.modules() if isinstance(m, torch.nn.Embedding)]
 
 
 class _TimeBudget:
