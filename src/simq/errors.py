@@ -6,6 +6,8 @@ prints that sentence and exits with status 2.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "first_line",
     "SimqError",
@@ -66,12 +68,19 @@ class DataError(SimqError):
     """Data given with --data is missing, unreadable, malformed, or cannot feed the model."""
 
 
+#: A line that only says where in a native library an error was raised (OpenVINO stacks one per
+#: layer it passed through, ``Exception from src/inference/src/cpp/core.cpp:132:``, before the reason).
+_WHERE = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
 def first_line(error: BaseException, limit: int = 200, *, typed: bool = False) -> str:
-    """The first line of an error's message, at most `limit` characters (the error's type name
-    when it has no message); with `typed`, prefixed by the type (``RuntimeError: ...``): how a
-    library's multi-line error becomes part of one sentence."""
-    lines = str(error).strip().splitlines()
-    text = lines[0][:limit] if lines else ""
+    """The first line of an error's message that says what went wrong (not where in a native
+    library: `_WHERE`), at most `limit` characters (the error's type name when it has no
+    message); with `typed`, prefixed by the type (``RuntimeError: ...``): how a library's
+    multi-line error becomes part of one sentence."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    reasons = [line for line in lines if not _WHERE.match(line)]
+    text = (reasons or lines or [""])[0][:limit]
     if typed:
         return f"{type(error).__name__}: {text}"
     return text or type(error).__name__

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,10 @@ def test_rejected_artifact_is_a_clear_error(name, tmp_path):
     bad.write_bytes(b"definitely not a model")
     target = TargetRegistry().get(name)
     artifact = Artifact(name, bad, bad, (bad,))
-    with pytest.raises(ArtifactError, match="rejected"):
+    with pytest.raises(ArtifactError, match="rejected") as error:
         target.measure(artifact, {"x": np.ones((1, 8), np.float32)}, warmup=0, repeats=1)
+    # the reason, not the native source line it was raised at (OpenVINO leads with those)
+    assert not re.search(r"rejected \S+: (Exception from|Check .* failed at)", str(error.value))
 
 
 def test_plugin_target_is_found_through_its_entry_point_and_compiled_for(tiny, zoo, tmp_path, monkeypatch):
