@@ -34,6 +34,9 @@ def test_text_classifier_folder_and_a_csv(text_model, text_csv, tmp_path, capsys
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "accuracy" in shown and "FP32" in shown
+    # Captured, as in a log: each configuration on one line, not wrapped to rich's 80 columns.
+    configs = [r["config"] for r in json.loads((out / "summary.json").read_text())["rows"] if r["kind"] == "candidate"]
+    assert configs and all(any(c in line for line in shown.splitlines()) for c in configs)
     published = [p for p in sorted((out / "pareto").iterdir()) if json.loads((p / "manifest.json").read_text())["kind"] == "candidate"]
     assert f"Pareto set ({len(published)} of 2 validated candidates)" in printed  # FP32 and baselines are not candidates
     folder = published[0]

@@ -27,6 +27,7 @@ __all__ = [
     "data_options",
     "load_model",
     "parse_shapes",
+    "table_console",
     "zoo_for",
 ]
 
@@ -174,6 +175,20 @@ def load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
     with console.status(f"loading {args.model}"):
         model = simq_ir.load(source, cache_dir=cache_root(args))
     return LoadedModel(args.model, model, signature or None, source if source.suffix == ".onnx" else None, source if source.is_dir() else None)
+
+
+#: How wide a table printed to a log or a pipe may be: rich lays out for 80 columns there, which
+#: wrapped each configuration of the Pareto table over eight lines.
+_LOG_WIDTH = 200
+
+
+def table_console() -> Console:
+    """A console for tables on stdout: a terminal's width, or in a log or pipe as wide as
+    `_LOG_WIDTH` unless COLUMNS says otherwise."""
+    console = Console()
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(width=_LOG_WIDTH)
 
 
 def render_table(summary, title: str) -> Table:

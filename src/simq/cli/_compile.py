@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, render_table, zoo_for
+from simq.cli._common import add_data_arguments, add_model_arguments, data_options, parse_shapes, render_table, table_console, zoo_for
 from simq.cli._progress import CompileProgress
 from simq.cli._recipe import add_recipe_argument, apply_recipe, write_recipe
 from simq.errors import InvalidArgumentError, MissingDependencyError
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _summary(console: Console, result) -> None:
-    out = Console()
+    out = table_console()
     out.print(render_table(result.summary, f"Pareto set ({sum(r.kind == 'candidate' for r in result.pareto)} of {result.evaluated} validated candidates)"))
     if result.reference_note:
         out.print(result.reference_note[0].upper() + result.reference_note[1:])

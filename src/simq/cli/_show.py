@@ -6,9 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
-
-from simq.cli._common import render_table
+from simq.cli._common import render_table, table_console
 from simq.errors import InvalidArgumentError
 from simq.search import SUMMARY_FILE
 
@@ -40,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0
-    console = Console()
+    console = table_console()
     console.print(f"[bold]{summary['model']}[/] for {summary['target']} · {summary['fingerprint']}")
     if summary.get("data"):
         console.print(f"data: {summary['data']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import json
@@ -173,7 +174,10 @@ class Zoo:
         work = self.cache_dir / f".{name}.build-{uuid.uuid4().hex}"
         work.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stay on the installed directory
         try:
-            with Console(stderr=True).status(f"Building zoo model {name} (once; cached in {self.cache_dir})"):
+            console, message = Console(stderr=True), f"Building zoo model {name} (once; cached in {self.cache_dir})"
+            if not console.is_terminal:
+                console.print(message)  # a log gets as a line what a terminal shows beside a spinner
+            with console.status(message) if console.is_terminal else contextlib.nullcontext():
                 start = time.perf_counter()
                 info = builder.build(recipe, work)
                 info = {
