@@ -206,29 +206,25 @@ def quantized_bias(graph: ir.Graph, node: ir.Node) -> None:
 
 
 def quantized_table(graph: ir.Graph, node: ir.Node) -> None:
-    """Gather rows of an int8 table and dequantize only the rows gathered, symmetric, one scale
-    per column (per row where the Gather picks columns: the axis it does not index).
+    """Gather rows of an int8 table and dequantize only the rows gathered (one scale per table).
 
     Dequantizing the whole table before the Gather would rebuild it in FP32 on every run. One
-    scale per column, not per table: MiniLM's word table then comes back to 1.1 % of its norm
-    instead of 4.3 %, its position table to 1.1 % instead of 17 % (a few large columns set a
-    table's range); and OpenVINO 2026.4's CPU plugin fails to compile a per-table scalar
-    dequantization beside INT8 attention products (constant folding of a Convert,
-    openvinotoolkit/openvino#33446), a per-column one it takes.
+    scale per column comes back closer to the table (MiniLM's word table: 1.1 % of its norm
+    instead of 4.3 %) but did not move accuracy (+0.2 ± 0.6 points, docs/TABLES.md) and ONNX
+    Runtime's per-axis DequantizeLinear ran the unpruned minilm 3 % slower.
     """
     table = node.inputs[0]
     w = array_of(table).astype(np.float32)
-    indexed = node.attributes.get_int("axis", 0) % 2  # the table is 2-D (`find_quantizable`)
-    scale = (np.maximum(np.abs(w).max(axis=indexed), 1e-8) / 127.0).astype(np.float32)
-    quantized = np.clip(np.round(w / np.expand_dims(scale, indexed)), -127, 127).astype(np.int8)
+    scale = np.float32(max(float(np.abs(w).max()), 1e-8) / 127.0)
+    quantized = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
     node.replace_input_with(0, constant(graph, f"{table.name}.int8", quantized))
     out = node.outputs[0]
     if out.is_graph_output():
         raise InvalidConfigError(f"{node.name} produces a graph output; leave it in fp32.")
     uses = list(out.uses())
-    s = constant(graph, f"{table.name}.scale", scale)
-    z = constant(graph, f"{table.name}.zero_point", np.zeros(scale.shape, np.int8))
-    dequantize = ir.node("DequantizeLinear", [out, s, z], attributes={"axis": -1 if indexed == 0 else 0}, name=f"{node.name}.dequantize")
+    s = constant(graph, f"{table.name}.scale", np.array(scale, np.float32))
+    z = constant(graph, f"{table.name}.zero_point", np.array(0, np.int8))
+    dequantize = ir.node("DequantizeLinear", [out, s, z], name=f"{node.name}.dequantize")
     dequantize.outputs[0].name = f"{out.name}.dequantized"
     dequantize.outputs[0].dtype, dequantize.outputs[0].shape = out.dtype, out.shape
     out.type = ir.TensorType(ir.DataType.INT8)  # a new type: clones share the old one

@@ -58,6 +58,42 @@ def _store_half(model: Any) -> None:
             reader.replace_source_output(half.output(0))
 
 
+def _scalar_table_dequantizations(model: ir.Model) -> list[ir.Node]:
+    """DequantizeLinear nodes reading the rows an INT8 table Gather (axis 0) picked, by one scalar scale."""
+    found = []
+    for node in model.graph:
+        gather = node.inputs[0].producer() if node.op_type == "DequantizeLinear" else None
+        if gather is None or gather.op_type != "Gather" or gather.attributes.get_int("axis", 0) != 0:
+            continue
+        table, scale = gather.inputs[0].const_value, node.inputs[1].const_value
+        if table is not None and len(table.shape) == 2 and scale is not None and scale.numpy().ndim == 0:
+            found.append(node)
+    return found
+
+
+def _per_column_tables(model: ir.Model) -> ir.Model:
+    """`model` (a copy, where it changes) with each INT8 table's scalar dequantization given as
+    the same scale and zero point repeated along the table's columns.
+
+    OpenVINO 2026.4's CPU plugin fails to compile a model with a scalar-dequantized table beside
+    an INT8 product of two activations (constant folding of a Convert, openvinotoolkit/openvino#33446):
+    1 of 26 candidates of a minilm-tweets run, every such pair on bert-tiny. A per-axis one, of
+    the same values, it compiles."""
+    if not _scalar_table_dequantizations(model):
+        return model
+    model = model.clone()
+    for node in _scalar_table_dequantizations(model):
+        columns = node.inputs[0].producer().inputs[0].const_value.shape[1]
+        for i, value in list(enumerate(node.inputs))[1:]:
+            name = f"{value.name}.columns"
+            if name not in model.graph.initializers:  # a table two Gathers read: made once
+                repeated = ir.tensor(np.full(columns, value.const_value.numpy()), name=name)
+                model.graph.register_initializer(ir.Value(name=name, type=ir.TensorType(repeated.dtype), shape=repeated.shape, const_value=repeated))
+            node.replace_input_with(i, model.graph.initializers[name])
+        node.attributes["axis"] = ir.AttrInt64("axis", -1)
+    return model
+
+
 class OpenVinoCpuTarget:
     """OpenVINO's CPU plugin with the latency hint and a single stream.
 
@@ -126,7 +162,7 @@ class OpenVinoCpuTarget:
     def lower(self, model: ir.Model, workdir: Path) -> Artifact:
         """Convert to OpenVINO IR; the ONNX stays beside it as the source of record."""
         ov = openvino()
-        onnx_path = save(model, Path(workdir) / "model.onnx")
+        onnx_path = save(_per_column_tables(model), Path(workdir) / "model.onnx")
         try:
             # Core.read_model runs the same ONNX frontend as ov.convert_model without the converter's
             # telemetry, which forks processes from a thread pool: a fork while numpy's BLAS threads
