@@ -85,6 +85,8 @@ def _per_column_tables(model: ir.Model) -> ir.Model:
     for node in _scalar_table_dequantizations(model):
         columns = node.inputs[0].producer().inputs[0].const_value.shape[1]
         for i, value in list(enumerate(node.inputs))[1:]:
+            if value is None:  # no zero point
+                continue
             name = f"{value.name}.columns"
             if name not in model.graph.initializers:  # a table two Gathers read: made once
                 repeated = ir.tensor(np.full(columns, value.const_value.numpy()), name=name)
@@ -160,7 +162,8 @@ class OpenVinoCpuTarget:
         return "bf16" if has_bf16(self.fingerprint().isa) else "fp32"
 
     def lower(self, model: ir.Model, workdir: Path) -> Artifact:
-        """Convert to OpenVINO IR; the ONNX stays beside it as the source of record."""
+        """Convert to OpenVINO IR; the ONNX stays beside it as the source of record (with its INT8
+        tables' scales given per column: `_per_column_tables`)."""
         ov = openvino()
         onnx_path = save(_per_column_tables(model), Path(workdir) / "model.onnx")
         try:
