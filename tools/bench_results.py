@@ -334,14 +334,17 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="write the document from the finished runs; run nothing"
     )
+    parser.add_argument("--targets", nargs="*", choices=TARGETS, help="targets to run (default both)")
     parser.add_argument("--out", type=Path, default=DOC)
     args = parser.parse_args()
+    if args.targets and args.out.resolve() == DOC.resolve() and set(args.targets) != set(TARGETS):
+        parser.error("--targets writes a document of its own: give --out")
     args.work.mkdir(parents=True, exist_ok=True)
     runs = [r for r in RUNS if not args.only or r.model in args.only]
     failures = []
     if not args.report_only:
         for run in runs:
-            for target in TARGETS:
+            for target in args.targets or TARGETS:
                 info = execute(run, target, args.work)
                 if info["returncode"] != 0:
                     failures.append([run.model, target, info["command"], info["error"]])
@@ -351,18 +354,20 @@ def main() -> None:
 def invocation(args: argparse.Namespace) -> str:
     """The options this document was written with, as typed (the defaults left out)."""
     only = f" --only {' '.join(args.only)}" if args.only else ""
+    targets = f" --targets {' '.join(args.targets)}" if args.targets else ""
     out = f" --out {args.out.resolve().relative_to(ROOT)}" if args.out.resolve() != DOC.resolve() else ""
-    return only + out
+    return only + targets + out
 
 
 def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
     outcomes: dict[str, list[Outcome]] = {}
     pending = []
-    partial = bool(args.only) and args.out.resolve() != DOC.resolve()  # a document of these models alone
+    partial = bool(args.only or args.targets) and args.out.resolve() != DOC.resolve()  # of these models and targets alone
+    targets = args.targets if partial and args.targets else TARGETS
     for run in RUNS:
-        if partial and run.model not in args.only:
+        if partial and args.only and run.model not in args.only:
             continue
-        for target in TARGETS:
+        for target in targets:
             out = args.work / f"{run.model}-{target}"
             marker = out / "bench.json"
             if not marker.exists():
@@ -382,8 +387,9 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
         "model", "target", "fastest published: latency × FP32 (Δ test [95 %])", "smallest published: size × FP32",
         "score", "best baseline within the limit (latency × FP32)", "faster than it", "the tool users run: faster than its INT8",
     ]  # fmt: skip
-    title = ", ".join(args.only) if partial else "four model families"
-    doc = f"""# Results: {title}, two targets
+    title = ", ".join(args.only) if partial and args.only else "four model families"
+    on = ", ".join(targets) if len(targets) == 1 else "two targets"
+    doc = f"""# Results: {title}, {on}
 
 Written by `python tools/bench_results.py{invocation(args)}` (each run below gives its `simq compile` command; OUT is
 the runs' folder). Machine: {cpu_name()}, {os.cpu_count()} cores; 2 threads, batch 1.

@@ -160,7 +160,7 @@ class Pipeline:
         for name, width in self._input_width.items():
             if config.get(name) == "int4w" and (config[width.knob] * width.per_unit) % INT4_BLOCK:
                 domain = self._by_name[name].domain
-                config[name] = next(p for p in ("int8dyn", "int8", "fp32") if p in domain)
+                config[name] = next(p for p in ("int8w", "int8dyn", "int8", "fp32") if p in domain)
         return config
 
     def build(self, config: Mapping[str, Hashable], *, lower: bool = True) -> ir.Model:

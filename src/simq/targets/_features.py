@@ -47,7 +47,7 @@ def _op_and_precision(node: ir.Node) -> tuple[str, str]:
 
 
 def node_precision(node: ir.Node) -> str:
-    """How a MatMul/Gemm/Conv/Gather/Attention runs after quantization: fp32, int8dyn, int8 or int4w."""
+    """How a MatMul/Gemm/Conv/Gather/Attention runs after quantization: fp32, int8w, int8dyn, int8 or int4w."""
     if node.op_type in _KERNELS:
         return _KERNELS[node.op_type][1]
     weight_index = 0 if node.op_type == "Gather" else 1
@@ -57,8 +57,10 @@ def node_precision(node: ir.Node) -> str:
         return "int8" if users == ["DequantizeLinear"] else "fp32"
     if source is not None and source.dtype in (ir.DataType.INT4, ir.DataType.UINT4):
         return "int4w"
-    if source is not None or _dequantized(node.inputs[0]) is not None:
+    if _dequantized(node.inputs[0]) is not None:
         return "int8"
+    if source is not None:
+        return "int8w"
     return "fp32"
 
 

@@ -205,6 +205,35 @@ def test_an_int8_table_beside_int8_attention_products_compiles_on_openvino(bert,
     assert any(n.op_type == "DequantizeLinear" and n.inputs[1].const_value.numpy().ndim == 0 for n in quantized.graph)  # as built: untouched
 
 
+@pytest.mark.openvino
+def test_int8_weights_keep_activations_float_and_halve_an_openvino_model(bert, tmp_path):
+    """int8w: OpenVINO offers it on weighted MatMuls and tables (not on products of two
+    activations), ONNX Runtime nowhere; every weight is int8 read through DequantizeLinear with no
+    activation quantized, OpenVINO runs it to within INT8 weight error of FP32 and stores half the
+    bytes of its FP32 model (whose float weights it keeps in FP16)."""
+    from simq.targets import lowering_summary
+
+    model, structure, calibration, feed = bert
+    registry = TargetRegistry()
+    target, ort_target = registry.get("openvino-cpu"), registry.get("ort-cpu")
+    assert not any("int8w" in k.domain for k in QuantizePass.knobs(structure, ort_target.supports))
+    domains = {k.name: k.domain for k in QuantizePass.knobs(structure, target.supports)}
+    kinds = {quant_knob(q.node): (q.op_type, q.kind) for q in structure.quantizable}
+    assert {kinds[name] for name, domain in domains.items() if "int8w" in domain} == {("MatMul", "weighted"), ("Gather", "weighted")}
+    policy = {name: "int8w" for name, domain in domains.items() if "int8w" in domain}
+    quantized = quantize(model.clone(), structure, policy, calibration, supports=target.supports)
+    precisions = lowering_summary(quantized)["precisions"]
+    assert precisions["MatMul int8w"] == sum(1 for op, kind in kinds.values() if (op, kind) == ("MatMul", "weighted"))
+    assert not any(n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") for n in quantized.graph)
+    fp32, want = _run(model, feed)[0], _run(quantized, feed)[0]
+    artifact, reference = target.lower(quantized, tmp_path / "int8w"), target.lower(model.clone(), tmp_path / "fp32")
+    got = target.load(artifact)(feed)[0]
+    np.testing.assert_allclose(got, want, atol=1e-2 * np.abs(want).max())
+    assert (fp32 * got).sum() / np.linalg.norm(fp32) / np.linalg.norm(got) > 0.999
+    weights = [a.path.with_suffix(".bin").stat().st_size for a in (artifact, reference)]  # what OpenVINO loads
+    assert weights[0] < 0.6 * weights[1], weights
+
+
 def test_policy_composes_with_pruning(bert, zoo):
     """Ranges calibrated on the unpruned model serve the pruned one (over its kept channels)."""
     model, structure, calibration, feed = bert

@@ -4,7 +4,7 @@ its quantized form in its place.
 Written in standard ONNX (plus ONNX Runtime's QAttention) in the forms the runtimes fuse: a
 MatMul by DynamicQuantizeLinear + MatMulInteger + rescale (ORT's DynamicQuantizeMatMul), a fused
 Attention by QAttention, a weight by its integer tensor read through DequantizeLinear (INT8 per
-output channel, INT4 in blocks), a static INT8 Gemm's bias in int32, an embedding table in int8
+output channel, with or without its activations in INT8; INT4 in blocks), a static INT8 Gemm's bias in int32, an embedding table in int8
 with only the gathered rows dequantized.
 """
 
@@ -304,6 +304,10 @@ def _int4(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_rang
     require_opset(model, INT4_OPSET)
 
 
+def _int8_weights(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_range: bool) -> None:
+    dequantized_weight(model.graph, node, q, int4=False)
+
+
 def _static_int8(model: ir.Model, node: ir.Node, q: QuantizableNode | None, reduce_range: bool) -> None:
     if q.kind == "weighted":
         dequantized_weight(model.graph, node, q, int4=False)
@@ -319,6 +323,7 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("int8 embedding table", lambda node, q, precision: q.op_type == "Gather", lambda model, node, q, r: quantized_table(model.graph, node)),
     Recipe("dynamic INT8 MatMul", lambda node, q, precision: precision == "int8dyn", _dynamic),
     Recipe("INT4 weights", lambda node, q, precision: precision == "int4w", _int4),
+    Recipe("INT8 weights", lambda node, q, precision: precision == "int8w", _int8_weights),
     Recipe("static INT8 (QDQ)", lambda node, q, precision: precision == "int8", _static_int8, static=True),
 )
 

@@ -1,4 +1,4 @@
-"""QuantizePass: run each quantization unit in FP32, static INT8, dynamic INT8 or INT4 weights."""
+"""QuantizePass: run each quantization unit in FP32, INT8 weights, static INT8, dynamic INT8 or INT4 weights."""
 
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ from simq.passes.quant._units import ATTENTION, QuantUnit, attention_unit_name, 
 __all__ = ["FALLBACK", "INT4_BLOCK", "NOTES_METADATA", "PRECISIONS", "QuantizePass", "nearest", "quant_knob"]
 
 #: Every precision a unit can take, from the least to the most compressed.
-PRECISIONS = ("fp32", "int8dyn", "int8", "int4w")
+PRECISIONS = ("fp32", "int8w", "int8dyn", "int8", "int4w")
 #: A whole-model policy's precision, then what a unit that lacks it takes instead, in order.
 FALLBACK: Mapping[str, tuple[str, ...]] = {
     "fp32": ("fp32",),
+    "int8w": ("int8w", "fp32"),
     "int8dyn": ("int8dyn", "int8", "fp32"),
     "int8": ("int8", "int8dyn", "fp32"),
-    "int4w": ("int4w", "int8dyn", "int8", "fp32"),
+    "int4w": ("int4w", "int8w", "int8dyn", "int8", "fp32"),
 }
 #: ``metadata_props`` key listing units that could not take their precision in this candidate.
 NOTES_METADATA = "simq.quantization_notes"
@@ -46,7 +47,11 @@ def _domain(unit: QuantUnit, supports: Supports | None) -> tuple[str, ...]:
     else:
         q = unit.nodes[0]
         linear = q.kind == "weighted" and q.op_type in ("MatMul", "Gemm")
-        options = ["fp32", *(["int8dyn"] if linear else []), "int8"]
+        # int8w only where a target lists it: a runtime without a decompressing kernel would
+        # dequantize the weight on every call. A table is weight-only by nature (int8w reads the
+        # same int8 table as int8).
+        weights_only = supports is not None and (linear or q.op_type == "Gather") and supports(unit.op_type, "int8w")
+        options = ["fp32", *(["int8w"] if weights_only else []), *(["int8dyn"] if linear else []), "int8"]
         if q.in_features and q.in_features % (INT4_BLOCK if linear else INT4_TABLE_BLOCK) == 0:
             options.append("int4w")
     return tuple(p for p in options if p == "fp32" or supports is None or supports(unit.op_type, p))
@@ -63,7 +68,9 @@ class QuantizePass(ir.passes.InPlacePass):
     channel, read through DequantizeLinear. ``int8dyn``: weights int8 per output channel,
     activations quantized at run time: a MatMul/Gemm becomes DynamicQuantizeLinear + MatMulInteger
     (ONNX Runtime's DynamicQuantizeMatMul once loaded), a fused Attention DynamicQuantizeLinear +
-    QAttention. ``int4w``:
+    QAttention. ``int8w``: weight-only, the weight int8 per output channel read through
+    DequantizeLinear, activations FP32 (OpenVINO decompresses it inside its float MatMul: the
+    bytes of INT8 at the speed of FP32, where its INT8 kernels do not pay). ``int4w``:
     weight-only, int4 in blocks of `INT4_BLOCK` along the input axis, read through a blocked
     DequantizeLinear (opset 21); activations stay FP32 (ONNX Runtime fuses this into
     MatMulNBits). An embedding Gather in ``int8`` reads an int8 table and dequantizes the

@@ -22,13 +22,14 @@ from simq.targets.openvino_cpu._runtime import openvino
 
 __all__ = ["OpenVinoCpuTarget"]
 
-# Blocked INT4 weights decompress inside OpenVINO's MatMul kernels; INT8 QDQ becomes FakeQuantize,
-# which the CPU plugin fuses into its INT8 primitives (Conv/MatMul chains, eltwise, pooling).
+# INT8 and blocked INT4 weights without quantized activations decompress inside OpenVINO's float
+# MatMul kernels; INT8 QDQ becomes FakeQuantize, which the CPU plugin fuses into its INT8
+# primitives (Conv/MatMul chains, eltwise, pooling).
 _PRECISIONS = {
-    "MatMul": ("fp32", "int8", "int4w"),
-    "Gemm": ("fp32", "int8", "int4w"),
+    "MatMul": ("fp32", "int8w", "int8", "int4w"),
+    "Gemm": ("fp32", "int8w", "int8", "int4w"),
     "Conv": ("fp32", "int8"),
-    "Gather": ("fp32", "int8"),
+    "Gather": ("fp32", "int8w", "int8"),  # an embedding table's int8w is its int8 table
 }
 #: Float weights of at least this many values are stored FP16 in SimQ's IR (read back as FP32), as
 #: `ov.save_model` stores a float model's; it keeps every constant FP32 once a model holds static
@@ -134,7 +135,8 @@ class OpenVinoCpuTarget:
         """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles. Attention's
         MatMuls of two activations read symmetric int8 operands, the only form its INT8 MatMul
         takes for a signed second operand. The search seeds its width and depth lattice in INT8
-        only where INT8 dense layers were timed clearly faster than FP32 on this CPU."""
+        only where INT8 dense layers were timed clearly faster than FP32 on this CPU, elsewhere in
+        INT8 weights with FP32 activations (as fast as FP32 there, a quarter of its weight bytes)."""
         if self._int8_dense_ratio is None:
             config = {k: v for k, v in self._settings("fp32").items() if k != "device"}
             self._int8_dense_ratio = int8_dense_ratio(config)
@@ -142,9 +144,9 @@ class OpenVinoCpuTarget:
             return Lowering(signed_operands=True)
         choice = (
             f"INT8 dense layers ran {self._int8_dense_ratio:.2f}x FP32's time on this CPU: the search seeds its width "
-            "and depth lattice in FP32"
+            "and depth lattice in INT8 weights with FP32 activations (int8w)"
         )
-        return Lowering(signed_operands=True, seed_precision="fp32", choices=(choice,))
+        return Lowering(signed_operands=True, seed_precision="int8w", choices=(choice,))
 
     def baselines(
         self,
