@@ -10,7 +10,7 @@ when the one-sided upper bound of the paired drop is within the allowed drop" is
 often it publishes a model more than 0.5 point beyond the limit (false accept) and how often it
 rejects a model at most 0.5 below the reference (false reject).
 
-Usage: python tools/bench_acceptance.py [--candidates N] [--resamples N] [--work DIR] [--report-only]
+Usage: python tools/bench_acceptance.py [--candidates N] [--resamples N] [--work DIR]  (scores are cached in DIR)
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
 
-from simq.eval import classifier_logits, paired_drop, resolvable_drop  # noqa: E402
+from simq.eval import classifier_logits, default_confidence, paired_drop, resolvable_drop  # noqa: E402
 from simq.search import JobSpec, SearchSpace, describe, prepare_job  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = 1.0
 SIZES = (256, 512, 1024, 2048, 3000, 4500)
-CONFIDENCES = (0.5, 0.8, 0.9, 0.95)
+CONFIDENCES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def encode_spare(zoo: Zoo) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -95,12 +95,18 @@ def replay(scores: dict, resamples: int) -> tuple[list[list[object]], list[list[
             rows.append([n, confidence, f"{published / len(share):.2f}", f"{100 * false_accept:.1f} %", f"{100 * false_reject:.1f} %",
                          f"{resolvable_drop(n, confidence, float(np.median(discordance))):.2f}"])
     candidates = [[i + 1, scores["labels"][i + 1], f"{true_drop[i]:+.2f}", f"{100 * discordance[i]:.1f} %"] for i in np.argsort(true_drop)]
-    facts = {"true_drop": true_drop, "discordance": discordance, "broken": int(broken.sum()), "good": int(good.sum())}
+    spent = []  # on the whole split, as a run publishes: how much of the allowed drop the published models spend
+    for confidence in CONFIDENCES:
+        published = [i for i, v in enumerate(validation[1:]) if paired_drop(validation[0], v, confidence).within(ALLOWED)]
+        worst = max(true_drop[published]) if published else float("nan")
+        spent.append([confidence, len(published), f"{worst:+.2f}", sum(int(true_drop[i] > ALLOWED + 0.5) for i in published),
+                      sum(int(ALLOWED - 0.5 <= true_drop[i] <= ALLOWED + 0.5) for i in published)])
+    facts = {"true_drop": true_drop, "discordance": discordance, "broken": int(broken.sum()), "good": int(good.sum()), "spent": spent}
     return rows, candidates, facts, rates
 
 
 def verdict(rates: dict) -> str:
-    """Which confidence the measurement supports, read off the rates (the default is 0.9)."""
+    """Which confidence the measurement supports, read off the rates, and what the default gets."""
     lines = []
     for n in SIZES[:-1]:
         ok = [c for c in CONFIDENCES if rates[(n, c)][0] <= 0.10]
@@ -110,6 +116,11 @@ def verdict(rates: dict) -> str:
                          f"(false accept {100 * rates[(n, c)][0]:.1f} %, false reject {100 * rates[(n, c)][1]:.1f} %).")
         else:
             lines.append(f"- {n} examples: no confidence keeps false accepts at or below 10 %.")
+    chosen = ", ".join(
+        f"{n}: {default_confidence(n)} (false accept {100 * rates[(n, default_confidence(n))][0]:.1f} %, false reject "
+        f"{100 * rates[(n, default_confidence(n))][1]:.1f} %)" for n in SIZES if (n, default_confidence(n)) in rates
+    )
+    lines.append(f"\nSimQ's default confidence by validation size (`simq.eval.default_confidence`), and its rates here: {chosen}.")
     return "\n".join(lines)
 
 
@@ -163,6 +174,12 @@ whole split, one draw: its rates say what this run's validation split decided, n
 resampled split would vary.
 
 {verdict(rates)}
+
+On the whole validation split, as a run publishes (one draw): the published candidates, the largest
+true drop among them, how many are more than 0.5 beyond the limit, and how many spend the allowed
+drop (true drop within 0.5 of it).
+
+{table(["confidence", "published", "largest true drop published", "beyond the limit by > 0.5", "within 0.5 of the limit"], facts["spent"])}
 
 ## The candidates
 

@@ -115,8 +115,8 @@ def compile(  # noqa: A001 - the verb users know from the command line
             `simq tune` output folder, or ``zoo:NAME``.
         data: See the module docstring; None uses a zoo model's own splits, or synthetic inputs.
         max_accuracy_drop: Points below the reference (None: no limit), judged paired at
-            `confidence` on the validation split (default: 0.9, or 0.8 when the split holds at
-            least 1,024 examples; docs/ACCEPTANCE.md).
+            `confidence` on the validation split (default: 0.9; 0.8 when the split holds at
+            least 1,024 examples, 0.7 from 2,048; docs/ACCEPTANCE.md).
         time_limit: Minutes after which no new candidate starts.
         baselines: Build and measure the target's off-the-shelf baselines beside the search.
         options: Further `simq.search.CompileOptions` fields (``algorithm``, ``population``,

@@ -44,6 +44,7 @@ def test_larger_splits_resolve_smaller_drops():
 
 def test_the_default_confidence_is_lower_only_on_a_split_large_enough_to_keep_the_promise():
     assert default_confidence(None) == default_confidence(512) == default_confidence(1023) == DEFAULT_CONFIDENCE == 0.9
-    assert default_confidence(1024) == default_confidence(4500) == 0.8
+    assert default_confidence(1024) == default_confidence(2047) == 0.8
+    assert default_confidence(2048) == default_confidence(4500) == 0.7
     # what the lower confidence still adds on a large split is less than 0.9 adds on the largest small one
     assert resolvable_drop(1024, 0.8) < resolvable_drop(1023, 0.9)

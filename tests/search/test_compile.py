@@ -355,7 +355,7 @@ def test_an_unset_confidence_is_fixed_by_the_validation_split_it_judges():
         return AccuracyEvaluator({"x": np.zeros((rows, 4), np.float32)}, np.zeros(rows, np.int64))
 
     assert CompileOptions().resolved(split(500)).confidence == 0.9
-    assert CompileOptions().resolved(split(4500)).confidence == 0.8
+    assert CompileOptions().resolved(split(4500)).confidence == 0.7
     assert CompileOptions().resolved(None).confidence == 0.9
     assert CompileOptions(confidence=0.95).resolved(split(4500)).confidence == 0.95  # given: kept
     # early acceptance: on where drops are measured from the model before tuning, unless given

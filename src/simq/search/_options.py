@@ -98,8 +98,8 @@ class CompileOptions:
             `confidence`: a model is published when the one-sided upper bound of its drop is
             within it.
         confidence: Of the accuracy limit (0.5: the point estimate); None: by the size of the
-            job's validation split (`simq.eval.default_confidence`: 0.9, or 0.8 from 1,024
-            examples), fixed when the run starts (`resolved`).
+            job's validation split (`simq.eval.default_confidence`: 0.9; 0.8 from 1,024
+            examples, 0.7 from 2,048), fixed when the run starts (`resolved`).
         early_rejection: Stop scoring a candidate on the validation split once a quarter or half
             of it puts the candidate past the accuracy limit with 99.5 % confidence
             (`simq.eval.EarlyStopping`); scoring is most of what a candidate costs.

@@ -4,8 +4,8 @@ its quantized form in its place.
 Written in standard ONNX (plus ONNX Runtime's QAttention) in the forms the runtimes fuse: a
 MatMul by DynamicQuantizeLinear + MatMulInteger + rescale (ORT's DynamicQuantizeMatMul), a fused
 Attention by QAttention, a weight by its integer tensor read through DequantizeLinear (INT8 per
-output channel, with or without its activations in INT8; INT4 in blocks), a static INT8 Gemm's bias in int32, an embedding table in int8
-with only the gathered rows dequantized.
+output channel, its activations static INT8 or FP32; INT4 in blocks), a static INT8 Gemm's bias
+in int32, an embedding table in int8 with only the gathered rows dequantized.
 """
 
 from __future__ import annotations
