@@ -24,6 +24,7 @@ from simq.passes.prune import (
     pruning_within,
 )
 from simq.passes.quant import (
+    FALLBACK,
     INFERENCE_PRECISION,
     INT4_BLOCK,
     Calibration,
@@ -160,7 +161,7 @@ class Pipeline:
         for name, width in self._input_width.items():
             if config.get(name) == "int4w" and (config[width.knob] * width.per_unit) % INT4_BLOCK:
                 domain = self._by_name[name].domain
-                config[name] = next(p for p in ("int8w", "int8dyn", "int8", "fp32") if p in domain)
+                config[name] = next(p for p in FALLBACK["int4w"][1:] if p in domain)
         return config
 
     def build(self, config: Mapping[str, Hashable], *, lower: bool = True) -> ir.Model:

@@ -47,10 +47,10 @@ def _domain(unit: QuantUnit, supports: Supports | None) -> tuple[str, ...]:
     else:
         q = unit.nodes[0]
         linear = q.kind == "weighted" and q.op_type in ("MatMul", "Gemm")
-        # int8w only where a target lists it: a runtime without a decompressing kernel would
-        # dequantize the weight on every call. A table is weight-only by nature (int8w reads the
-        # same int8 table as int8).
-        weights_only = supports is not None and (linear or q.op_type == "Gather") and supports(unit.op_type, "int8w")
+        # int8w only where a target lists it (the filter below): a runtime without a decompressing
+        # kernel would dequantize the weight on every call. A table is weight-only by nature
+        # (int8w reads the same int8 table as int8).
+        weights_only = supports is not None and (linear or q.op_type == "Gather")
         options = ["fp32", *(["int8w"] if weights_only else []), *(["int8dyn"] if linear else []), "int8"]
         if q.in_features and q.in_features % (INT4_BLOCK if linear else INT4_TABLE_BLOCK) == 0:
             options.append("int4w")
