@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
@@ -105,6 +106,40 @@ def replay(scores: dict, resamples: int) -> tuple[list[list[object]], list[list[
     return rows, candidates, facts, rates
 
 
+def confirmation(scores: dict) -> tuple[list[list[object]], list[list[object]], str]:
+    """Can a check on the test split or the spare pool confirm that a model spends the allowed
+    drop, i.e. read its drop within 0.5 of the limit? Per candidate whose validation drop (4,500
+    tweets, independent of both) is within 0.5 of it: its drop on each, with the 95 % interval.
+    And for a model whose true drop is exactly the limit, the chance that a split of that size
+    reads it within ±0.5, from the paired standard error a model with that share of changed
+    verdicts has there."""
+    validation, test, spare = scores["validation"], scores["test"], scores["spare"]
+    rows, both = [], 0
+    for i in range(1, len(validation)):
+        seen = paired_drop(validation[0], validation[i]).estimate
+        if abs(seen - ALLOWED) > 0.5:
+            continue
+        on = [paired_drop(split[0], split[i]) for split in (test, spare)]
+        inside = [abs(d.estimate - ALLOWED) <= 0.5 for d in on]
+        both += all(inside)
+        rows.append([i, scores["labels"][i], f"{seen:+.2f}",
+                     *(f"{d.estimate:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{'' if ok else ' outside'}" for d, ok in zip(on, inside, strict=True))])
+    chance, typical = [], ""
+    for discordance in (0.05, 0.10, 0.15, 0.20, 0.25):
+        # d is ±100 on a share `discordance` of the examples; at a mean drop of ALLOWED its sd follows
+        sd = np.sqrt(discordance * 100**2 - ALLOWED**2)
+        within = [2 * stats.norm.cdf(0.5 / (sd / np.sqrt(split.shape[1]))) - 1 for split in (test, spare)]
+        chance.append([f"{100 * discordance:.0f} %", *(f"±{1.96 * sd / np.sqrt(s.shape[1]):.2f}" for s in (test, spare)),
+                       *(f"{100 * w:.0f} %" for w in within), f"{100 * within[0] * within[1]:.0f} %"])
+        if discordance == 0.15:
+            typical = (f"The paired interval on the test split is ±{1.96 * sd / np.sqrt(test.shape[1]):.1f} points for a model that changes "
+                       f"15 % of the verdicts, {1.96 * sd / np.sqrt(test.shape[1]) / 0.5:.0f} times the ±0.5 window: even a model exactly at the "
+                       f"limit reads inside the window on one split {100 * within[0]:.0f} % of the time, and on both "
+                       f"{100 * within[0] * within[1]:.0f} %.")
+    summary = f"{both} of {len(rows)} candidates whose validation drop is within 0.5 of the limit read within 0.5 of it on both the test split and the spare pool."
+    return rows, chance, typical + "\n\n" + summary
+
+
 def verdict(rates: dict) -> str:
     """Which confidence the measurement supports, read off the rates, and what the default gets."""
     lines = []
@@ -133,6 +168,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     scores = score_candidates(args.work, args.candidates)
     rows, candidates, facts, rates = replay(scores, args.resamples)
+    confirmed, chance, confirmed_summary = confirmation(scores)
     sizes = {split: scores[split].shape[1] for split in ("validation", "test", "spare")}
     doc = f"""# Accepting "within N points": paired, with a stated confidence
 
@@ -180,6 +216,22 @@ true drop among them, how many are more than 0.5 beyond the limit, and how many 
 drop (true drop within 0.5 of it).
 
 {table(["confidence", "published", "largest true drop published", "beyond the limit by > 0.5", "within 0.5 of the limit"], facts["spent"])}
+
+## What a check can confirm: "within 0.5 point of the limit"
+
+Whether a published model spends the allowed drop (its drop within 0.5 point of it, neither
+further inside nor beyond) is a claim about a single model, checked on a split of a few thousand
+examples. Candidates above whose drop on the whole validation split is within 0.5 of the limit,
+read on the test split and on the spare pool ("outside": more than 0.5 from the limit there):
+
+{table(["#", "configuration", "validation drop", f"test ({sizes['test']}) [95 %]", f"spare ({sizes['spare']}) [95 %]"], confirmed)}
+
+{confirmed_summary}
+
+A model whose true drop is exactly {ALLOWED:g} point: the 95 % half-width of its paired drop on each
+split, and the chance that each (and both) read it within ±0.5, by the share of verdicts it changes:
+
+{table(["verdicts changed", "test half-width", "spare half-width", "test within ±0.5", "spare within ±0.5", "both"], chance)}
 
 ## The candidates
 
