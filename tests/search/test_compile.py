@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -220,6 +221,23 @@ def test_a_time_limit_stops_the_search_with_a_valid_pareto_set_and_resume_goes_o
     assert manifests and all(m["final"]["latency_ratio"] > 0 for m in manifests)
     assert main(_args(zoo, out, "--budget", "6", "--resume")) == 0
     assert _candidates(out)[: len(stopped)] == stopped and len(_candidates(out)) == 6
+
+
+def test_the_time_limit_is_the_searchs_not_used_up_by_slow_baselines(zoo, tmp_path):
+    """A baseline that takes longer to build than the whole limit still leaves the search its time."""
+    from simq.search import CompileOptions, JobSpec, compile_model, prepare_job
+
+    job = prepare_job(JobSpec(model=MODEL, cache_dir=zoo.cache_dir), zoo).job
+    name, build = next(iter(job.baselines.items()))
+
+    def slow(folder: Path):
+        time.sleep(3.0)
+        return build(folder)
+
+    job = dataclasses.replace(job, baselines={name: slow})
+    options = CompileOptions(budget=4, population=2, time_limit=2.0)
+    result = compile_model(job, options, tmp_path / "out")
+    assert result.evaluated >= 1
 
 
 def test_the_reference_is_its_own_unit_of_latency(compiled):

@@ -115,7 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--time-limit", type=float, metavar="MINUTES",
-        help="start no new candidate after this many minutes (per invocation); the Pareto set of what was validated is then written as usual",
+        help="start no new candidate after this many minutes of search (per invocation; counted once the reference and the baselines are measured); the Pareto set of what was validated is then written as usual",
     )  # fmt: skip
     parser.add_argument(
         "--final-models", type=int, default=options.final_models,

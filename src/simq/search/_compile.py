@@ -90,7 +90,6 @@ class _Compiler:
 
     def run(self) -> CompileResult:
         o = self.options
-        deadline = time.monotonic() + o.time_limit if o.time_limit is not None else None
         reference = self._once(self.evaluator.reference_artifact, defaults(self.job.pipeline.knobs), "reference")
         for name, build in self.job.baselines.items():
             self._once(build, {"baseline": name}, "baseline")
@@ -98,6 +97,9 @@ class _Compiler:
         self.evaluator.early = self._early_stopping(references)
         goal = self._goal(references)
         algorithm = make_algorithm(o.algorithm, self.space, goal, o.population, o.seed)
+        # The limit is the search's: measuring the reference and the baselines first (minutes on
+        # bert-base) must not use it up before a single candidate ran.
+        deadline = time.monotonic() + o.time_limit if o.time_limit is not None else None
         return self._finish(references, goal, self.loop.run(algorithm, references, goal, reference, deadline))
 
     def _early_stopping(self, references: References) -> EarlyStopping | None:

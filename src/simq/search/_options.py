@@ -113,8 +113,9 @@ class CompileOptions:
             fixed when the run starts (`resolved`).
         max_latency_ms: At most this latency.
         latency: ``measured`` on the target, or ``predicted`` by the job's cost model.
-        time_limit: Seconds after which no new candidate is started (this invocation; a resumed
-            run gets its own). The front of what was validated is then published as usual.
+        time_limit: Seconds of search after which no new candidate is started, counted once the
+            reference and the baselines are measured (this invocation; a resumed run gets its
+            own). The front of what was validated is then published as usual.
         final_models: At most this many models of the front are published (re-timed, re-scored).
         keep_slower: Publish models slower than FP32 too (kept for their size).
         withhold_unconfirmed: Take back published models whose whole test interval of the drop
