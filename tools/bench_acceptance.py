@@ -106,6 +106,15 @@ def replay(scores: dict, resamples: int) -> tuple[list[list[object]], list[list[
     return rows, candidates, facts, rates
 
 
+def at_the_limit(discordance: float, examples: int, limit: float = ALLOWED) -> tuple[float, float]:
+    """For a model whose true drop is exactly `limit` and whose verdict differs from the
+    reference's on a share `discordance` of `examples` examples: the 95 % half-width of its paired
+    drop there, and the chance that the split reads it within 0.5 of the limit."""
+    sd = np.sqrt(max(discordance * 100**2 - limit**2, 1e-9))  # of the per-example differences, ±100 where verdicts differ
+    se = sd / np.sqrt(examples)
+    return 1.96 * se, float(2 * stats.norm.cdf(0.5 / se) - 1)
+
+
 def confirmation(scores: dict) -> tuple[list[list[object]], list[list[object]], str]:
     """Can a check on the test split or the spare pool confirm that a model spends the allowed
     drop, i.e. read its drop within 0.5 of the limit? Per candidate whose validation drop (4,500
@@ -126,16 +135,14 @@ def confirmation(scores: dict) -> tuple[list[list[object]], list[list[object]], 
                      *(f"{d.estimate:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{'' if ok else ' outside'}" for d, ok in zip(on, inside, strict=True))])
     chance, typical = [], ""
     for discordance in (0.05, 0.10, 0.15, 0.20, 0.25):
-        # d is ±100 on a share `discordance` of the examples; at a mean drop of ALLOWED its sd follows
-        sd = np.sqrt(discordance * 100**2 - ALLOWED**2)
-        within = [2 * stats.norm.cdf(0.5 / (sd / np.sqrt(split.shape[1]))) - 1 for split in (test, spare)]
-        chance.append([f"{100 * discordance:.0f} %", *(f"±{1.96 * sd / np.sqrt(s.shape[1]):.2f}" for s in (test, spare)),
-                       *(f"{100 * w:.0f} %" for w in within), f"{100 * within[0] * within[1]:.0f} %"])
+        (test_half, test_within), (spare_half, spare_within) = (at_the_limit(discordance, split.shape[1]) for split in (test, spare))
+        chance.append([f"{100 * discordance:.0f} %", f"±{test_half:.2f}", f"±{spare_half:.2f}", f"{100 * test_within:.0f} %",
+                       f"{100 * spare_within:.0f} %", f"{100 * test_within * spare_within:.0f} %"])
         if discordance == 0.15:
-            typical = (f"The paired interval on the test split is ±{1.96 * sd / np.sqrt(test.shape[1]):.1f} points for a model that changes "
-                       f"15 % of the verdicts, {1.96 * sd / np.sqrt(test.shape[1]) / 0.5:.0f} times the ±0.5 window: even a model exactly at the "
-                       f"limit reads inside the window on one split {100 * within[0]:.0f} % of the time, and on both "
-                       f"{100 * within[0] * within[1]:.0f} %.")
+            typical = (f"The paired interval on the test split is ±{test_half:.1f} points for a model that changes "
+                       f"15 % of the verdicts, {test_half / 0.5:.0f} times the ±0.5 window: even a model exactly at the "
+                       f"limit reads inside the window on one split {100 * test_within:.0f} % of the time, and on both "
+                       f"{100 * test_within * spare_within:.0f} %.")
     summary = f"{both} of {len(rows)} candidates whose validation drop is within 0.5 of the limit read within 0.5 of it on both the test split and the spare pool."
     return rows, chance, typical + "\n\n" + summary
 

@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, fastest_within, table  # noqa: E402
-from bench_acceptance import encode_spare  # noqa: E402
+from bench_acceptance import at_the_limit, encode_spare  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.eval import classifier_logits, paired_drop  # noqa: E402
@@ -57,8 +57,7 @@ def reachable(fp32: np.ndarray, model: np.ndarray, sizes: tuple[int, ...], limit
     reads within 0.5 of it on every split of `sizes` (independent draws): how often "spends the
     headroom" can be confirmed at all at these split sizes."""
     discordance = float(np.mean(fp32 != model))
-    sd = np.sqrt(max(discordance * 100**2 - limit**2, 1e-9))  # of the ±100 per-example differences
-    return float(np.prod([2 * stats.norm.cdf(0.5 * np.sqrt(n) / sd) - 1 for n in sizes]))
+    return float(np.prod([at_the_limit(discordance, n, limit)[1] for n in sizes]))
 
 
 def speedup(summary: dict) -> str:
@@ -69,8 +68,6 @@ def speedup(summary: dict) -> str:
 
 def invocation(out: Path) -> str:
     """The run's `simq compile` options that matter here, from its recipe.yaml."""
-    import yaml
-
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     model = recipe["model"] if str(recipe["model"]).startswith("zoo:") else f"{Path(recipe['model']).name}/ (simq tune output)"
     limit = f" --time-limit {recipe['time-limit']:g}" if recipe.get("time-limit") else ""
