@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,15 @@ def shown(cmd: list[str], work: Path) -> str:
     return " ".join(c if not c.startswith(str(work)) else f"OUT/{Path(c).name}" for c in cmd)
 
 
+def provenance() -> dict:
+    """The code a run was made with: the last commit that changed the package (src/ and what it
+    installs with), marked "+changes" when the working tree differs from it there, and the date."""
+    git, code = ["git", "-C", str(ROOT)], ["--", "src", "pyproject.toml", "constraints.txt"]
+    commit = subprocess.run([*git, "log", "-1", "--format=%h", *code], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", *code], capture_output=True, text=True).stdout.strip()
+    return {"commit": commit + ("+changes" if changed else ""), "date": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
 def execute(run: Run, target: str, work: Path) -> dict:
     """Run (or resume, or skip) one compile; its record of what happened."""
     out = work / f"{run.model}-{target}"
@@ -100,7 +110,7 @@ def execute(run: Run, target: str, work: Path) -> dict:
     with (out / "bench-invocations.jsonl").open("a") as log:
         log.write(json.dumps({"minutes": (time.perf_counter() - start) / 60, "returncode": done.returncode}) + "\n")
     minutes = sum(json.loads(line)["minutes"] for line in (out / "bench-invocations.jsonl").read_text().splitlines())
-    record = {"command": shown(cmd, work), "minutes": minutes, "returncode": done.returncode}
+    record = {"command": shown(cmd, work), "minutes": minutes, "returncode": done.returncode, **provenance()}
     if done.returncode != 0:
         record["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         return record  # not marked: the next invocation tries again
@@ -231,12 +241,20 @@ def model_section(outcomes: list[Outcome], image: str) -> str:
         outside = sum(not o.within(r) for r in o.published)
         parts.append(
             f"**{o.target}** — `{o.info['command']}` ({len(o.searched)} candidates validated, "
-            f"{o.info['minutes']:.1f} min{', stopped at the time limit' if o.info.get('stopped_early') else ''}; "
+            f"{o.info['minutes']:.1f} min{', stopped at the time limit' if o.info.get('stopped_early') else ''}, "
+            f"{made(o.info)}; "
             f"{len(o.published)} published, {outside} of them beyond the limit on validation). "
             f"{o.summary.get('headline') or ''}\n\n"
             f"{table(['model', score, 'validation bound', 'Δ test [95 %]', 'ms', 'latency × FP32 [95 %]', 'size × FP32'], rows)}\n"
         )
     return "\n".join(parts)
+
+
+def made(info: dict) -> str:
+    """When and on which code a run was made, as its marker records it."""
+    if "commit" not in info:
+        return "date and commit not recorded"
+    return f"run {info['date']} at commit {info['commit']}" + (f" ({info['note']})" if info.get("note") else "")
 
 
 def summary_row(o: Outcome) -> list[str]:
@@ -383,6 +401,7 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
         summary += [summary_row(o) for o in found]
     every = [o for found in outcomes.values() for o in found]
     fingerprints = sorted({o.summary["fingerprint"] for o in every})
+    commits = Counter(o.info.get("commit", "not recorded") for o in every)
     columns = [
         "model", "target", "fastest published: latency × FP32 (Δ test [95 %])", "smallest published: size × FP32",
         "score", "best baseline within the limit (latency × FP32)", "faster than it", "the tool users run: faster than its INT8",
@@ -394,6 +413,7 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
 Written by `python tools/bench_results.py{invocation(args)}` (each run below gives its `simq compile` command; OUT is
 the runs' folder). Machine: {cpu_name()}, {os.cpu_count()} cores; 2 threads, batch 1.
 Fingerprints: {"; ".join(f"`{f}`" for f in fingerprints) or "none yet"}.
+Code (src/ as of): {"; ".join(f"commit {c} ({n} run{'s' * (n > 1)})" for c, n in sorted(commits.items())) or "none yet"} (each run says its own below).
 
 One protocol for every run: `simq compile zoo:MODEL --target TARGET --budget B --time-limit M
 --max-accuracy-drop {LIMIT:g}` at the default confidence. The search ranks candidates on the
