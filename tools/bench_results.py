@@ -100,7 +100,7 @@ def execute(run: Run, target: str, work: Path) -> dict:
     resume = (out / Store.FILENAME).exists()
     simq = str(Path(sys.executable).with_name("simq"))
     print(f"== {shown(cmd, work)}{' --resume' if resume else ''}", file=sys.stderr, flush=True)
-    start = time.perf_counter()
+    made_with, start = provenance(), time.perf_counter()  # the code as the run starts
     done = subprocess.run(
         [simq, *cmd[1:], *(["--resume"] if resume else [])], stderr=subprocess.PIPE, text=True, check=False
     )
@@ -110,7 +110,7 @@ def execute(run: Run, target: str, work: Path) -> dict:
     with (out / "bench-invocations.jsonl").open("a") as log:
         log.write(json.dumps({"minutes": (time.perf_counter() - start) / 60, "returncode": done.returncode}) + "\n")
     minutes = sum(json.loads(line)["minutes"] for line in (out / "bench-invocations.jsonl").read_text().splitlines())
-    record = {"command": shown(cmd, work), "minutes": minutes, "returncode": done.returncode, **provenance()}
+    record = {"command": shown(cmd, work), "minutes": minutes, "returncode": done.returncode, **made_with}
     if done.returncode != 0:
         record["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         return record  # not marked: the next invocation tries again
