@@ -271,7 +271,7 @@ block's own output, not the residual stream, which is what works best for heads;
 is bridged by refitting the FFN of the layer before it to reproduce its output (none for layer 0,
 docs/BRIDGE.md: at INT8 it pays for two dropped layers, not one); and the sweep above is uniform across layers, where the search of `simq compile`
 will pick per-layer settings. Refitting the final classifier on the pruned features, which
-DESIGN.md reports recovers most of the remaining loss, needs labels and is not done here.
+DESIGN.md reports recovers most of the remaining loss, needs labels; `simq compile` does it on the train split's labels (docs/HEADREFIT.md), this sweep does not.
 """
     args.out.write_text(doc)
     console.print(f"wrote {args.out}")

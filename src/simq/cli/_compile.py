@@ -146,6 +146,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-prune", action="store_true", help="search quantization only")
     parser.add_argument("--no-quantize", action="store_true", help="search pruning only")
     parser.add_argument(
+        "--no-head-refit", action="store_true",
+        help="keep a pruned candidate's classifier head as trained (by default it is refit on its own features of the data's labelled train rows)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-baselines", action="store_true",
         help="skip the off-the-shelf baselines (ORT fusions and INT8 quantizers; OpenVINO's default precision and NNCF)",
     )  # fmt: skip
@@ -237,6 +241,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         quantize=not args.no_quantize, baselines=not args.no_baselines, cache_dir=args.cache_dir, seed=args.seed,
         cost_model=(args.cost_model or args.out / "costmodel") if options.latency == "predicted" else None,
         cost_model_samples=args.cost_model_samples, reference=args.reference, untrained=args.untrained,
+        head_refit=not args.no_head_refit,
     )  # fmt: skip
     if options.max_accuracy_drop is not None and 0 < options.max_accuracy_drop < 0.1:
         console.print(

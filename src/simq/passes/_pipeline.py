@@ -23,6 +23,7 @@ from simq.passes.prune import (
     pruning_steps,
     pruning_within,
 )
+from simq.passes.prune.head import HeadRows, SetHeadPass, features_of, find_head, fit_head
 from simq.passes.quant import (
     FALLBACK,
     INFERENCE_PRECISION,
@@ -97,6 +98,8 @@ class Pipeline:
         lowering: The target's fusions and quantization details (`Lowering`).
         prune_options: Unit order and least-squares reconstruction (default: `pruning_options`:
             first-k without refits for a model tuned elastically).
+        head_rows: Labelled training rows. With them and reconstruction, a pruned candidate's
+            linear classifier head is refit on its own features of these rows (`build`).
         trained: For a model tuned elastically, the sub-networks tuning trained: the pruning
             knobs offer only those (`TrainedSpace`); None searches every width and depth.
         prune, quantize: Which halves of the pipeline to search.
@@ -114,6 +117,7 @@ class Pipeline:
         lowering: Lowering | None = None,
         prune_options: PruneOptions | None = None,
         trained: TrainedSpace | None = None,
+        head_rows: HeadRows | None = None,
         prune: bool = True,
         quantize: bool = True,
     ) -> None:
@@ -122,6 +126,9 @@ class Pipeline:
         self.calibration_batches = calibration_batches
         self.lowering = lowering or Lowering()
         self.prune_options = prune_options or pruning_options(model, stats is not None)
+        self.head_rows = head_rows
+        #: The classifier head a pruned candidate refits, when there are rows and refits.
+        self.head = find_head(model) if prune and head_rows is not None and self.prune_options.reconstruct else None
         quantizing = quantize and calibration is not None
         self._lowered: ir.Model | None = None  # the FP32 model after the fusions, built once
         self._changed: set[int] = set()  # which fusions changed it
@@ -168,27 +175,53 @@ class Pipeline:
         """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up
         (`steps`, run as one pass manager on a copy).
 
+        A pruned candidate with a `head` to refit is built twice: once to read its head's
+        features on `head_rows` as it computes them (fused and quantized), then with the head
+        fit to them set before the fusions (`SetHeadPass`).
+
         Args:
             lower: Run the target's fusions. Without them the model stays in standard ONNX
                 (a fused attention unit's precision then applies to its Q, K and V projections):
                 what the cost model reads, since ONNX shape inference cannot see through fused
-                kernels.
+                kernels; nor is the head refit, which changes no shape.
         """
         config = self.repair(config)
         start, steps = self.steps(config, lower=lower)
+        model = run_passes(steps, start.clone())
+        head = self._refit_head(model) if lower and self.head is not None and self._pruned(config) else None
+        if head is None:
+            return model
+        start, steps = self.steps(config, lower=lower, head=head)
         return run_passes(steps, start.clone())
 
-    def steps(self, config: Mapping[str, Hashable], *, lower: bool = True) -> tuple[ir.Model, list[ir.passes.PassBase]]:
+    def _pruned(self, config: Mapping[str, Hashable]) -> bool:
+        return any(config[k.name] != k.default for k in self.knobs if not is_precision(k.name) and k.name != INFERENCE_PRECISION)
+
+    def _refit_head(self, built: ir.Model) -> SetHeadPass | None:
+        """The head refit on `built`'s own features of `head_rows`; None when it has none to read
+        or too few rows of a class."""
+        assert self.head is not None and self.head_rows is not None
+        features = features_of(built, self.head, self.head_rows)
+        if features is None:
+            return None
+        weight = next(n for n in self.model.graph if n.name == self.head.node).inputs[1].const_value
+        classes = weight.shape[0 if self.head.transposed else 1]
+        fit = fit_head(features, self.head_rows.labels, classes, bias=self.head.bias is not None)
+        return SetHeadPass(*fit) if fit is not None else None
+
+    def steps(
+        self, config: Mapping[str, Hashable], *, lower: bool = True, head: SetHeadPass | None = None
+    ) -> tuple[ir.Model, list[ir.passes.PassBase]]:
         """The model a canonical `config` starts from and the passes that make it, in order:
-        pruning (with its cleanup), the target's fusions, quantization (with its cleanup), the
-        inference precision. Each pass states what it requires of the model it receives and
-        ensures of the one it leaves (onnx_ir's `requires`/`ensures`), so a step out of order fails
-        naming itself. An unpruned candidate starts from the fused model, made once."""
+        pruning (with its cleanup), a refit head, the target's fusions, quantization (with its
+        cleanup), the inference precision. Each pass states what it requires of the model it
+        receives and ensures of the one it leaves (onnx_ir's `requires`/`ensures`), so a step out
+        of order fails naming itself. An unpruned candidate starts from the fused model, made once."""
         widths = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
         pruning = pruning_steps(self.structure, widths, self.stats, self.prune_options)
         lower = lower and bool(self.lowering.fusions)
         start = self._lowered_model() if lower and not pruning else self.model
-        steps = [*pruning, *(self.lowering.fusions if lower and pruning else ())]
+        steps = [*pruning, *([head] if head is not None and pruning else []), *(self.lowering.fusions if lower and pruning else ())]
         policy = {k: v for k, v in config.items() if is_precision(k) and v != "fp32"}
         if policy:
             if self.calibration is None:

@@ -22,12 +22,12 @@ from simq.data import (
     check_data,
     timing_feed,
 )
-from simq.errors import ArtifactError, InvalidArgumentError, UnsupportedModelError
+from simq.errors import ArtifactError, DataError, InvalidArgumentError, UnsupportedModelError
 from simq.eval import (
     load_evaluator,
 )
 from simq.passes import Pipeline, quantized_ops
-from simq.passes.prune import TrainedSpace, collect_stats, elastic_record
+from simq.passes.prune import HeadRows, TrainedSpace, collect_stats, elastic_record
 from simq.passes.quant import calibrate
 from simq.search._baselines import cached_baselines
 from simq.search._costmodel import cost_model_for
@@ -44,6 +44,8 @@ __all__ = ["PreparedJob", "check_spec", "prepare_job"]
 ORIGINAL = "original (before tuning)"
 #: Calibration batches (and their size, unless the model fixes its batch).
 CALIBRATION_BATCHES, CALIBRATION_BATCH = 8, 16
+#: Train rows a pruned candidate's classifier head is refit on (`head_rows`).
+HEAD_ROWS = 2048
 EVALUATION_BATCH = 64
 # Bumped when the baselines a target builds change, so that cached ones of the old set are redone.
 _BASELINES_VERSION = "2"
@@ -139,6 +141,7 @@ def prepare_job(
     pipeline = Pipeline(
         model, structure, calibration=calibration, calibration_batches=batches, stats=stats, supports=target.supports,
         lowering=target.lowering(signature), trained=None if spec.untrained else TrainedSpace.of(model),
+        head_rows=head_rows(examples, batch or EVALUATION_BATCH) if stats is not None and spec.head_refit else None,
         prune=spec.prune, quantize=spec.quantize,
     )  # fmt: skip
     if not pipeline.knobs:
@@ -180,6 +183,26 @@ def prepare_job(
     if spec.cost_model is not None:
         job = replace(job, cost_model=cost_model_for(job, spec.cost_model, spec.cost_model_samples, spec.seed, progress))
     return PreparedJob(job, examples, source_dir, batch, signature, warnings)
+
+
+def head_rows(examples: Examples, batch_size: int) -> HeadRows | None:
+    """Up to `HEAD_ROWS` labelled rows of the train split, which no score is taken on, for
+    refitting a pruned candidate's classifier head; None without labels or a train split."""
+    if not examples.labelled:
+        return None
+    try:
+        train = examples.role("train")
+    except DataError:
+        return None
+    if train.labels is None or not len(train):
+        return None
+    feeds, labels = [], []
+    for inputs, y in train.batches(batch_size):
+        feeds.append(inputs)
+        labels.append(y)
+        if sum(map(len, labels)) >= HEAD_ROWS:
+            break
+    return HeadRows(feeds, np.concatenate(labels))
 
 
 def _batches_digest(batches) -> str:

@@ -37,6 +37,8 @@ class JobSpec:
             tokens per example for text inputs (default: batch 1 and the data's length).
         evaluator: ``module:function`` scoring artifacts instead of the data's labels.
         untrained: For a tuned model, also search widths and depths tuning did not train.
+        head_refit: Refit a pruned candidate's linear classifier head on its own features of the
+            data's labelled train rows (a model not tuned, with least-squares refits).
         reference: For a tuned model, what accuracy drops are measured from: the model before
             tuning (``original``), the tuned full model (``tuned``), or ``auto``: the original,
             unless it scores near chance (a head newly initialised), then the tuned model.
@@ -64,6 +66,7 @@ class JobSpec:
     cost_model: Path | None = None
     cost_model_samples: int = 30
     untrained: bool = False
+    head_refit: bool = True
     reference: Literal["auto", "original", "tuned"] = "auto"
 
     def check(self) -> None:

@@ -3,7 +3,8 @@
 Each pass reads its knobs from one config and is an `onnx_ir` pass; `prune` validates a
 config, runs them in order (widths before depth) and cleans up. Each pass scores its
 own units (`WidthPass.importance`); `collect_stats` runs every pass's taps once per model and
-keeps the Gram matrices for least-squares reconstruction.
+keeps the Gram matrices for least-squares reconstruction. A pruned classifier's head can be refit
+on its own features of labelled rows (`SetHeadPass`).
 """
 
 from simq.passes.prune._common import Narrowing, WidthPass, in_parts
@@ -25,6 +26,7 @@ from simq.passes.prune._pipeline import (
 from simq.passes.prune._stats import Importance, PruningStats, Seen, Tap
 from simq.passes.prune.channels import PruneChannelsPass
 from simq.passes.prune.depth import DropBlocksPass
+from simq.passes.prune.head import Head, HeadRows, SetHeadPass, find_head, fit_head
 from simq.passes.prune.ffn import PruneFFNPass
 from simq.passes.prune.heads import PruneHeadsPass
 
@@ -32,6 +34,8 @@ __all__ = [
     "ELASTIC_METADATA",
     "PRUNING_PASSES",
     "DropBlocksPass",
+    "Head",
+    "HeadRows",
     "Importance",
     "Narrowing",
     "PruneChannelsPass",
@@ -39,12 +43,15 @@ __all__ = [
     "PruneHeadsPass",
     "PruneOptions",
     "PruningStats",
+    "SetHeadPass",
     "Seen",
     "Tap",
     "TrainedSpace",
     "WidthPass",
     "collect_stats",
     "elastic_record",
+    "find_head",
+    "fit_head",
     "in_parts",
     "predicted_params",
     "prune",
