@@ -67,6 +67,18 @@ def test_a_two_class_refit_scores_both_classes():
     assert np.mean((features @ weight + bias).argmax(-1) == labels) > 0.9
 
 
+def test_a_feature_that_barely_varies_gets_no_outsized_weight():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(300, 4))
+    features[:, 3] = 0.5 + 1e-9 * rng.normal(size=300)  # what pruning can leave: a constant up to rounding
+    labels = (features[:, :3] @ rng.normal(size=(3, 3))).argmax(-1)
+    weight, bias = fit_head(features, labels, 3)
+    assert np.abs(weight).max() < 100
+    elsewhere = features.copy()
+    elsewhere[:, 3] += 1e-3  # a little off on other rows must not flip the predictions
+    assert np.array_equal((features @ weight + bias).argmax(-1), (elsewhere @ weight + bias).argmax(-1))
+
+
 def test_no_refit_without_a_linear_head_or_with_a_class_too_rare():
     model = _linear("Gemm")
     relu = ir.node("Relu", [model.graph.outputs[0]])

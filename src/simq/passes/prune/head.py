@@ -25,6 +25,9 @@ __all__ = ["Head", "HeadRows", "SetHeadPass", "find_head", "fit_head"]
 STRENGTHS = (0.001, 0.01, 0.1, 1.0, 10.0)
 #: Folds of that cross-validation.
 FOLDS = 3
+#: A feature whose spread on the rows is below this share of the median feature's is not
+#: standardised (`fit_head`).
+CONSTANT = 1e-3
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,9 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: int, *, bias: bo
         return None
     mean = features.mean(axis=0) if bias else np.zeros(features.shape[1])
     scale = features.std(axis=0)
-    scale[scale == 0] = 1.0
+    # A feature that barely varies on the rows (pruning can leave some) is left unscaled: divided
+    # by its spread, its weight would amplify the noise it holds elsewhere by as much.
+    scale[scale < CONSTANT * np.median(scale)] = 1.0
     model = LogisticRegressionCV(Cs=list(STRENGTHS), cv=FOLDS, scoring="neg_log_loss", max_iter=2000, fit_intercept=bias)
     with warnings.catch_warnings():  # scikit-learn announces changes to defaults this call does not rely on
         warnings.simplefilter("ignore", FutureWarning)
