@@ -70,6 +70,10 @@ RUNS = (
 )
 
 
+def _write_lines(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 def command(run: Run, target: str, out: Path) -> list[str]:
     return [
         "simq", "compile", f"zoo:{run.model}", "--target", target, "--budget", str(run.budget),
@@ -100,16 +104,24 @@ def execute(run: Run, target: str, work: Path) -> dict:
     resume = (out / Store.FILENAME).exists()
     simq = str(Path(sys.executable).with_name("simq"))
     print(f"== {shown(cmd, work)}{' --resume' if resume else ''}", file=sys.stderr, flush=True)
-    made_with, start = provenance(), time.perf_counter()  # the code as the run starts
+    made_with, start = provenance(), time.time()  # the code as the run starts
+    # Every invocation's wall time is kept, so a run finished over several (killed, resumed) adds
+    # up: each is logged as it starts, and one killed is timed to its store's last write.
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "bench-invocations.jsonl"
+    invocations = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    for killed in (i for i in invocations if "minutes" not in i):
+        end = (out / Store.FILENAME).stat().st_mtime if resume else killed["started"]
+        killed.update(minutes=max(0.0, end - killed["started"]) / 60, returncode=None, killed=True)
+    invocations.append({"started": start})
+    _write_lines(log, invocations)
     done = subprocess.run(
         [simq, *cmd[1:], *(["--resume"] if resume else [])], stderr=subprocess.PIPE, text=True, check=False
     )
     sys.stderr.write(done.stderr[-3000:])
-    # Every invocation's wall time is kept, so a run finished over several (killed, resumed) adds up.
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "bench-invocations.jsonl").open("a") as log:
-        log.write(json.dumps({"minutes": (time.perf_counter() - start) / 60, "returncode": done.returncode}) + "\n")
-    minutes = sum(json.loads(line)["minutes"] for line in (out / "bench-invocations.jsonl").read_text().splitlines())
+    invocations[-1].update(minutes=(time.time() - start) / 60, returncode=done.returncode)
+    _write_lines(log, invocations)
+    minutes = sum(i["minutes"] for i in invocations)
     record = {"command": shown(cmd, work), "minutes": minutes, "returncode": done.returncode, **made_with}
     if done.returncode != 0:
         record["error"] = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
