@@ -13,7 +13,7 @@ import pytest
 import simq.ir as sir
 from simq.passes import Pipeline, defaults, knob_kind
 from simq.passes.prune import HeadRows, SetHeadPass, collect_stats, find_head, fit_head
-from simq.passes.prune.head import features_of
+from simq.passes.prune.head import STRENGTHS, _strength, features_of
 from simq.passes.quant import calibrate
 
 
@@ -65,6 +65,14 @@ def test_a_two_class_refit_scores_both_classes():
     weight, bias = fit_head(features, labels, 2)
     assert weight.shape == (5, 2) and bias.shape == (2,)
     assert np.mean((features @ weight + bias).argmax(-1) == labels) > 0.9
+
+
+def test_the_strength_follows_the_rows_noise_regularised_hard_clean_signal_hardly():
+    rng = np.random.default_rng(4)
+    noise = rng.normal(size=(300, 200))  # many features, labels unrelated to them
+    assert _strength(noise, rng.integers(0, 3, size=300), True) == STRENGTHS[0]
+    clean = rng.normal(size=(300, 3))  # few features, labels a linear function of them
+    assert _strength(clean, clean.argmax(-1), True) >= 1.0
 
 
 def test_a_feature_that_barely_varies_gets_no_outsized_weight():
