@@ -27,7 +27,6 @@ from _bench import cpu_name, table  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq.eval import default_confidence, paired_drop  # noqa: E402
-from simq.passes import Pipeline  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
@@ -46,10 +45,7 @@ def main() -> None:
     zoo = Zoo()
     job = prepare_job(JobSpec("zoo:minilm-tweets", cache_dir=zoo.cache_dir), zoo, status=lambda s: console.print(f"  {s}")).job
     bridged = job.pipeline
-    cut = Pipeline(
-        job.model, job.structure, calibration=bridged.calibration, calibration_batches=bridged.calibration_batches,
-        stats=replace(bridged.stats, crosses={}), supports=bridged.supports, lowering=bridged.lowering,
-    )  # fmt: skip
+    cut = bridged.replace(stats=replace(bridged.stats, crosses={}))
     target = job.target
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as work:

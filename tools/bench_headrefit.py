@@ -29,7 +29,6 @@ from _bench import cpu_name, table  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq.eval import default_confidence, paired_drop  # noqa: E402
-from simq.passes import Pipeline  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
 from simq.search._job import HEAD_ROWS  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
@@ -51,10 +50,7 @@ def main() -> None:
     job = prepare_job(JobSpec(f"zoo:{MODEL}", cache_dir=zoo.cache_dir), zoo, status=lambda s: console.print(f"  {s}")).job
     refitting = job.pipeline
     assert refitting.head is not None and refitting.head_rows is not None, "the job has no train rows to refit the head on"
-    plain = Pipeline(
-        job.model, job.structure, calibration=refitting.calibration, calibration_batches=refitting.calibration_batches,
-        stats=refitting.stats, supports=refitting.supports, lowering=refitting.lowering,
-    )  # fmt: skip
+    plain = refitting.replace(head_rows=None)
     train_rows = len(refitting.head_rows.labels)
     scores: dict[str, dict[str, np.ndarray]] = {}  # per arm: role -> per-example points
     seconds: list[float] = []

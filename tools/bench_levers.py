@@ -77,10 +77,7 @@ def main() -> None:
     zoo = Zoo()
     job = prepare_job(JobSpec("zoo:minilm-tweets", seq_len=args.seq), zoo).job
     pipeline, target = job.pipeline, job.target
-    kept = Pipeline(
-        job.model, job.structure, calibration=pipeline.calibration, calibration_batches=pipeline.calibration_batches,
-        stats=pipeline.stats, supports=pipeline.supports, lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1]),
-    )  # fmt: skip
+    kept = pipeline.replace(lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1]))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         models: dict[str, Artifact] = {

@@ -267,10 +267,7 @@ def part_ort(zoo: Zoo, work: Path, rounds: int) -> str:
     for name, build in job.baselines.items():
         if name in names:
             entries[names[name]] = (build(work / name.replace(" ", "-")), None)
-    unlevered = Pipeline(
-        job.model, job.structure, calibration=pipeline.calibration, calibration_batches=pipeline.calibration_batches,
-        stats=pipeline.stats, supports=pipeline.supports, lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1]),
-    )  # fmt: skip
+    unlevered = pipeline.replace(lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1]))
     levers = len(pipeline.lowering.fusions) > 1
     for heads, ffn, drops in GRID:
         label = f"SimQ h{heads:.0%} f{ffn:.0%} d{6 - drops}".replace("%", "")

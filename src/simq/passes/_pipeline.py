@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -23,7 +24,7 @@ from simq.passes.prune import (
     pruning_steps,
     pruning_within,
 )
-from simq.passes.prune.head import HeadRows, SetHeadPass, features_of, find_head, fit_head
+from simq.passes.prune.head import Head, HeadRows, SetHeadPass, features_of, find_head, fit_head
 from simq.passes.quant import (
     FALLBACK,
     INFERENCE_PRECISION,
@@ -121,6 +122,10 @@ class Pipeline:
         prune: bool = True,
         quantize: bool = True,
     ) -> None:
+        self._arguments = dict(
+            calibration=calibration, calibration_batches=calibration_batches, stats=stats, supports=supports, lowering=lowering,
+            prune_options=prune_options, trained=trained, head_rows=head_rows, prune=prune, quantize=quantize,
+        )  # fmt: skip
         self.model, self.structure = model, structure
         self.calibration, self.stats, self.supports = calibration, stats, supports
         self.calibration_batches = calibration_batches
@@ -129,6 +134,7 @@ class Pipeline:
         self.head_rows = head_rows
         #: The classifier head a pruned candidate refits, when there are rows and refits.
         self.head = find_head(model) if prune and head_rows is not None and self.prune_options.reconstruct else None
+        self._classes = _classes(model, self.head) if self.head is not None else 0
         quantizing = quantize and calibration is not None
         self._lowered: ir.Model | None = None  # the FP32 model after the fusions, built once
         self._changed: set[int] = set()  # which fusions changed it
@@ -148,6 +154,15 @@ class Pipeline:
         self._by_name = {k.name: k for k in self.knobs}
         self._moot = self._moot_knobs()
         self._input_width = self._input_widths()
+
+    def replace(self, **changes: Any) -> Pipeline:
+        """A new pipeline on the same model and structure with the arguments `changes` names
+        changed and the others as given to this one: ``pipeline.replace(head_rows=None)`` builds
+        the same candidates without the head refit."""
+        unknown = set(changes) - set(self._arguments)
+        if unknown:
+            raise TypeError(f"Pipeline.replace: no argument {', '.join(sorted(unknown))}")
+        return Pipeline(self.model, self.structure, **{**self._arguments, **changes})
 
     def repair(self, config: Mapping[str, Hashable]) -> dict[str, Hashable]:
         """The canonical form of `config`: every knob set, moot knobs at their default.
@@ -204,9 +219,7 @@ class Pipeline:
         features = features_of(built, self.head, self.head_rows)
         if features is None:
             return None
-        weight = next(n for n in self.model.graph if n.name == self.head.node).inputs[1].const_value
-        classes = weight.shape[0 if self.head.transposed else 1]
-        fit = fit_head(features, self.head_rows.labels, classes, bias=self.head.bias is not None)
+        fit = fit_head(features, self.head_rows.labels, self._classes, bias=self.head.bias is not None)
         return SetHeadPass(*fit) if fit is not None else None
 
     def steps(
@@ -300,3 +313,9 @@ class Pipeline:
             name: width for name, width in widths.items()
             if name in self._by_name and "int4w" in self._by_name[name].domain and width.knob in self._by_name
         }  # fmt: skip
+
+
+def _classes(model: ir.Model, head: Head) -> int:
+    """How many logits `head` computes."""
+    weight = next(n for n in model.graph if n.name == head.node).inputs[1]
+    return int(weight.shape[0 if head.transposed else 1])

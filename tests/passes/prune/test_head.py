@@ -104,8 +104,12 @@ def test_a_pruned_candidate_gets_a_head_fit_to_its_own_features(zoo):
     train = [(x, y) for x, y in zoo.data(name, "train").batches(64)]
     rows = HeadRows([x for x, _ in train], np.concatenate([y for _, y in train]))
     kwargs = dict(calibration=calibrate(model, structure, batches), stats=collect_stats(model, structure, batches))
-    refitting, plain = Pipeline(model, structure, head_rows=rows, **kwargs), Pipeline(model, structure, **kwargs)
+    refitting = Pipeline(model, structure, head_rows=rows, **kwargs)
+    plain = refitting.replace(head_rows=None)  # the same pipeline without the refit
     assert refitting.head is not None and plain.head is None
+    assert plain.knobs == refitting.knobs and plain.stats is refitting.stats and plain.calibration is refitting.calibration
+    with pytest.raises(TypeError, match="head_row"):
+        refitting.replace(head_row=None)
     config = defaults(refitting.knobs)
     config.update({k.name: min(k.domain) for k in refitting.knobs if knob_kind(k.name) == "ffn"})  # the narrowest FFN
     config.update({k.name: "int8dyn" for k in refitting.knobs if k.name.startswith("quant.") and "int8dyn" in k.domain})
