@@ -1,0 +1,155 @@
+"""Finished runs' published models against the recipe users already run, at 64 and 128 tokens.
+
+A `simq compile` run on zoo:minilm-tweets times its models against FP32 at one shape (batch 1, 64
+tokens by default) and names its verdict against the fastest baseline within the limit. This
+re-times every published model of the given runs directly against the recipe (ORT's transformers
+optimizer on the TorchScript export, then per-tensor `quantize_dynamic`: the baseline
+`simq compile` builds under that name), paired and interleaved with the final pass's protocol
+(`simq.targets.timed_ratio`, every session with thread spinning off), at 64 and at 128 tokens,
+each length in two fresh processes. Then, per run: the fastest model within the limit (chosen
+on validation, as the run chose it) and the fastest unpruned one, as speed-ups over the recipe.
+Writes docs/VS_RECIPE.md.
+
+Usage: python tools/bench_vs_recipe.py OUT [OUT ...] [--limit 1] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import cpu_name, fastest_within, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BAR = "ORT optimizer + dynamic INT8"
+LENGTHS = (64, 128)
+PROCESSES = 2
+
+
+def build(work: Path) -> str:
+    """Lower the recipe into WORK/recipe and save a feed per length; the fingerprint's key."""
+    import numpy as np
+
+    from simq import ir as sir
+    from simq.data import timing_feed
+    from simq.search import JobSpec, prepare_job
+    from simq.zoo import Zoo
+
+    zoo = Zoo()
+    job = prepare_job(JobSpec("zoo:minilm-tweets", cache_dir=zoo.cache_dir), zoo, status=lambda s: print(f"  {s}", file=sys.stderr)).job
+    recipe = job.baselines[BAR](work / "recipe")
+    (work / "recipe.json").write_text(json.dumps({"target": recipe.target, "path": str(recipe.path), "onnx": str(recipe.onnx),
+                                                  "files": [str(f) for f in recipe.files], "settings": dict(recipe.settings)}))  # fmt: skip
+    inputs = zoo.data("minilm-tweets", "test").inputs
+    for length in LENGTHS:
+        feed = timing_feed(inputs, sir.input_domains(job.model), {name: (1, length) for name in inputs})
+        np.savez(work / f"feed-{length}.npz", **feed)
+    return job.target.fingerprint().key()
+
+
+def child(work: Path, outs: list[Path]) -> dict[str, dict[str, list[float]]]:
+    """In this fresh process: per length, every published model's ratio to the recipe with its
+    95 % interval, keyed ``run/id``."""
+    import numpy as np
+
+    from simq.targets import Artifact, TargetRegistry, timed_ratio
+
+    target = TargetRegistry().get("ort-cpu", threads=2)
+    a = json.loads((work / "recipe.json").read_text())
+    recipe = Artifact(a["target"], Path(a["path"]), Path(a["onnx"]), tuple(map(Path, a["files"])), a["settings"])
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for length in LENGTHS:
+        feed = dict(np.load(work / f"feed-{length}.npz"))
+        for out in outs:
+            for folder in sorted((out / "pareto").iterdir(), key=lambda p: int(p.name)):
+                r = timed_ratio(target.runner(recipe, feed), target.runner(Artifact.load_index(folder), feed))
+                ratios.setdefault(str(length), {})[f"{out.name}/{folder.name}"] = [r.ratio, r.low, r.high]
+                print(f"  {length} tokens: {out.name} #{folder.name} {r.ratio:.3f}x the recipe", file=sys.stderr, flush=True)
+    return ratios
+
+
+def _unpruned(config: str) -> bool:
+    return "blocks dropped 0/" in config and "heads 100%" in config and "FFN 100%" in config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outs", type=Path, nargs="+", help="--out folders of finished runs on zoo:minilm-tweets (ort-cpu)")
+    parser.add_argument("--limit", type=float, default=1.0, help="the runs' --max-accuracy-drop")
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "vs-recipe")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.work, args.outs)))
+        return
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    fingerprint = build(args.work)
+    runs = []
+    for p in range(PROCESSES):
+        print(f"fresh process {p + 1} of {PROCESSES}", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, __file__, *map(str, args.outs), "--work", str(args.work), "--child"],
+                              stdout=subprocess.PIPE, text=True, check=True)  # fmt: skip
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    sections, verdicts, worst = [], [], 0.0
+    cell = lambda r: f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"  # noqa: E731
+    for out in args.outs:
+        summary = json.loads((out / "summary.json").read_text())
+        published = [r for r in summary["rows"] if r["kind"] == "candidate" and r.get("artifact")]
+        rows = []
+        for row in published:
+            key = f"{out.name}/{row['id']}"
+            cells = [row["id"], row["config"], f"{row['search_accuracy_bound']:+.2f}", f"{row['accuracy_drop']:+.2f} [{row['accuracy_drop_low']:+.2f}, {row['accuracy_drop_high']:+.2f}]"]
+            for length in LENGTHS:
+                first, second = (run[str(length)][key] for run in runs)
+                worst = max(worst, abs(second[0] / first[0] - 1))
+                cells.append(f"{cell(first)} / {second[0]:.3f}")
+            rows.append(cells)
+        sections.append(
+            f"### {out.name}\n\n{summary.get('headline') or ''}\n\n"
+            + table(["id", "model", "validation bound (drop)", "test drop [95 %]", *(f"{n} tokens: × the recipe [95 %] / process 2" for n in LENGTHS)], rows)
+        )
+        best = fastest_within(summary, args.limit)
+        unpruned = min((r for r in published if _unpruned(r["config"]) and r["search_accuracy_bound"] <= args.limit), key=lambda r: r["latency_ratio"], default=None)
+        for label, row in (("fastest within the limit", best), ("fastest unpruned within it", unpruned)):
+            if row is None:
+                verdicts.append(f"- {out.name}, {label}: none.")
+                continue
+            key = f"{out.name}/{row['id']}"
+            speeds = "; ".join(
+                f"{n} tokens {1 / runs[0][str(n)][key][0]:.2f}x ({1 / runs[0][str(n)][key][2]:.2f}–{1 / runs[0][str(n)][key][1]:.2f}x), process 2 {1 / runs[1][str(n)][key][0]:.2f}x"
+                for n in LENGTHS
+            )
+            verdicts.append(f"- {out.name}, {label}: #{row['id']} (validation bound {row['search_accuracy_bound']:+.2f}, test {row['accuracy_drop']:+.2f}): faster than the recipe by {speeds}.")
+    command = " ".join(o.name for o in args.outs)
+    doc = f"""# Published models against the recipe, at 64 and 128 tokens
+
+Generated by `python tools/bench_vs_recipe.py {command}` on {cpu_name()}, 2 threads, batch 1
+(fingerprint `{fingerprint}`).
+
+Every published model of the runs below (`simq compile zoo:minilm-tweets`, ort-cpu) timed
+directly against the recipe users already run ({BAR}: ORT's transformers optimizer on the
+TorchScript export, then per-tensor `quantize_dynamic`, as `simq compile` builds it), paired and
+interleaved until the 95 % interval of the median per-round ratio is within ±3 % (at most 40
+rounds), every session with thread spinning off; at 64 and at 128 tokens (the test split's tweets
+extended to that length), each length in {PROCESSES} fresh processes. Below 1: faster than the
+recipe. Accuracy as the run published it: the paired bound on validation its verdict judges by,
+the drop on test with its 95 % interval (points below FP32).
+
+{chr(10).join(verdicts)}
+
+Largest difference between the two processes' ratios: {worst:.1%}.
+
+{(chr(10) * 2).join(sections)}
+"""
+    (ROOT / "docs" / "VS_RECIPE.md").write_text(doc)
+    print(doc)
+
+
+if __name__ == "__main__":
+    main()
