@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from simq.targets import interleave
+from simq.targets import Artifact, interleave
 
 THREADS = 2
 
@@ -106,3 +107,13 @@ def cpu_name() -> str:
 
     fingerprint = TargetRegistry().get("ort-cpu").fingerprint()
     return f"{fingerprint.cpu} ({', '.join(fingerprint.isa) or 'no SIMD flags found'})"
+
+
+def artifact_record(artifact: Artifact) -> dict:
+    """`artifact` as JSON, for a child process to open it again (`artifact_from`)."""
+    return {"target": artifact.target, "path": str(artifact.path), "onnx": str(artifact.onnx),
+            "files": [str(f) for f in artifact.files], "settings": dict(artifact.settings)}  # fmt: skip
+
+
+def artifact_from(record: Mapping) -> Artifact:
+    return Artifact(record["target"], Path(record["path"]), Path(record["onnx"]), tuple(map(Path, record["files"])), record["settings"])

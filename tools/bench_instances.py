@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import artifact_from, artifact_record, cpu_name, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BAR = "ORT optimizer + dynamic INT8"
@@ -56,7 +56,7 @@ def build(work: Path) -> list[str]:
         folder = work / str(n)
         folder.mkdir(parents=True, exist_ok=True)
         a = make(folder)
-        index.append({"target": a.target, "path": str(a.path), "onnx": str(a.onnx), "files": [str(f) for f in a.files], "settings": dict(a.settings)})
+        index.append(artifact_record(a))
     (work / "artifacts.json").write_text(json.dumps(index, indent=1))
     np.savez(work / "feed.npz", **job.feed)
     return list(makers)
@@ -67,12 +67,12 @@ def child(work: Path, instances: int) -> dict[str, list]:
     each model's ratio with its rounds pooled over as many pairs."""
     import numpy as np
 
-    from simq.targets import Artifact, TargetRegistry, timed_ratio
+    from simq.targets import TargetRegistry, timed_ratio
 
     target = TargetRegistry().get("ort-cpu", threads=2)
     feed = dict(np.load(work / "feed.npz"))
     index = json.loads((work / "artifacts.json").read_text())
-    artifacts = [Artifact(a["target"], Path(a["path"]), Path(a["onnx"]), tuple(map(Path, a["files"])), a["settings"]) for a in index]
+    artifacts = [artifact_from(a) for a in index]
     ratios: list[list[float]] = [[] for _ in artifacts[1:]]
     for _ in range(instances):
         for m, artifact in enumerate(artifacts[1:]):

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, fastest_within, table  # noqa: E402
+from _bench import artifact_from, artifact_record, cpu_name, fastest_within, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BAR = "ORT optimizer + dynamic INT8"
@@ -43,8 +43,7 @@ def build(work: Path) -> str:
     zoo = Zoo()
     job = prepare_job(JobSpec("zoo:minilm-tweets", cache_dir=zoo.cache_dir), zoo, status=lambda s: print(f"  {s}", file=sys.stderr)).job
     recipe = job.baselines[BAR](work / "recipe")
-    (work / "recipe.json").write_text(json.dumps({"target": recipe.target, "path": str(recipe.path), "onnx": str(recipe.onnx),
-                                                  "files": [str(f) for f in recipe.files], "settings": dict(recipe.settings)}))  # fmt: skip
+    (work / "recipe.json").write_text(json.dumps(artifact_record(recipe)))
     inputs = zoo.data("minilm-tweets", "test").inputs
     for length in LENGTHS:
         feed = timing_feed(inputs, sir.input_domains(job.model), {name: (1, length) for name in inputs})
@@ -60,8 +59,7 @@ def child(work: Path, outs: list[Path]) -> dict[str, dict[str, list[float]]]:
     from simq.targets import Artifact, TargetRegistry, timed_ratio
 
     target = TargetRegistry().get("ort-cpu", threads=2)
-    a = json.loads((work / "recipe.json").read_text())
-    recipe = Artifact(a["target"], Path(a["path"]), Path(a["onnx"]), tuple(map(Path, a["files"])), a["settings"])
+    recipe = artifact_from(json.loads((work / "recipe.json").read_text()))
     ratios: dict[str, dict[str, list[float]]] = {}
     for length in LENGTHS:
         feed = dict(np.load(work / f"feed-{length}.npz"))
