@@ -1,8 +1,8 @@
 """Depth without tuning: the layer before dropped layers refit across them, against the plain cut.
 
 Builds minilm-tweets sub-networks as `simq compile` does for ort-cpu (every unit dynamic INT8,
-heads and FFN pruned by importance with least-squares refits, middle layers dropped as the
-search's depth seeds drop them) twice: with the refit that bridges dropped layers (the layer
+heads and FFN pruned by importance with least-squares refits, the classifier head refit, middle
+layers dropped as the search's depth seeds drop them) twice: with the refit that bridges dropped layers (the layer
 before a dropped run reproduces the run's output) and without it (the same statistics with the
 bridges' cross products left out). Scores both on the validation split (the drop and the one-sided
 bound the acceptance rule publishes by) and the test split (95 % intervals), paired against the
@@ -102,7 +102,7 @@ only the weights of that one projection do.
 
 minilm-tweets, built as `simq compile` builds for ort-cpu (every unit dynamic INT8; heads and FFN by
 importance with least-squares refits; the middle layers dropped first, layer 2 then 3, as the
-search's depth seeds do). Points of accuracy against the original FP32 model, paired: on the
+search's depth seeds do; in both arms the classifier head refit on train rows, docs/HEADREFIT.md). Points of accuracy against the original FP32 model, paired: on the
 validation split ({len(validation):,} tweets) the estimate and the one-sided {confidence:.0%} bound
 publishing judges by (a model is published within 1 point only if its bound is at least −1.00);
 on the test split ({len(test):,}) the estimate with its 95 % interval. *Cut*: the same pipeline
