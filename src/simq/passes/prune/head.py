@@ -106,8 +106,6 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: int, *, bias: bo
     cross-validation on the rows (`_strength`), as ``(weight [features, classes], bias [classes])``
     acting on the raw features (the standardisation folded in; without `bias`, features are
     scaled but not centred and the bias is None); None when a class has fewer rows than folds."""
-    from sklearn.linear_model import LogisticRegression  # scikit-learn loads in a second; only a refit needs it
-
     counts = np.bincount(labels, minlength=classes)
     if len(counts) != classes or counts.min() < FOLDS:
         return None
@@ -119,7 +117,7 @@ def fit_head(features: np.ndarray, labels: np.ndarray, classes: int, *, bias: bo
     standard = (features - mean) / scale
     with warnings.catch_warnings():  # scikit-learn announces changes to defaults these calls do not rely on
         warnings.simplefilter("ignore", FutureWarning)
-        model = LogisticRegression(C=_strength(standard, labels, bias), max_iter=2000, fit_intercept=bias).fit(standard, labels)
+        model = _logistic(_strength(standard, labels, bias), bias).fit(standard, labels)
     coef, intercept = model.coef_, np.atleast_1d(model.intercept_)
     if classes == 2:  # one score for class 1: logits (-z/2, z/2) rank and normalise the same
         coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
@@ -133,17 +131,22 @@ def _strength(features: np.ndarray, labels: np.ndarray, bias: bool) -> float:
     before (the loss is taken to have one minimum along them): weakly regularised fits on
     hundreds of features are the slow ones, and large models need none of them (minilm's choose
     0.01; the small digits models 1 or 10)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
     best, best_loss = STRENGTHS[0], np.inf
     for strength in STRENGTHS:
-        model = LogisticRegression(C=strength, max_iter=2000, fit_intercept=bias)
-        loss = -cross_val_score(model, features, labels, cv=FOLDS, scoring="neg_log_loss").mean()
+        loss = -cross_val_score(_logistic(strength, bias), features, labels, cv=FOLDS, scoring="neg_log_loss").mean()
         if loss >= best_loss:
             break
         best, best_loss = strength, loss
     return best
+
+
+def _logistic(strength: float, bias: bool):
+    """The (unfitted) multinomial logistic regression a refit fits, at inverse strength `strength`."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn loads in a second; only a refit needs it
+
+    return LogisticRegression(C=strength, max_iter=2000, fit_intercept=bias)
 
 
 class SetHeadPass(ir.passes.InPlacePass):
