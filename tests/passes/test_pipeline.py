@@ -125,6 +125,27 @@ def test_each_step_checks_the_model_it_gets_so_a_step_out_of_order_fails_naming_
 
 
 
+def test_the_targets_finishing_passes_run_on_the_quantized_model_pruned_or_not(bert):
+    """The ort-cpu lowering's last step: residual Sums hand their bias to the dynamic-INT8 MatMul
+    behind them once it is quantized; the outputs stay those of the model without that step."""
+    from simq.passes import Lowering
+    from simq.passes.fuse import OrtFusionPass, ResidualBiasIntoMatMulPass, SkipLayerNormAsSumPass
+
+    pipeline, feed = bert
+    fusions = (OrtFusionPass(pipeline.structure.signature), SkipLayerNormAsSumPass())
+    finished = pipeline.replace(lowering=Lowering(fusions=fusions, finishing=(ResidualBiasIntoMatMulPass(),)))
+    summed = pipeline.replace(lowering=Lowering(fusions=fusions))
+    policy = {k.name: "int8dyn" for k in finished.knobs if k.name.startswith("quant.") and "int8dyn" in k.domain}
+    layer = pipeline.structure.layers[0]
+    for config in (policy, {**policy, f"ffn.{layer.index}": layer.ffn.width // 2}):
+        built, before = finished.build(config), summed.build(config)
+        assert {len(n.inputs) for n in before.graph if n.op_type == "Sum"} == {3}
+        assert {len(n.inputs) for n in built.graph if n.op_type == "Sum"} == {2}
+        for got, want in zip(_run(built, feed), _run(before, feed)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert {len(n.inputs) for n in finished.build(defaults(finished.knobs)).graph if n.op_type == "Sum"} == {3}  # FP32: nothing to hand it to
+
+
 class _Raises(ir.passes.InPlacePass):
     def __init__(self, error: Exception) -> None:
         self.error = error

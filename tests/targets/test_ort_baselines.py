@@ -79,12 +79,14 @@ def test_simqs_sessions_time_without_spinning_and_deployments_keep_the_default(z
 
 def test_residual_norms_are_lowered_to_what_this_cpu_runs_faster():
     """The target times SkipLayerNormalization against Sum + LayerNormalization once and keeps the
-    faster; either way the decision is stated in the lowering's notes when it departs from ORT's."""
-    from simq.passes.fuse import SkipLayerNormAsSumPass
+    faster; either way the decision is stated in the lowering's notes when it departs from ORT's.
+    With the Sum, the residual biases are handed to the quantized MatMuls after quantization."""
+    from simq.passes.fuse import ResidualBiasIntoMatMulPass, SkipLayerNormAsSumPass
 
     target = OrtCpuTarget()
     lowering = target.lowering({"input_ids": (1, 16)})
     rewrites = any(isinstance(f, SkipLayerNormAsSumPass) for f in lowering.fusions)
     assert rewrites == (target._residual_norm_ratio <= 0.85)
     assert set(lowering.notes) == ({len(lowering.fusions) - 1} if rewrites else set())
+    assert [type(f) for f in lowering.finishing] == ([ResidualBiasIntoMatMulPass] if rewrites else [])
     assert target.lowering({"input_ids": (1, 16)}).fusions[-1].__class__ is lowering.fusions[-1].__class__  # timed once

@@ -59,6 +59,9 @@ class Lowering:
         notes: Kernel choices the target made for this CPU, in words, by the index of the fusion
             pass that makes them (reports show those whose pass changed the model).
         choices: Choices the target made for this CPU that apply to every model, in words.
+        finishing: Passes run on the quantized model (after its cleanup), in order: how the
+            runtime wants the neighbours of its quantized kernels written (e.g.
+            `simq.passes.fuse.ResidualBiasIntoMatMulPass`). Run with the fusions only.
     """
 
     fusions: tuple[ir.passes.PassBase, ...] = ()
@@ -67,6 +70,7 @@ class Lowering:
     seed_precision: str | None = None
     notes: Mapping[int, str] = field(default_factory=dict)
     choices: tuple[str, ...] = ()
+    finishing: tuple[ir.passes.PassBase, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,7 @@ class Pipeline:
     ) -> tuple[ir.Model, list[ir.passes.PassBase]]:
         """The model a canonical `config` starts from and the passes that make it, in order:
         pruning (with its cleanup), a refit head, the target's fusions, quantization (with its
-        cleanup), the inference precision. Each pass states what it requires of the model it
+        cleanup and the target's finishing passes), the inference precision. Each pass states what it requires of the model it
         receives and ensures of the one it leaves (onnx_ir's `requires`/`ensures`), so a step out
         of order fails naming itself. An unpruned candidate starts from the fused model, made once."""
         widths = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
@@ -244,7 +248,7 @@ class Pipeline:
                 self.structure, policy, self.calibration, self.supports, fused=self.fused, reduce_range=self.lowering.reduce_range,
                 signed_operands=self.lowering.signed_operands, recalibrate=recalibrate,
             )  # fmt: skip
-            steps += [quantizer, cleanup_passes()]
+            steps += [quantizer, cleanup_passes(), *(self.lowering.finishing if lower else ())]
         if config.get(INFERENCE_PRECISION, "fp32") != "fp32":
             steps.append(InferencePrecisionPass(str(config[INFERENCE_PRECISION])))
         return start, steps

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from simq.errors import ArtifactError, first_line
 from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
-from simq.passes.fuse import OrtFusionPass, SkipLayerNormAsSumPass
+from simq.passes.fuse import OrtFusionPass, ResidualBiasIntoMatMulPass, SkipLayerNormAsSumPass
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_int8_dot, integer_kernels
 from simq.targets.ort_cpu._baselines import ort_baselines
@@ -76,10 +76,12 @@ class OrtCpuTarget:
 
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
         """Fuse into ORT's kernels; residual layer norms as Sum + LayerNormalization where that
-        runs clearly faster here than ORT's SkipLayerNormalization (timed once per target); without
+        runs clearly faster here than ORT's SkipLayerNormalization (timed once per target), their
+        biases then handed to the dynamic-INT8 or INT4-weight MatMul feeding them; without
         an INT8 dot-product instruction (VNNI), MLAS sums u8 x s8 products in int16 and can
         saturate, so dynamic INT8 weights use 7 bits there."""
         fusions: tuple[ir.passes.PassBase, ...] = (OrtFusionPass(signature),)
+        finishing: tuple[ir.passes.PassBase, ...] = ()
         notes: dict[int, str] = {}
         if self._residual_norm_ratio is None:
             self._residual_norm_ratio = residual_norm_ratio(self.threads, self.timing_settings())
@@ -89,7 +91,8 @@ class OrtCpuTarget:
                 f"residual layer norms run as Sum + LayerNormalization: {1 / self._residual_norm_ratio:.1f}x faster than ONNX "
                 "Runtime's SkipLayerNormalization kernel on this CPU (timed when the job was prepared)."
             )
-        return Lowering(fusions=fusions, reduce_range=not has_int8_dot(self.fingerprint().isa), notes=notes)
+            finishing = (ResidualBiasIntoMatMulPass(),)
+        return Lowering(fusions=fusions, reduce_range=not has_int8_dot(self.fingerprint().isa), notes=notes, finishing=finishing)
 
     def baselines(
         self,
