@@ -4,8 +4,8 @@ an empty cache (the zoo build included), as a new user runs it.
 Runs the command exactly as the README gives it (a subprocess, the installed `simq`) in a new
 folder with a new cache, reads its plain log (one line per phase and candidate, with elapsed
 times), and writes to docs/COMPILE.md the wall time, the share of each phase, and the front it
-published. A section of the document headed "## Before" is kept as it is (an earlier run to
-compare with).
+published. The document's sections from "## Earlier runs" (or, without it, "## Before") on are
+kept as they are (earlier runs to compare with; add the run this one replaces there by hand).
 
 Usage: python tools/bench_default_compile.py [--work DIR]
 """
@@ -73,7 +73,8 @@ def main() -> None:
     columns = ["id", "accuracy", "accuracy_drop", "accuracy_drop_low", "accuracy_drop_high", "search_accuracy_bound", "confirmed",
                "latency_ms", "latency_ratio", "latency_ratio_low", "latency_ratio_high", "size_ratio", "config"]  # fmt: skip
     previous = args.out.read_text() if args.out.exists() else ""
-    before = previous[previous.index("## Before") :] if "## Before" in previous else ""
+    kept = next((heading for heading in ("## Earlier runs", "## Before") if heading in previous), None)
+    before = previous[previous.index(kept) :] if kept else ""
     phase_rows = [[name, f"{m:.1f}", f"{m / minutes:.0%}"] for name, m in split.items()]
     confidence = next((m.group(1) for line in summary.get("settings", []) if (m := re.search(r"at (\d+)% confidence", line))), "?")
     log = args.work / "log.txt"
