@@ -231,9 +231,9 @@ class Pipeline:
     ) -> tuple[ir.Model, list[ir.passes.PassBase]]:
         """The model a canonical `config` starts from and the passes that make it, in order:
         pruning (with its cleanup), a refit head, the target's fusions, quantization (with its
-        cleanup and the target's finishing passes), the inference precision. Each pass states what it requires of the model it
-        receives and ensures of the one it leaves (onnx_ir's `requires`/`ensures`), so a step out
-        of order fails naming itself. An unpruned candidate starts from the fused model, made once."""
+        cleanup and the target's finishing passes), the inference precision. Each pass states
+        what it requires of the model it receives and ensures of the one it leaves (onnx_ir's
+        `requires`/`ensures`), so a step out of order fails naming itself. An unpruned candidate starts from the fused model, made once."""
         widths = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
         pruning = pruning_steps(self.structure, widths, self.stats, self.prune_options)
         lower = lower and bool(self.lowering.fusions)

@@ -18,20 +18,25 @@ from onnxscript.rewriter import pattern
 __all__ = ["ResidualBiasIntoMatMul", "ResidualBiasIntoMatMulPass", "residual_bias_rules"]
 
 
+def _made_by(value: ir.Value | None, op_type: str) -> ir.Node | None:
+    """The node of type `op_type` that produces `value`, if one does."""
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type else None
+
+
 def _takes_bias(value: ir.Value) -> bool:
     """Whether `value` is all an integer MatMul computes, in a form ONNX Runtime fuses with an
     ``Add`` of a bias behind it: the rescale of DynamicQuantizeLinear + MatMulInteger, or a MatMul
     by an INT4 weight dequantized in the graph."""
-    node = value.producer()
-    if node is None or len(value.uses()) != 1 or value.is_graph_output():
+    if len(value.uses()) != 1 or value.is_graph_output():
         return False
-    if node.op_type == "Mul":  # rescale(Cast(MatMulInteger(...)))
-        casts = [v.producer() for v in node.inputs if v is not None and v.producer() is not None]
-        return any(c.op_type == "Cast" and c.inputs[0].producer() is not None and c.inputs[0].producer().op_type == "MatMulInteger" for c in casts)
-    if node.op_type == "MatMul":
-        activation, weight = (v.producer() for v in node.inputs)
-        dequantized = weight is not None and weight.op_type == "DequantizeLinear" and weight.inputs[0].const_value is not None
-        return dequantized and weight.inputs[0].dtype == ir.DataType.INT4 and (activation is None or activation.op_type != "DequantizeLinear")
+    if rescale := _made_by(value, "Mul"):  # Mul(Cast(MatMulInteger(...)), scales)
+        return any(_made_by(cast.inputs[0], "MatMulInteger") for v in rescale.inputs if (cast := _made_by(v, "Cast")))
+    if matmul := _made_by(value, "MatMul"):
+        activation, weight = matmul.inputs
+        dequantized = _made_by(weight, "DequantizeLinear")
+        int4 = dequantized is not None and dequantized.inputs[0].const_value is not None and dequantized.inputs[0].dtype == ir.DataType.INT4
+        return int4 and _made_by(activation, "DequantizeLinear") is None  # a static-INT8 activation: QDQ, left alone
     return False
 
 
