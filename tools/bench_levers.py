@@ -70,9 +70,8 @@ def _rewrite_weights(src: Path, dst: Path, per_tensor: bool) -> None:
     onnx.save(model, dst)
 
 
-def _table(job, rounds: int) -> list[list[str]]:
+def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
     """Every lever's model timed against the recipe at the job's shape: rows of the doc's table."""
-    zoo = Zoo()
     pipeline, target = job.pipeline, job.target
     kept = pipeline.replace(lowering=replace(pipeline.lowering, fusions=pipeline.lowering.fusions[:1], finishing=()))
     summed = pipeline.replace(lowering=replace(pipeline.lowering, finishing=()))
@@ -110,10 +109,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seq", type=int, nargs="+", default=[64, 128], help="sequence lengths, a table each")
     args = parser.parse_args()
-    sections = []
+    zoo, sections = Zoo(), []
     for seq in args.seq:
-        job = prepare_job(JobSpec("zoo:minilm-tweets", seq_len=seq), Zoo()).job
-        rows = _table(job, args.rounds)
+        job = prepare_job(JobSpec("zoo:minilm-tweets", seq_len=seq), zoo).job
+        rows = _table(job, zoo, args.rounds)
         sections.append(f"## {seq} tokens\n\n{table(['model', '× the recipe [95 %]', 'run 2'], rows)}")
     body = "\n\n".join(sections)
     doc = f"""# Lowering levers, one at a time

@@ -233,7 +233,8 @@ class Pipeline:
         pruning (with its cleanup), a refit head, the target's fusions, quantization (with its
         cleanup and the target's finishing passes), the inference precision. Each pass states
         what it requires of the model it receives and ensures of the one it leaves (onnx_ir's
-        `requires`/`ensures`), so a step out of order fails naming itself. An unpruned candidate starts from the fused model, made once."""
+        `requires`/`ensures`), so a step out of order fails naming itself. An unpruned candidate
+        starts from the fused model, made once."""
         widths = {k: v for k, v in config.items() if not is_precision(k) and k != INFERENCE_PRECISION}
         pruning = pruning_steps(self.structure, widths, self.stats, self.prune_options)
         lower = lower and bool(self.lowering.fusions)
