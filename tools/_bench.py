@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from simq.targets import Artifact, interleave
+from simq.targets import Artifact, TargetRegistry, interleave
 
 THREADS = 2
 
@@ -21,8 +21,24 @@ def ort_session(model: ir.Model, threads: int = THREADS) -> ort.InferenceSession
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # several sessions share the cores
+    for key, value in timing_settings().items():  # several sessions share the cores
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def timing_settings() -> dict[str, str]:
+    """The session settings the ort-cpu target times under (`OrtCpuTarget.timing_settings`)."""
+    return TargetRegistry().get("ort-cpu").timing_settings()
+
+
+def timing_text() -> str:
+    """What the ort-cpu target's timing settings do to thread spinning, for a table's preamble."""
+    settings = timing_settings()
+    if settings.get("session.force_spinning_stop") == "1":
+        return "thread spinning stopped when each run returns (no idle session spins)"
+    if settings.get("session.intra_op.allow_spinning") == "0":
+        return "thread spinning off"
+    return "ONNX Runtime's default thread spinning"
 
 
 def interleaved_latency(
@@ -103,8 +119,6 @@ def fastest_within(summary: Mapping, limit: float) -> dict | None:
 
 def cpu_name() -> str:
     """CPU model and the ISA extensions that matter for integer kernels, as the targets see them."""
-    from simq.targets import TargetRegistry
-
     fingerprint = TargetRegistry().get("ort-cpu").fingerprint()
     return f"{fingerprint.cpu} ({', '.join(fingerprint.isa) or 'no SIMD flags found'})"
 

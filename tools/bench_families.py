@@ -9,8 +9,8 @@ section says what it fused). SimQ's builds come from the same pipeline `simq com
 INT8, heads and FFN at 100 / 75 / 50 % of every layer (by importance on random inputs), and two
 middle layers dropped.
 
-Latency: batch 1, 2 threads, every model of a family interleaved in one process with thread
-spinning off in every session (warm-up, re-warm after each switch, rotating order), median of
+Latency: batch 1, 2 threads, every model of a family interleaved in one process with the ort-cpu
+target's timing settings in every session (warm-up, re-warm after each switch, rotating order), median of
 per-round ratios with a bootstrap 95 % interval, then a second run in turn.
 
 Usage: python tools/bench_families.py [--rounds N] [--only NAME ...] [--work DIR]

@@ -37,7 +37,7 @@ import onnx
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, table, timing_settings, timing_text  # noqa: E402
 
 import simq.ir as sir  # noqa: E402
 from simq.passes import Pipeline  # noqa: E402
@@ -227,12 +227,13 @@ def _grid_config(pipeline: Pipeline, heads: float, ffn: float, drops: int) -> di
 
 
 def _profile(artifact: Artifact, feed: Mapping[str, np.ndarray], threads: int = 2) -> dict[str, float]:
-    """Milliseconds per run by op type, from ONNX Runtime's profiler (spinning off)."""
+    """Milliseconds per run by op type, from ONNX Runtime's profiler (the target's timing settings)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in timing_settings().items():
+        options.add_session_config_entry(key, value)
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
@@ -336,8 +337,8 @@ def _ort_report(entries, scores, timings, profiles, notes, rounds) -> str:
         "pruned by importance with least-squares refits, the middle layers dropped for d4 (layers 2 and 3), lowered as the "
         "ort-cpu target lowers them here. Accuracy: paired drops against FP32 on validation (4,500 tweets; the one-sided "
         "90 % bound that publishing uses) and on test (2,808; 95 % interval). Latency: every model of the table "
-        f"interleaved in one process, {rounds} rounds of {PER_ROUND} calls (batch 8: half), every session with thread "
-        "spinning off; median of per-round ratios with its 95 % interval, then the same from a second run in turn.",
+        f"interleaved in one process, {rounds} rounds of {PER_ROUND} calls (batch 8: half), every session with "
+        f"{timing_text()}; median of per-round ratios with its 95 % interval, then the same from a second run in turn.",
         "",
     ]
     lines += [f"- {note}" for note in notes] + [""]

@@ -31,6 +31,7 @@ from _bench import (  # noqa: E402
     paired_delta,
     predictions,
     table,
+    timing_settings,
 )
 
 import simq.ir as sir  # noqa: E402
@@ -202,7 +203,8 @@ def _options() -> ort.SessionOptions:
     options.intra_op_num_threads = 2
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # several sessions share the cores
+    for key, value in timing_settings().items():  # several sessions share the cores
+        options.add_session_config_entry(key, value)
     return options
 
 

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, table, timing_text  # noqa: E402
 
 from simq.search import SUMMARY_FILE, Store  # noqa: E402
 
@@ -434,7 +434,7 @@ drop, paired per example against FP32 on validation, is at most {LIMIT:g} point 
 with random weights: mean output cosine to FP32 in percent). The test split only confirms: its
 paired drop and 95 % interval are shown, "beyond" where the interval lies wholly past the limit.
 The final pass times every published model, FP32 and the target's baselines in one process,
-interleaved, with ONNX Runtime's thread spinning off in every timed session; latency is the
+interleaved, with {timing_text()} in every timed ONNX Runtime session; latency is the
 median of paired ratios to FP32 with its 95 % interval. The best baseline is the fastest of FP32
 and the target's baselines within the limit by the same rule (ort-cpu: plain `quantize_dynamic` /
 `quantize_static`, and for transformers with a PyTorch source ORT's transformers optimizer on an

@@ -1,5 +1,5 @@
 """How fast a model is scored on a split: with SimQ's timing settings (ONNX Runtime's thread
-spinning off) against a deployment's (the artifact's own settings: spinning on). Writes
+spinning stopped when each run returns) against a deployment's (the artifact's own settings: spinning on). Writes
 docs/SCORING.md.
 
 Scoring is most of a compile's time (every candidate, baseline and published model is scored on
@@ -29,7 +29,7 @@ from simq.search import JobSpec, prepare_job  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = {"timing settings (spinning off)": False, "deployment settings (spinning on)": True}
+ARMS = {"timing settings": False, "deployment settings": True}
 
 
 def main() -> None:
@@ -76,10 +76,10 @@ Seconds to score the {examples:,} validation examples (median of {args.repeats})
 deployment over timing settings, per repeat (median, and the range over repeats). The scores are
 identical in both.
 
-{table(["model", "spinning off (s)", "spinning on (s)", "on / off"], rows)}
+{table(["model", "timing settings (s)", "deployment settings (s)", "deployment / timing"], rows)}
 
 `simq compile` scores with the deployment settings and closes that session before it times
-anything; every timed session keeps spinning off (docs/SPINNING.md).
+anything; every timed session keeps the timing settings (docs/SPINNING.md).
 """
     (ROOT / "docs" / "SCORING.md").write_text(doc)
     print(doc)

@@ -1,161 +1,194 @@
-"""Thread spinning and timing: what several ONNX Runtime sessions in one process do to each other's
-latency, and what one deployed session gives with spinning on (ORT's default) and off.
+"""Thread spinning and timing: which session setting, with several ONNX Runtime sessions
+interleaved in one process, gives the latency ratios a deployment gets.
 
-SimQ times every candidate interleaved with FP32 in one process; an idle session's intra-op
-workers keep spinning after each run and take the cores of the session being timed. This tool
-measures, on minilm-tweets (FP32 and the recipe users run, `ORT optimizer + dynamic INT8`):
+SimQ times every candidate interleaved with FP32 in one process. ORT's intra-op workers spin
+(`session.intra_op.allow_spinning`, on by default): between the ops of a run, which saves a
+thread wake-up per op, and after it, where an idle session's spinning worker takes the cores of
+the session being timed. Three settings, each for every session of one process:
 
-1. In one process, both sessions interleaved, spinning on in both, then off in both: per-call
-   latency percentiles and the recipe's paired ratio to FP32, two runs each.
-2. One session alone per process (a deployment), spinning on and off, each in a fresh process.
+- **on**: ORT's default.
+- **off**: no spinning at all; every op of a run wakes the other worker.
+- **on, stopped after each run**: spinning during a run, stopped when the run returns
+  (`session.force_spinning_stop`), so that no idle session spins.
 
-Writes docs/SPINNING.md.
+Against them, the **deployment**: one live session at a time with ORT's defaults, as a user's
+process runs one model (per round each model's session is opened, warmed, timed and closed).
 
-Usage: python tools/bench_spinning.py [--rounds N] [--seq 64]
+Models (minilm-tweets, as the ort-cpu target lowers them): FP32, the recipe users run (ORT's
+transformers optimizer + per-tensor dynamic INT8), SimQ unpruned dynamic INT8, heads = FFN 50 %,
+4 of 6 layers. Every figure is a ratio to FP32 in the same round (median of rounds, 95 % interval),
+two runs each. Writes docs/SPINNING.md.
+
+Usage: python tools/bench_spinning.py [--rounds N] [--seq 64 128]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table  # noqa: E402
+from bench_lowering import _grid_config  # noqa: E402
+
+from simq import ir as sir  # noqa: E402
+from simq.data import timing_feed  # noqa: E402
+from simq.search import JobSpec, prepare_job  # noqa: E402
+from simq.targets import interleave, median_interval, round_ratios  # noqa: E402
+from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+PER_ROUND = 5
+SETTINGS: dict[str, dict[str, str]] = {
+    "on": {},
+    "off": {"session.intra_op.allow_spinning": "0"},
+    "on, stopped after each run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
+}
+DEPLOYMENT = "deployment (one live session, defaults)"
+GRID = {"SimQ unpruned": (1.0, 1.0, 0), "SimQ heads = FFN 50 %": (0.5, 0.5, 0), "SimQ 4 of 6 layers": (1.0, 1.0, 2)}
 
 
-def _session(path: str, spinning: bool):
-    import onnxruntime as ort
-
+def _session(path: Path, config: Mapping[str, str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 2, 1, 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _feed(seq: int) -> dict[str, np.ndarray]:
-    from simq.zoo import Zoo
-
-    test = Zoo().data("minilm-tweets", "test").inputs
-    ids = np.resize(test["input_ids"][0][: int(test["attention_mask"][0].sum())], (1, seq)).astype(np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones((1, seq), np.int64)}
-
-
-def _models() -> dict[str, str]:
-    """FP32 and the recipe's artifacts, as `simq compile` builds and caches them."""
-    from simq.search import JobSpec, prepare_job
-    from simq.zoo import Zoo
-
-    work = ROOT / ".bench" / "spinning"
-    job = prepare_job(JobSpec("zoo:minilm-tweets"), Zoo()).job
-    fp32 = job.target.lower(job.model, work / "fp32")
-    recipe = job.baselines["ORT optimizer + dynamic INT8"](work / "recipe")
-    return {"FP32": str(fp32.path), "recipe": str(recipe.path)}
+def _models(zoo: Zoo, seq: int, work: Path) -> tuple[dict[str, Path], dict]:
+    """FP32, the recipe and SimQ's grid points, lowered as `simq compile` lowers them; the feed."""
+    job = prepare_job(JobSpec("zoo:minilm-tweets", seq_len=seq), zoo).job
+    target, pipeline = job.target, job.pipeline
+    models = {
+        "FP32": target.lower(job.model, work / "fp32").path,
+        "the recipe": job.baselines["ORT optimizer + dynamic INT8"](work / "recipe").path,
+    }
+    for label, (heads, ffn, drops) in GRID.items():
+        models[label] = target.lower(pipeline.build(_grid_config(pipeline, heads, ffn, drops)), work / label.replace(" ", "-")).path
+    feed = timing_feed(zoo.data("minilm-tweets", "test").inputs, sir.input_domains(job.model), job.structure.signature)
+    return models, feed
 
 
-def together(models: dict[str, str], spinning: bool, rounds: int, seq: int) -> dict:
-    from simq.targets import interleave, median_interval, round_ratios
+def _ratios(times: Mapping[str, list[float]]) -> dict[str, list[float]]:
+    return {name: round_ratios(ms, times["FP32"], PER_ROUND) for name, ms in times.items() if name != "FP32"}
 
-    feed = _feed(seq)
-    sessions = {name: _session(path, spinning) for name, path in models.items()}
-    times = interleave({n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}, rounds=rounds, per_round=5, rewarm=3)
-    ratios = round_ratios(times["recipe"], times["FP32"], 5)
+
+def interleaved(models: Mapping[str, Path], feed: dict, config: Mapping[str, str], rounds: int) -> tuple[dict, list[float]]:
+    """Every model's session live in one process, timed in interleaved rounds: ratios to FP32 per
+    round, and the recipe's per-call latencies."""
+    sessions = {name: _session(path, config) for name, path in models.items()}
+    times = interleave({n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}, rounds=rounds, per_round=PER_ROUND, rewarm=3)
+    return _ratios(times), times["the recipe"]
+
+
+def deployed(models: Mapping[str, Path], feed: dict, rounds: int, warmup: int = 10) -> tuple[dict, list[float]]:
+    """One live session at a time with ORT's defaults: per round, each model's session is opened,
+    warmed, timed for `PER_ROUND` calls and closed, in an order that rotates between rounds."""
+    names = list(models)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            session = _session(models[name], {})
+            for _ in range(warmup):
+                session.run(None, feed)
+            for _ in range(PER_ROUND):
+                start = time.perf_counter()
+                session.run(None, feed)
+                times[name].append((time.perf_counter() - start) * 1e3)
+            del session
+    return _ratios(times), times["the recipe"]
+
+
+def _cell(ratios: list[float]) -> str:
     low, high = median_interval(ratios)
-    recipe = np.percentile(times["recipe"], [10, 50, 90])
-    return {"p10": recipe[0], "median": recipe[1], "p90": recipe[2], "ratio": statistics.median(ratios), "low": low, "high": high}
+    return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
 
 
-def alone(path: str, spinning: bool, calls: int, seq: int) -> dict:
-    feed = _feed(seq)
-    session = _session(path, spinning)
-    for _ in range(20):
-        session.run(None, feed)
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        session.run(None, feed)
-        samples.append((time.perf_counter() - start) * 1e3)
-    p = np.percentile(samples, [10, 50, 90])
-    return {"p10": p[0], "median": p[1], "p90": p[2]}
+def _section(seq: int, runs: dict[str, list[tuple[dict, list[float]]]], names: list[str]) -> tuple[str, dict[str, float]]:
+    """One sequence length's tables, and per setting the largest difference of its ratios from the
+    deployment's (both runs)."""
+    rows = []
+    for name in names:
+        for setting, pair in runs.items():
+            rows.append([name, setting] + [_cell(ratios[name]) for ratios, _ in pair])
+    tails = []
+    for setting, pair in runs.items():
+        for run, (_, recipe_ms) in enumerate(pair, 1):
+            p10, p50, p90 = np.percentile(recipe_ms, [10, 50, 90])
+            tails.append([setting, run, f"{p10:.2f}", f"{p50:.2f}", f"{p90:.2f}", f"{p90 / p50:.2f}"])
+    apart: dict[str, float] = {}
+    for setting, pair in runs.items():
+        if setting == DEPLOYMENT:
+            continue
+        apart[setting] = max(
+            abs(statistics.median(ratios[name]) / statistics.median(reference[name]) - 1)
+            for (ratios, _), (reference, _) in zip(pair, runs[DEPLOYMENT])
+            for name in names
+        )
+    text = f"""## {seq} tokens
 
+Ratio to FP32 in the same round (median of rounds, 95 % interval), two runs in turn.
 
-def _apart(values: list[float]) -> float:
-    return max(values) / min(values) - 1
+{table(["model", "setting", "run 1", "run 2"], rows)}
 
+The recipe's per-call latency (ms) under each setting:
 
-def _apart_pair(deployed: list[list]) -> float:
-    on, off = (float(row[3]) for row in deployed[:2])
-    return on / off - 1
+{table(["setting", "run", "p10", "median", "p90", "p90 / median"], tails)}
+
+Largest difference of a setting's ratio from the deployment's (same run, every model): {", ".join(f"{s} {d:.1%}" for s, d in apart.items())}."""
+    return text, apart
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--child", nargs=3, metavar=("PATH", "SPINNING", "CALLS"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seq", type=int, nargs="+", default=[64, 128])
     args = parser.parse_args()
-    if args.child:  # one deployed session, alone in its process
-        path, spinning, calls = args.child
-        print(json.dumps(alone(path, spinning == "1", int(calls), args.seq)))
-        return
-    models = _models()
-    rows, ratios, tails = [], {True: [], False: []}, {True: [], False: []}
-    for run in (1, 2):
-        for spinning in (True, False):
-            r = together(models, spinning, args.rounds, args.seq)
-            ratios[spinning].append(r["ratio"])
-            tails[spinning].append(r["p90"] / r["median"])
-            rows.append([run, "on" if spinning else "off", f"{r['p10']:.2f}", f"{r['median']:.2f}", f"{r['p90']:.2f}",
-                         f"{r['ratio']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"])
-            print(rows[-1], file=sys.stderr, flush=True)
-    deployed = []
-    for run in (1, 2):
-        for spinning in (True, False):
-            out = subprocess.run(
-                [sys.executable, __file__, "--seq", str(args.seq), "--child", models["recipe"], "1" if spinning else "0", "400"],
-                check=True, capture_output=True, text=True,
-            ).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            deployed.append([run, "on" if spinning else "off", f"{r['p10']:.2f}", f"{r['median']:.2f}", f"{r['p90']:.2f}"])
-            print(deployed[-1], file=sys.stderr, flush=True)
+    zoo, sections, verdicts = Zoo(), [], {}
+    started = time.time()
+    for seq in args.seq:
+        models, feed = _models(zoo, seq, ROOT / ".bench" / "spinning" / str(seq))
+        runs: dict[str, list] = {setting: [] for setting in (*SETTINGS, DEPLOYMENT)}
+        for run in range(2):
+            order = list(SETTINGS) if run == 0 else list(SETTINGS)[::-1]
+            for setting in order:
+                runs[setting].append(interleaved(models, feed, SETTINGS[setting], args.rounds))
+                print(seq, setting, run + 1, {n: f"{statistics.median(r):.3f}" for n, r in runs[setting][-1][0].items()}, file=sys.stderr, flush=True)
+            runs[DEPLOYMENT].append(deployed(models, feed, args.rounds))
+            print(seq, DEPLOYMENT, run + 1, {n: f"{statistics.median(r):.3f}" for n, r in runs[DEPLOYMENT][-1][0].items()}, file=sys.stderr, flush=True)
+        text, verdicts[seq] = _section(seq, runs, [n for n in models if n != "FP32"])
+        sections.append(text)
+    worst = {s: max(v[s] for v in verdicts.values()) for s in SETTINGS}
+    closest = min(worst, key=worst.get)
     doc = f"""# Measuring latency: thread spinning, and what SimQ times under
 
-Generated by `python tools/bench_spinning.py --rounds {args.rounds}` on {cpu_name()}, 2 intra-op threads, batch 1,
-{args.seq} tokens (minilm-tweets).
+Generated by `python tools/bench_spinning.py --rounds {args.rounds} --seq {' '.join(map(str, args.seq))}` on {cpu_name()}, 2 intra-op threads,
+batch 1, minilm-tweets, in {(time.time() - started) / 60:.0f} min.
 
-ONNX Runtime's intra-op workers spin after each run (`session.intra_op.allow_spinning`, on by
-default). SimQ times a candidate interleaved with FP32 in one process, so two sessions live side by
-side; an idle one's spinning worker then competes for the cores of the one being timed. Every session
-SimQ opens therefore has spinning off (`OrtCpuTarget.timing_settings`), and manifests record that
-timing setting apart from the runtime settings a deployment uses.
+ONNX Runtime's intra-op workers spin (`session.intra_op.allow_spinning`, on by default): between the
+ops of a run, which saves a thread wake-up per op, and after it. SimQ times candidates interleaved
+with FP32 in one process, where an idle session's spinning worker takes the cores of the session
+being timed. Each setting below is applied to every session of one process: ORT's default (on),
+spinning off, and spinning on but stopped when each run returns (`session.force_spinning_stop`), so
+that no idle session spins. The deployment is one live session at a time with ORT's defaults, as a
+user's process runs one model: per round each model's session is opened, warmed (10 calls), timed
+({PER_ROUND} calls) and closed. Models: FP32, the recipe (ORT's transformers optimizer + per-tensor
+dynamic INT8), SimQ's unpruned dynamic-INT8 model and two of its pruned sub-networks, lowered as
+`simq compile` lowers them.
 
-## Two sessions in one process (FP32 and the recipe, interleaved)
-
-The recipe's per-call latency (ms) and its paired ratio to FP32 (median of {args.rounds} per-round ratios, 95 % interval).
-
-{table(["run", "spinning", "p10", "median", "p90", "recipe × FP32"], rows)}
-
-## One session alone in its process (a deployment of the recipe)
-
-400 calls after 20 warm-up calls, each setting in a fresh process.
-
-{table(["run", "spinning", "p10", "median", "p90"], deployed)}
-
-Read off: in one process, the recipe's ratio to FP32 moved {_apart(ratios[True]):.1%} between the two runs with
-spinning on and {_apart(ratios[False]):.1%} with it off; its p90 was {max(tails[True]):.2f}x its median at worst with
-spinning on, {max(tails[False]):.2f}x off. Alone in a process, the deployed session's median with spinning on was
-{_apart_pair(deployed):+.1%} from spinning off (run 1) — the difference between what SimQ times and what a user
-deploying with ORT's defaults gets. Two runs on a shared 2-core machine also differ by themselves; the
-adaptive protocol (rounds until the ratio's interval is within ±3 %) and same-run ratios are what
-make rankings repeat (docs/RETIME.md).
+{chr(10).join(s + chr(10) for s in sections)}
+Read off: across both lengths and runs, the ratios measured with every session's spinning setting
+"{closest}" differ least from the deployment's (at most {worst[closest]:.1%}; {", ".join(f"{s}: {d:.1%}" for s, d in worst.items() if s != closest)}).
+`OrtCpuTarget.timing_settings` names the setting SimQ times under; manifests record it apart from
+the runtime settings a deployment uses.
 """
     (ROOT / "docs" / "SPINNING.md").write_text(doc)
     print(doc)

@@ -3,8 +3,8 @@ ort-cpu with its embedding tables INT8 (the default), the vocabulary INT4 (the `
 search has for a table of at least `VOCABULARY_ROWS` rows: GatherBlockQuantized), and every table
 INT4 (positions and token types too, which the search is not offered), and the INT8 tables with one
 scale per column (which SimQ does not take). Accuracy paired per
-example on the zoo's validation and test splits; latency interleaved in one process, thread
-spinning off, two runs. Writes docs/TABLES.md.
+example on the zoo's validation and test splits; latency interleaved in one process with the ort-cpu
+target's timing settings, two runs. Writes docs/TABLES.md.
 
 Usage: python tools/bench_tables.py [--rounds N] [--work DIR]
 """
@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, table, timing_text  # noqa: E402
 from bench_lowering import Entry, fmt_delta, fmt_ratio, prepare, score_all, simq_entry, time_all, uniform  # noqa: E402
 
 from simq.ir._cost import VOCABULARY_ROWS  # noqa: E402
@@ -108,7 +108,7 @@ them with one per column of the hidden axis (ONNX Runtime's per-axis DequantizeL
 does not take.
 Every model below is SimQ's unpruned dynamic-INT8 model with only its tables changed. Accuracy: paired
 drops in points with 95 % intervals, on validation ({len(case.validation[1]):,} tweets) and test ({len(case.test[1]):,}). Latency:
-{args.rounds} interleaved rounds, thread spinning off, median of per-round ratios with a bootstrap 95 % interval,
+{args.rounds} interleaved rounds, {timing_text()}, median of per-round ratios with a bootstrap 95 % interval,
 then the same from a second run.
 
 {table(["model", "Δ validation vs FP32", "Δ validation vs INT8 tables", "Δ test vs FP32", "Δ test vs INT8 tables", "latency × INT8 tables [95 %] / run 2", "latency × FP32", "MB", "smaller than FP32"], rows)}

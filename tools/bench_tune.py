@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, fastest_within, table  # noqa: E402
+from _bench import cpu_name, fastest_within, table, timing_text  # noqa: E402
 from bench_lowering import Case, Entry, fmt_delta, fmt_ratio, paired, score_all, simq_entry, time_all, uniform  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -218,8 +218,8 @@ in the order {', '.join(record['orders']['depth'])} (least change to the residua
 ## Sub-networks with and without tuning (same run)
 
 Accuracy change against the original FP32 model in points (paired 95 % interval; {sizes}). Latency: ratios to the original FP32 model and to {BAR} of the original
-(the recipe users run: the bar), {args.rounds} interleaved rounds, every session with thread spinning
-off, bootstrap 95 % intervals; at {' and '.join(map(length_label, lengths))} (batch 1{", every position attended: real examples' tokens repeated" if lengths != (None,) else ""}), each timed in {RUNS} runs one after the other
+(the recipe users run: the bar), {args.rounds} interleaved rounds, every session with
+{timing_text()}, bootstrap 95 % intervals; at {' and '.join(map(length_label, lengths))} (batch 1{", every position attended: real examples' tokens repeated" if lengths != (None,) else ""}), each timed in {RUNS} runs one after the other
 (× FP32: the first run; × the bar: both). "Chosen": fastest within 1 point of the original on validation.
 
 {table(["model", "Δ validation", "Δ test", *(f"{h}, {length_label(t)}" for t in lengths for h in ("× FP32", "× the bar (run 1; run 2)")), "size × FP32"], rows)}

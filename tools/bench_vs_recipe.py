@@ -5,7 +5,7 @@ tokens by default) and names its verdict against the fastest baseline within the
 re-times every published model of the given runs directly against the recipe (ORT's transformers
 optimizer on the TorchScript export, then per-tensor `quantize_dynamic`: the baseline
 `simq compile` builds under that name), paired and interleaved with the final pass's protocol
-(`simq.targets.timed_ratio`, every session with thread spinning off), at 64 and at 128 tokens,
+(`simq.targets.timed_ratio`, every session with the ort-cpu target's timing settings), at 64 and at 128 tokens,
 each length in two fresh processes. Then, per run: the fastest model within the limit (chosen
 on validation, as the run chose it) and the fastest unpruned one, as speed-ups over the recipe.
 Writes docs/VS_RECIPE.md.
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import artifact_from, artifact_record, cpu_name, fastest_within, table  # noqa: E402
+from _bench import artifact_from, artifact_record, cpu_name, fastest_within, table, timing_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BAR = "ORT optimizer + dynamic INT8"
@@ -134,7 +134,7 @@ Every published model of the runs below (`simq compile zoo:minilm-tweets`, ort-c
 directly against the recipe users already run ({BAR}: ORT's transformers optimizer on the
 TorchScript export, then per-tensor `quantize_dynamic`, as `simq compile` builds it), paired and
 interleaved until the 95 % interval of the median per-round ratio is within ±3 % (at most 40
-rounds), every session with thread spinning off; at 64 and at 128 tokens (the test split's tweets
+rounds), every session with {timing_text()}; at 64 and at 128 tokens (the test split's tweets
 extended to that length), each length in {PROCESSES} fresh processes. Below 1: faster than the
 recipe. Accuracy as the run published it: the paired bound on validation its verdict judges by,
 the drop on test with its 95 % interval (points below FP32).

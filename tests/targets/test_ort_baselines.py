@@ -65,16 +65,20 @@ def test_without_an_export_the_recipe_comes_from_simqs_own_fusion(zoo):
     assert RECIPE not in target.baselines(model, structure, batches)
 
 
-def test_simqs_sessions_time_without_spinning_and_deployments_keep_the_default(zoo, tmp_path):
+def test_simqs_sessions_stop_spinning_after_each_run_and_deployments_keep_the_default(zoo, tmp_path):
+    """SimQ's sessions spin during a run (as a deployment does) and stop when it returns, so that no
+    idle session takes the cores of the one being timed; a deployment keeps ORT's defaults."""
     target = OrtCpuTarget()
     artifact = target.lower(sir.load("zoo:bert-tiny", zoo=zoo), tmp_path)
-    key = "session.intra_op.allow_spinning"
-    assert target.timing_settings()[key] == "0"
-    assert target.session(artifact).get_session_options().get_session_config_entry(key) == "0"
+    stop, spin = "session.force_spinning_stop", "session.intra_op.allow_spinning"
+    assert target.timing_settings() == {spin: "1", stop: "1"}
+    timed = target.session(artifact).get_session_options()
+    assert (timed.get_session_config_entry(stop), timed.get_session_config_entry(spin)) == ("1", "1")
     deployed = target.session(artifact, deployment=True).get_session_options()
-    with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default, as a user runs it
-        deployed.get_session_config_entry(key)
-    assert key not in artifact.settings
+    for key in (stop, spin):
+        with pytest.raises(RuntimeError):  # not set: ONNX Runtime's default, as a user runs it
+            deployed.get_session_config_entry(key)
+        assert key not in artifact.settings
 
 
 def test_residual_norms_are_lowered_to_what_this_cpu_runs_faster():

@@ -74,6 +74,7 @@ class _Compiler:
             "knobs": [k.name for k in self.job.pipeline.knobs],
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
             "timed_at": {name: list(v.shape) for name, v in self.job.feed.items()},
+            "timing": self.job.target.timing_settings(),  # latencies under other settings do not compare
             # What changes the candidates a run evaluates; not how long it runs or what it publishes.
             **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in _NOT_SETTINGS},
         }

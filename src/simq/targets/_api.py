@@ -171,7 +171,8 @@ class Target(Protocol):
     def timing_settings(self) -> dict[str, str]:
         """Runtime settings SimQ's own sessions (`load`, `runner`) use beyond `Artifact.settings`,
         so that several models in one process time without disturbing each other (ONNX Runtime:
-        thread spinning off). Recorded in manifests apart from what a deployment runs."""
+        thread spinning stopped when each run returns). Recorded in manifests apart from what a
+        deployment runs."""
         ...
 
     def load(self, artifact: Artifact, *, deployment: bool = False) -> Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]:

@@ -32,11 +32,14 @@ _PRECISIONS = {
     "Attention": ("fp32", "int8dyn"),
 }
 _INTEGER = ("int8dyn", "int8", "int4w")
-#: What SimQ times and scores under, beside what the artifact records for deployment: ORT's
-#: thread pools spin after each run, and with several sessions in one process an idle session's
-#: spinning worker takes the cores of the one being timed (a recipe's 64-token median read 3.18 ms
-#: with p90 7.67 ms with spinning on, 3.02 / 3.87 with it off; DESIGN.md, Measurement rules).
-_TIMING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+#: What SimQ times and scores under, beside what the artifact records for deployment. ORT's
+#: intra-op workers spin between the ops of a run (a deployment's default) and after it, where,
+#: with several sessions in one process, an idle session's spinning worker takes the cores of the
+#: one being timed. Spinning stays on during a run and stops when the run returns
+#: (`session.force_spinning_stop`): no idle session spins, and no op pays a thread wake-up a
+#: deployment does not. With spinning off instead, ratios moved further from a one-session
+#: deployment's and width-pruned models paid the wake-ups of every op (docs/SPINNING.md).
+_TIMING = {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
 
 
 class OrtCpuTarget:
