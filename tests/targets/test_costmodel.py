@@ -42,7 +42,7 @@ def test_features_see_pruning_and_precision(bert):
     assert smaller["MatMul.fp32.macs"] < fp32["MatMul.fp32.macs"]
 
 
-def test_cost_model_trains_predicts_and_is_bound_to_its_fingerprint(bert, tmp_path):
+def test_cost_model_trains_predicts_and_is_bound_to_its_fingerprint_and_timing(bert, tmp_path):
     target = TargetRegistry().get("ort-cpu")
     model, structure, calibration, signature = bert
     knobs = pruning_knobs(structure)
@@ -54,15 +54,18 @@ def test_cost_model_trains_predicts_and_is_bound_to_its_fingerprint(bert, tmp_pa
         candidate, after = _candidate(bert, config, ("fp32", "int8")[i % 2])
         samples.append(features(candidate, after))
         latencies.append(target.measure(target.lower(candidate, tmp_path / str(i)), feed, warmup=2, repeats=5).median)
-    cost_model = CostModel(target.fingerprint(), seed=0, iterations=50).fit(samples, latencies)
+    timing = target.timing_settings()
+    cost_model = CostModel(target.fingerprint(), seed=0, iterations=50, timing=timing).fit(samples, latencies)
     predictions = cost_model.predict_many(samples)
     assert all(p.latency_ms > 0 and p.std_ms >= 0 for p in predictions)
 
-    loaded = CostModel.load(cost_model.save(tmp_path / "cm"), target.fingerprint())
+    loaded = CostModel.load(cost_model.save(tmp_path / "cm"), target.fingerprint(), timing)
     assert [p.latency_ms for p in loaded.predict_many(samples)] == pytest.approx([p.latency_ms for p in predictions])
     other = dataclasses.replace(target.fingerprint(), threads=7)
     with pytest.raises(InvalidArgumentError, match="retrain"):
-        CostModel.load(tmp_path / "cm", other)
+        CostModel.load(tmp_path / "cm", other, timing)
+    with pytest.raises(InvalidArgumentError, match="timed under"):  # labels from another timing protocol
+        CostModel.load(tmp_path / "cm", target.fingerprint(), {"session.intra_op.allow_spinning": "0"})
     with pytest.raises(InvalidArgumentError, match="at least 4"):
         CostModel(other, seed=0).fit(samples[:2], latencies[:2])
 

@@ -39,14 +39,14 @@ def train_cost_model(
             rows.append(features(unfused, analyze(unfused, signature)))
         progress("cost model", samples, samples)
     scale = statistics.median(reference_ms)
-    return CostModel(target.fingerprint(), seed=seed).fit(rows, [r * scale for r in ratios])
+    return CostModel(target.fingerprint(), seed=seed, timing=target.timing_settings()).fit(rows, [r * scale for r in ratios])
 
 
 def cost_model_for(job, folder: Path, samples: int, seed: int, progress: Callable[..., None] | None = None) -> CostModel:
     """The cost model kept in `folder` for `job`'s target, or a new one trained there
     (`train_cost_model`) and saved."""
     if (folder / "costmodel.json").exists():
-        return CostModel.load(folder, job.target.fingerprint())
+        return CostModel.load(folder, job.target.fingerprint(), job.target.timing_settings())
     model = train_cost_model(job, samples, seed, progress)
     model.save(folder)
     return model

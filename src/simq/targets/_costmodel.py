@@ -1,5 +1,5 @@
 """A target's latency predictor: an additive cost per feature plus a catboost correction, saved
-with the target fingerprint."""
+with the target fingerprint and the timing settings its labels were measured under."""
 
 from __future__ import annotations
 
@@ -36,11 +36,14 @@ class CostModel:
     loss, so that every prediction comes with the model's estimate of its own error. On the
     measured sub-networks of docs/COSTMODEL.md the two stages beat catboost alone on every model
     and target (Kendall tau 0.73-0.93 against 0.70-0.87).
-    A seed is required: same data, same seed, same predictor.
+    A seed is required: same data, same seed, same predictor. `timing`: the session settings the
+    training latencies were timed under (`Target.timing_settings`); a saved model is refused under
+    other settings, as on another fingerprint.
     """
 
-    def __init__(self, fingerprint: Fingerprint, seed: int, iterations: int = 150) -> None:
+    def __init__(self, fingerprint: Fingerprint, seed: int, iterations: int = 150, timing: Mapping[str, str] | None = None) -> None:
         self.fingerprint, self.seed, self.iterations = fingerprint, seed, iterations
+        self.timing = dict(timing or {})
         self.names: list[str] = []
         self._base: dict[str, float] = {}  # per-unit cost of each feature (ms), "" = the constant
         self._model = None
@@ -87,14 +90,15 @@ class CostModel:
         self._model.save_model(str(directory / "model.cbm"))
         meta = {
             "fingerprint": self.fingerprint.__dict__, "names": self.names, "seed": self.seed,
-            "iterations": self.iterations, "base": self._base,
+            "iterations": self.iterations, "base": self._base, "timing": self.timing,
         }  # fmt: skip
         (directory / "costmodel.json").write_text(json.dumps(meta, indent=1))
         return directory
 
     @classmethod
-    def load(cls, directory: Path, fingerprint: Fingerprint) -> CostModel:
-        """Load a saved predictor; refuse one trained on another fingerprint."""
+    def load(cls, directory: Path, fingerprint: Fingerprint, timing: Mapping[str, str] | None = None) -> CostModel:
+        """Load a saved predictor; refuse one trained on another fingerprint or timed under other
+        settings than `timing`."""
         from catboost import CatBoostRegressor
 
         meta = json.loads((directory / "costmodel.json").read_text())
@@ -103,11 +107,15 @@ class CostModel:
             raise InvalidArgumentError(
                 f"the cost model in {directory} was trained on {saved.key()}, not on {fingerprint.key()}; retrain it here."
             )
-        if "base" not in meta:
+        if "base" not in meta or "timing" not in meta:
             raise InvalidArgumentError(
                 f"the cost model in {directory} was saved by an older SimQ; delete it to retrain it."
             )
-        model = cls(saved, meta["seed"], meta["iterations"])
+        if meta["timing"] != dict(timing or {}):
+            raise InvalidArgumentError(
+                f"the cost model in {directory} was timed under {meta['timing']}, not {dict(timing or {})}; delete it to retrain it."
+            )
+        model = cls(saved, meta["seed"], meta["iterations"], meta["timing"])
         model.names, model._base = meta["names"], meta["base"]
         model._model = CatBoostRegressor()
         model._model.load_model(str(directory / "model.cbm"))
