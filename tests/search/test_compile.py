@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -72,6 +73,16 @@ def test_the_same_output_folder_needs_resume_and_the_same_settings(zoo, compiled
     assert "--resume" in capsys.readouterr().err
     assert main(_args(zoo, compiled, "--budget", "6", "--resume", "--seed", "5")) == 2
     assert "seed" in capsys.readouterr().err
+
+
+def test_a_run_that_did_not_record_its_timing_settings_is_not_resumed(zoo, compiled, tmp_path, capsys):
+    # Stores written before the timing settings were recorded were timed under other settings.
+    out = tmp_path / "old"
+    shutil.copytree(compiled, out)
+    with sqlite3.connect(out / Store.FILENAME) as db:
+        db.execute("DELETE FROM run WHERE key = 'timing'")
+    assert main(_args(zoo, out, "--budget", "6", "--resume")) == 2
+    assert "timing: 'not recorded' then" in capsys.readouterr().err
 
 
 def test_resume_after_completion_repeats_nothing_and_extends_the_budget(zoo, compiled):

@@ -59,7 +59,8 @@ class _Compiler:
         self.work = out / "work"
         self.work.mkdir(exist_ok=True)
         self.store = Store(out / Store.FILENAME)
-        self.store.bind(self._settings(), resume)
+        # Latencies timed under other settings, or under settings not recorded, do not compare.
+        self.store.bind(self._settings(), resume, required=("timing",))
         self.space = SearchSpace(job.pipeline)
         self.evaluator = ModelEvaluator(job, options, self.work, self.store, self.fingerprint)
         self.loop = SearchLoop(options, self.space, self.store, self.executor, self.evaluator, self.fingerprint, self.progress)
@@ -74,7 +75,7 @@ class _Compiler:
             "knobs": [k.name for k in self.job.pipeline.knobs],
             "evaluator": self.job.evaluator.name if self.job.evaluator else None,
             "timed_at": {name: list(v.shape) for name, v in self.job.feed.items()},
-            "timing": self.job.target.timing_settings(),  # latencies under other settings do not compare
+            "timing": self.job.target.timing_settings(),
             # What changes the candidates a run evaluates; not how long it runs or what it publishes.
             **{f.name: getattr(o, f.name) for f in fields(o) if f.name not in _NOT_SETTINGS},
         }

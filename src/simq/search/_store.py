@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +140,11 @@ class Store:
     def settings(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM run")}
 
-    def bind(self, settings: Mapping[str, Any], resume: bool) -> None:
+    def bind(self, settings: Mapping[str, Any], resume: bool, required: Collection[str] = ()) -> None:
         """Record the run's settings, or check that a resumed run has the same ones.
+
+        A setting the stored run lacks is taken as unchanged (it came with a newer version), except
+        those in `required`: a store that did not record them cannot be resumed.
 
         Raises:
             InvalidArgumentError: The store holds another run (without `resume`), or a run
@@ -153,9 +156,10 @@ class Store:
                 f"{self.path.parent} already holds a compile run; pass --resume to continue it or choose another --out."
             )
         if saved:
-            changed = [k for k in settings if k in saved and saved[k] != json.loads(json.dumps(settings[k]))]
+            checked = [k for k in settings if k in saved or k in required]
+            changed = [k for k in checked if saved.get(k) != json.loads(json.dumps(settings[k]))]
             if changed:
-                detail = ", ".join(f"{k}: {saved[k]!r} then, {settings[k]!r} now" for k in changed)
+                detail = ", ".join(f"{k}: {saved.get(k, 'not recorded')!r} then, {settings[k]!r} now" for k in changed)
                 raise InvalidArgumentError(
                     f"cannot resume: the run in {self.path.parent} was started with other settings ({detail})."
                 )
