@@ -8,9 +8,9 @@ optimizer on the TorchScript export, then per-tensor `quantize_dynamic`: the bas
 (`simq.targets.timed_ratio`, every session with the ort-cpu target's timing settings), at 64 and at 128 tokens,
 each length in two fresh processes. Then, per run: the fastest model within the limit (chosen
 on validation, as the run chose it) and the fastest unpruned one, as speed-ups over the recipe.
-Writes docs/VS_RECIPE.md.
+Writes docs/VS_RECIPE.md (or --out).
 
-Usage: python tools/bench_vs_recipe.py OUT [OUT ...] [--limit 1] [--work DIR]
+Usage: python tools/bench_vs_recipe.py OUT [OUT ...] [--limit 1] [--work DIR] [--out DOC]
 """
 
 from __future__ import annotations
@@ -51,9 +51,19 @@ def build(work: Path) -> str:
     return job.target.fingerprint().key()
 
 
+def label(out: Path, outs: list[Path]) -> str:
+    """A run's name in the document: the shortest tail of its path that no other run shares
+    (``simq-out``, or ``readme1/simq-out`` beside ``readme2/simq-out``)."""
+    for depth in range(1, len(out.parts) + 1):
+        tails = ["/".join(o.parts[-depth:]) for o in outs]
+        if len(set(tails)) == len(outs):
+            return "/".join(out.parts[-depth:])
+    raise SystemExit(f"{out} is given twice")
+
+
 def child(work: Path, outs: list[Path]) -> dict[str, dict[str, list[float]]]:
     """In this fresh process: per length, every published model's ratio to the recipe with its
-    95 % interval, keyed ``run/id``."""
+    95 % interval, keyed ``run/id`` (the run's `label`)."""
     import numpy as np
 
     from simq.targets import Artifact, TargetRegistry, timed_ratio
@@ -66,8 +76,8 @@ def child(work: Path, outs: list[Path]) -> dict[str, dict[str, list[float]]]:
         for out in outs:
             for folder in sorted((out / "pareto").iterdir(), key=lambda p: int(p.name)):
                 r = timed_ratio(target.runner(recipe, feed), target.runner(Artifact.load_index(folder), feed))
-                ratios.setdefault(str(length), {})[f"{out.name}/{folder.name}"] = [r.ratio, r.low, r.high]
-                print(f"  {length} tokens: {out.name} #{folder.name} {r.ratio:.3f}x the recipe", file=sys.stderr, flush=True)
+                ratios.setdefault(str(length), {})[f"{label(out, outs)}/{folder.name}"] = [r.ratio, r.low, r.high]
+                print(f"  {length} tokens: {label(out, outs)} #{folder.name} {r.ratio:.3f}x the recipe", file=sys.stderr, flush=True)
     return ratios
 
 
@@ -80,6 +90,7 @@ def main() -> None:
     parser.add_argument("outs", type=Path, nargs="+", help="--out folders of finished runs on zoo:minilm-tweets (ort-cpu)")
     parser.add_argument("--limit", type=float, default=1.0, help="the runs' --max-accuracy-drop")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "vs-recipe")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "VS_RECIPE.md", help="the document to write")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -97,11 +108,12 @@ def main() -> None:
     sections, verdicts, worst = [], [], 0.0
     cell = lambda r: f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"  # noqa: E731
     for out in args.outs:
+        name = label(out, args.outs)
         summary = json.loads((out / "summary.json").read_text())
         published = [r for r in summary["rows"] if r["kind"] == "candidate" and r.get("artifact")]
         rows = []
         for row in published:
-            key = f"{out.name}/{row['id']}"
+            key = f"{name}/{row['id']}"
             cells = [row["id"], row["config"], f"{row['search_accuracy_bound']:+.2f}", f"{row['accuracy_drop']:+.2f} [{row['accuracy_drop_low']:+.2f}, {row['accuracy_drop_high']:+.2f}]"]
             for length in LENGTHS:
                 first, second = (run[str(length)][key] for run in runs)
@@ -109,22 +121,22 @@ def main() -> None:
                 cells.append(f"{cell(first)} / {second[0]:.3f}")
             rows.append(cells)
         sections.append(
-            f"### {out.name}\n\n{summary.get('headline') or ''}\n\n"
+            f"### {name}\n\n{summary.get('headline') or ''}\n\n"
             + table(["id", "model", "validation bound (drop)", "test drop [95 %]", *(f"{n} tokens: × the recipe [95 %] / process 2" for n in LENGTHS)], rows)
         )
         best = fastest_within(summary, args.limit)
         unpruned = min((r for r in published if _unpruned(r["config"]) and r["search_accuracy_bound"] <= args.limit), key=lambda r: r["latency_ratio"], default=None)
-        for label, row in (("fastest within the limit", best), ("fastest unpruned within it", unpruned)):
+        for what, row in (("fastest within the limit", best), ("fastest unpruned within it", unpruned)):
             if row is None:
-                verdicts.append(f"- {out.name}, {label}: none.")
+                verdicts.append(f"- {name}, {what}: none.")
                 continue
-            key = f"{out.name}/{row['id']}"
+            key = f"{name}/{row['id']}"
             speeds = "; ".join(
                 f"{n} tokens {1 / runs[0][str(n)][key][0]:.2f}x ({1 / runs[0][str(n)][key][2]:.2f}–{1 / runs[0][str(n)][key][1]:.2f}x), process 2 {1 / runs[1][str(n)][key][0]:.2f}x"
                 for n in LENGTHS
             )
-            verdicts.append(f"- {out.name}, {label}: #{row['id']} (validation bound {row['search_accuracy_bound']:+.2f}, test {row['accuracy_drop']:+.2f}): faster than the recipe by {speeds}.")
-    command = " ".join(o.name for o in args.outs)
+            verdicts.append(f"- {name}, {what}: #{row['id']} (validation bound {row['search_accuracy_bound']:+.2f}, test {row['accuracy_drop']:+.2f}): faster than the recipe by {speeds}.")
+    command = " ".join(label(o, args.outs) for o in args.outs)
     doc = f"""# Published models against the recipe, at 64 and 128 tokens
 
 Generated by `python tools/bench_vs_recipe.py {command}` on {cpu_name()}, 2 threads, batch 1
@@ -145,7 +157,7 @@ Largest difference between the two processes' ratios: {worst:.1%}.
 
 {(chr(10) * 2).join(sections)}
 """
-    (ROOT / "docs" / "VS_RECIPE.md").write_text(doc)
+    args.out.write_text(doc)
     print(doc)
 
 
