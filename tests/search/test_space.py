@@ -65,8 +65,10 @@ def test_openvino_times_its_int8_dense_kernels_to_choose_the_seed_precision():
     ratio = int8_dense_ratio({"INFERENCE_NUM_THREADS": "2", "INFERENCE_PRECISION_HINT": "f32"})
     lowering = OpenVinoCpuTarget().lowering({})
     assert ratio > 0 and lowering.signed_operands
-    # The choice follows the timing (a second timing may land on the other side of the line).
-    assert lowering.seed_precision in (None, "fp32") and bool(lowering.choices) == (lowering.seed_precision == "fp32")
+    # The choice follows the timing (a second timing may land on the other side of the line), and
+    # is INT8 where INT8 pays, not the first compressed precision the knobs offer (int8w, which
+    # runs well behind INT8 there).
+    assert lowering.seed_precision in ("int8", "fp32") and lowering.seed_precision.upper() in lowering.choices[0]
 
 
 def test_bf16_anchors_where_the_target_runs_whole_models_in_bf16(zoo):
