@@ -117,6 +117,15 @@ def fastest_within(summary: Mapping, limit: float) -> dict | None:
     return min(within, key=lambda r: r["latency_ratio"], default=None)
 
 
+def run_name(out: Path, outs: Sequence[Path]) -> str:
+    """A run folder's name in a document: the shortest tail of its path that no other of `outs`
+    shares (``simq-out``, or ``readme1/simq-out`` beside ``readme2/simq-out``)."""
+    for depth in range(1, len(out.parts) + 1):
+        if len({"/".join(o.parts[-depth:]) for o in outs}) == len(outs):
+            return "/".join(out.parts[-depth:])
+    raise SystemExit(f"{out} is given twice")
+
+
 def cpu_name() -> str:
     """CPU model and the ISA extensions that matter for integer kernels, as the targets see them."""
     fingerprint = TargetRegistry().get("ort-cpu").fingerprint()
