@@ -15,14 +15,21 @@ from simq.targets import Artifact, TargetRegistry, interleave
 THREADS = 2
 
 
-def ort_session(model: ir.Model, threads: int = THREADS) -> ort.InferenceSession:
+def session_options(threads: int = THREADS) -> ort.SessionOptions:
+    """ONNX Runtime session options as the benchmarks time with: `threads` intra-op threads,
+    quiet, and the ort-cpu target's timing settings (several sessions share the cores)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    for key, value in timing_settings().items():  # several sessions share the cores
+    for key, value in timing_settings().items():
         options.add_session_config_entry(key, value)
+    return options
+
+
+def ort_session(model: ir.Model, threads: int = THREADS) -> ort.InferenceSession:
+    options = session_options(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

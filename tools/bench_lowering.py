@@ -37,7 +37,7 @@ import onnx
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table, timing_settings, timing_text  # noqa: E402
+from _bench import cpu_name, session_options, table, timing_text  # noqa: E402
 
 import simq.ir as sir  # noqa: E402
 from simq.passes import Pipeline  # noqa: E402
@@ -230,10 +230,7 @@ def _profile(artifact: Artifact, feed: Mapping[str, np.ndarray], threads: int = 
     """Milliseconds per run by op type, from ONNX Runtime's profiler (the target's timing settings)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
-    for key, value in timing_settings().items():
-        options.add_session_config_entry(key, value)
+    options = session_options(threads)
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")

@@ -30,8 +30,8 @@ from _bench import (  # noqa: E402
     ort_session,
     paired_delta,
     predictions,
+    session_options,
     table,
-    timing_settings,
 )
 
 import simq.ir as sir  # noqa: E402
@@ -165,7 +165,7 @@ def run_model(zoo: Zoo, name: str, quick: bool, rounds: int) -> tuple[str, list[
         feed = {k: v[:1] for k, v in next(test.batches(1))[0].items()}
         ort_calls = {}
         for label, p in paths.items():
-            session = ort.InferenceSession(p, _options(), providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(p, session_options(), providers=["CPUExecutionProvider"])
             ort_calls[label] = (lambda s=session: s.run(None, feed))
         console.print(f"{name}: ONNX Runtime latency, {len(ort_calls)} models interleaved")
         ort_times = interleaved_calls(ort_calls, rounds=rounds)
@@ -196,16 +196,6 @@ def run_model(zoo: Zoo, name: str, quick: bool, rounds: int) -> tuple[str, list[
     headers = ["model / policy", "accuracy Δ (pts)", "output cosine", "ORT latency", "OpenVINO latency", "size MB"]
     fp32_ms = f"FP32 medians: ONNX Runtime {median(ort_times['FP32']):.1f} ms, OpenVINO {median(ov_times['FP32']):.1f} ms."
     return table(headers, rows.values()) + "\n\n" + fp32_ms, notes
-
-
-def _options() -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    for key, value in timing_settings().items():  # several sessions share the cores
-        options.add_session_config_entry(key, value)
-    return options
 
 
 def main() -> None:

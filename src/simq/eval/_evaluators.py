@@ -37,10 +37,12 @@ def onnx_runner(path: Path, threads: int = 2) -> Run:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # Spinning only during a run, as in every session SimQ keeps while it times others (simq.targets):
+    # The ort-cpu target's timing settings, as in every session SimQ keeps while it times others:
     # idle, it takes no cores from the one being timed.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "1")
+    from simq.targets.ort_cpu import OrtCpuTarget
+
+    for key, value in OrtCpuTarget(threads).timing_settings().items():
+        options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda inputs: session.run(None, dict(inputs))
 
