@@ -71,6 +71,13 @@ def child(work: Path, outs: list[Path]) -> dict[str, dict[str, list[float]]]:
     return ratios
 
 
+def _versus(ratio: float, low: float | None = None, high: float | None = None) -> str:
+    """A latency ratio to the recipe in words: "2.23x faster (2.17–2.30x)" or "1.82x slower (...)"."""
+    if ratio <= 1:
+        return f"{1 / ratio:.2f}x faster" + (f" ({1 / high:.2f}–{1 / low:.2f}x)" if low else "")
+    return f"{ratio:.2f}x slower" + (f" ({low:.2f}–{high:.2f}x)" if low else "")
+
+
 def _unpruned(config: str) -> bool:
     return "blocks dropped 0/" in config and "heads 100%" in config and "FFN 100%" in config
 
@@ -122,10 +129,9 @@ def main() -> None:
                 continue
             key = f"{name}/{row['id']}"
             speeds = "; ".join(
-                f"{n} tokens {1 / runs[0][str(n)][key][0]:.2f}x ({1 / runs[0][str(n)][key][2]:.2f}–{1 / runs[0][str(n)][key][1]:.2f}x), process 2 {1 / runs[1][str(n)][key][0]:.2f}x"
-                for n in LENGTHS
+                f"{n} tokens {_versus(*runs[0][str(n)][key])}, process 2 {_versus(runs[1][str(n)][key][0])}" for n in LENGTHS
             )
-            verdicts.append(f"- {name}, {what}: #{row['id']} (validation bound {row['search_accuracy_bound']:+.2f}, test {row['accuracy_drop']:+.2f}): faster than the recipe by {speeds}.")
+            verdicts.append(f"- {name}, {what}: #{row['id']} (validation bound {row['search_accuracy_bound']:+.2f}, test {row['accuracy_drop']:+.2f}), against the recipe: {speeds}.")
     command = " ".join(run_name(o, args.outs) for o in args.outs)
     doc = f"""# Published models against the recipe, at 64 and 128 tokens
 
