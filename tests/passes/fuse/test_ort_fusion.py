@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 import simq.ir as sir
-from simq.passes.fuse import OrtFusionPass, attention_mask_index_rules, fusion_record
+from simq.passes.fuse import OrtFusionPass, attention_bias_rules, fusion_record
 from simq.passes.fuse import ort_fusion as ort_fusion_module
 from simq.passes.prune import PruneOptions, prune
 
@@ -72,10 +72,53 @@ def test_an_attention_bias_that_is_no_padding_mask_stays(bert):
     fused = OrtFusionPass(signature)(model).model
     attention = next(n for n in fused.graph if n.op_type == "Attention")
     # Put back an additive bias, this time a constant (e.g. a learned relative-position bias).
-    bias = ir.Value(name="learned_bias", const_value=ir.tensor(np.zeros((1, 1, 32, 32), np.float32)))
+    learned = np.random.default_rng(0).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    bias = ir.Value(name="learned_bias", const_value=ir.tensor(learned))
     fused.graph.register_initializer(bias)
     inputs = list(attention.inputs) + [None] * (6 - len(attention.inputs))
     inputs[3], inputs[5] = None, bias
     replacement = ir.node("Attention", inputs, {a.name: a.value for a in attention.attributes.values()}, domain="com.microsoft")
     ir.convenience.replace_nodes_and_values(fused.graph, attention, [attention], [replacement], attention.outputs, replacement.outputs)
-    assert attention_mask_index_rules().apply_to_model(fused) == 0
+    assert attention_bias_rules().apply_to_model(fused) == 0
+
+
+def test_a_bias_that_is_zero_whatever_the_inputs_is_dropped_and_the_attention_quantizes(zoo):
+    """ViT has no padding mask, yet its export adds a bias built from the batch size alone (an
+    all-true mask made additive): zero for every input, so the fused Attention drops it, and with
+    it the one thing that kept ViT's attention out of QAttention."""
+    from simq.passes import Lowering, Pipeline
+    from simq.passes.quant import calibrate, takes_int8dyn
+
+    model = sir.load("zoo:vit-tiny", zoo=zoo)
+    signature = dict(zoo.entry("vit-tiny").signature)
+    structure = sir.analyze(model, signature)
+    fused = OrtFusionPass(signature)(model).model
+    attention = [n for n in fused.graph if n.op_type == "Attention"]
+    assert len(attention) == len(structure.layers)
+    assert all(len(n.inputs) < 6 or n.inputs[5] is None for n in attention) and all(map(takes_int8dyn, attention))
+    feed = {k: v[:3] for k, v in zoo.data("vit-tiny", "test").inputs.items()}  # another batch size than the export's
+    for want, got in zip(_run(model, feed), _run(fused, feed)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    batches = [x for x, _ in zoo.data("vit-tiny", "calibration").batches(8)][:1]
+    pipeline = Pipeline(model, structure, calibration=calibrate(model, structure, batches), lowering=Lowering(fusions=(OrtFusionPass(signature),)))
+    knobs = {k.name: k for k in pipeline.knobs}
+    assert all("int8dyn" in knobs[f"quant.attention.{layer.index}"].domain for layer in structure.layers)
+    built = pipeline.build({name: "int8dyn" for name, k in knobs.items() if name.startswith("quant.attention.")})
+    assert _ops(built).get("QAttention") == len(structure.layers)
+
+
+def test_a_bias_that_reads_an_input_or_is_not_zero_stays(bert):
+    """A mask-like bias built from the batch size but not zero (every key masked), or one that
+    reads a model input's values, is no zero bias."""
+    from simq.passes.fuse.attention_bias import _always_zero
+
+    graph = bert[0].clone().graph
+    ids = next(v for v in graph.inputs if v.name == "input_ids")
+    shape = ir.node("Shape", [ids])
+    full = ir.node("ConstantOfShape", [shape.outputs[0]], {"value": ir.tensor(np.array([-1e4], np.float32))})
+    zeros = ir.node("Mul", [ids, ir.Value(name="zero", const_value=ir.tensor(np.array(0, np.int64)))])
+    for node in (shape, full, zeros):
+        graph.append(node)
+    graph.register_initializer(zeros.inputs[1])
+    assert not _always_zero(full.outputs[0])  # reads only shapes, but is not zero
+    assert not _always_zero(zeros.outputs[0])  # zero, but reads the input's values

@@ -1,7 +1,7 @@
 """Fusion into a runtime's fused kernels, run after pruning and before quantization (and one
 rewrite run after it: `ResidualBiasIntoMatMulPass`)."""
 
-from simq.passes.fuse.attention_mask_index import AttentionMaskIndex, attention_mask_index_rules
+from simq.passes.fuse.attention_bias import AttentionMaskIndex, AttentionZeroBias, attention_bias_rules
 from simq.passes.fuse.ort_fusion import FUSION_METADATA, OrtFusionPass, fusion_record
 from simq.passes.fuse.residual_bias import ResidualBiasIntoMatMul, ResidualBiasIntoMatMulPass, residual_bias_rules
 from simq.passes.fuse.skip_layer_norm_as_sum import (
@@ -11,7 +11,7 @@ from simq.passes.fuse.skip_layer_norm_as_sum import (
 )
 
 __all__ = [
-    "FUSION_METADATA", "AttentionMaskIndex", "OrtFusionPass", "ResidualBiasIntoMatMul", "ResidualBiasIntoMatMulPass",
-    "SkipLayerNormAsSum", "SkipLayerNormAsSumPass", "attention_mask_index_rules", "fusion_record", "residual_bias_rules",
+    "FUSION_METADATA", "AttentionMaskIndex", "AttentionZeroBias", "OrtFusionPass", "ResidualBiasIntoMatMul", "ResidualBiasIntoMatMulPass",
+    "SkipLayerNormAsSum", "SkipLayerNormAsSumPass", "attention_bias_rules", "fusion_record", "residual_bias_rules",
     "skip_layer_norm_as_sum_rules",
 ]  # fmt: skip

@@ -12,7 +12,7 @@ from onnxscript.rewriter.ort_fusions import optimize_for_ort
 from simq.errors import first_line
 from simq.ir import FoldConstantsPass, quiet, restore_symbolic_shapes
 from simq.passes._contracts import require_unquantized
-from simq.passes.fuse.attention_mask_index import attention_mask_index_rules
+from simq.passes.fuse.attention_bias import attention_bias_rules
 
 __all__ = ["FUSION_METADATA", "OrtFusionPass", "fusion_record"]
 
@@ -25,8 +25,9 @@ class OrtFusionPass(ir.passes.FunctionalPass):
 
     onnxscript's ``optimize_for_ort`` rules fuse attention (``Attention``), residual layer norms
     (``SkipLayerNormalization``), bias + GELU (``BiasGelu``) and the rest its rule sets cover;
-    `AttentionMaskIndex` then hands each attention its padding mask as ``mask_index``, the form
-    ONNX Runtime quantizes into QAttention. Before fusing, shapes are restored with symbolic axes
+    `AttentionMaskIndex` then hands each attention its padding mask as ``mask_index``, and
+    `AttentionZeroBias` drops a bias that is zero whatever the inputs: the form ONNX Runtime
+    quantizes into QAttention. Before fusing, shapes are restored with symbolic axes
     (`simq.ir.restore_symbolic_shapes`): the rules check head and hidden sizes, which inference
     alone loses on pruned sub-networks.
 
@@ -56,7 +57,7 @@ class OrtFusionPass(ir.passes.FunctionalPass):
             restore_symbolic_shapes(fused, self.signature)
             with quiet("onnxscript"):
                 fused, _ = optimize_for_ort(fused)
-                attention_mask_index_rules().apply_to_model(fused)
+                attention_bias_rules().apply_to_model(fused)
             # The attention rule concatenates the Q, K and V weights; folded, the kernel reads one
             # weight tensor, which is what quantizing it needs.
             FoldConstantsPass()(fused)

@@ -1,11 +1,16 @@
-"""AttentionMaskIndex: give a fused Attention its padding mask as ``mask_index``.
+"""Attention bias rules: give a fused Attention the form ONNX Runtime quantizes into QAttention.
 
 onnxscript's attention fusion passes the exporter's additive mask as ``attention_bias`` and
 always sets ``qkv_hidden_sizes``; ONNX Runtime quantizes an Attention into QAttention (its
-fastest INT8 attention kernel) only without that attribute and with a ``mask_index`` input.
-Where the bias is nothing but a key padding mask built from a 0/1 model input, and Q, K and V
-are equally wide (also after head pruning), the same node with ``mask_index`` computes the same
-outputs.
+fastest INT8 attention kernel) only without that attribute and without a bias. Two rules:
+
+- `AttentionMaskIndex`: where the bias is nothing but a key padding mask built from a 0/1 model
+  input, and Q, K and V are equally wide (also after head pruning), the same node with
+  ``mask_index`` computes the same outputs.
+- `AttentionZeroBias`: where the bias reads no model input's values, only shapes, and is zero
+  for every shape, it adds nothing and is dropped. transformers builds such a bias for a model
+  without a padding mask (ViT's, CLIP's vision tower: an all-true mask expanded to the batch,
+  turned additive by a Where); left in place, it kept every ViT attention in FP32.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnxscript.rewriter import pattern
 
-__all__ = ["AttentionMaskIndex", "attention_mask_index_rules"]
+__all__ = ["AttentionMaskIndex", "AttentionZeroBias", "attention_bias_rules"]
 
 # The two padding masks the bias is checked on: (batch, sequence) with ragged lengths, so that
 # a bias that ignored the mask, or the batch, fails the check.
@@ -25,6 +30,8 @@ _PROBE_MASKS = (
     np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int64),
     np.array([[1, 0, 0, 0, 0], [1, 1, 1, 1, 0]], np.int64),
 )
+# The sizes every symbolic axis takes in turn while a shape-only bias is checked for zeros.
+_PROBE_SIZES = (1, 3)
 # Masked positions must be at least this negative to vanish in the softmax like ORT's own
 # mask_filter_value (-10000).
 _MASKED = -1e4
@@ -131,6 +138,73 @@ class AttentionMaskIndex(pattern.RewriteRuleClassBase):
         return op.Attention(input, weight, bias, mask, _domain="com.microsoft", **attributes)
 
 
-def attention_mask_index_rules() -> pattern.RewriteRuleSet:
-    """A fresh rule set (the rule caches which biases it has checked, per model)."""
-    return pattern.RewriteRuleSet([AttentionMaskIndex.rule()])
+def _shape_only_sources(value: ir.Value) -> list[ir.Value] | None:
+    """The graph inputs `value` is computed from, if it reads only their shapes (every path from
+    one of them to `value` passes through a Shape node); None if it reads some input's values."""
+    sources: dict[int, ir.Value] = {}
+    seen: set[tuple[int, bool]] = set()
+    stack = [(value, False)]  # (value, whether the path to `value` passes a Shape)
+    while stack:
+        v, shaped = stack.pop()
+        if (id(v), shaped) in seen:
+            continue
+        seen.add((id(v), shaped))
+        if v.is_graph_input():
+            if not shaped:
+                return None
+            sources[id(v)] = v
+            continue
+        producer = v.producer()
+        if producer is not None:
+            through = shaped or producer.op_type == "Shape"
+            stack.extend((i, through) for i in producer.inputs if i is not None and i.const_value is None)
+    return list(sources.values())
+
+
+def _always_zero(bias: ir.Value) -> bool:
+    """Whether `bias` is zero whatever the model's inputs: it reads their shapes only, and is
+    all zeros computed for two sizes of every symbolic axis."""
+    sources = _shape_only_sources(bias)
+    if sources is None or any(s.shape is None or s.dtype is None for s in sources):
+        return False
+    for size in _PROBE_SIZES:
+        feeds = {s.name: np.zeros([d if isinstance(d, int) else size for d in s.shape], s.dtype.numpy()) for s in sources}
+        out = _evaluate(bias, sources, feeds)
+        if out is None or not np.all(out == 0):
+            return False
+    return True
+
+
+class AttentionZeroBias(pattern.RewriteRuleClassBase):
+    """``Attention(x, W, b, attention_bias=zeros(shape of inputs))`` → ``Attention(x, W, b)``,
+    without ``qkv_hidden_sizes`` where Q, K and V are equally wide."""
+
+    def __init__(self) -> None:
+        super().__init__("attention_zero_bias")
+        self._zero: dict[int, bool] = {}
+
+    def pattern(self, op, input, weight, bias, attention_bias):
+        return op.Attention(
+            input, weight, bias, None, None, attention_bias,
+            _domain="com.microsoft", _allow_other_attributes=True, _outputs=["attention"],
+        )  # fmt: skip
+
+    def check(self, op, attention_bias, **_) -> pattern.MatchResult:
+        result = pattern.MatchResult()
+        if id(attention_bias) not in self._zero:
+            self._zero[id(attention_bias)] = _always_zero(attention_bias)
+        if not self._zero[id(attention_bias)]:
+            return result.fail("the attention bias reads the inputs' values or is not zero.", attention_bias)
+        return result
+
+    def rewrite(self, op, input, weight, bias, attention_bias, attention, **_):
+        node = attention.producer()
+        sizes = node.attributes.get_ints("qkv_hidden_sizes")
+        equal = sizes is not None and len(set(sizes)) == 1
+        attributes = {k: a.value for k, a in node.attributes.items() if not (k == "qkv_hidden_sizes" and equal)}
+        return op.Attention(input, weight, bias, _domain="com.microsoft", **attributes)
+
+
+def attention_bias_rules() -> pattern.RewriteRuleSet:
+    """A fresh rule set (the rules cache which biases they have checked, per model)."""
+    return pattern.RewriteRuleSet([AttentionMaskIndex.rule(), AttentionZeroBias.rule()])
