@@ -96,6 +96,9 @@ def test_a_bias_that_is_zero_whatever_the_inputs_is_dropped_and_the_attention_qu
     attention = [n for n in fused.graph if n.op_type == "Attention"]
     assert len(attention) == len(structure.layers)
     assert all(len(n.inputs) < 6 or n.inputs[5] is None for n in attention) and all(map(takes_int8dyn, attention))
+    # Without the rules (what tools/bench_attention_bias.py times against), the bias stays and so does FP32.
+    kept = OrtFusionPass(signature, attention_bias=False)(model).model
+    assert not any(takes_int8dyn(n) for n in kept.graph if n.op_type == "Attention")
     feed = {k: v[:3] for k, v in zoo.data("vit-tiny", "test").inputs.items()}  # another batch size than the export's
     for want, got in zip(_run(model, feed), _run(fused, feed)):
         np.testing.assert_allclose(got, want, atol=1e-5)
@@ -122,3 +125,43 @@ def test_a_bias_that_reads_an_input_or_is_not_zero_stays(bert):
     graph.register_initializer(zeros.inputs[1])
     assert not _always_zero(full.outputs[0])  # reads only shapes, but is not zero
     assert not _always_zero(zeros.outputs[0])  # zero, but reads the input's values
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_a_causal_padding_bias_becomes_mask_index_and_unidirectional_and_quantizes(zoo):
+    """CLIP's text tower adds one bias for its causal and padding masks: the fused Attention
+    takes the padding mask as mask_index with unidirectional=1, computes the same, and QAttention
+    honours it (flipped off, the quantized text tower computes something else)."""
+    from simq.passes import Lowering, Pipeline
+    from simq.passes.quant import calibrate, takes_int8dyn
+
+    model = sir.load("zoo:clip-tiny", zoo=zoo)
+    signature = dict(zoo.entry("clip-tiny").signature)
+    structure = sir.analyze(model, signature)
+    fused = OrtFusionPass(signature)(model).model
+    attention = [n for n in fused.graph if n.op_type == "Attention"]
+    causal = [n for n in attention if n.attributes.get_int("unidirectional", 0)]
+    assert len(attention) == len(structure.layers) and 0 < len(causal) < len(attention)  # the text tower's, not the vision tower's
+    assert all(n.inputs[3] is not None and (len(n.inputs) < 6 or n.inputs[5] is None) for n in causal)
+    assert all(map(takes_int8dyn, attention))
+    feed = {k: v[:4] for k, v in zoo.data("clip-tiny", "test").inputs.items()}
+    assert any(not row.all() for row in feed["attention_mask"])  # ragged: the padding mask matters
+    for want, got in zip(_run(model, feed), _run(fused, feed)):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+    batches = [x for x, _ in zoo.data("clip-tiny", "calibration").batches(8)][:1]
+    pipeline = Pipeline(model, structure, calibration=calibrate(model, structure, batches), lowering=Lowering(fusions=(OrtFusionPass(signature),)))
+    built = pipeline.build({k.name: "int8dyn" for k in pipeline.knobs if k.name.startswith("quant.attention.")})
+    quantized = [n for n in built.graph if n.op_type == "QAttention"]
+    assert len(quantized) == len(attention)
+    close = _run(built, feed)
+    for n in quantized:
+        n.attributes.pop("unidirectional", None)
+    ignored = _run(built, feed)
+    want = _run(model, feed)
+    assert all(_cosine(got, w) > 0.99 for got, w in zip(close, want))
+    assert min(_cosine(off, w) for off, w in zip(ignored, want)) < 0.99

@@ -6,7 +6,8 @@ fastest INT8 attention kernel) only without that attribute and without a bias. T
 
 - `AttentionMaskIndex`: where the bias is nothing but a key padding mask built from a 0/1 model
   input, and Q, K and V are equally wide (also after head pruning), the same node with
-  ``mask_index`` computes the same outputs.
+  ``mask_index`` computes the same outputs; where it is that mask and a causal one together (a
+  text encoder's, as CLIP's), the same node with ``mask_index`` and ``unidirectional=1``.
 - `AttentionZeroBias`: where the bias reads no model input's values, only shapes, and is zero
   for every shape, it adds nothing and is dropped. transformers builds such a bias for a model
   without a padding mask (ViT's, CLIP's vision tower: an all-true mask expanded to the batch,
@@ -70,11 +71,25 @@ def _evaluate(bias: ir.Value, sources: list[ir.Value], feeds: dict[str, np.ndarr
         return None
 
 
-def _padding_mask_input(bias: ir.Value) -> ir.Value | None:
-    """The 2-D 0/1 model input that `bias` is the additive key padding mask of, if it is one.
+def _masks_keys(bias: np.ndarray, mask: np.ndarray, causal: bool) -> bool:
+    """Whether `bias` (batch or 1, heads or 1, queries, keys) is the additive form of the key
+    padding `mask` (batch, keys), and of the causal mask too if `causal`: 0 where a query may
+    read a key, at most -1e4 where it may not."""
+    length = mask.shape[1]
+    full = np.broadcast_to(bias, (mask.shape[0], bias.shape[1], length, length))
+    keep = mask.astype(bool)[:, None, None, :]
+    if causal:
+        keep = keep & np.tri(length, dtype=bool)[None, None]
+    keep = np.broadcast_to(keep, full.shape)
+    return bool(np.all(full[keep] == 0) and np.all(full[~keep] <= _MASKED))
+
+
+def _padding_mask_input(bias: ir.Value) -> tuple[ir.Value, bool] | None:
+    """The 2-D 0/1 model input that `bias` is the additive key padding mask of, if it is one,
+    and whether the bias is also causal (a query reads no later key).
 
     Checked by computing the bias for two ragged probe masks: every query row of batch b must
-    read 0 where ``mask[b, key] == 1`` and at most -1e4 where it is 0.
+    read 0 where ``mask[b, key] == 1`` (and, causal, ``key <= query``) and at most -1e4 elsewhere.
     """
     sources = list(_sources(bias))
     candidates = [s for s in sources if s.shape is not None and s.shape.rank() == 2 and s.dtype is not None and not s.dtype.is_floating_point()]
@@ -82,34 +97,31 @@ def _padding_mask_input(bias: ir.Value) -> ir.Value | None:
         others = [s for s in sources if s is not mask]
         if any(s.shape is None or s.dtype is None for s in others):
             continue
-        ok = True
+        outs = []
         for probe in _PROBE_MASKS:
             feeds = {mask.name: probe.astype(mask.dtype.numpy())}
             for s in others:  # other inputs only give sizes (e.g. Shape(input_ids))
-                dims = [probe.shape[i] if i < 2 else (d if isinstance(d, int) else 1) for i, d in enumerate(s.shape)]
+                dims = [d if isinstance(d, int) else probe.shape[i] if i < 2 else 1 for i, d in enumerate(s.shape)]
                 feeds[s.name] = np.zeros(dims, s.dtype.numpy())
             out = _evaluate(bias, [mask, *others], feeds)
-            if out is None or out.ndim != 4 or out.shape[0] not in (1, 2) or out.shape[-1] != probe.shape[1]:
-                ok = False
+            if out is None or out.ndim != 4 or out.shape[0] not in (1, 2) or out.shape[-1] != probe.shape[1] or out.shape[-2] not in (1, probe.shape[1]):
                 break
-            full = np.broadcast_to(out, (2, out.shape[1], probe.shape[1], probe.shape[1]))
-            keep = probe.astype(bool)[:, None, None, :]
-            keep = np.broadcast_to(keep, full.shape)
-            if not (np.all(full[keep] == 0) and np.all(full[~keep] <= _MASKED)):
-                ok = False
-                break
-        if ok:
-            return mask
+            outs.append(out)
+        else:
+            for causal in (False, True):
+                if all(_masks_keys(out, probe, causal) for out, probe in zip(outs, _PROBE_MASKS)):
+                    return mask, causal
     return None
 
 
 class AttentionMaskIndex(pattern.RewriteRuleClassBase):
     """``Attention(x, W, b, attention_bias=padding_bias(m))`` → ``Attention(x, W, b, mask_index=int32(m))``,
-    without ``qkv_hidden_sizes`` (Q, K and V equally wide)."""
+    without ``qkv_hidden_sizes`` (Q, K and V equally wide); a bias that is causal too (a text
+    encoder's, CLIP's) becomes the same with ``unidirectional=1``."""
 
     def __init__(self) -> None:
         super().__init__("attention_mask_index")
-        self._masks: dict[int, ir.Value | None] = {}
+        self._masks: dict[int, tuple[ir.Value, bool] | None] = {}
 
     def pattern(self, op, input, weight, bias, attention_bias):
         return op.Attention(
@@ -133,9 +145,11 @@ class AttentionMaskIndex(pattern.RewriteRuleClassBase):
 
     def rewrite(self, op, input, weight, bias, attention_bias, attention, **_):
         node = attention.producer()
-        mask = op.Cast(self._masks[id(attention_bias)], to=ir.DataType.INT32)
+        padding, causal = self._masks[id(attention_bias)]
         attributes = {k: a.value for k, a in node.attributes.items() if k != "qkv_hidden_sizes"}
-        return op.Attention(input, weight, bias, mask, _domain="com.microsoft", **attributes)
+        if causal:
+            attributes["unidirectional"] = 1
+        return op.Attention(input, weight, bias, op.Cast(padding, to=ir.DataType.INT32), _domain="com.microsoft", **attributes)
 
 
 def _shape_only_sources(value: ir.Value) -> list[ir.Value] | None:

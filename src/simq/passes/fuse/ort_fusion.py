@@ -37,11 +37,14 @@ class OrtFusionPass(ir.passes.FunctionalPass):
 
     Args:
         signature: Concrete input shapes (the sizes symbolic axes take while shapes are restored).
+        attention_bias: Whether to run the attention bias rules (off: the attentions as
+            onnxscript fuses them, which tools/bench_attention_bias.py times against).
     """
 
-    def __init__(self, signature: Mapping[str, tuple[int, ...]]) -> None:
+    def __init__(self, signature: Mapping[str, tuple[int, ...]], *, attention_bias: bool = True) -> None:
         super().__init__()
         self.signature = dict(signature)
+        self.attention_bias = attention_bias
 
     def requires(self, model: ir.Model) -> None:
         """Float: the fusion rules match float subgraphs, and quantization needs the fused ones."""
@@ -57,7 +60,8 @@ class OrtFusionPass(ir.passes.FunctionalPass):
             restore_symbolic_shapes(fused, self.signature)
             with quiet("onnxscript"):
                 fused, _ = optimize_for_ort(fused)
-                attention_bias_rules().apply_to_model(fused)
+                if self.attention_bias:
+                    attention_bias_rules().apply_to_model(fused)
             # The attention rule concatenates the Q, K and V weights; folded, the kernel reads one
             # weight tensor, which is what quantizing it needs.
             FoldConstantsPass()(fused)

@@ -125,10 +125,11 @@ def fused_attention(model: ir.Model, structure: Structure) -> dict[int, ir.Node]
 
 def takes_int8dyn(attention: ir.Node) -> bool:
     """Whether ONNX Runtime can quantize this fused Attention into QAttention: Q, K and V of one
-    width and no additive attention bias (a padding mask arrives as ``mask_index``)."""
+    width and no additive attention bias (a padding mask arrives as ``mask_index``, a causal one
+    as ``unidirectional``, which QAttention keeps)."""
     sizes = attention.attributes.get_ints("qkv_hidden_sizes")
     has_bias = len(attention.inputs) > 5 and attention.inputs[5] is not None
-    return (sizes is None or len(set(sizes)) == 1) and not has_bias and not attention.attributes.get_int("unidirectional", 0)
+    return (sizes is None or len(set(sizes)) == 1) and not has_bias
 
 
 def bind(units: Sequence[QuantUnit], model: ir.Model) -> dict[str, list[tuple[ir.Node, QuantizableNode | None]]]:
