@@ -121,7 +121,7 @@ model interleaved in one process, every session with {timing_text()}; the median
 ratios with its 95 % interval, then a second run in turn (fresh sessions). Random weights: fidelity
 is the output cosine to FP32, not accuracy.
 
-{chr(10).join(sections)}
+{(chr(10) * 2).join(sections)}
 """
     args.out.write_text(doc)
     print(doc)
