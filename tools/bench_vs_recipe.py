@@ -74,8 +74,8 @@ def child(work: Path, outs: list[Path]) -> dict[str, dict[str, list[float]]]:
 def _versus(ratio: float, low: float | None = None, high: float | None = None) -> str:
     """A latency ratio to the recipe in words: "2.23x faster (2.17–2.30x)" or "1.82x slower (...)"."""
     if ratio <= 1:
-        return f"{1 / ratio:.2f}x faster" + (f" ({1 / high:.2f}–{1 / low:.2f}x)" if low else "")
-    return f"{ratio:.2f}x slower" + (f" ({low:.2f}–{high:.2f}x)" if low else "")
+        return f"{1 / ratio:.2f}x faster" + (f" ({1 / high:.2f}–{1 / low:.2f}x)" if low is not None else "")
+    return f"{ratio:.2f}x slower" + (f" ({low:.2f}–{high:.2f}x)" if low is not None else "")
 
 
 def _unpruned(config: str) -> bool:

@@ -16,8 +16,6 @@ fastest INT8 attention kernel) only without that attribute and without a bias. T
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
@@ -38,21 +36,25 @@ _PROBE_SIZES = (1, 3)
 _MASKED = -1e4
 
 
-def _sources(value: ir.Value) -> Iterator[ir.Value]:
-    """The graph inputs `value` is computed from (its constant-free cone's leaves)."""
-    seen: set[int] = set()
-    stack = [value]
+def _inputs_read(value: ir.Value) -> dict[ir.Value, bool]:
+    """The graph inputs `value` is computed from (its constant-free cone's leaves), each with
+    whether `value` reads its values (some path from it avoids every Shape node) or only its shape."""
+    read: dict[ir.Value, bool] = {}
+    seen: set[tuple[int, bool]] = set()
+    stack = [(value, False)]  # (value, whether the path down to it passes a Shape)
     while stack:
-        v = stack.pop()
-        if id(v) in seen:
+        v, shaped = stack.pop()
+        if (id(v), shaped) in seen:
             continue
-        seen.add(id(v))
+        seen.add((id(v), shaped))
         if v.is_graph_input():
-            yield v
+            read[v] = read.get(v, False) or not shaped
             continue
         producer = v.producer()
         if producer is not None:
-            stack.extend(i for i in producer.inputs if i is not None and i.const_value is None)
+            through = shaped or producer.op_type == "Shape"
+            stack.extend((i, through) for i in producer.inputs if i is not None and i.const_value is None)
+    return read
 
 
 def _evaluate(bias: ir.Value, sources: list[ir.Value], feeds: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -91,7 +93,7 @@ def _padding_mask_input(bias: ir.Value) -> tuple[ir.Value, bool] | None:
     Checked by computing the bias for two ragged probe masks: every query row of batch b must
     read 0 where ``mask[b, key] == 1`` (and, causal, ``key <= query``) and at most -1e4 elsewhere.
     """
-    sources = list(_sources(bias))
+    sources = list(_inputs_read(bias))
     candidates = [s for s in sources if s.shape is not None and s.shape.rank() == 2 and s.dtype is not None and not s.dtype.is_floating_point()]
     for mask in candidates:
         others = [s for s in sources if s is not mask]
@@ -114,7 +116,17 @@ def _padding_mask_input(bias: ir.Value) -> tuple[ir.Value, bool] | None:
     return None
 
 
-class AttentionMaskIndex(pattern.RewriteRuleClassBase):
+class _AttentionBiasRule(pattern.RewriteRuleClassBase):
+    """A fused Attention with an additive bias and no mask_index or past: what both rules match."""
+
+    def pattern(self, op, input, weight, bias, attention_bias):
+        return op.Attention(
+            input, weight, bias, None, None, attention_bias,
+            _domain="com.microsoft", _allow_other_attributes=True, _outputs=["attention"],
+        )  # fmt: skip
+
+
+class AttentionMaskIndex(_AttentionBiasRule):
     """``Attention(x, W, b, attention_bias=padding_bias(m))`` → ``Attention(x, W, b, mask_index=int32(m))``,
     without ``qkv_hidden_sizes`` (Q, K and V equally wide); a bias that is causal too (a text
     encoder's, CLIP's) becomes the same with ``unidirectional=1``."""
@@ -122,12 +134,6 @@ class AttentionMaskIndex(pattern.RewriteRuleClassBase):
     def __init__(self) -> None:
         super().__init__("attention_mask_index")
         self._masks: dict[int, tuple[ir.Value, bool] | None] = {}
-
-    def pattern(self, op, input, weight, bias, attention_bias):
-        return op.Attention(
-            input, weight, bias, None, None, attention_bias,
-            _domain="com.microsoft", _allow_other_attributes=True, _outputs=["attention"],
-        )  # fmt: skip
 
     def check(self, op, attention, attention_bias, **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
@@ -152,34 +158,12 @@ class AttentionMaskIndex(pattern.RewriteRuleClassBase):
         return op.Attention(input, weight, bias, op.Cast(padding, to=ir.DataType.INT32), _domain="com.microsoft", **attributes)
 
 
-def _shape_only_sources(value: ir.Value) -> list[ir.Value] | None:
-    """The graph inputs `value` is computed from, if it reads only their shapes (every path from
-    one of them to `value` passes through a Shape node); None if it reads some input's values."""
-    sources: dict[int, ir.Value] = {}
-    seen: set[tuple[int, bool]] = set()
-    stack = [(value, False)]  # (value, whether the path to `value` passes a Shape)
-    while stack:
-        v, shaped = stack.pop()
-        if (id(v), shaped) in seen:
-            continue
-        seen.add((id(v), shaped))
-        if v.is_graph_input():
-            if not shaped:
-                return None
-            sources[id(v)] = v
-            continue
-        producer = v.producer()
-        if producer is not None:
-            through = shaped or producer.op_type == "Shape"
-            stack.extend((i, through) for i in producer.inputs if i is not None and i.const_value is None)
-    return list(sources.values())
-
-
 def _always_zero(bias: ir.Value) -> bool:
     """Whether `bias` is zero whatever the model's inputs: it reads their shapes only, and is
     all zeros computed for two sizes of every symbolic axis."""
-    sources = _shape_only_sources(bias)
-    if sources is None or any(s.shape is None or s.dtype is None for s in sources):
+    read = _inputs_read(bias)
+    sources = list(read)
+    if any(read.values()) or any(s.shape is None or s.dtype is None for s in sources):
         return False
     for size in _PROBE_SIZES:
         feeds = {s.name: np.zeros([d if isinstance(d, int) else size for d in s.shape], s.dtype.numpy()) for s in sources}
@@ -189,19 +173,13 @@ def _always_zero(bias: ir.Value) -> bool:
     return True
 
 
-class AttentionZeroBias(pattern.RewriteRuleClassBase):
+class AttentionZeroBias(_AttentionBiasRule):
     """``Attention(x, W, b, attention_bias=zeros(shape of inputs))`` → ``Attention(x, W, b)``,
     without ``qkv_hidden_sizes`` where Q, K and V are equally wide."""
 
     def __init__(self) -> None:
         super().__init__("attention_zero_bias")
         self._zero: dict[int, bool] = {}
-
-    def pattern(self, op, input, weight, bias, attention_bias):
-        return op.Attention(
-            input, weight, bias, None, None, attention_bias,
-            _domain="com.microsoft", _allow_other_attributes=True, _outputs=["attention"],
-        )  # fmt: skip
 
     def check(self, op, attention_bias, **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
