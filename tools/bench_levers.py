@@ -6,9 +6,11 @@ Levers: residual layer norms as Sum + LayerNormalization (what the ort-cpu targe
 is faster) against ORT's SkipLayerNormalization; the residual Sum's bias handed to the dynamic-INT8
 MatMul feeding it (`ResidualBiasIntoMatMulPass`) against a three-input Sum; per-tensor against per-channel INT8 weights; the
 all-zero B zero point on MatMulInteger and QAttention left out; static INT8 (QDQ) for the
-MatMuls instead of per-call activation quantization.
+MatMuls instead of per-call activation quantization; the token-type and position embeddings as one
+table sliced to the sequence (the embedding work ORT's EmbedLayerNormalization does apart from the
+layer norm), which tells what fusing the embeddings could buy.
 
-Usage: python tools/bench_levers.py [--rounds N] [--seq 64 128]
+Usage: python tools/bench_levers.py [--rounds N] [--seq 64 128] [--out docs/LEVERS.md]
 """
 
 from __future__ import annotations
@@ -70,6 +72,55 @@ def _rewrite_weights(src: Path, dst: Path, per_tensor: bool) -> None:
     onnx.save(model, dst)
 
 
+def _table_rows(inits: dict, name: str) -> np.ndarray:
+    """An embedding table: FP32, or stored by SimQ as NAME.int8 with per-row NAME.scale and NAME.zero_point."""
+    if name in inits:
+        return numpy_helper.to_array(inits[name]).astype(np.float32)
+    q = numpy_helper.to_array(inits[f"{name}.int8"]).astype(np.float32)
+    scale, zero = (numpy_helper.to_array(inits[f"{name}.{part}"]).astype(np.float32) for part in ("scale", "zero_point"))
+    rows = (-1,) + (1,) * (q.ndim - 1) if scale.size == q.shape[0] else scale.shape
+    return (q - zero.reshape(rows)) * scale.reshape(rows)
+
+
+def _rewrite_embeddings(src: Path, dst: Path, sequence_input: str) -> None:
+    """The same model with the token-type embedding (all type 0: the exporter's buffer of zeros)
+    added into the position table, and positions read by slicing that table to the sequence:
+    Shape + Slice + Add in place of the Slice/GatherElements/Expand/Gather/DequantizeLinear chains."""
+    model = onnx.load(src)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    gathers = {n.output[0]: n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits}
+    dequantize = {n.input[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+
+    def table_output(kind: str) -> tuple[str, str]:  # (the table's name, the rows it gives the sum)
+        gather = next(g for g in gathers.values() if f"{kind}_embeddings" in g.input[0])
+        rows = dequantize[gather.output[0]].output[0] if gather.output[0] in dequantize else gather.output[0]
+        return gather.input[0].removesuffix(".int8"), rows
+
+    (types, type_rows), (positions, position_rows) = table_output("token_type"), table_output("position")
+    table = _table_rows(inits, positions) + _table_rows(inits, types)[0]
+    graph.initializer.extend([numpy_helper.from_array(table.astype(np.float32), "levers.positions"), numpy_helper.from_array(np.array([0], np.int64), "levers.zero")])
+    nodes = []
+    for node in graph.node:
+        if position_rows in node.output:  # the position rows: the table sliced to the sequence
+            nodes += [
+                onnx.helper.make_node("Shape", [sequence_input], ["levers.length"], start=1, end=2),
+                onnx.helper.make_node("Slice", ["levers.positions", "levers.zero", "levers.length", "levers.zero"], [position_rows]),
+            ]
+        elif node.op_type == "Add" and type_rows in node.input:  # the type rows are in the table now
+            nodes.append(onnx.helper.make_node("Identity", [next(i for i in node.input if i != type_rows)], list(node.output)))
+        else:
+            nodes.append(node)
+    outputs, kept = {o.name for o in graph.output}, []
+    for node in reversed(nodes):  # drop what nothing reads any more
+        if any(o in outputs for o in node.output):
+            kept.append(node)
+            outputs.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    onnx.save(model, dst)
+
+
 def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
     """Every lever's model timed against the recipe at the job's shape: rows of the doc's table."""
     pipeline, target = job.pipeline, job.target
@@ -91,6 +142,13 @@ def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
             _rewrite_weights(models["SimQ, as lowered here"].path, folder / "model.onnx", per_tensor)
             models[label] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
         feed = timing_feed(zoo.data("minilm-tweets", "test").inputs, sir.input_domains(job.model), job.structure.signature)
+        folder = work / "embeddings"
+        folder.mkdir()
+        _rewrite_embeddings(models["SimQ, as lowered here"].path, folder / "model.onnx", "input_ids")
+        models["token-type and position embeddings as one sliced table"] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
+        check = {k: v[:4] for k, v in zoo.data("minilm-tweets", "test").inputs.items()}
+        same = [target.load(models[label])(check)[0] for label in ("SimQ, as lowered here", "token-type and position embeddings as one sliced table")]
+        np.testing.assert_allclose(same[1], same[0], atol=1e-4)  # the rewrite computes the same model
         runs = []
         for _ in range(2):
             calls = {label: target.runner(artifact, feed) for label, artifact in models.items()}
@@ -108,6 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seq", type=int, nargs="+", default=[64, 128], help="sequence lengths, a table each")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "LEVERS.md")
     args = parser.parse_args()
     zoo, sections = Zoo(), []
     for seq in args.seq:
@@ -117,7 +176,7 @@ def main() -> None:
     body = "\n\n".join(sections)
     doc = f"""# Lowering levers, one at a time
 
-Generated by `python tools/bench_levers.py --rounds {args.rounds} --seq {' '.join(map(str, args.seq))}` on {cpu_name()}, 2 threads, batch 1,
+Generated by `python tools/bench_levers.py --rounds {args.rounds} --seq {' '.join(map(str, args.seq))}{_out_flag(args.out)}` on {cpu_name()}, 2 threads, batch 1,
 minilm-tweets at {' and '.join(map(str, args.seq))} tokens. Every model interleaved in one process, every session with
 {timing_text()}; latency as the median of per-round ratios to the recipe (ORT's transformers optimizer
 + per-tensor dynamic INT8) with its 95 % interval, then a second run in turn (fresh sessions). Each row
@@ -125,8 +184,13 @@ changes one thing of SimQ's unpruned dynamic-INT8 model.
 
 {body}
 """
-    (ROOT / "docs" / "LEVERS.md").write_text(doc)
+    args.out.write_text(doc)
     print(doc)
+
+
+def _out_flag(out: Path) -> str:
+    default = ROOT / "docs" / "LEVERS.md"
+    return "" if out.resolve() == default else f" --out {out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}"
 
 
 if __name__ == "__main__":
