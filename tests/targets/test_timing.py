@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from simq.targets import PairedRatio, median_interval, round_ratios, timed_ratio
+from simq.targets import PairedRatio, median_interval, round_ratios, timed_ratio, timed_ratios
 
 
 def test_the_median_interval_covers_the_median_at_its_stated_rate():
@@ -79,3 +79,21 @@ def test_timed_ratio_spreads_its_rounds_over_every_session_pair():
     assert 0.3 < paired.ratio < 0.8
     with pytest.raises(ValueError, match="pair them one to one"):
         timed_ratio(references, candidates[:2])
+
+
+def test_timed_ratios_keep_every_candidate_in_rotation_until_the_last_is_done():
+    rng = np.random.default_rng(0)
+    steady, noisy = _sleeper(0.0002), lambda: _sleeper(rng.uniform(0.0001, 0.0009))()
+    ratios = timed_ratios(_sleeper(0.0004), {"steady": steady, "noisy": noisy}, tolerance=0.05, min_rounds=10, max_rounds=15)
+    assert list(ratios) == ["steady", "noisy"]
+    assert ratios["noisy"].rounds == 15  # never within ±5 %: the round limit
+    assert ratios["steady"].rounds == 15  # within ±5 % after 10 rounds, but timed over the same stretch
+    assert 0.3 < ratios["steady"].ratio < 0.8
+    assert ratios["steady"].low <= ratios["steady"].ratio <= ratios["steady"].high
+
+
+def test_timed_ratios_stop_once_every_interval_is_narrow():
+    ratios = timed_ratios(_sleeper(0.0004), {1: _sleeper(0.0002), 2: _sleeper(0.0001)}, tolerance=0.5, min_rounds=10, max_rounds=40)
+    assert [r.rounds for r in ratios.values()] == [10, 10]
+    assert ratios[2].ratio < ratios[1].ratio
+    assert timed_ratios(_sleeper(0.0004), {}) == {}

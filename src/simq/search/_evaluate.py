@@ -25,7 +25,7 @@ from simq.eval import WITHIN, EarlyStopping, Score
 from simq.ir import analyze
 from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
-from simq.targets import Artifact, PairedRatio, compare, features, timed_ratio
+from simq.targets import Artifact, PairedRatio, compare, features, timed_ratios
 
 __all__ = ["Evaluation", "Executor", "InProcessExecutor", "LatencyFunction", "ModelEvaluator", "first_line"]
 
@@ -77,10 +77,11 @@ class Executor(Protocol):
     def time(
         self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact], *, final: bool = True
     ) -> Iterator[tuple[int, PairedRatio]]:
-        """Time each artifact against `reference` (FP32), one at a time on the hardware latencies
-        are measured on; yield ``(id, ratio)`` as each is done. `final`: until the ratio's
-        interval is within the final pass's tolerance (`simq.targets.timed_ratio`), else the
-        search's rounds (`simq.targets.compare`: the reference and the baselines)."""
+        """Time each artifact against `reference` (FP32) on the hardware latencies are measured
+        on; yield ``(id, ratio)`` as each is done. `final`: all of them in rotation until every
+        ratio's interval is within the final pass's tolerance (`simq.targets.timed_ratios`; an
+        executor that cannot rotate them times each with `simq.targets.timed_ratio`), else the
+        search's rounds, one at a time (`simq.targets.compare`: the reference and the baselines)."""
         ...
 
 
@@ -105,8 +106,11 @@ class InProcessExecutor:
         target, feed = evaluator.job.target, evaluator.job.feed
         runner = target.runner(reference, feed)
         try:
-            for i, artifact in artifacts.items():
-                yield i, (timed_ratio if final else compare)(runner, target.runner(artifact, feed))
+            if final:
+                yield from timed_ratios(runner, {i: target.runner(a, feed) for i, a in artifacts.items()}).items()
+            else:
+                for i, artifact in artifacts.items():
+                    yield i, compare(runner, target.runner(artifact, feed))
         finally:
             del runner
 

@@ -149,7 +149,8 @@ def publish(
             step(f"scored #{i}")
     timing = {
         "settings": job.target.timing_settings(), "inputs": {name: list(v.shape) for name, v in job.feed.items()},
-        "protocol": "paired rounds against FP32 in one process, each session alone on the cores while timed; "
+        "protocol": "paired rounds against FP32 in one process, each session alone on the cores while timed, "
+        "the models in rotation until every interval is within its tolerance (a cluster's measuring node: one at a time); "
         "latency_ratio is the median per-round ratio, latency_ratio_low/high its 95 % interval",
     }  # fmt: skip
     for record in front:

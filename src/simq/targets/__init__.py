@@ -17,6 +17,7 @@ from simq.targets._timing import (
     paired_ratio,
     round_ratios,
     timed_ratio,
+    timed_ratios,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "round_ratios",
     "time_calls",
     "timed_ratio",
+    "timed_ratios",
 ]

@@ -12,13 +12,13 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from scipy import stats
 
 __all__ = [
     "MAX_ROUNDS", "MIN_ROUNDS", "PER_ROUND", "ROUNDS", "TOLERANCE", "PairedRatio", "compare", "interleave",
-    "median_interval", "paired_ratio", "round_ratios", "timed_ratio",
+    "median_interval", "paired_ratio", "round_ratios", "timed_ratio", "timed_ratios",
 ]  # fmt: skip
 
 #: Default protocol: rounds, and timed calls per model per round.
@@ -29,6 +29,7 @@ TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
 
 Call = Callable[[], Any]  # one timed call of a model: a session's run on fixed inputs
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,48 @@ def timed_ratio(
     reference_ms: list[float] = []
     blocks = itertools.cycle(zip(references, candidates))
     while True:
-        reference_call, candidate_call = next(blocks)
-        times = interleave({"reference": reference_call, "candidate": candidate_call}, rounds=_BLOCK, per_round=PER_ROUND)
-        ratios += round_ratios(times["candidate"], times["reference"])
-        reference_ms += times["reference"]
+        _block(*next(blocks), ratios, reference_ms)
         result = _summary(ratios, reference_ms)
         if len(ratios) >= max_rounds or (len(ratios) >= min_rounds and result.half_width <= tolerance):
             return result
+
+
+def timed_ratios(
+    reference: Call,
+    candidates: Mapping[K, Call],
+    tolerance: float = TOLERANCE,
+    min_rounds: int = MIN_ROUNDS,
+    max_rounds: int = MAX_ROUNDS,
+) -> dict[K, PairedRatio]:
+    """Several candidates against one reference, timed in rotation: each rotation gives every
+    candidate a block of paired rounds, until each one's 95 % interval lies within ±`tolerance`
+    of its ratio (at least `min_rounds`, at most `max_rounds` rounds each).
+
+    A candidate whose interval is narrow early keeps its turns (up to `max_rounds`) until the
+    last one is done, so that every ratio is taken over the same stretch of time: a ratio to
+    FP32 moves with the host's load (docs/DRIFT.md), and candidates timed one after the other
+    would each be read under a different load.
+    """
+    min_rounds = min(min_rounds, max_rounds)
+    ratios: dict[K, list[float]] = {k: [] for k in candidates}
+    reference_ms: dict[K, list[float]] = {k: [] for k in candidates}
+
+    def done(k: K) -> bool:
+        n = len(ratios[k])
+        return n >= max_rounds or (n >= min_rounds and _summary(ratios[k], reference_ms[k]).half_width <= tolerance)
+
+    while not all(done(k) for k in candidates):
+        for k, candidate in candidates.items():
+            if len(ratios[k]) < max_rounds:
+                _block(reference, candidate, ratios[k], reference_ms[k])
+    return {k: _summary(ratios[k], reference_ms[k]) for k in candidates}
+
+
+def _block(reference: Call, candidate: Call, ratios: list[float], reference_ms: list[float]) -> None:
+    """One block of paired rounds: its per-round ratios and the reference's calls, appended."""
+    times = interleave({"reference": reference, "candidate": candidate}, rounds=_BLOCK, per_round=PER_ROUND)
+    ratios += round_ratios(times["candidate"], times["reference"])
+    reference_ms += times["reference"]
 
 
 def _instances(calls: Call | Sequence[Call]) -> list[Call]:
