@@ -127,7 +127,7 @@ def main() -> None:
         spread_rows.append(row)
     worst_text = "; ".join(f"{name} {value:.1%}" for name, value in worst.items())
     agreement = []
-    for quiet, label in ((True, f"FP32 within {QUIET - 1:.0%} of its quiet level"), (False, "FP32 slower than that")):
+    for quiet, label in ((True, f"FP32 within {QUIET - 1:.0%} of its quiet level"), (False, f"FP32 more than {QUIET - 1:.0%} above it")):
         values = deviations[quiet]
         if values:
             within = sum(abs(v) <= 0.03 for v in values) / len(values)
