@@ -1,6 +1,6 @@
 """How far does a ratio to FP32 drift while the host's load changes? Times every published model
 of a finished `simq compile` run against FP32 in windows (fresh sessions each, one model at a time
-as the final pass times them), in two fresh processes, and relates each window's ratio to how fast
+in blocks of paired rounds), in two fresh processes, and relates each window's ratio to how fast
 the FP32 reference ran in it. Writes docs/DRIFT.md.
 
 Besides the final pass's statistic (median of per-round ratios), two others are computed from the
@@ -29,15 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import cpu_name, table, timing_text  # noqa: E402
 from bench_retime import published, run_ratios  # noqa: E402
 
+from simq.targets import PER_ROUND, interleave, paired_ratio, round_ratios  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-PER_ROUND = 4  # the final pass's timed calls per model per round
 QUIET = 1.10  # a quiet round: the reference's round median within 10 % of its fast rounds (their 5th percentile)
 
 
 def child(out: Path, model: str, windows: int, rounds: int) -> list[dict[str, dict[str, list[float]]]]:
     """In this process: per window, every published model's and its reference's per-call times."""
-    from simq.targets import interleave
-
     recorded = []
     with tempfile.TemporaryDirectory() as tmp:
         target, reference, feed, artifacts = published(out, model, Path(tmp))
@@ -50,21 +49,18 @@ def child(out: Path, model: str, windows: int, rounds: int) -> list[dict[str, di
     return recorded
 
 
-def _rounds(times: dict[str, list[float]]) -> list[tuple[float, float]]:
-    """Per round: (the candidate's median call / the reference's, the reference's median call)."""
-    pairs = []
-    for k in range(0, len(times["reference"]), PER_ROUND):
-        reference = statistics.median(times["reference"][k : k + PER_ROUND])
-        pairs.append((statistics.median(times["candidate"][k : k + PER_ROUND]) / reference, reference))
-    return pairs
+def _reference_rounds(times: dict[str, list[float]]) -> list[float]:
+    """The reference's median call in each round."""
+    calls = times["reference"]
+    return [statistics.median(calls[k : k + PER_ROUND]) for k in range(0, len(calls), PER_ROUND)]
 
 
 def statistics_of(times: dict[str, list[float]], quiet_ms: float) -> dict[str, float | None]:
     """The three statistics of one model in one window (None: too few quiet rounds)."""
-    pairs = _rounds(times)
-    quiet = [ratio for ratio, reference in pairs if reference <= QUIET * quiet_ms]
+    ratios = round_ratios(times["candidate"], times["reference"], PER_ROUND)
+    quiet = [ratio for ratio, reference in zip(ratios, _reference_rounds(times)) if reference <= QUIET * quiet_ms]
     return {
-        "median of round ratios": statistics.median(ratio for ratio, _ in pairs),
+        "median of round ratios": paired_ratio(times["candidate"], times["reference"], PER_ROUND),
         "10th percentiles": float(np.percentile(times["candidate"], 10) / np.percentile(times["reference"], 10)),
         "quiet rounds only": statistics.median(quiet) if len(quiet) >= 5 else None,
     }
@@ -92,13 +88,14 @@ def main() -> None:
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         processes.append(json.loads(done.stdout.strip().splitlines()[-1]))
     original = run_ratios(args.out)
-    ids = sorted(original, key=int)
+    ids = list(original)  # by id
 
     window_rows, per_model = [], {i: {} for i in ids}
     correlations = []
     deviations: dict[bool, list[float]] = {True: [], False: []}  # by whether the window was quiet: ratio / the run's - 1
     for p, windows in enumerate(processes, 1):
-        quiet_ms = float(np.percentile([r for w in windows for i in ids for _, r in _rounds(w[i])], 5))
+        quiet_ms = float(np.percentile([r for w in windows for i in ids for r in _reference_rounds(w[i])], 5))
+        ratios: dict[str, list[float]] = {i: [] for i in ids}  # this process's windows, in order
         for w, window in enumerate(windows, 1):
             reference_ms = statistics.median(t for i in ids for t in window[i]["reference"])
             row = [f"{p}.{w}", f"{reference_ms:.2f}", f"{reference_ms / quiet_ms:.2f}"]
@@ -106,13 +103,13 @@ def main() -> None:
                 values = statistics_of(window[i], quiet_ms)
                 for name, value in values.items():
                     per_model[i].setdefault(name, []).append(value)
+                ratios[i].append(values["median of round ratios"])
                 row.append(f"{values['median of round ratios']:.3f}")
                 deviations[reference_ms <= QUIET * quiet_ms].append(values["median of round ratios"] / original[i] - 1)
             window_rows.append(row)
         for i in ids:
-            ratios = [statistics_of(window[i], quiet_ms)["median of round ratios"] for window in windows]
             loads = [statistics.median(window[i]["reference"]) for window in windows]
-            correlations.append(stats.spearmanr(loads, ratios).statistic)
+            correlations.append(stats.spearmanr(loads, ratios[i]).statistic)
     window_rows.append(["the run's final pass", "", ""] + [f"{original[i]:.3f}" for i in ids])
 
     names = list(next(iter(per_model.values())))
@@ -139,8 +136,8 @@ def main() -> None:
 Generated by `python tools/bench_drift.py {args.out} --windows {args.windows} --rounds {args.rounds}` in {minutes:.0f} min on {cpu_name()}, 2 threads, {timing_text()}.
 
 Every published model of that run timed against FP32 in {args.windows} windows in each of two fresh
-processes: per window and model, fresh sessions of both, {args.rounds} paired rounds of {PER_ROUND} calls (the final
-pass's blocks, one model at a time). The reference's latency tells how loaded the host was: its
+processes: per window and model, fresh sessions of both, {args.rounds} paired rounds of {PER_ROUND} calls, one
+model at a time. The reference's latency tells how loaded the host was: its
 median call in the window, and that over the process's quiet level (the 5th percentile of its
 round medians).
 

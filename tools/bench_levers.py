@@ -141,12 +141,13 @@ def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
             folder.mkdir()
             _rewrite_weights(models["SimQ, as lowered here"].path, folder / "model.onnx", per_tensor)
             models[label] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
-        feed = timing_feed(zoo.data("minilm-tweets", "test").inputs, sir.input_domains(job.model), job.structure.signature)
+        test = zoo.data("minilm-tweets", "test").inputs
+        feed = timing_feed(test, sir.input_domains(job.model), job.structure.signature)
         folder = work / "embeddings"
         folder.mkdir()
         _rewrite_embeddings(models["SimQ, as lowered here"].path, folder / "model.onnx", "input_ids")
         models["token-type and position embeddings as one sliced table"] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
-        check = {k: v[:4] for k, v in zoo.data("minilm-tweets", "test").inputs.items()}
+        check = {k: v[:4] for k, v in test.items()}
         same = [target.load(models[label])(check)[0] for label in ("SimQ, as lowered here", "token-type and position embeddings as one sliced table")]
         np.testing.assert_allclose(same[1], same[0], atol=1e-4)  # the rewrite computes the same model
         runs = []

@@ -25,6 +25,11 @@ from _bench import cpu_name, table, timing_text  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _folders(out: Path) -> list[Path]:
+    """The run's published folders, by id."""
+    return sorted((p for p in (out / "pareto").iterdir() if (p / "manifest.json").is_file()), key=lambda p: int(p.name))
+
+
 def published(out: Path, model: str, work: Path) -> tuple[object, object, dict, dict]:
     """A finished run's timing setup: (its target, the FP32 reference lowered into `work`, the
     timing feed at the run's shape, every published artifact by id)."""
@@ -35,7 +40,7 @@ def published(out: Path, model: str, work: Path) -> tuple[object, object, dict, 
     from simq.targets import Artifact, TargetRegistry
     from simq.zoo import Zoo
 
-    folders = sorted((p for p in (out / "pareto").iterdir() if (p / "manifest.json").is_file()), key=lambda p: int(p.name))
+    folders = _folders(out)
     manifest = json.loads((folders[0] / "manifest.json").read_text())
     target = TargetRegistry().get(manifest["target"], threads=int(manifest["fingerprint"]["threads"]))
     zoo = Zoo()
@@ -49,8 +54,7 @@ def published(out: Path, model: str, work: Path) -> tuple[object, object, dict, 
 
 def run_ratios(out: Path) -> dict[str, float]:
     """The final pass's ratio to FP32 of every published model, by id."""
-    folders = (p for p in (out / "pareto").iterdir() if (p / "manifest.json").is_file())
-    return {p.name: json.loads((p / "manifest.json").read_text())["final"]["latency_ratio"] for p in folders}
+    return {p.name: json.loads((p / "manifest.json").read_text())["final"]["latency_ratio"] for p in _folders(out)}
 
 
 def child(out: Path, model: str) -> dict[str, float]:
@@ -77,7 +81,7 @@ def main() -> None:
         done = subprocess.run([sys.executable, __file__, str(args.out), "--model", args.model, "--child"], check=True, capture_output=True, text=True)
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     rows, worst = [], 0.0
-    for i, original in sorted(run_ratios(args.out).items(), key=lambda item: int(item[0])):
+    for i, original in run_ratios(args.out).items():
         first, second = runs[0][i], runs[1][i]
         worst = max(worst, abs(first / original - 1), abs(second / original - 1))
         rows.append([i, f"{original:.3f}", f"{first:.3f} ({first / original - 1:+.1%})", f"{second:.3f} ({second / original - 1:+.1%})"])
