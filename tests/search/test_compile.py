@@ -289,6 +289,7 @@ def test_without_a_terminal_each_phase_and_candidate_is_one_plain_line(zoo, tmp_
     lines = [line for line in err.splitlines() if line.startswith("[")]
     assert any("validating candidates (3)" in line for line in lines)
     assert sum(" #" in line and "/3)" in line and "latency" in line for line in lines) == 3
+    assert any("final pass: timing in rotation: turn 1," in line for line in lines)  # not silent until every model is timed
     assert any("final pass" in line and line.endswith("done") for line in lines)
     assert "━" not in err  # no progress bars in a log
 

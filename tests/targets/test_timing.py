@@ -84,7 +84,12 @@ def test_timed_ratio_spreads_its_rounds_over_every_session_pair():
 def test_timed_ratios_keep_every_candidate_in_rotation_until_the_last_is_done():
     rng = np.random.default_rng(0)
     steady, noisy = _sleeper(0.0002), lambda: _sleeper(rng.uniform(0.0001, 0.0009))()
-    ratios = timed_ratios(_sleeper(0.0004), {"steady": steady, "noisy": noisy}, tolerance=0.05, min_rounds=10, max_rounds=15)
+    told = []
+    ratios = timed_ratios(
+        _sleeper(0.0004), {"steady": steady, "noisy": noisy}, tolerance=0.05, min_rounds=10, max_rounds=15, progress=lambda *a: told.append(a)
+    )
+    assert [total for _, total in told] == [2, 2, 2]  # after each of 3 turns of 5 rounds
+    assert [done for done, _ in told] == sorted(done for done, _ in told) and told[-1] == (2, 2)
     assert list(ratios) == ["steady", "noisy"]
     assert ratios["noisy"].rounds == 15  # never within ±5 %: the round limit
     assert ratios["steady"].rounds == 15  # within ±5 % after 10 rounds, but timed over the same stretch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -213,11 +213,18 @@ class RayExecutor:
                 yield config, replace(built, metrics={**built.metrics, **latency}, seconds=built.seconds + seconds)
 
     def time(
-        self, evaluator: ModelEvaluator, reference: Artifact, artifacts: Mapping[int, Artifact], *, final: bool = True
+        self,
+        evaluator: ModelEvaluator,
+        reference: Artifact,
+        artifacts: Mapping[int, Artifact],
+        *,
+        final: bool = True,
+        progress: Callable[[str], None] | None = None,
     ) -> Iterator[tuple[int, PairedRatio]]:
-        """Timing on the measuring node (one model at a time there), so the driver need not run
-        on the target: each artifact travels as `evaluate`'s do, and FP32 is the measuring node's
-        own lowering of the job's model (what `reference` is on the driver).
+        """Timing on the measuring node (one model at a time there, each yielded as it is done,
+        so `progress` has nothing more to tell), so the driver need not run on the target: each
+        artifact travels as `evaluate`'s do, and FP32 is the measuring node's own lowering of
+        the job's model (what `reference` is on the driver).
 
         Raises:
             SimqError: No measuring node was found (`fingerprint`), or a timing failed for good.

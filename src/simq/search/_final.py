@@ -128,7 +128,10 @@ def publish(
         # Only the reference left: timed against itself, for its milliseconds.
         others = {i: a for i, a in artifacts.items() if i != reference.id} or {reference.id: artifacts[reference.id]}
         reference_ms: list[float] = []
-        for i, paired in executor.time(evaluator, artifacts[reference.id], others):
+        def told(detail: str) -> None:
+            progress("final", done, steps, detail)
+
+        for i, paired in executor.time(evaluator, artifacts[reference.id], others, progress=told):
             reference_ms.append(paired.reference_ms)
             if i != reference.id:
                 final[i] |= {**paired.metrics(), "rounds": float(paired.rounds)}

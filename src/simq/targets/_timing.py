@@ -164,10 +164,12 @@ def timed_ratios(
     tolerance: float = TOLERANCE,
     min_rounds: int = MIN_ROUNDS,
     max_rounds: int = MAX_ROUNDS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[K, PairedRatio]:
     """Several candidates against one reference, timed in rotation: each rotation gives every
     candidate a block of paired rounds, until each one's 95 % interval lies within ±`tolerance`
-    of its ratio (at least `min_rounds`, at most `max_rounds` rounds each).
+    of its ratio (at least `min_rounds`, at most `max_rounds` rounds each). `progress` is told
+    ``(done, total)`` after every rotation: how many candidates need no more rounds.
 
     A candidate whose interval is narrow early keeps its turns (up to `max_rounds`) until the
     last one is done, so that every ratio is taken over the same stretch of time: a ratio to
@@ -186,6 +188,8 @@ def timed_ratios(
         for k, candidate in candidates.items():
             if len(ratios[k]) < max_rounds:
                 _block(reference, candidate, ratios[k], reference_ms[k])
+        if progress is not None:
+            progress(sum(done(k) for k in candidates), len(candidates))
     return {k: _summary(ratios[k], reference_ms[k]) for k in candidates}
 
 
