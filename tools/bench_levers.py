@@ -6,9 +6,9 @@ Levers: residual layer norms as Sum + LayerNormalization (what the ort-cpu targe
 is faster) against ORT's SkipLayerNormalization; the residual Sum's bias handed to the dynamic-INT8
 MatMul feeding it (`ResidualBiasIntoMatMulPass`) against a three-input Sum; per-tensor against per-channel INT8 weights; the
 all-zero B zero point on MatMulInteger and QAttention left out; static INT8 (QDQ) for the
-MatMuls instead of per-call activation quantization; the token-type and position embeddings as one
-table sliced to the sequence (the embedding work ORT's EmbedLayerNormalization does apart from the
-layer norm), which tells what fusing the embeddings could buy.
+MatMuls instead of per-call activation quantization. The token-type rows folded into the position
+table, a lever of this table until it moved into every model's cleanup (a Gather, an Add and a
+DequantizeLinear less per run), is in "SimQ, as lowered here".
 
 Usage: python tools/bench_levers.py [--rounds N] [--seq 64 128] [--out docs/LEVERS.md]
 """
@@ -72,55 +72,6 @@ def _rewrite_weights(src: Path, dst: Path, per_tensor: bool) -> None:
     onnx.save(model, dst)
 
 
-def _table_rows(inits: dict, name: str) -> np.ndarray:
-    """An embedding table: FP32, or stored by SimQ as NAME.int8 with per-row NAME.scale and NAME.zero_point."""
-    if name in inits:
-        return numpy_helper.to_array(inits[name]).astype(np.float32)
-    q = numpy_helper.to_array(inits[f"{name}.int8"]).astype(np.float32)
-    scale, zero = (numpy_helper.to_array(inits[f"{name}.{part}"]).astype(np.float32) for part in ("scale", "zero_point"))
-    rows = (-1,) + (1,) * (q.ndim - 1) if scale.size == q.shape[0] else scale.shape
-    return (q - zero.reshape(rows)) * scale.reshape(rows)
-
-
-def _rewrite_embeddings(src: Path, dst: Path, sequence_input: str) -> None:
-    """The same model with the token-type embedding (all type 0: the exporter's buffer of zeros)
-    added into the position table, and positions read by slicing that table to the sequence:
-    Shape + Slice + Add in place of the Slice/GatherElements/Expand/Gather/DequantizeLinear chains."""
-    model = onnx.load(src)
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    gathers = {n.output[0]: n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits}
-    dequantize = {n.input[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
-
-    def table_output(kind: str) -> tuple[str, str]:  # (the table's name, the rows it gives the sum)
-        gather = next(g for g in gathers.values() if f"{kind}_embeddings" in g.input[0])
-        rows = dequantize[gather.output[0]].output[0] if gather.output[0] in dequantize else gather.output[0]
-        return gather.input[0].removesuffix(".int8"), rows
-
-    (types, type_rows), (positions, position_rows) = table_output("token_type"), table_output("position")
-    table = _table_rows(inits, positions) + _table_rows(inits, types)[0]
-    graph.initializer.extend([numpy_helper.from_array(table.astype(np.float32), "levers.positions"), numpy_helper.from_array(np.array([0], np.int64), "levers.zero")])
-    nodes = []
-    for node in graph.node:
-        if position_rows in node.output:  # the position rows: the table sliced to the sequence
-            nodes += [
-                onnx.helper.make_node("Shape", [sequence_input], ["levers.length"], start=1, end=2),
-                onnx.helper.make_node("Slice", ["levers.positions", "levers.zero", "levers.length", "levers.zero"], [position_rows]),
-            ]
-        elif node.op_type == "Add" and type_rows in node.input:  # the type rows are in the table now
-            nodes.append(onnx.helper.make_node("Identity", [next(i for i in node.input if i != type_rows)], list(node.output)))
-        else:
-            nodes.append(node)
-    outputs, kept = {o.name for o in graph.output}, []
-    for node in reversed(nodes):  # drop what nothing reads any more
-        if any(o in outputs for o in node.output):
-            kept.append(node)
-            outputs.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    onnx.save(model, dst)
-
-
 def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
     """Every lever's model timed against the recipe at the job's shape: rows of the doc's table."""
     pipeline, target = job.pipeline, job.target
@@ -143,13 +94,6 @@ def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
             models[label] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
         test = zoo.data("minilm-tweets", "test").inputs
         feed = timing_feed(test, sir.input_domains(job.model), job.structure.signature)
-        folder = work / "embeddings"
-        folder.mkdir()
-        _rewrite_embeddings(models["SimQ, as lowered here"].path, folder / "model.onnx", "input_ids")
-        models["token-type and position embeddings as one sliced table"] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
-        check = {k: v[:4] for k, v in test.items()}
-        same = [target.load(models[label])(check)[0] for label in ("SimQ, as lowered here", "token-type and position embeddings as one sliced table")]
-        np.testing.assert_allclose(same[1], same[0], atol=1e-4)  # the rewrite computes the same model
         runs = []
         for _ in range(2):
             calls = {label: target.runner(artifact, feed) for label, artifact in models.items()}

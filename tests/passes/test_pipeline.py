@@ -143,10 +143,11 @@ def test_the_targets_finishing_passes_run_on_the_quantized_model_pruned_or_not(b
         assert {len(n.inputs) for n in built.graph if n.op_type == "Sum"} == {2}
         for got, want in zip(_run(built, feed), _run(before, feed)):
             # The bias is added in another order, so a later activation's dynamic quantization may
-            # round a value the other way: a few elements move by about one quantization step
-            # (found on an AVX-512 VNNI CPU). A lost or doubled bias (~0.02) moves nearly all.
+            # round a value the other way: that token's row moves by about one quantization step
+            # downstream (5 % of the elements on an AVX-512 VNNI CPU, at most 1.5e-3). A lost or
+            # doubled bias (~0.02) moves nearly all.
             difference = np.abs(got - want)
-            assert np.quantile(difference, 0.99) <= 1e-4 and difference.max() <= 5e-3
+            assert np.quantile(difference, 0.9) <= 1e-4 and difference.max() <= 5e-3
     assert {len(n.inputs) for n in finished.build(defaults(finished.knobs)).graph if n.op_type == "Sum"} == {3}  # FP32: nothing to hand it to
 
 
