@@ -4,8 +4,10 @@ fastest, both within the accuracy limit as judged paired on the search's example
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from simq.search import Record, References, display_table, headline
+from simq.search._report import bar, speedup
 
 
 def _record(id: int, kind: str, accuracy: float, ratio: float, baseline: str | None = None, per_example=None) -> Record:
@@ -121,3 +123,17 @@ def test_a_bounded_front_keeps_the_fastest_and_the_most_accurate_model():
     assert len(chosen) == 8
     assert {35, 8, 10} <= set(chosen)  # the fastest, the most accurate, the smallest
     assert [r.id for r in select_front(records, References(reference, reference), goal, OBJECTIVES, 1, keep_slower=False)] == [35]
+
+
+def test_speed_ups_are_over_the_fastest_baseline_within_the_limit_with_both_intervals():
+    reference = _record(1, "reference", 70.0, 1.0)
+    recipe, static = _record(2, "baseline", 69.5, 0.5, "the recipe"), _record(3, "baseline", 50.0, 0.4, "static INT8")
+    recipe.final.update(latency_ratio_low=0.48, latency_ratio_high=0.52)
+    model = _record(7, "candidate", 69.2, 0.25)
+    model.final.update(latency_ratio_low=0.24, latency_ratio_high=0.27)
+    references = References(reference, reference)
+    assert bar(references, [recipe, static], 1.0) is recipe  # static INT8 is faster, but 20 points down
+    assert bar(references, [recipe, static], None) is static  # without a limit, the fastest of all
+    times, low, high = speedup(recipe, model)
+    assert times == pytest.approx(2.0) and low == pytest.approx(0.48 / 0.27) and high == pytest.approx(0.52 / 0.24)
+    assert speedup(static, model)[1:] == (None, None)  # no interval on the bar's ratio: none on the speed-up

@@ -89,10 +89,13 @@ def hypervolume_curve(
     return curve
 
 
-def _row(record: Record, references: References, knobs, allowed: float | None) -> dict[str, object]:
+def _row(record: Record, references: References, knobs, allowed: float | None, base: Record | None) -> dict[str, object]:
     """One table row: end-of-run values where there are some, else the search's; accuracy drops
     paired on the same examples with their 95 % interval (test) and the bound that accepted the
-    model (the search's split)."""
+    model (the search's split); the speed-up over the run's bar (`base`, see `bar`): a ratio of
+    two models timed in the same rotation, which a re-time in another process reproduces more
+    closely than a ratio to FP32 (docs/RETIME.md)."""
+    over = speedup(base, record) if base is not None and _final(record, "latency_ratio") else (None, None, None)
     accuracy = metric(record, "accuracy", "accuracy" in references.accuracy.final)
     test = accuracy_drop(record, references, final=True)
     search = accuracy_drop(record, references, final=False)
@@ -118,6 +121,9 @@ def _row(record: Record, references: References, knobs, allowed: float | None) -
         "latency_ratio": rounded(OBJECTIVES["latency"].value(record, references, final=True), 4),
         "latency_ratio_low": rounded(metric(record, "latency_ratio_low"), 4),
         "latency_ratio_high": rounded(metric(record, "latency_ratio_high"), 4),
+        "speedup_over_bar": rounded(over[0], 3),
+        "speedup_over_bar_low": rounded(over[1], 3),
+        "speedup_over_bar_high": rounded(over[2], 3),
         "size_mb": round(record.metrics["size_bytes"] / 1e6, 3),
         "size_ratio": round(OBJECTIVES["size"].value(record, references), 4),
         "config": describe(record.config, knobs),
@@ -140,19 +146,12 @@ def headline(
     none faster than FP32 (nothing slower is published).
     """
     what = "FP32" if references.accuracy.id == references.fp32.id else "the original"
-
-    def within(r: Record) -> bool:
-        if max_drop is None or r.id == references.accuracy.id:
-            return True
-        drop = accuracy_drop(r, references)
-        return drop is not None and drop.within(max_drop)
-
+    within = lambda r: _within(r, references, max_drop)  # noqa: E731
     ratio = lambda r: _final(r, "latency_ratio")  # noqa: E731
-    pool = [r for r in [references.fp32, *baselines] if within(r) and ratio(r) is not None]
     ours = [r for r in front if r.kind == "candidate" and within(r) and ratio(r) is not None]
-    if not pool:
+    base = bar(references, baselines, max_drop)
+    if base is None:
         return None
-    base = min(pool, key=ratio)
     name = "FP32" if base is references.fp32 else str(base.config["baseline"])
     if max_drop is None or references.accuracy.metrics.get("accuracy") is None:
         limit = "of all"
@@ -187,16 +186,38 @@ def headline(
     return sentence
 
 
+def _within(record: Record, references: References, max_drop: float | None) -> bool:
+    """Whether `record` is within the accuracy limit, judged as the published front was (the
+    paired bound on the search's split); every model is when there is no limit."""
+    if max_drop is None or record.id == references.accuracy.id:
+        return True
+    drop = accuracy_drop(record, references)
+    return drop is not None and drop.within(max_drop)
+
+
+def bar(references: References, baselines: Sequence[Record], max_drop: float | None) -> Record | None:
+    """What a run's speed-ups are against: the fastest of FP32 and the baselines within the
+    accuracy limit (None without latency ratios)."""
+    pool = [r for r in [references.fp32, *baselines] if _within(r, references, max_drop) and _final(r, "latency_ratio") is not None]
+    return min(pool, key=lambda r: _final(r, "latency_ratio")) if pool else None
+
+
+def speedup(base: Record, model: Record) -> tuple[float, float | None, float | None]:
+    """How many times faster `model` ran than `base` in the final pass (their ratios to FP32
+    divided, so FP32's own latency divides out), with the two intervals combined at their worst
+    (None without them)."""
+    bounds = [_final(r, f"latency_ratio_{side}") for r in (base, model) for side in ("low", "high")]
+    times = _final(base, "latency_ratio") / _final(model, "latency_ratio")
+    return (times, None, None) if None in bounds else (times, bounds[0] / bounds[3], bounds[1] / bounds[2])
+
+
 def _versus(base: Record, best: Record, with_interval: bool) -> str:
     """How much faster (or slower, naming `base`: the sentence's last figure is a ratio to FP32)
-    `best` is than `base` in the final pass, with the interval of the two ratios combined at their
-    worst."""
-    speedup = _final(base, "latency_ratio") / _final(best, "latency_ratio")
-    verdict = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower than {base.config.get('baseline', 'FP32')}"
-    bounds = [_final(r, f"latency_ratio_{side}") for r in (base, best) for side in ("low", "high")]
-    if None not in bounds and with_interval:
-        low, high = bounds[0] / bounds[3], bounds[1] / bounds[2]
-        verdict += f" ({low:.2f}–{high:.2f}x)" if speedup >= 1 else f" ({1 / high:.2f}–{1 / low:.2f}x)"
+    `best` is than `base` in the final pass, with its interval (`speedup`)."""
+    times, low, high = speedup(base, best)
+    verdict = f"{times:.2f}x faster" if times >= 1 else f"{1 / times:.2f}x slower than {base.config.get('baseline', 'FP32')}"
+    if low is not None and with_interval:
+        verdict += f" ({low:.2f}–{high:.2f}x)" if times >= 1 else f" ({1 / high:.2f}–{1 / low:.2f}x)"
     return verdict
 
 
@@ -244,7 +265,8 @@ def write_report(
     knobs = job.pipeline.knobs
     reference, anchor = references.fp32, references.accuracy
     allowed = options.max_accuracy_drop
-    rows = sorted((_row(r, references, knobs, allowed) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
+    base = bar(references, baselines, allowed)
+    rows = sorted((_row(r, references, knobs, allowed, base) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
     with (out / "pareto.csv.partial").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
@@ -258,8 +280,8 @@ def write_report(
     accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
     plots = pareto_plots(records, references, baselines, front, objectives, curve, accuracy_name) if front else []
     table_rows = (
-        [_row(reference, references, knobs, allowed) | {"config": "FP32 reference"}]
-        + [_row(b, references, knobs, allowed) for b in baselines]
+        [_row(reference, references, knobs, allowed, base) | {"config": "FP32 reference"}]
+        + [_row(b, references, knobs, allowed, base) for b in baselines]
         + [row for row in rows if row["id"] != reference.id]
     )
     failed = [r for r in records if r.status != "ok"]
@@ -287,6 +309,7 @@ def write_report(
     run = {
         "model": job.name, "target": job.target.name, "fingerprint": job.target.fingerprint().key(),
         "data": job.data, "score": accuracy_name, "headline": summary, "settings": settings, "notes": notes,
+        "bar": None if base is None else ("FP32" if base.id == reference.id else base.config.get("baseline")),
         "accuracy_reference": {"id": anchor.id, "name": "FP32" if anchor.id == reference.id else anchor.config.get("baseline"), "accuracy": anchor.metrics.get("accuracy")},
         "timing": job.target.timing_settings(), "rows": table_rows,
     }  # fmt: skip
