@@ -95,7 +95,10 @@ def _row(record: Record, references: References, knobs, allowed: float | None, b
     model (the search's split); the speed-up over the run's bar (`base`, see `bar`): a ratio of
     two models timed in the same rotation, which a re-time in another process reproduces more
     closely than a ratio to FP32 (docs/RETIME.md)."""
-    over = speedup(base, record) if base is not None and _final(record, "latency_ratio") else (None, None, None)
+    if base is None or not _final(record, "latency_ratio"):
+        over = (None, None, None)
+    else:  # the bar against itself is 1 exactly, not its interval twice
+        over = (1.0, 1.0, 1.0) if record.id == base.id else speedup(base, record)
     accuracy = metric(record, "accuracy", "accuracy" in references.accuracy.final)
     test = accuracy_drop(record, references, final=True)
     search = accuracy_drop(record, references, final=False)
