@@ -92,8 +92,7 @@ def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
             folder.mkdir()
             _rewrite_weights(models["SimQ, as lowered here"].path, folder / "model.onnx", per_tensor)
             models[label] = target.lower(sir.load(folder / "model.onnx", clean=False), folder / "lowered")
-        test = zoo.data("minilm-tweets", "test").inputs
-        feed = timing_feed(test, sir.input_domains(job.model), job.structure.signature)
+        feed = timing_feed(zoo.data("minilm-tweets", "test").inputs, sir.input_domains(job.model), job.structure.signature)
         runs = []
         for _ in range(2):
             calls = {label: target.runner(artifact, feed) for label, artifact in models.items()}
