@@ -97,6 +97,14 @@ def test_the_table_shows_each_drop_with_its_interval():
     columns, rows = display_table(summary)
     assert columns[1] == "accuracy" and rows[0][-1] == "FP32"
     assert rows[1][2] == "-2.00 (-2.80, -1.20) beyond" and rows[1][4] == "0.400 (0.390–0.410)"
+    assert not any(column.startswith("× faster") for column in columns)  # a run from before the speed-up column
+
+    summary["bar"] = "the recipe"
+    summary["rows"][0] |= {"speedup_over_bar": 0.5, "speedup_over_bar_low": None, "speedup_over_bar_high": None}
+    summary["rows"][1] |= {"speedup_over_bar": 1.25, "speedup_over_bar_low": 1.2, "speedup_over_bar_high": 1.31}
+    columns, rows = display_table(summary)
+    assert columns[5] == "× faster than the recipe" and len(rows[1]) == len(columns)
+    assert rows[0][5] == "0.50" and rows[1][5] == "1.25 (1.20–1.31)" and rows[1][-1] == "heads 50%"
 
 
 def test_a_bounded_front_keeps_the_fastest_and_the_most_accurate_model():

@@ -226,10 +226,12 @@ def _versus(base: Record, best: Record, with_interval: bool) -> str:
 
 def display_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The run's table as people read it (columns, rows of text): score with its paired drop and
-    95 % interval, latency with its interval, size, what each model is. `simq compile` prints it at
-    the end of a run and `simq show` from ``summary.json``."""
+    95 % interval, latency with its interval, the speed-up over the run's bar with its interval
+    (where summary.json has one: runs before it did not), size, what each model is. `simq compile`
+    prints it at the end of a run and `simq show` from ``summary.json``."""
     score = summary["score"]
-    columns = ["id", score, "Δ (95 % CI)", "ms", "× FP32 (95 % CI)", "MB", "× size", "model"]
+    over = summary.get("bar") and any(row.get("speedup_over_bar") is not None for row in summary["rows"])
+    columns = ["id", score, "Δ (95 % CI)", "ms", "× FP32 (95 % CI)", *([f"× faster than {summary['bar']}"] if over else []), "MB", "× size", "model"]
     rows = []
     for row in summary["rows"]:
         drop, low, high = row.get("accuracy_drop"), row.get("accuracy_drop_low"), row.get("accuracy_drop_high")
@@ -238,10 +240,12 @@ def display_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]
             delta += " beyond"
         ratio, rlow, rhigh = row.get("latency_ratio"), row.get("latency_ratio_low"), row.get("latency_ratio_high")
         latency = "" if ratio is None else f"{ratio:.3f}" + (f" ({rlow:.3f}–{rhigh:.3f})" if rlow is not None and row["kind"] != "reference" else "")
+        times, tlow, thigh = row.get("speedup_over_bar"), row.get("speedup_over_bar_low"), row.get("speedup_over_bar_high")
+        faster = "" if times is None else f"{times:.2f}" + (f" ({tlow:.2f}–{thigh:.2f})" if tlow is not None else "")
         what = row.get("baseline") or ("FP32" if row["kind"] == "reference" else row["config"])
         rows.append([
             str(row["id"]), _number(row.get("accuracy"), 2), delta, _number(row.get("latency_ms"), 2), latency,
-            _number(row.get("size_mb"), 1), _number(row.get("size_ratio"), 2), what,
+            *([faster] if over else []), _number(row.get("size_mb"), 1), _number(row.get("size_ratio"), 2), what,
         ])  # fmt: skip
     return columns, rows
 
