@@ -106,6 +106,18 @@ def test_the_table_shows_each_drop_with_its_interval():
     assert columns[5] == "× faster than the recipe" and len(rows[1]) == len(columns)
     assert rows[0][5] == "0.50" and rows[1][5] == "1.25 (1.20–1.31)" and rows[1][-1] == "heads 50%"
 
+    from rich.console import Console
+
+    from simq.cli._common import render_table
+
+    summary["bar"] = "ORT optimizer + dynamic INT8 with a long name"
+    summary["rows"][1]["config"] = "blocks dropped 0/6 · heads 50% · FFN 50% · int8dyn 25 int8 2"
+    console = Console(width=200, record=True)  # a log's width (table_console)
+    console.print(render_table(summary, "run"))
+    shown = console.export_text()
+    assert "ORT optimizer + dynamic INT8 with a long name" not in shown  # the header wraps over lines
+    assert summary["rows"][1]["config"] in shown  # so the configuration does not
+
 
 def test_a_bounded_front_keeps_the_fastest_and_the_most_accurate_model():
     """The tuned minilm-tweets run's feasible front (accuracy, latency ratio, size ratio): by
