@@ -48,6 +48,14 @@ def timing_text() -> str:
     return "ONNX Runtime's default thread spinning"
 
 
+def tolerance_text(tolerance: float | None = None, max_rounds: int | None = None) -> str:
+    """The adaptive protocol's stopping rule (the final pass's unless given), for a preamble:
+    ``±1.5 % (at most 120 rounds)``."""
+    from simq.targets import MAX_ROUNDS, TOLERANCE
+
+    return f"±{(TOLERANCE if tolerance is None else tolerance) * 100:g} % (at most {max_rounds or MAX_ROUNDS} rounds)"
+
+
 def interleaved_latency(
     sessions: Mapping[str, ort.InferenceSession],
     feed: Mapping[str, np.ndarray],

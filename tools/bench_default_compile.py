@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, table, tolerance_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ["simq", "compile", "--budget", "30"]
@@ -96,8 +96,8 @@ stamps every phase and candidate with the elapsed time: `{log.relative_to(ROOT) 
 
 The published front ({len(rows)} models: within 1 point of FP32 by the {confidence} % paired bound on the
 4,500 validation tweets, at most 8, none slower than FP32; accuracy and its paired drop with the
-95 % interval on the 2,808 test tweets; latency ratios to FP32 re-timed until their 95 % interval
-is within ±3 %, or 40 rounds):
+95 % interval on the 2,808 test tweets; latency ratios to FP32 re-timed, in a process started for
+it, until their 95 % interval is within {tolerance_text()}):
 
 {table(columns, [[row[c] for c in columns] for row in rows])}
 

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import artifact_from, artifact_record, cpu_name, table, timing_text  # noqa: E402
+from _bench import artifact_from, artifact_record, cpu_name, table, timing_text, tolerance_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BAR = "ORT optimizer + dynamic INT8"
@@ -136,7 +136,7 @@ batch 1, 64 tokens (minilm-tweets, every SimQ model lowered as `simq compile` lo
 
 Each fresh process opens, {args.instances} times over, a fresh FP32 session and a fresh session of
 every model and times each pair with the final pass's adaptive protocol (paired rounds until the
-95 % interval of the ratio is within ±3 %, at most 40), {timing_text()} in every session.
+95 % interval of the ratio is within {tolerance_text()}), {timing_text()} in every session.
 Instance k of every model is timed before instance k+1 of any, so the instances of a model are spread
 over the process's run.
 

@@ -25,7 +25,7 @@ from simq.eval import WITHIN, EarlyStopping, Score
 from simq.ir import analyze
 from simq.search._options import CompileOptions, Job
 from simq.search._store import Store
-from simq.targets import TOLERANCE, Artifact, PairedRatio, compare, features, timed_ratios
+from simq.targets import TOLERANCE, Artifact, PairedRatio, compare, features, timed_in_fresh_process
 
 __all__ = ["Evaluation", "Executor", "InProcessExecutor", "LatencyFunction", "ModelEvaluator", "first_line"]
 
@@ -85,8 +85,9 @@ class Executor(Protocol):
     ) -> Iterator[tuple[int, PairedRatio]]:
         """Time each artifact against `reference` (FP32) on the hardware latencies are measured
         on; yield ``(id, ratio)`` as each is done. `final`: all of them in rotation until every
-        ratio's interval is within the final pass's tolerance (`simq.targets.timed_ratios`; an
-        executor that cannot rotate them times each with `simq.targets.timed_ratio`), else the
+        ratio's interval is within the final pass's tolerance (`simq.targets.timed_ratios`, in a
+        fresh process where the executor can: `simq.targets.timed_in_fresh_process`; an executor
+        that cannot rotate them times each with `simq.targets.timed_ratio`), else the
         search's rounds, one at a time (`simq.targets.compare`: the reference and the baselines).
         `progress` is told in a few words how a timing that yields nothing for a while goes
         (the rotation: after each turn)."""
@@ -94,7 +95,8 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """One evaluation after the other, in this process."""
+    """One evaluation after the other, in this process; the final pass's timing in a process
+    started for it (`simq.targets.timed_in_fresh_process`)."""
 
     def target_for(self, target: Any) -> Any:
         return target
@@ -118,21 +120,21 @@ class InProcessExecutor:
         progress: Callable[[str], None] | None = None,
     ) -> Iterator[tuple[int, PairedRatio]]:
         target, feed = evaluator.job.target, evaluator.job.feed
+        if final:
+            turns = 0
+
+            def turned(done: int, total: int) -> None:
+                nonlocal turns
+                turns += 1
+                if progress is not None:
+                    progress(f"timing in rotation: turn {turns}, {done} of {total} models timed to ±{TOLERANCE:.1%}")
+
+            yield from timed_in_fresh_process(target, reference, artifacts, feed, progress=turned).items()
+            return
         runner = target.runner(reference, feed)
-        turns = 0
-
-        def turned(done: int, total: int) -> None:
-            nonlocal turns
-            turns += 1
-            if progress is not None:
-                progress(f"timing in rotation: turn {turns}, {done} of {total} models timed to ±{TOLERANCE:.0%}")
-
         try:
-            if final:
-                yield from timed_ratios(runner, {i: target.runner(a, feed) for i, a in artifacts.items()}, progress=turned).items()
-            else:
-                for i, artifact in artifacts.items():
-                    yield i, compare(runner, target.runner(artifact, feed))
+            for i, artifact in artifacts.items():
+                yield i, compare(runner, target.runner(artifact, feed))
         finally:
             del runner
 

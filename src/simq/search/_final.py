@@ -2,9 +2,9 @@
 
 Only the feasible front is published (at most `CompileOptions.final_models`, chosen to span it by
 hypervolume contribution; slower than FP32 only with ``keep_slower``), plus FP32 and the
-baselines. Each model is timed against FP32 in its own blocks until the 95 % interval of its
-ratio (over per-round ratios) is within ±`TOLERANCE`, between `MIN_ROUNDS` and `MAX_ROUNDS`
-rounds; each is scored on the final split once per artifact (cached by digest in the store).
+baselines. The models are timed against FP32 in rotation, in a process started for it, until
+the 95 % interval of every ratio (over per-round ratios) is within ±`TOLERANCE`, between
+`MIN_ROUNDS` and `MAX_ROUNDS` rounds; each is scored on the final split once per artifact (cached by digest in the store).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from simq.search._evaluate import Executor, ModelEvaluator
 from simq.search._objectives import Objective, References, tracked_values
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
-from simq.targets import Artifact, lowering_summary
+from simq.targets import MAX_ROUNDS, TOLERANCE, Artifact, lowering_summary
 
 __all__ = ["publish", "select_front"]
 
@@ -152,9 +152,10 @@ def publish(
             step(f"scored #{i}")
     timing = {
         "settings": job.target.timing_settings(), "inputs": {name: list(v.shape) for name, v in job.feed.items()},
-        "protocol": "paired rounds against FP32 in one process, each session alone on the cores while timed, "
+        "protocol": "paired rounds against FP32 in one process started for the timing, each session alone on the cores while timed, "
         "the models in rotation until every interval is within its tolerance (a cluster's measuring node: one at a time); "
         "latency_ratio is the median per-round ratio, latency_ratio_low/high its 95 % interval",
+        "tolerance": TOLERANCE, "max_rounds": MAX_ROUNDS,
     }  # fmt: skip
     for record in front:
         folder = staging / str(record.id)

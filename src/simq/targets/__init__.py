@@ -3,6 +3,7 @@
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, Target, time_calls
 from simq.targets._costmodel import CostModel, Prediction
 from simq.targets._features import features, lowering_summary
+from simq.targets._fresh import timed_in_fresh_process
 from simq.targets._registry import ENTRY_POINT_GROUP, TargetInfo, TargetRegistry
 from simq.targets._timing import (
     MAX_ROUNDS,
@@ -44,6 +45,7 @@ __all__ = [
     "paired_ratio",
     "round_ratios",
     "time_calls",
+    "timed_in_fresh_process",
     "timed_ratio",
     "timed_ratios",
 ]

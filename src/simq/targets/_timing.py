@@ -24,8 +24,11 @@ __all__ = [
 #: Default protocol: rounds, and timed calls per model per round.
 ROUNDS, PER_ROUND = 5, 4
 #: Adaptive protocol (`timed_ratio`): stop once the 95 % interval of the ratio is within
-#: ±TOLERANCE of it, after at least MIN_ROUNDS and at most MAX_ROUNDS paired rounds.
-TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.03, 10, 40
+#: ±TOLERANCE of it, after at least MIN_ROUNDS and at most MAX_ROUNDS paired rounds. At ±3 % and
+#: 40 rounds two fresh processes re-timing one front read speed-ups over the recipe up to 5 %
+#: apart; at ±1.5 % and 120 rounds within 1.3 % (docs/RETIME.md), for about a minute more of a
+#: final pass.
+TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.015, 10, 120
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
 
 Call = Callable[[], Any]  # one timed call of a model: a session's run on fixed inputs
