@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -53,3 +59,37 @@ def test_a_failure_in_the_child_is_one_clear_error(tmp_path):
     artifact = Artifact("ort-cpu", broken, broken, (broken,), dict(reference.settings))
     with pytest.raises(SimqError, match="timing in a fresh process failed: .*"):
         timed_in_fresh_process(target, reference, {1: artifact}, {"x": np.ones((4, 64), np.float32)}, max_rounds=10)
+
+
+INTERRUPTED = """
+import pathlib, sys
+import numpy as np
+from test_fresh import _lowered
+from simq.targets import TargetRegistry, timed_in_fresh_process
+
+if __name__ == "__main__":
+    target = TargetRegistry().get("ort-cpu", threads=1)
+    artifact = _lowered(pathlib.Path(sys.argv[1]), target)
+    try:
+        timed_in_fresh_process(
+            target, artifact, {1: artifact}, {"x": np.ones((4, 64), np.float32)}, tolerance=1e-9, max_rounds=10**9,
+            progress=lambda done, total: print("turn", flush=True),
+        )
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_stops_the_child_without_a_traceback(tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "model")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert process.stdout.readline().strip() == "turn"  # the child is timing
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+    out, err = process.communicate(timeout=60)
+    assert "interrupted" in out
+    assert "Traceback" not in err, err

@@ -83,5 +83,7 @@ def _child(
         sender.send(("done", ratios))
     except Exception as e:  # noqa: BLE001 - told to the parent, which raises it as a SimqError
         sender.send(("error", first_line(e, 300, typed=True)))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
+        pass
     finally:
         sender.close()
