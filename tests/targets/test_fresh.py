@@ -83,13 +83,42 @@ if __name__ == "__main__":
 def test_ctrl_c_stops_the_child_without_a_traceback(tmp_path):
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path / "model")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=env, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env=_env(), start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert process.stdout.readline().strip() == "turn"  # the child is timing
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     out, err = process.communicate(timeout=60)
     assert "interrupted" in out
     assert "Traceback" not in err, err
+
+
+UNGUARDED = """
+import pathlib, sys
+import numpy as np
+from test_fresh import _lowered
+from simq.targets import TargetRegistry, timed_in_fresh_process
+
+folder = pathlib.Path(sys.argv[1])
+with open(folder / "runs.txt", "a") as runs:
+    runs.write("ran\\n")
+target = TargetRegistry().get("ort-cpu", threads=1)
+artifact = _lowered(folder / "model", target)
+print(timed_in_fresh_process(target, artifact, {1: artifact}, {"x": np.ones((4, 64), np.float32)}, tolerance=0.5, max_rounds=10)[1].rounds)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """The README's Python example has no ``if __name__ == "__main__"``: the timing child must
+    not run the caller's script again (a multiprocessing child would re-import it)."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10"
+    assert (tmp_path / "runs.txt").read_text() == "ran\n"
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}

@@ -4,16 +4,25 @@ A process that has run a search (hundreds of sessions made and dropped, predicto
 ratios to FP32 lower than a fresh process does on the same files: every fresh re-time of a
 README run's front read its ratios higher than the run had, by a median of +0.3 % to +4.2 % over
 eight processes, while two fresh processes agreed with each other within 1.5 % (docs/RETIME.md).
-So the final pass times its models in a child process that loads nothing but the target, the
-artifacts and the inputs, and reports each rotation's progress and the ratios back through a pipe.
+So the final pass times its models in a new Python process that loads nothing but the target,
+the artifacts and the inputs (sent pickled on its stdin), and reports each rotation's progress
+and the ratios as JSON lines on its stdout.
+
+The child is a plain ``python -c`` process, not a `multiprocessing` one: those re-import the
+caller's main script, and a user's script that calls `simq.compile` without a ``__main__`` guard
+(the README's example) would run its whole compile again in the child.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Hashable, Mapping
-from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +33,8 @@ from simq.targets._timing import MAX_ROUNDS, TOLERANCE, PairedRatio, timed_ratio
 __all__ = ["timed_in_fresh_process"]
 
 K = TypeVar("K", bound=Hashable)
+
+_CHILD = "from simq.targets._fresh import child_main; child_main()"
 
 
 def timed_in_fresh_process(
@@ -37,53 +48,68 @@ def timed_in_fresh_process(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[K, PairedRatio]:
     """`simq.targets.timed_ratios` of every artifact against `reference` on `inputs`, in a fresh
-    (spawned) process with `target`'s runners; `progress` as there. The child is stopped if this
-    process is interrupted; if it dies, a `SimqError` says how."""
+    Python process with `target`'s runners; `progress` as there. The child is stopped if this
+    process is interrupted; if it fails or dies, a `SimqError` says how. A target whose class
+    lives in the caller's main script cannot be loaded by another process: it is timed here."""
     if not artifacts:
         return {}
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(
-        target=_child, args=(sender, target, reference, dict(artifacts), dict(inputs), tolerance, max_rounds),
-        name="simq-timing", daemon=True,
-    )  # fmt: skip
-    child.start()
-    sender.close()  # the child holds the only writing end: its death ends our reads
-    try:
-        while True:
+    keys = list(artifacts)
+    if type(target).__module__ == "__main__":
+        return timed_ratios(
+            target.runner(reference, inputs), {k: target.runner(artifacts[k], inputs) for k in keys},
+            tolerance=tolerance, max_rounds=max_rounds, progress=progress,
+        )  # fmt: skip
+    job = pickle.dumps((target, reference, [artifacts[k] for k in keys], dict(inputs), tolerance, max_rounds))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # what this process imports from
+    with tempfile.TemporaryFile() as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env
+        )
+        try:
             try:
-                kind, payload = receiver.recv()
-            except EOFError:
-                child.join(timeout=10)
-                raise SimqError(f"the timing process ended without its results (exit code {child.exitcode})") from None
-            if kind == "turn" and progress is not None:
-                progress(*payload)
-            elif kind == "error":
-                raise SimqError(f"timing in a fresh process failed: {payload}")
-            elif kind == "done":
-                return payload
-    finally:
-        receiver.close()
-        child.join(timeout=10)
-        if child.is_alive():
-            child.terminate()
-            child.join()
+                child.stdin.write(job)
+                child.stdin.close()
+            except BrokenPipeError:  # it died before reading: its exit code and stderr say why
+                pass
+            for line in child.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:  # a library printing to stdout
+                    continue
+                if "turn" in message and progress is not None:
+                    progress(*message["turn"])
+                elif "error" in message:
+                    raise SimqError(f"timing in a fresh process failed: {message['error']}")
+                elif "done" in message:
+                    return {k: PairedRatio(*values) for k, values in zip(keys, message["done"])}
+            child.wait()
+            stderr.seek(0)
+            said = [line.strip() for line in stderr.read().decode(errors="replace").splitlines() if line.strip()]
+            raise SimqError(
+                f"the timing process ended without its results (exit code {child.returncode})" + (f": {said[-1]}" if said else "")
+            )
+        finally:
+            if child.poll() is None:
+                child.terminate()
+            child.wait()
 
 
-def _child(
-    sender: Connection, target: Target, reference: Artifact, artifacts: dict[Any, Artifact], inputs: dict[str, np.ndarray],
-    tolerance: float, max_rounds: int,
-) -> None:  # fmt: skip
+def child_main() -> None:
+    """The child's side: read the job from stdin, time it, write JSON lines to stdout."""
+
+    def say(message: dict) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
     try:
-        runners = {k: target.runner(a, inputs) for k, a in artifacts.items()}
+        target, reference, artifacts, inputs, tolerance, max_rounds = pickle.load(sys.stdin.buffer)
+        runners = {i: target.runner(a, inputs) for i, a in enumerate(artifacts)}
         ratios = timed_ratios(
             target.runner(reference, inputs), runners, tolerance=tolerance, max_rounds=max_rounds,
-            progress=lambda done, total: sender.send(("turn", (done, total))),
+            progress=lambda done, total: say({"turn": [done, total]}),
         )  # fmt: skip
-        sender.send(("done", ratios))
-    except Exception as e:  # noqa: BLE001 - told to the parent, which raises it as a SimqError
-        sender.send(("error", first_line(e, 300, typed=True)))
+        say({"done": [[r.ratio, r.low, r.high, r.reference_ms, r.rounds] for r in (ratios[i] for i in range(len(artifacts)))]})
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
-        pass
-    finally:
-        sender.close()
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - told to the parent, which raises it as a SimqError
+        say({"error": first_line(e, 300, typed=True)})
