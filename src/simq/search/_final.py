@@ -4,7 +4,8 @@ Only the feasible front is published (at most `CompileOptions.final_models`, cho
 hypervolume contribution; slower than FP32 only with ``keep_slower``), plus FP32 and the
 baselines. The models are timed against FP32 in rotation, in a process started for it, until
 the 95 % interval of every ratio (over per-round ratios) is within ±`TOLERANCE`, between
-`MIN_ROUNDS` and `MAX_ROUNDS` rounds; each is scored on the final split once per artifact (cached by digest in the store).
+`MIN_ROUNDS` and `MAX_ROUNDS` rounds; each is scored on the final split once per artifact
+(cached by digest in the store).
 """
 
 from __future__ import annotations

@@ -25,9 +25,10 @@ __all__ = [
 ROUNDS, PER_ROUND = 5, 4
 #: Adaptive protocol (`timed_ratio`): stop once the 95 % interval of the ratio is within
 #: ±TOLERANCE of it, after at least MIN_ROUNDS and at most MAX_ROUNDS paired rounds. At ±3 % and
-#: 40 rounds two fresh processes re-timing one front read speed-ups over the recipe up to 5 %
-#: apart; at ±1.5 % and 120 rounds within 1.3 % (docs/RETIME.md), for about a minute more of a
-#: final pass.
+#: 40 rounds two fresh processes re-timing one README run's front read its speed-ups over the
+#: recipe up to 5.1 % apart (docs/RETIME.md at commit 6cf979d); at ±1.5 % and 120 rounds within
+#: 2.8 % and 0.9 % on two runs (docs/RETIME.md, docs/RETIME_run1.md), for 1.4 more minutes of
+#: its final pass (2.2 instead of 0.8).
 TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.015, 10, 120
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
 
