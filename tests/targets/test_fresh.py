@@ -1,4 +1,4 @@
-"""The final pass's timing in a process started for it: real ONNX Runtime sessions in a spawned child."""
+"""The final pass's timing in a process started for it: real ONNX Runtime sessions in a new Python process."""
 
 from __future__ import annotations
 
@@ -59,6 +59,27 @@ def test_a_failure_in_the_child_is_one_clear_error(tmp_path):
     artifact = Artifact("ort-cpu", broken, broken, (broken,), dict(reference.settings))
     with pytest.raises(SimqError, match="timing in a fresh process failed: .*"):
         timed_in_fresh_process(target, reference, {1: artifact}, {"x": np.ones((4, 64), np.float32)}, max_rounds=10)
+
+
+class _Dying:
+    """A target whose runs kill their process (importable by the child: this module is on the
+    path the child inherits)."""
+
+    name = "ort-cpu"
+
+    def __init__(self):
+        self.target = TargetRegistry().get("ort-cpu", threads=1)
+
+    def runner(self, artifact, inputs):
+        self.target.runner(artifact, inputs)
+        return lambda: os._exit(3)
+
+
+def test_a_child_that_dies_is_one_clear_error(tmp_path):
+    target = _Dying()
+    reference = _lowered(tmp_path / "reference", target.target)
+    with pytest.raises(SimqError, match=r"the timing process ended without its results \(exit code 3\)"):
+        timed_in_fresh_process(target, reference, {1: reference}, {"x": np.ones((4, 64), np.float32)}, max_rounds=10)
 
 
 INTERRUPTED = """
