@@ -5,8 +5,8 @@ docs/RETIME.md.
 Each fresh process lowers the run's FP32 model (its zoo model or the ONNX its manifest names), then
 times every published folder against it with the same adaptive paired protocol as the final pass
 (`simq.targets.timed_ratios`: the models in rotation until every interval is within the final
-pass's tolerance), every session with the ort-cpu target's timing settings. With ``--tolerance`` and ``--max-rounds`` it
-re-times with a narrower interval than the final pass's, and with ``--processes`` in more fresh
+pass's tolerance), every session with the ort-cpu target's timing settings. With
+``--tolerance`` and ``--max-rounds`` it re-times with a narrower interval than the final pass's, and with ``--processes`` in more fresh
 processes: whether the processes then agree with each other tells whether more rounds would
 bring a re-time closer to the run, or whether each process's ratios sit apart.
 

@@ -143,3 +143,35 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+
+
+LOCAL_TARGET = """
+import pathlib, sys
+import numpy as np
+from test_fresh import _lowered
+from simq.targets import TargetRegistry, timed_in_fresh_process
+
+
+class Local:  # a target only this script defines: no other process can unpickle it
+    name = "ort-cpu"
+
+    def __init__(self):
+        self.target = TargetRegistry().get("ort-cpu", threads=1)
+
+    def runner(self, artifact, inputs):
+        return self.target.runner(artifact, inputs)
+
+
+if __name__ == "__main__":
+    target = Local()
+    artifact = _lowered(pathlib.Path(sys.argv[1]), target.target)
+    print(timed_in_fresh_process(target, artifact, {1: artifact}, {"x": np.ones((4, 64), np.float32)}, tolerance=0.5, max_rounds=10)[1].rounds)
+"""
+
+
+def test_a_target_defined_in_the_main_script_is_timed_in_its_process(tmp_path):
+    script = tmp_path / "local.py"
+    script.write_text(LOCAL_TARGET)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "model")], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "10"

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import asdict
 from typing import TypeVar
 
 import numpy as np
@@ -53,12 +54,9 @@ def timed_in_fresh_process(
     lives in the caller's main script cannot be loaded by another process: it is timed here."""
     if not artifacts:
         return {}
-    keys = list(artifacts)
     if type(target).__module__ == "__main__":
-        return timed_ratios(
-            target.runner(reference, inputs), {k: target.runner(artifacts[k], inputs) for k in keys},
-            tolerance=tolerance, max_rounds=max_rounds, progress=progress,
-        )  # fmt: skip
+        return _timed_here(target, reference, artifacts, inputs, tolerance, max_rounds, progress)
+    keys = list(artifacts)
     job = pickle.dumps((target, reference, [artifacts[k] for k in keys], dict(inputs), tolerance, max_rounds))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # what this process imports from
     with tempfile.TemporaryFile() as stderr:
@@ -81,7 +79,7 @@ def timed_in_fresh_process(
                 elif "error" in message:
                     raise SimqError(f"timing in a fresh process failed: {message['error']}")
                 elif "done" in message:
-                    return {k: PairedRatio(*values) for k, values in zip(keys, message["done"])}
+                    return {k: PairedRatio(**fields) for k, fields in zip(keys, message["done"])}
             child.wait()
             stderr.seek(0)
             said = [line.strip() for line in stderr.read().decode(errors="replace").splitlines() if line.strip()]
@@ -94,6 +92,15 @@ def timed_in_fresh_process(
             child.wait()
 
 
+def _timed_here(
+    target: Target, reference: Artifact, artifacts: Mapping[K, Artifact], inputs: Mapping[str, np.ndarray],
+    tolerance: float, max_rounds: int, progress: Callable[[int, int], None] | None,
+) -> dict[K, PairedRatio]:  # fmt: skip
+    """`timed_ratios` with `target`'s runners, in this process."""
+    runners = {k: target.runner(a, inputs) for k, a in artifacts.items()}
+    return timed_ratios(target.runner(reference, inputs), runners, tolerance=tolerance, max_rounds=max_rounds, progress=progress)
+
+
 def child_main() -> None:
     """The child's side: read the job from stdin, time it, write JSON lines to stdout."""
 
@@ -103,12 +110,11 @@ def child_main() -> None:
 
     try:
         target, reference, artifacts, inputs, tolerance, max_rounds = pickle.load(sys.stdin.buffer)
-        runners = {i: target.runner(a, inputs) for i, a in enumerate(artifacts)}
-        ratios = timed_ratios(
-            target.runner(reference, inputs), runners, tolerance=tolerance, max_rounds=max_rounds,
-            progress=lambda done, total: say({"turn": [done, total]}),
+        ratios = _timed_here(
+            target, reference, dict(enumerate(artifacts)), inputs, tolerance, max_rounds,
+            lambda done, total: say({"turn": [done, total]}),
         )  # fmt: skip
-        say({"done": [[r.ratio, r.low, r.high, r.reference_ms, r.rounds] for r in (ratios[i] for i in range(len(artifacts)))]})
+        say({"done": [asdict(ratios[i]) for i in range(len(artifacts))]})
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - told to the parent, which raises it as a SimqError
