@@ -168,7 +168,12 @@ def _positive(text: str) -> int:
 
 
 def _drop(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points, nor 'none'") from None
 
 
 # The library speaks of options; the CLI names its flags: a library message that names an option
