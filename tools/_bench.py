@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,6 +55,19 @@ def tolerance_text(tolerance: float | None = None, max_rounds: int | None = None
     from simq.targets import MAX_ROUNDS, TOLERANCE
 
     return f"±{(TOLERANCE if tolerance is None else tolerance) * 100:g} % (at most {max_rounds or MAX_ROUNDS} rounds)"
+
+
+def final_pass_protocol(out: Path) -> str | None:
+    """How a finished run's final pass timed, from its published manifests (None: none published):
+    runs from before the final pass had its own process and a recorded stopping rule timed in the
+    search's process to ±3 %."""
+    manifests = sorted((out / "pareto").glob("*/manifest.json"))
+    if not manifests:
+        return None
+    timing = json.loads(manifests[0].read_text())["timing"]
+    if "tolerance" not in timing:
+        return f"{tolerance_text(0.03, 40)}, in the search's process"
+    return f"{tolerance_text(timing['tolerance'], timing['max_rounds'])}, in a process started for it"
 
 
 def interleaved_latency(

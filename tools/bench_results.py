@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table, timing_text  # noqa: E402
+from _bench import cpu_name, final_pass_protocol, table, timing_text  # noqa: E402
 
 from simq.search import SUMMARY_FILE, Store  # noqa: E402
 
@@ -141,6 +141,7 @@ class Outcome:
     info: dict
     summary: dict
     searched: list[tuple[float, float]]  # (latency × FP32, drop on the search split) of every validated candidate
+    folder: Path  # the run's --out
 
     @classmethod
     def read(cls, run: Run, target: str, out: Path, info: dict) -> Outcome:
@@ -156,7 +157,7 @@ class Outcome:
             for r in records
             if r.kind == "candidate" and r.status == "ok" and "latency_ratio" in r.metrics and "accuracy" in r.metrics
         ]
-        return cls(run, target, info, summary, searched)
+        return cls(run, target, info, summary, searched, out)
 
     @property
     def reference(self) -> dict:
@@ -414,6 +415,8 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
     every = [o for found in outcomes.values() for o in found]
     fingerprints = sorted({o.summary["fingerprint"] for o in every})
     commits = Counter(o.info.get("commit", "not recorded") for o in every)
+    protocols = Counter(p for o in every if (p := final_pass_protocol(o.folder)) is not None)
+    protocol = "; ".join(f"{p}: {n} run{'s' * (n > 1)}" for p, n in sorted(protocols.items())) or "no run published"
     columns = [
         "model", "target", "fastest published: latency × FP32 (Δ test [95 %])", "smallest published: size × FP32",
         "score", "best baseline within the limit (latency × FP32)", "faster than it", "the tool users run: faster than its INT8",
@@ -433,9 +436,10 @@ validation split; a model is published within the limit when the one-sided upper
 drop, paired per example against FP32 on validation, is at most {LIMIT:g} point (accuracy; models
 with random weights: mean output cosine to FP32 in percent). The test split only confirms: its
 paired drop and 95 % interval are shown, "beyond" where the interval lies wholly past the limit.
-The final pass times every published model, FP32 and the target's baselines in one process,
-interleaved, with {timing_text()} in every timed ONNX Runtime session; latency is the
-median of paired ratios to FP32 with its 95 % interval. The best baseline is the fastest of FP32
+The final pass times every published model, FP32 and the target's baselines in rotation until
+every interval is within its tolerance, with {timing_text()} in every timed ONNX
+Runtime session (the rule, by run: {protocol}); latency is the median of paired ratios to FP32
+with its 95 % interval. The best baseline is the fastest of FP32
 and the target's baselines within the limit by the same rule (ort-cpu: plain `quantize_dynamic` /
 `quantize_static`, and for transformers with a PyTorch source ORT's transformers optimizer on an
 Optimum-style export, FP32 and with per-tensor `quantize_dynamic`: the recipe users run;
