@@ -67,7 +67,9 @@ def final_pass_protocol(out: Path) -> str | None:
     timing = json.loads(manifests[0].read_text())["timing"]
     if "tolerance" not in timing:
         return f"{tolerance_text(0.03, 40)}, in the search's process"
-    return f"{tolerance_text(timing['tolerance'], timing['max_rounds'])}, in a process started for it"
+    limit = timing.get("time_limit_s")
+    within = f" or {limit / 60:g} minutes" if limit is not None else ""
+    return f"{tolerance_text(timing['tolerance'], timing['max_rounds'])}{within}, in a process started for it"
 
 
 def interleaved_latency(

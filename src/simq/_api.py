@@ -94,6 +94,7 @@ def compile(  # noqa: A001 - the verb users know from the command line
     confidence: float | None = None,
     objectives: Sequence[str] = ("accuracy", "latency", "size"),
     time_limit: float | None = None,
+    final_time_limit: float | None = 5.0,
     seed: int = 0,
     resume: bool = False,
     threads: int = 2,
@@ -118,6 +119,8 @@ def compile(  # noqa: A001 - the verb users know from the command line
             `confidence` on the validation split (default: 0.9; 0.8 when the split holds at
             least 1,024 examples, 0.7 from 2,048; docs/ACCEPTANCE.md).
         time_limit: Minutes after which no new candidate starts.
+        final_time_limit: Minutes the final pass may spend timing the published models once
+            each has its minimum rounds (None: until every interval is within its tolerance).
         baselines: Build and measure the target's off-the-shelf baselines beside the search.
         options: Further `simq.search.CompileOptions` fields (``algorithm``, ``population``,
             ``final_models``, ``keep_slower``, ``latency``, ...).
@@ -137,7 +140,8 @@ def compile(  # noqa: A001 - the verb users know from the command line
     compile_options = CompileOptions(
         objectives=tuple(objectives), budget=budget, max_accuracy_drop=max_accuracy_drop, seed=seed,
         confidence=confidence,
-        time_limit=time_limit * 60 if time_limit is not None else None, **options,
+        time_limit=time_limit * 60 if time_limit is not None else None,
+        final_time_limit=final_time_limit * 60 if final_time_limit is not None else None, **options,
     )  # fmt: skip
     compile_options.check()
     check_out(out, resume)

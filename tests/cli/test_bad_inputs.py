@@ -221,6 +221,7 @@ def _cases(root: Path, good: Path, models: dict[str, Path], data: dict[str, Path
         "too few cost-model samples": ["--cost-model-samples", "2"], "text column without data": ["--text-column", "text"],
         "resume with nothing to resume": ["--resume"], "missing recipe": ["--config", str(root / "nope.yaml")],
         "budget as a word": ["--budget", "many"], "drop as a word": ["--max-accuracy-drop", "abc"],
+        "final time limit as a word": ["--final-time-limit", "soon"], "final time limit of zero": ["--final-time-limit", "0"],
     }  # fmt: skip
     c |= {f"compile flag: {name}": ["compile", str(good), *args] for name, args in flags.items()}
     for name, text in {

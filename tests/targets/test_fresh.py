@@ -51,6 +51,16 @@ def test_every_artifact_is_timed_against_the_reference_with_progress(tmp_path):
     assert timed_in_fresh_process(target, reference, {}, {"x": np.ones((4, 64), np.float32)}) == {}
 
 
+def test_the_time_limit_reaches_the_timing_process(tmp_path):
+    target = TargetRegistry().get("ort-cpu", threads=1)
+    reference = _lowered(tmp_path / "reference", target)
+    # Never within ±1e-9 and no round limit to speak of: only the time limit ends it.
+    ratios = timed_in_fresh_process(
+        target, reference, {1: reference}, {"x": np.ones((4, 64), np.float32)}, tolerance=1e-9, max_rounds=10**5, time_limit=0.3
+    )
+    assert 10 <= ratios[1].rounds < 10**5
+
+
 def test_a_failure_in_the_child_is_one_clear_error(tmp_path):
     target = TargetRegistry().get("ort-cpu", threads=1)
     reference = _lowered(tmp_path / "reference", target)

@@ -102,3 +102,18 @@ def test_timed_ratios_stop_once_every_interval_is_narrow():
     assert [r.rounds for r in ratios.values()] == [10, 10]
     assert ratios[2].ratio < ratios[1].ratio
     assert timed_ratios(_sleeper(0.0004), {}) == {}
+
+
+def test_a_time_limit_ends_the_timing_once_every_candidate_has_its_minimum_rounds():
+    rng = np.random.default_rng(0)
+
+    def noisy():
+        _sleeper(rng.uniform(0.0001, 0.0009))()
+
+    # Never within ±0.1 %: without a limit the round limit (40) ends it; a spent limit ends it
+    # at the minimum, for the single ratio and for the rotation alike.
+    assert timed_ratio(_sleeper(0.0003), noisy, tolerance=0.001, min_rounds=10, max_rounds=40, time_limit=1e-6).rounds == 10
+    ratios = timed_ratios(_sleeper(0.0003), {"a": noisy, "b": noisy}, tolerance=0.001, min_rounds=10, max_rounds=40, time_limit=1e-6)
+    assert [r.rounds for r in ratios.values()] == [10, 10]
+    unlimited = timed_ratios(_sleeper(0.0003), {"a": noisy}, tolerance=0.001, min_rounds=10, max_rounds=20, time_limit=None)
+    assert unlimited["a"].rounds == 20

@@ -118,6 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start no new candidate after this many minutes of search (per invocation; counted once the reference and the baselines are measured); the Pareto set of what was validated is then written as usual",
     )  # fmt: skip
     parser.add_argument(
+        "--final-time-limit", type=_minutes, metavar="MINUTES", default=options.final_time_limit / 60,
+        help=f"minutes the final pass may spend timing the published models once each has its minimum rounds (default {options.final_time_limit / 60:g}; 'none': until every interval is within its tolerance)",
+    )  # fmt: skip
+    parser.add_argument(
         "--final-models", type=int, default=options.final_models,
         help=f"models of the front to publish (re-time, re-score; default {options.final_models})",
     )
@@ -167,20 +171,28 @@ def _positive(text: str) -> int:
     return value
 
 
-def _drop(text: str) -> float | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points, nor 'none'") from None
+def _number_or_none(unit: str) -> Callable[[str], float | None]:
+    """An argument type: a number of `unit`, or 'none' (no limit)."""
+
+    def parse(text: str) -> float | None:
+        if text.lower() == "none":
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}, nor 'none'") from None
+
+    return parse
+
+
+_drop, _minutes = _number_or_none("points"), _number_or_none("minutes")
 
 
 # The library speaks of options; the CLI names its flags: a library message that names an option
 # is shown with the flag the user typed.
 _FLAGS = {
     "the budget": "--budget", "a population": "--population", "a steady-state search": "--steady-state", "the accepted accuracy drop": "--max-accuracy-drop",
-    "a latency bound": "--max-latency-ms", "a time limit": "--time-limit", "at least one model of the front": "--final-models",
+    "a latency bound": "--max-latency-ms", "a time limit": "--time-limit", "the final pass's time limit": "--final-time-limit", "at least one model of the front": "--final-models",
     "the confidence of the accuracy limit": "--confidence", "the target needs": "--threads",
     "without pruning and quantization": "--no-prune and --no-quantize", "a cost model needs": "--cost-model-samples",
     "the deployment batch size": "--batch-size", "the deployment sequence length": "--seq-len",
@@ -208,6 +220,7 @@ def _options(args: argparse.Namespace) -> CompileOptions:
         early_acceptance=args.early_acceptance,
         max_latency_ms=args.max_latency_ms, latency=args.latency,
         time_limit=args.time_limit * 60 if args.time_limit is not None else None, final_models=args.final_models,
+        final_time_limit=args.final_time_limit * 60 if args.final_time_limit is not None else None,
         keep_slower=args.keep_slower, withhold_unconfirmed=args.withhold_unconfirmed,
     )  # fmt: skip
     _with_flags(options.check)

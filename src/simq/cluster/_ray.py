@@ -220,6 +220,7 @@ class RayExecutor:
         *,
         final: bool = True,
         progress: Callable[[str], None] | None = None,
+        time_limit: float | None = None,
     ) -> Iterator[tuple[int, PairedRatio]]:
         """Timing on the measuring node (one model at a time there, each yielded as it is done,
         so `progress` has nothing more to tell), so the driver need not run on the target: each
@@ -236,7 +237,8 @@ class RayExecutor:
             raise SimqError("measured latency needs the cluster's measuring node: call fingerprint(target) first.")
         refs = self._job(evaluator.job)
         timing = time_task.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES)
-        pending = {timing.remote(refs, pack(a, a.digest(), self.share), final): i for i, a in artifacts.items()}
+        share = None if time_limit is None else time_limit / len(artifacts)  # one model at a time: each its share
+        pending = {timing.remote(refs, pack(a, a.digest(), self.share), final, share): i for i, a in artifacts.items()}
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ready)

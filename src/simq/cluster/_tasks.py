@@ -114,9 +114,10 @@ def _made_there(name: str, threads: int) -> Target:
 
 
 @ray.remote
-def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False) -> tuple[PairedRatio, float]:
+def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False, time_limit: float | None = None) -> tuple[PairedRatio, float]:
     """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds);
-    `final`: to the final pass's tolerance (`timed_ratio`), else the search's rounds."""
+    `final`: to the final pass's tolerance (`timed_ratio`) or its `time_limit` (seconds), else
+    the search's rounds."""
     start = time.perf_counter()
     job = _cached_job(refs)
     key = refs[0].hex()
@@ -125,7 +126,8 @@ def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False) -> tuple[
         _REFERENCES[key] = job.target.runner(job.target.lower(job.model, folder), job.feed)
     with tempfile.TemporaryDirectory(prefix="timing-", dir=_SCRATCH) as tmp:
         artifact = unpack(packed, Path(tmp))
-        paired = (timed_ratio if final else compare)(_REFERENCES[key], job.target.runner(artifact, job.feed))
+        runner = job.target.runner(artifact, job.feed)
+        paired = timed_ratio(_REFERENCES[key], runner, time_limit=time_limit) if final else compare(_REFERENCES[key], runner)
     return paired, time.perf_counter() - start
 
 

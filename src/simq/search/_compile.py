@@ -43,7 +43,7 @@ Progress = Callable[..., None]
 CHANCE_MARGIN = 5.0
 # Options that change how long a run goes on or what it publishes, not the candidates it evaluates:
 # a resumed run may change them.
-_NOT_SETTINGS = ("budget", "time_limit", "final_models", "keep_slower", "withhold_unconfirmed", "objective_table")
+_NOT_SETTINGS = ("budget", "time_limit", "final_time_limit", "final_models", "keep_slower", "withhold_unconfirmed", "objective_table")
 
 
 class _Compiler:

@@ -82,6 +82,7 @@ class Executor(Protocol):
         *,
         final: bool = True,
         progress: Callable[[str], None] | None = None,
+        time_limit: float | None = None,
     ) -> Iterator[tuple[int, PairedRatio]]:
         """Time each artifact against `reference` (FP32) on the hardware latencies are measured
         on; yield ``(id, ratio)`` as each is done. `final`: all of them in rotation until every
@@ -90,7 +91,8 @@ class Executor(Protocol):
         that cannot rotate them times each with `simq.targets.timed_ratio`), else the
         search's rounds, one at a time (`simq.targets.compare`: the reference and the baselines).
         `progress` is told in a few words how a timing that yields nothing for a while goes
-        (the rotation: after each turn)."""
+        (the rotation: after each turn). `time_limit`: seconds the final timing may take once
+        every model has its minimum rounds (`simq.targets.timed_ratios`)."""
         ...
 
 
@@ -118,6 +120,7 @@ class InProcessExecutor:
         *,
         final: bool = True,
         progress: Callable[[str], None] | None = None,
+        time_limit: float | None = None,
     ) -> Iterator[tuple[int, PairedRatio]]:
         target, feed = evaluator.job.target, evaluator.job.feed
         if final:
@@ -129,7 +132,7 @@ class InProcessExecutor:
                 if progress is not None:
                     progress(f"timing in rotation: turn {turns}, {done} of {total} models timed to ±{TOLERANCE:.1%}")
 
-            yield from timed_in_fresh_process(target, reference, artifacts, feed, progress=turned).items()
+            yield from timed_in_fresh_process(target, reference, artifacts, feed, progress=turned, time_limit=time_limit).items()
             return
         runner = target.runner(reference, feed)
         try:

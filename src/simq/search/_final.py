@@ -4,7 +4,7 @@ Only the feasible front is published (at most `CompileOptions.final_models`, cho
 hypervolume contribution; slower than FP32 only with ``keep_slower``), plus FP32 and the
 baselines. The models are timed against FP32 in rotation, in a process started for it, until
 the 95 % interval of every ratio (over per-round ratios) is within ±`TOLERANCE`, between
-`MIN_ROUNDS` and `MAX_ROUNDS` rounds; each is scored on the final split once per artifact
+`MIN_ROUNDS` and `MAX_ROUNDS` rounds, or the final pass's time limit is spent; each is scored on the final split once per artifact
 (cached by digest in the store).
 """
 
@@ -24,7 +24,7 @@ from simq.search._evaluate import Executor, ModelEvaluator
 from simq.search._objectives import Objective, References, tracked_values
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._store import Record
-from simq.targets import MAX_ROUNDS, TOLERANCE, Artifact, lowering_summary
+from simq.targets import MAX_ROUNDS, MIN_ROUNDS, TOLERANCE, Artifact, lowering_summary
 
 __all__ = ["publish", "select_front"]
 
@@ -132,7 +132,7 @@ def publish(
         def told(detail: str) -> None:
             progress("final", done, steps, detail)
 
-        for i, paired in executor.time(evaluator, artifacts[reference.id], others, progress=told):
+        for i, paired in executor.time(evaluator, artifacts[reference.id], others, progress=told, time_limit=options.final_time_limit):
             reference_ms.append(paired.reference_ms)
             if i != reference.id:
                 final[i] |= {**paired.metrics(), "rounds": float(paired.rounds)}
@@ -154,9 +154,10 @@ def publish(
     timing = {
         "settings": job.target.timing_settings(), "inputs": {name: list(v.shape) for name, v in job.feed.items()},
         "protocol": "paired rounds against FP32 in one process started for the timing, each session alone on the cores while timed, "
-        "the models in rotation until every interval is within its tolerance (a cluster's measuring node: one at a time); "
+        "the models in rotation until every interval is within its tolerance or the time limit is spent after the minimum "
+        "rounds (a cluster's measuring node: one at a time, each its share of the time); "
         "latency_ratio is the median per-round ratio, latency_ratio_low/high its 95 % interval",
-        "tolerance": TOLERANCE, "max_rounds": MAX_ROUNDS,
+        "tolerance": TOLERANCE, "min_rounds": MIN_ROUNDS, "max_rounds": MAX_ROUNDS, "time_limit_s": options.final_time_limit,
     }  # fmt: skip
     for record in front:
         folder = staging / str(record.id)

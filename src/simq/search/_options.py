@@ -119,6 +119,12 @@ class CompileOptions:
         time_limit: Seconds of search after which no new candidate is started, counted once the
             reference and the baselines are measured (this invocation; a resumed run gets its
             own). The front of what was validated is then published as usual.
+        final_time_limit: Seconds the final pass may spend timing the front (in rotation, to
+            ±`simq.targets.TOLERANCE`, at most `simq.targets.MAX_ROUNDS` rounds each) once every
+            model has `simq.targets.MIN_ROUNDS`; None: no limit. Five minutes leaves a MiniLM's
+            final pass as it is (about 2 minutes) and bounds a BERT-base's, which took 12 of its
+            run's 21 minutes without one (docs/RESULTS.md). Each manifest gives the rounds taken
+            and the interval reached.
         final_models: At most this many models of the front are published (re-timed, re-scored).
         keep_slower: Publish models slower than FP32 too (kept for their size).
         withhold_unconfirmed: Take back published models whose whole test interval of the drop
@@ -140,6 +146,7 @@ class CompileOptions:
     max_latency_ms: float | None = None
     latency: Literal["measured", "predicted"] = "measured"
     time_limit: float | None = None
+    final_time_limit: float | None = 300.0
     final_models: int = 8
     keep_slower: bool = False
     withhold_unconfirmed: bool = False
@@ -171,6 +178,8 @@ class CompileOptions:
             raise InvalidArgumentError("a latency bound must be positive.")
         if self.time_limit is not None and self.time_limit <= 0:
             raise InvalidArgumentError("a time limit must be positive.")
+        if self.final_time_limit is not None and self.final_time_limit <= 0:
+            raise InvalidArgumentError("the final pass's time limit must be positive.")
         if self.latency not in ("measured", "predicted"):
             raise InvalidArgumentError("latency is 'measured' or 'predicted'.")
 

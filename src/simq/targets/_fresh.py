@@ -47,17 +47,19 @@ def timed_in_fresh_process(
     tolerance: float = TOLERANCE,
     max_rounds: int = MAX_ROUNDS,
     progress: Callable[[int, int], None] | None = None,
+    time_limit: float | None = None,
 ) -> dict[K, PairedRatio]:
     """`simq.targets.timed_ratios` of every artifact against `reference` on `inputs`, in a fresh
-    Python process with `target`'s runners; `progress` as there. The child is stopped if this
+    Python process with `target`'s runners; `progress` and `time_limit` (seconds of timing, counted
+    in the child once its sessions are made) as there. The child is stopped if this
     process is interrupted; if it fails or dies, a `SimqError` says how. A target whose class
     lives in the caller's main script cannot be loaded by another process: it is timed here."""
     if not artifacts:
         return {}
     if type(target).__module__ == "__main__":
-        return _timed_here(target, reference, artifacts, inputs, tolerance, max_rounds, progress)
+        return _timed_here(target, reference, artifacts, inputs, tolerance, max_rounds, progress, time_limit)
     keys = list(artifacts)
-    job = pickle.dumps((target, reference, [artifacts[k] for k in keys], dict(inputs), tolerance, max_rounds))
+    job = pickle.dumps((target, reference, [artifacts[k] for k in keys], dict(inputs), tolerance, max_rounds, time_limit))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # what this process imports from
     with tempfile.TemporaryFile() as stderr:
         child = subprocess.Popen(
@@ -94,11 +96,13 @@ def timed_in_fresh_process(
 
 def _timed_here(
     target: Target, reference: Artifact, artifacts: Mapping[K, Artifact], inputs: Mapping[str, np.ndarray],
-    tolerance: float, max_rounds: int, progress: Callable[[int, int], None] | None,
+    tolerance: float, max_rounds: int, progress: Callable[[int, int], None] | None, time_limit: float | None = None,
 ) -> dict[K, PairedRatio]:  # fmt: skip
     """`timed_ratios` with `target`'s runners, in this process."""
     runners = {k: target.runner(a, inputs) for k, a in artifacts.items()}
-    return timed_ratios(target.runner(reference, inputs), runners, tolerance=tolerance, max_rounds=max_rounds, progress=progress)
+    return timed_ratios(
+        target.runner(reference, inputs), runners, tolerance=tolerance, max_rounds=max_rounds, progress=progress, time_limit=time_limit
+    )
 
 
 def child_main() -> None:
@@ -109,10 +113,10 @@ def child_main() -> None:
         sys.stdout.flush()
 
     try:
-        target, reference, artifacts, inputs, tolerance, max_rounds = pickle.load(sys.stdin.buffer)
+        target, reference, artifacts, inputs, tolerance, max_rounds, time_limit = pickle.load(sys.stdin.buffer)
         ratios = _timed_here(
             target, reference, dict(enumerate(artifacts)), inputs, tolerance, max_rounds,
-            lambda done, total: say({"turn": [done, total]}),
+            lambda done, total: say({"turn": [done, total]}), time_limit,
         )  # fmt: skip
         say({"done": [asdict(ratios[i]) for i in range(len(artifacts))]})
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it

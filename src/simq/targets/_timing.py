@@ -28,7 +28,9 @@ ROUNDS, PER_ROUND = 5, 4
 #: 40 rounds two fresh processes re-timing one README run's front read its speed-ups over the
 #: recipe up to 5.1 % apart (docs/RETIME.md at commit 6cf979d); at ±1.5 % and 120 rounds within
 #: 2.8 % and 0.9 % on two runs (docs/RETIME.md, docs/RETIME_run1.md), for 1.4 more minutes of
-#: its final pass (2.2 instead of 0.8).
+#: that job's final pass (2.2 instead of 0.8). Slower models pay more: bert-base's final pass took
+#: 12 of its run's 21 minutes on openvino-cpu (docs/RESULTS.md), hence the final pass's time limit
+#: (`simq.search.CompileOptions.final_time_limit`).
 TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.015, 10, 120
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
 
@@ -138,9 +140,11 @@ def timed_ratio(
     tolerance: float = TOLERANCE,
     min_rounds: int = MIN_ROUNDS,
     max_rounds: int = MAX_ROUNDS,
+    time_limit: float | None = None,
 ) -> PairedRatio:
     """Blocks of paired rounds until the 95 % interval of the median ratio lies within
-    ±`tolerance` of it (between `min_rounds` and `max_rounds` rounds).
+    ±`tolerance` of it (between `min_rounds` and `max_rounds` rounds, or once `time_limit`
+    seconds are spent after `min_rounds`).
 
     `reference` and `candidate` may each be several instances of one model (fresh sessions, as
     many of one as of the other): block b pairs instance b mod n of both, every pair is timed for
@@ -155,10 +159,13 @@ def timed_ratio(
     ratios: list[float] = []
     reference_ms: list[float] = []
     blocks = itertools.cycle(zip(references, candidates))
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     while True:
         _block(*next(blocks), ratios, reference_ms)
         result = _summary(ratios, reference_ms)
-        if len(ratios) >= max_rounds or (len(ratios) >= min_rounds and result.half_width <= tolerance):
+        if len(ratios) >= max_rounds or len(ratios) >= min_rounds and (
+            result.half_width <= tolerance or deadline is not None and time.monotonic() >= deadline
+        ):
             return result
 
 
@@ -169,6 +176,7 @@ def timed_ratios(
     min_rounds: int = MIN_ROUNDS,
     max_rounds: int = MAX_ROUNDS,
     progress: Callable[[int, int], None] | None = None,
+    time_limit: float | None = None,
 ) -> dict[K, PairedRatio]:
     """Several candidates against one reference, timed in rotation: each rotation gives every
     candidate a block of paired rounds, until each one's 95 % interval lies within ±`tolerance`
@@ -179,6 +187,11 @@ def timed_ratios(
     last one is done, so that every ratio is taken over the same stretch of time: a ratio to
     FP32 moves with the host's load (docs/DRIFT.md), and candidates timed one after the other
     would each be read under a different load.
+
+    `time_limit` (seconds) ends the rotation once it is spent and every candidate has
+    `min_rounds`: slow models (a BERT-base's dozens of milliseconds a call) would otherwise take
+    every one of their `max_rounds` whenever one interval stays wide. Each ratio's interval and
+    rounds say how far it got.
     """
     min_rounds = min(min_rounds, max_rounds)
     ratios: dict[K, list[float]] = {k: [] for k in candidates}
@@ -188,7 +201,12 @@ def timed_ratios(
         n = len(ratios[k])
         return n >= max_rounds or (n >= min_rounds and _summary(ratios[k], reference_ms[k]).half_width <= tolerance)
 
-    while not all(done(k) for k in candidates):
+    deadline = None if time_limit is None else time.monotonic() + time_limit
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() >= deadline and all(len(r) >= min_rounds for r in ratios.values())
+
+    while not all(done(k) for k in candidates) and not out_of_time():
         for k, candidate in candidates.items():
             if len(ratios[k]) < max_rounds:
                 _block(reference, candidate, ratios[k], reference_ms[k])
