@@ -49,6 +49,15 @@ def timing_text() -> str:
     return "ONNX Runtime's default thread spinning"
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shown_path(path: Path) -> Path:
+    """`path` as a doc names it: relative to the repository where it lies inside it."""
+    resolved = path.resolve()
+    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else path
+
+
 def tolerance_text(tolerance: float | None = None, max_rounds: int | None = None) -> str:
     """The adaptive protocol's stopping rule (the final pass's unless given), for a preamble:
     ``±1.5 % (at most 120 rounds)``."""

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, fastest_within, run_name, table  # noqa: E402
+from _bench import cpu_name, fastest_within, run_name, shown_path, table  # noqa: E402
 from bench_acceptance import at_the_limit, encode_spare  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -85,7 +85,7 @@ def written(doc: Path) -> str:
     """The --out option as the command line gave it, or nothing for the default."""
     if doc.resolve() == DOC.resolve():
         return ""
-    return f" --out {doc.resolve().relative_to(ROOT) if doc.resolve().is_relative_to(ROOT) else doc}"
+    return f" --out {shown_path(doc)}"
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table, timing_text  # noqa: E402
+from _bench import cpu_name, shown_path, table, timing_text  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.data import timing_feed  # noqa: E402
@@ -134,7 +134,7 @@ changes one thing of SimQ's unpruned dynamic-INT8 model.
 
 def _out_flag(out: Path) -> str:
     default = ROOT / "docs" / "LEVERS.md"
-    return "" if out.resolve() == default else f" --out {out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}"
+    return "" if out.resolve() == default else f" --out {shown_path(out)}"
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, final_pass_protocol, table, timing_text  # noqa: E402
+from _bench import cpu_name, final_pass_protocol, shown_path, table, timing_text  # noqa: E402
 
 from simq.search import SUMMARY_FILE, Store  # noqa: E402
 
@@ -386,7 +386,7 @@ def invocation(args: argparse.Namespace) -> str:
     """The options this document was written with, as typed (the defaults left out)."""
     only = f" --only {' '.join(args.only)}" if args.only else ""
     targets = f" --targets {' '.join(args.targets)}" if args.targets else ""
-    out = f" --out {args.out.resolve().relative_to(ROOT)}" if args.out.resolve() != DOC.resolve() else ""
+    out = f" --out {shown_path(args.out)}" if args.out.resolve() != DOC.resolve() else ""
     return only + targets + out
 
 

@@ -29,7 +29,7 @@ ROUNDS, PER_ROUND = 5, 4
 #: recipe up to 5.1 % apart (docs/RETIME.md at commit 6cf979d); at ±1.5 % and 120 rounds within
 #: 2.8 % and 0.9 % on two runs (docs/RETIME.md, docs/RETIME_run1.md), for 1.4 more minutes of
 #: that job's final pass (2.2 instead of 0.8). Slower models pay more: bert-base's final pass took
-#: 12 of its run's 21 minutes on openvino-cpu (docs/RESULTS.md), hence the final pass's time limit
+#: 12 of its run's 21 minutes on openvino-cpu, hence the final pass's time limit
 #: (`simq.search.CompileOptions.final_time_limit`).
 TOLERANCE, MIN_ROUNDS, MAX_ROUNDS = 0.015, 10, 120
 _BLOCK = 5  # rounds per interleaved block of the adaptive protocol
