@@ -7,7 +7,7 @@ default confidence. Every run keeps its folder under --work; a finished run is n
 killed one is resumed (`--resume`), so the benchmark can be run in pieces. Then it reads what each
 run published (``summary.json``: the final pass's paired latency ratios with their intervals,
 paired accuracy drops on validation and test) and writes docs/RESULTS.md, its prose computed from
-those numbers, and one Pareto plot per model to docs/img/.
+those numbers, and one Pareto plot per model to img/ beside it (docs/img/).
 
 Usage: python tools/bench_results.py [--only MODEL ...] [--report-only] [--out DOC]
 
@@ -405,11 +405,12 @@ def write(args: argparse.Namespace, failures: list[list[str]]) -> None:
                 pending.append([run.model, target, " ".join(command(run, target, Path("OUT") / out.name))])
                 continue
             outcomes.setdefault(run.model, []).append(Outcome.read(run, target, out, json.loads(marker.read_text())))
-    (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+    images = args.out.parent / "img"  # beside the document, which links img/NAME
+    images.mkdir(parents=True, exist_ok=True)
     sections, summary = [], []
     for model, found in outcomes.items():
         image = f"{args.out.stem.lower()}_{model}.png"
-        plot(found, ROOT / "docs" / "img" / image)
+        plot(found, images / image)
         sections.append(model_section(found, image))
         summary += [summary_row(o) for o in found]
     every = [o for found in outcomes.values() for o in found]
