@@ -231,3 +231,8 @@ def test_a_driver_on_another_fingerprint_plans_and_measures_for_the_measuring_no
     assert fingerprints == {node.key()}
     assert {"reference", "baseline", "candidate"} <= kinds
     assert json.loads((out / "summary.json").read_text())["fingerprint"] == node.key()
+    # The final pass: every model of the front and every baseline timed in rotation there.
+    with sqlite3.connect(out / Store.FILENAME) as db:
+        finals = [json.loads(f) for (f,) in db.execute("SELECT final FROM candidates WHERE final IS NOT NULL AND kind != 'reference'")]
+    finals = [f for f in finals if f]  # {}: not in this final pass
+    assert len(finals) >= 2 and all(f["rounds"] >= 10 and f["latency_ratio_low"] <= f["latency_ratio"] <= f["latency_ratio_high"] for f in finals)

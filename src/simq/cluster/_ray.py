@@ -13,7 +13,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from simq.cluster._tasks import build_task, dumps, made_there, time_task
+from simq.cluster._tasks import build_task, dumps, front_task, made_there, time_task
 from simq.cluster._transfer import check_reachable, pack
 from simq.errors import SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
@@ -222,10 +222,12 @@ class RayExecutor:
         progress: Callable[[str], None] | None = None,
         time_limit: float | None = None,
     ) -> Iterator[tuple[int, PairedRatio]]:
-        """Timing on the measuring node (one model at a time there, each yielded as it is done,
-        so `progress` has nothing more to tell), so the driver need not run on the target: each
-        artifact travels as `evaluate`'s do, and FP32 is the measuring node's own lowering of
-        the job's model (what `reference` is on the driver).
+        """Timing on the measuring node, so the driver need not run on the target: each artifact
+        travels as `evaluate`'s do, and FP32 is the measuring node's own lowering of the job's
+        model (what `reference` is on the driver). `final`: the whole front in rotation in a
+        process started for it there, as on one machine (`progress` is told when it starts, the
+        ratios come when it ends); else one model at a time for the search's rounds, each yielded
+        as it is done.
 
         Raises:
             SimqError: No measuring node was found (`fingerprint`), or a timing failed for good.
@@ -236,9 +238,20 @@ class RayExecutor:
         if self._resource is None:
             raise SimqError("measured latency needs the cluster's measuring node: call fingerprint(target) first.")
         refs = self._job(evaluator.job)
-        timing = time_task.options(num_cpus=self._measure_cpus, resources={self._resource: 1}, max_retries=MAX_RETRIES)
-        share = None if time_limit is None else time_limit / len(artifacts)  # one model at a time: each its share
-        pending = {timing.remote(refs, pack(a, a.digest(), self.share), final, share): i for i, a in artifacts.items()}
+        where = {"num_cpus": self._measure_cpus, "resources": {self._resource: 1}, "max_retries": MAX_RETRIES}
+        if final:
+            keys = list(artifacts)
+            if progress is not None:
+                progress(f"timing {len(keys)} models in rotation on the measuring node")
+            front = front_task.options(**where).remote(refs, [pack(artifacts[k], artifacts[k].digest(), self.share) for k in keys], time_limit)
+            try:
+                ratios = ray.get(front)
+            except ray.exceptions.RayError as e:
+                raise SimqError(f"the final pass's timing failed on the cluster: {first_line(getattr(e, 'cause', None) or e)}") from None
+            yield from zip(keys, ratios)
+            return
+        timing = time_task.options(**where)
+        pending = {timing.remote(refs, pack(a, a.digest(), self.share)): i for i, a in artifacts.items()}
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ready)

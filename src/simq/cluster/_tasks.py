@@ -1,5 +1,5 @@
 """The job as it travels to Ray workers, and the tasks they run: build and score a candidate, time
-an artifact beside FP32 on a measuring node, make the target there."""
+an artifact beside FP32 on a measuring node, time the final pass's front there, make the target there."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from ray import cloudpickle
 from simq.cluster._transfer import pack, unpack
 from simq.errors import SimqError
 from simq.search import Evaluation, ModelEvaluator, first_line
-from simq.targets import Artifact, PairedRatio, Target, compare, timed_ratio
+from simq.targets import Artifact, PairedRatio, Target, compare, timed_in_fresh_process
 
-__all__ = ["build_task", "dumps", "made_there", "time_task"]
+__all__ = ["build_task", "dumps", "front_task", "made_there", "time_task"]
 
 Config = Mapping[str, Hashable]
 
@@ -114,10 +114,9 @@ def _made_there(name: str, threads: int) -> Target:
 
 
 @ray.remote
-def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False, time_limit: float | None = None) -> tuple[PairedRatio, float]:
-    """Time one artifact interleaved with FP32 (lowered once per worker): (its ratio, seconds);
-    `final`: to the final pass's tolerance (`timed_ratio`) or its `time_limit` (seconds), else
-    the search's rounds."""
+def _time(refs: list[ray.ObjectRef], packed: Any) -> tuple[PairedRatio, float]:
+    """Time one artifact interleaved with FP32 (lowered once per worker) for the search's rounds:
+    (its ratio, seconds)."""
     start = time.perf_counter()
     job = _cached_job(refs)
     key = refs[0].hex()
@@ -126,10 +125,25 @@ def _time(refs: list[ray.ObjectRef], packed: Any, final: bool = False, time_limi
         _REFERENCES[key] = job.target.runner(job.target.lower(job.model, folder), job.feed)
     with tempfile.TemporaryDirectory(prefix="timing-", dir=_SCRATCH) as tmp:
         artifact = unpack(packed, Path(tmp))
-        runner = job.target.runner(artifact, job.feed)
-        paired = timed_ratio(_REFERENCES[key], runner, time_limit=time_limit) if final else compare(_REFERENCES[key], runner)
+        paired = compare(_REFERENCES[key], job.target.runner(artifact, job.feed))
     return paired, time.perf_counter() - start
 
 
+@ray.remote
+def _time_front(refs: list[ray.ObjectRef], packed: list[Any], time_limit: float | None) -> list[PairedRatio]:
+    """The final pass's timing on the measuring node, as on one machine: every artifact against
+    FP32 (lowered here) in rotation, in a process started for it (`timed_in_fresh_process`), not in
+    this long-lived worker; the ratios in `packed`'s order."""
+    job = _cached_job(refs)
+    with tempfile.TemporaryDirectory(prefix="final-", dir=_SCRATCH) as tmp:
+        folders = [Path(tmp) / str(k) for k in range(len(packed) + 1)]
+        for folder in folders:
+            folder.mkdir()
+        reference = job.target.lower(job.model, folders[-1])
+        artifacts = {k: unpack(p, folders[k]) for k, p in enumerate(packed)}
+        ratios = timed_in_fresh_process(job.target, reference, artifacts, job.feed, time_limit=time_limit)
+    return [ratios[k] for k in range(len(packed))]
+
+
 #: The tasks under the names the executor uses (Ray titles a busy worker ``ray::_build`` etc.).
-build_task, time_task, made_there = _build, _time, _made_there
+build_task, time_task, front_task, made_there = _build, _time, _time_front, _made_there

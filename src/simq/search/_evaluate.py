@@ -86,10 +86,10 @@ class Executor(Protocol):
     ) -> Iterator[tuple[int, PairedRatio]]:
         """Time each artifact against `reference` (FP32) on the hardware latencies are measured
         on; yield ``(id, ratio)`` as each is done. `final`: all of them in rotation until every
-        ratio's interval is within the final pass's tolerance (`simq.targets.timed_ratios`, in a
-        fresh process where the executor can: `simq.targets.timed_in_fresh_process`; an executor
-        that cannot rotate them times each with `simq.targets.timed_ratio`), else the
-        search's rounds, one at a time (`simq.targets.compare`: the reference and the baselines).
+        ratio's interval is within the final pass's tolerance or `time_limit` is spent
+        (`simq.targets.timed_ratios`, in a fresh process: `simq.targets.timed_in_fresh_process`),
+        else the search's rounds, one at a time (`simq.targets.compare`: the reference and the
+        baselines).
         `progress` is told in a few words how a timing that yields nothing for a while goes
         (the rotation: after each turn). `time_limit`: seconds the final timing may take once
         every model has its minimum rounds (`simq.targets.timed_ratios`)."""

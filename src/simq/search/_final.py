@@ -155,7 +155,7 @@ def publish(
         "settings": job.target.timing_settings(), "inputs": {name: list(v.shape) for name, v in job.feed.items()},
         "protocol": "paired rounds against FP32 in one process started for the timing, each session alone on the cores while timed, "
         "the models in rotation until every interval is within its tolerance or the time limit is spent after the minimum "
-        "rounds (a cluster's measuring node: one at a time, each its share of the time); "
+        "rounds (on a cluster, the same on its measuring node); "
         "latency_ratio is the median per-round ratio, latency_ratio_low/high its 95 % interval",
         "tolerance": TOLERANCE, "min_rounds": MIN_ROUNDS, "max_rounds": MAX_ROUNDS, "time_limit_s": options.final_time_limit,
     }  # fmt: skip
