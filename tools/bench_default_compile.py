@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table, tolerance_text  # noqa: E402
+from _bench import cpu_name, shown_path, table, tolerance_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ["simq", "compile", "--budget", "30"]
@@ -90,7 +90,7 @@ fitting the head, exporting) included.
 {table(["phase", "minutes", "share"], phase_rows)}
 
 (The zoo build is part of the preparation line. Phases are read off the run's plain log, which
-stamps every phase and candidate with the elapsed time: `{log.relative_to(ROOT) if log.is_relative_to(ROOT) else log}`.)
+stamps every phase and candidate with the elapsed time: `{shown_path(log)}`.)
 
 {summary.get('headline') or ''}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.progress import track
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, final_pass_protocol, table, timing_text, tolerance_text  # noqa: E402
+from _bench import cpu_name, final_pass_protocol, shown_path, table, timing_text, tolerance_text  # noqa: E402
 
 from simq.targets import MAX_ROUNDS, TOLERANCE  # noqa: E402
 
@@ -178,7 +178,7 @@ def _changed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
     for name in ("model", "processes", "tolerance", "max_rounds", "doc"):
         value = getattr(args, name)
         if value != parser.get_default(name):
-            shown += [f"--{name.replace('_', '-')}", str(value.relative_to(ROOT) if isinstance(value, Path) and value.is_relative_to(ROOT) else value)]
+            shown += [f"--{name.replace('_', '-')}", str(shown_path(value) if isinstance(value, Path) else value)]
     return shown
 
 

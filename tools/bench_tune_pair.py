@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, shown_path, table  # noqa: E402
 from bench_acceptance import encode_spare  # noqa: E402
 from bench_lowering import Entry, fmt_delta, per_example, score_all, simq_entry  # noqa: E402
 from bench_tune import WIDTHS, case_of, depth_knobs, grid_config  # noqa: E402
@@ -54,10 +54,6 @@ def _time(folder: Path, record: dict) -> str:
     spent, steps = state.get("step_seconds", (0.0, 0))
     per_step = f", {spent / steps:.2f} s per step" if steps else ""
     return f"; {record['seconds'] / 60:.1f} min in all{per_step}"
-
-
-def _shown(folder: Path) -> Path:
-    return folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
 
 
 def _mean(entries: list[Entry], split: str) -> np.ndarray:
@@ -120,7 +116,7 @@ def main() -> None:
         rows.append(row)
     sizes = f"validation {len(original.validation[1]):,} examples, test {len(original.test[1]):,}"
     about = f"\n{args.about}\n" if args.about else ""
-    folders = " ".join(str(_shown(f)) for f in args.folders)
+    folders = " ".join(str(shown_path(f)) for f in args.folders)
     listing = "\n".join(
         f"- pair {seed + 1}, {name}: `{folder.name}` ({_options(folder)})" for seed, pair in enumerate(pairs) for name, folder in zip(names, pair)
     )  # fmt: skip

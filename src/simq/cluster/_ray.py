@@ -35,6 +35,11 @@ def measure_resource(fingerprint: Fingerprint) -> str:
     return f"simq-measure-{fingerprint.target}-{digest}"
 
 
+def _cause(error: Exception) -> str:
+    """What went wrong in a failed task, in a line: Ray wraps the task's own exception as `cause`."""
+    return first_line(getattr(error, "cause", None) or error)
+
+
 class RayExecutor:
     """Evaluates candidates as Ray tasks: built and scored on any worker (one CPU each), timed on
     a measuring node of the target's fingerprint (all its CPUs, one model at a time).
@@ -114,7 +119,7 @@ class RayExecutor:
             try:
                 target = ray.get(remote)
             except ray.exceptions.RayError as e:
-                raise SimqError(f"the measuring node cannot make the {own.target} target: {first_line(getattr(e, 'cause', None) or e)}") from None
+                raise SimqError(f"the measuring node cannot make the {own.target} target: {_cause(e)}") from None
             resource = measure_resource(target.fingerprint())
             if resource != offered[0]:
                 raise SimqError(f"the cluster measures {own.target} on {offered[0]}, with other --threads than {own.threads}: pass its --threads.")
@@ -190,9 +195,8 @@ class RayExecutor:
             try:
                 result = ray.get(ready)
             except ray.exceptions.RayError as e:
-                cause = getattr(e, "cause", None) or e
                 stage = "building or scoring" if built is None else "timing"
-                yield config, replace(built or Evaluation(), error=f"{stage} failed on the cluster: {first_line(cause)}")
+                yield config, replace(built or Evaluation(), error=f"{stage} failed on the cluster: {_cause(e)}")
                 continue
             if built is None:  # built and scored
                 evaluation: Evaluation = result
@@ -247,7 +251,7 @@ class RayExecutor:
             try:
                 ratios = ray.get(front)
             except ray.exceptions.RayError as e:
-                raise SimqError(f"the final pass's timing failed on the cluster: {first_line(getattr(e, 'cause', None) or e)}") from None
+                raise SimqError(f"the final pass's timing failed on the cluster: {_cause(e)}") from None
             yield from zip(keys, ratios)
             return
         timing = time_task.options(**where)
@@ -258,7 +262,7 @@ class RayExecutor:
             try:
                 paired, _seconds = ray.get(ready)
             except ray.exceptions.RayError as e:
-                raise SimqError(f"the timing of #{i} failed on the cluster: {first_line(getattr(e, 'cause', None) or e)}") from None
+                raise SimqError(f"the timing of #{i} failed on the cluster: {_cause(e)}") from None
             yield i, paired
 
     def _job(self, job: Any) -> list[ray.ObjectRef]:

@@ -96,7 +96,7 @@ def timed_in_fresh_process(
 
 def _timed_here(
     target: Target, reference: Artifact, artifacts: Mapping[K, Artifact], inputs: Mapping[str, np.ndarray],
-    tolerance: float, max_rounds: int, progress: Callable[[int, int], None] | None, time_limit: float | None = None,
+    tolerance: float, max_rounds: int, progress: Callable[[int, int], None] | None, time_limit: float | None,
 ) -> dict[K, PairedRatio]:  # fmt: skip
     """`timed_ratios` with `target`'s runners, in this process."""
     runners = {k: target.runner(a, inputs) for k, a in artifacts.items()}
