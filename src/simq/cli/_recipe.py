@@ -66,6 +66,8 @@ def _convert_one(flag: str, value: Any, action: argparse.Action, where: Path) ->
         raise InvalidArgumentError(f"{where}: {flag} takes one value, not {value!r}.")
     try:
         converted = action.type(str(value)) if action.type is not None else str(value)
+    except argparse.ArgumentTypeError as e:  # the flag's own converter says what it wants, as on a command line
+        raise InvalidArgumentError(f"{where}: {flag}: {e}.") from None
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"{where}: {flag} cannot be {value!r}.") from None
     if action.choices is not None and converted not in action.choices:
