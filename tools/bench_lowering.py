@@ -116,6 +116,14 @@ def paired(values: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(len(d)))
 
 
+def within_one_point(values: np.ndarray, reference: np.ndarray) -> bool:
+    """Accepted as `simq compile` publishes: the one-sided 90 % upper bound of the paired drop
+    below `reference` (per-example scores, in points) is at most 1 point (docs/ACCEPTANCE.md)."""
+    from simq.eval import paired_drop
+
+    return paired_drop(reference, values).within(1.0)
+
+
 def bootstrap(ratios: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
     """Median of per-round ratios and a bootstrap 95 % interval of that median."""
     r = np.asarray(ratios)
@@ -415,7 +423,7 @@ def part_openvino(zoo: Zoo, work: Path, rounds: int) -> str:
         time_all(case, entries, ["FP32"], rounds)
         fp32 = entries[0]
         labelled = case.test[1] is not None
-        accept = (lambda e: paired(e.validation, fp32.validation)[0] >= -1.0) if labelled else (lambda e: e.validation.mean() >= 99.0)
+        accept = (lambda e: within_one_point(e.validation, fp32.validation)) if labelled else (lambda e: e.validation.mean() >= 99.0)
         simq = [e for e in entries if e.simq and accept(e)]
         best = min(simq, key=lambda e: e.ratios["FP32"][0]) if simq else None
         baselines = [e for e in entries if not e.simq and accept(e)]
@@ -442,7 +450,7 @@ def part_openvino(zoo: Zoo, work: Path, rounds: int) -> str:
         )
     return (
         "## 3. openvino-cpu: SimQ against FP32 (f32 and the default precision), NNCF INT8 and NNCF weight compression\n\n"
-        "Accepted: within 1 point of FP32 on validation (minilm-tweets), output cosine ≥ 99 % on validation inputs "
+        "Accepted: within 1 point of FP32 on validation by the 90 % one-sided bound of the paired drop, as simq compile publishes (minilm-tweets), output cosine ≥ 99 % on validation inputs "
         "(random-weight models). NNCF: `nncf.quantize` (transformer preset where the analysis finds transformer "
         "layers) on the same 128 calibration examples, `nncf.compress_weights` (INT8 asymmetric). Baselines run at "
         "OpenVINO's default precision for this CPU.\n\n" + "\n".join(sections)
