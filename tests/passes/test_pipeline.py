@@ -57,6 +57,23 @@ def test_repair_resets_what_a_dropped_layer_makes_moot(bert):
         pipeline.repair({"heads.99": 1})
 
 
+def test_a_config_is_described_without_what_a_dropped_layer_makes_moot(bert):
+    from simq.search import describe
+
+    pipeline, _ = bert
+    kept, dropped = pipeline.structure.layers[0], pipeline.structure.layers[1]
+    block = next(b for b in pipeline.structure.removable_blocks if b.layer == dropped.index)
+    config = {f"depth.{block.index}": True, f"heads.{kept.index}": kept.attention.num_heads // 2, f"ffn.{kept.index}": kept.ffn.width // 2}
+    config |= {k.name: next(p for p in k.domain if p != "fp32") for k in pipeline.knobs if k.name.startswith("quant.")}
+    repaired = pipeline.repair(config)  # the dropped layer's widths back to full, its units to FP32
+    moot = pipeline.moot(repaired)
+    assert {f"heads.{dropped.index}", f"ffn.{dropped.index}", f"quant.{dropped.attention.out.node}"} <= moot
+    assert not moot & {f"heads.{kept.index}", f"ffn.{kept.index}", f"depth.{block.index}"}
+    text = describe(repaired, pipeline.knobs, moot)
+    # What the model keeps: half the heads and FFN of the layer left, every unit in it quantized.
+    assert "blocks dropped 1/" in text and "heads 50%" in text and "FFN 50%" in text and "fp32" not in text, text
+
+
 def test_int4_falls_back_to_int8dyn_when_pruning_leaves_no_whole_block(zoo):
     pipeline, feed = _pipeline(zoo, "digits-vit")
     smallest = {k.name: k.domain[0] for k in pipeline.knobs if k.name.split(".")[0] in ("heads", "ffn")}

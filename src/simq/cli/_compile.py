@@ -286,7 +286,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         make_out(args.out)
         write_recipe(parser, args, args.out / "recipe.yaml")
         job = prepared.job
-        with CompileProgress(console, job.pipeline.knobs) as progress:
+        with CompileProgress(console, job.pipeline) as progress:
             result = compile_model(job, options, args.out, resume=args.resume, progress=progress, executor=executor)
     _summary(console, result)
     return 0

@@ -44,11 +44,11 @@ class CompileProgress(Progressive):
         "cost model": "measuring the cost model's samples",
     }
 
-    def __init__(self, console: Console, knobs, reference_size: float | None = None) -> None:
+    def __init__(self, console: Console, pipeline, reference_size: float | None = None) -> None:
         super().__init__(
             console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()
         )  # fmt: skip
-        self.knobs = knobs
+        self.pipeline = pipeline  # describes each candidate's config
         self.tasks: dict[str, int] = {}
 
     def __call__(self, phase: str, done: int, total: int, detail=None) -> None:
@@ -70,7 +70,7 @@ class CompileProgress(Progressive):
             status = f"failed: {detail.error}" if detail.error else f"score {score} · latency {ratio} · {size}"
             if detail.worker:
                 status += f" · on {detail.worker}"
-            self.line(f"#{detail.id} ({done}/{total}) {describe(detail.config, self.knobs)} · {status} · {detail.seconds:.1f} s")
+            self.line(f"#{detail.id} ({done}/{total}) {describe(detail.config, self.pipeline.knobs, self.pipeline.moot(detail.config))} · {status} · {detail.seconds:.1f} s")
         elif phase == "final" and isinstance(detail, str):  # what the final pass just did: lowered, timed, scored
             self.line(f"final pass: {detail}")
         if phase != "search" and done == total:

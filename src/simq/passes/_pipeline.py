@@ -181,14 +181,17 @@ class Pipeline:
         config = check_config(config, self.knobs)
         if self.trained is not None:
             config = self.trained.repair(config)
-        for block_knob, moot in self._moot.items():
-            if config.get(block_knob):
-                config.update({name: self._by_name[name].default for name in moot})
+        config.update({name: self._by_name[name].default for name in self.moot(config)})
         for name, width in self._input_width.items():
             if config.get(name) == "int4w" and (config[width.knob] * width.per_unit) % INT4_BLOCK:
                 domain = self._by_name[name].domain
                 config[name] = next(p for p in FALLBACK["int4w"][1:] if p in domain)
         return config
+
+    def moot(self, config: Mapping[str, Hashable]) -> set[str]:
+        """The knobs that mean nothing under `config`: those of the blocks it drops (their
+        widths, the precisions of their units), which `repair` resets to their defaults."""
+        return {name for block_knob, names in self._moot.items() if config.get(block_knob) for name in names}
 
     def build(self, config: Mapping[str, Hashable], *, lower: bool = True) -> ir.Model:
         """A new model with `config` applied: pruned, fused for the target, quantized, cleaned up

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import jinja2
 import numpy as np
 
 from simq.eval import EarlyStopping
-from simq.passes import Knob, is_precision, knob_kind
+from simq.passes import Knob, Pipeline, is_precision, knob_kind
 from simq.passes.quant import INFERENCE_PRECISION, PRECISIONS
 from simq.search._objectives import OBJECTIVES, Objective, References, accuracy_drop, metric, normalised_values
 from simq.search._pareto import hypervolume
@@ -31,13 +31,19 @@ DEFAULT_DROP_SPAN = 5.0
 _LABELS = {"ffn": "FFN"}
 
 
-def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
-    """A one-line summary of a config: what was pruned and how nodes run."""
+def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob], moot: Collection[str] = ()) -> str:
+    """A one-line summary of a config: what was pruned and how nodes run.
+
+    `moot`: knobs of the blocks the config drops (`Pipeline.moot`), left out of the width
+    shares and the precision counts: what a dropped block would have kept or run is not in the
+    model (three of six layers dropped, the rest at half width, reads "heads 50%", not 75 %).
+    """
     if "baseline" in config:
         return str(config["baseline"])
     by_kind: dict[str, list[Knob]] = {}
     for knob in knobs:
-        by_kind.setdefault(knob_kind(knob.name), []).append(knob)
+        if knob.name not in moot or knob_kind(knob.name) == "depth":
+            by_kind.setdefault(knob_kind(knob.name), []).append(knob)
     parts = []
     depth = by_kind.get("depth", [])
     if depth:
@@ -48,7 +54,7 @@ def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob]) -> str:
             kept = sum(config.get(k.name, k.default) for k in widths)
             parts.append(f"{_LABELS.get(kind, kind)} {kept / sum(k.default for k in widths):.0%}")
     # A stored config names every unit (fused attentions too); a partial one counts the knobs given.
-    quant = [v for k, v in config.items() if is_precision(k)]
+    quant = [v for k, v in config.items() if is_precision(k) and k not in moot]
     precisions = Counter(quant or [k.default for k in by_kind.get("quant", [])])
     if precisions:
         parts.append(" ".join(f"{p} {precisions[p]}" for p in PRECISIONS[1:] + PRECISIONS[:1] if precisions[p]))
@@ -89,7 +95,7 @@ def hypervolume_curve(
     return curve
 
 
-def _row(record: Record, references: References, knobs, allowed: float | None, base: Record | None) -> dict[str, object]:
+def _row(record: Record, references: References, pipeline: Pipeline, allowed: float | None, base: Record | None) -> dict[str, object]:
     """One table row: end-of-run values where there are some, else the search's; accuracy drops
     paired on the same examples with their 95 % interval (test) and the bound that accepted the
     model (the search's split); the speed-up over the run's bar (`base`, see `bar`): a ratio of
@@ -129,7 +135,7 @@ def _row(record: Record, references: References, knobs, allowed: float | None, b
         "speedup_over_bar_high": rounded(over[2], 3),
         "size_mb": round(record.metrics["size_bytes"] / 1e6, 3),
         "size_ratio": round(OBJECTIVES["size"].value(record, references), 4),
-        "config": describe(record.config, knobs),
+        "config": describe(record.config, pipeline.knobs, pipeline.moot(record.config)),
         "artifact": record.artifact or "",
     }
 
@@ -269,11 +275,11 @@ def write_report(
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``pareto.csv``, ``summary.json`` and ``report.html``; returns the report's path and
     the summary (what `simq show` reads, and `display_table` lays out)."""
-    knobs = job.pipeline.knobs
+    pipeline = job.pipeline
     reference, anchor = references.fp32, references.accuracy
     allowed = options.max_accuracy_drop
     base = bar(references, baselines, allowed)
-    rows = sorted((_row(r, references, knobs, allowed, base) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
+    rows = sorted((_row(r, references, pipeline, allowed, base) for r in front), key=lambda row: row["latency_ratio"] or 0.0)
     with (out / "pareto.csv.partial").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
         writer.writeheader()
@@ -287,8 +293,8 @@ def write_report(
     accuracy_name = job.evaluator.name if job.evaluator else "accuracy"
     plots = pareto_plots(records, references, baselines, front, objectives, curve, accuracy_name) if front else []
     table_rows = (
-        [_row(reference, references, knobs, allowed, base) | {"config": "FP32 reference"}]
-        + [_row(b, references, knobs, allowed, base) for b in baselines]
+        [_row(reference, references, pipeline, allowed, base) | {"config": "FP32 reference"}]
+        + [_row(b, references, pipeline, allowed, base) for b in baselines]
         + [row for row in rows if row["id"] != reference.id]
     )
     failed = [r for r in records if r.status != "ok"]
