@@ -11,7 +11,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from simq.targets import Artifact, TargetRegistry, interleave
+from simq.targets import Artifact, TargetRegistry, interleave, median_interval
 
 THREADS = 2
 
@@ -104,6 +104,12 @@ def interleaved_calls(
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def ratio_cell(ratios: Sequence[float]) -> str:
+    """Per-round ratios in a table cell: their median and the distribution-free 95 % interval of it."""
+    low, high = median_interval(ratios)
+    return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
 
 
 def spread(values: Sequence[float]) -> float:

@@ -27,13 +27,13 @@ import onnx
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, shown_path, table, timing_text  # noqa: E402
+from _bench import cpu_name, ratio_cell, shown_path, table, timing_text  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.data import timing_feed  # noqa: E402
 from simq.passes import Pipeline, is_precision  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
-from simq.targets import Artifact, interleave, median_interval, round_ratios  # noqa: E402
+from simq.targets import Artifact, interleave, round_ratios  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,8 +101,7 @@ def _table(job, zoo: Zoo, rounds: int) -> list[list[str]]:
     rows = []
     for label in models:
         first, second = runs[0][label], runs[1][label]
-        low, high = median_interval(first)
-        rows.append([label, f"{statistics.median(first):.3f} [{low:.3f}, {high:.3f}]", f"{statistics.median(second):.3f}"])
+        rows.append([label, ratio_cell(first), f"{statistics.median(second):.3f}"])
     return rows
 
 

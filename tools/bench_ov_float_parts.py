@@ -20,24 +20,19 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, shown_path, table  # noqa: E402
+from _bench import cpu_name, ratio_cell, shown_path, table  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.data import timing_feed  # noqa: E402
 from simq.passes.quant import INFERENCE_PRECISION  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
-from simq.targets import interleave, median_interval, round_ratios  # noqa: E402
+from simq.targets import interleave, round_ratios  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_ROUND = 5
 BAR = "NNCF INT8 (transformer)"
-
-
-def _cell(ratios: list[float]) -> str:
-    low, high = median_interval(ratios)
-    return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
 
 
 def main() -> None:
@@ -74,7 +69,7 @@ def main() -> None:
                 cells = [label, f"{statistics.median(runs[0][label]):.2f}"]
                 for base in ("FP32", BAR):
                     first, second = (round_ratios(times[label], times[base], PER_ROUND) for times in runs)
-                    cells.append(f"{_cell(first)} / {statistics.median(second):.3f}")
+                    cells.append(f"{ratio_cell(first)} / {statistics.median(second):.3f}")
                 rows.append(cells)
             sections.append(f"## {name}\n\n{table(['model', 'ms', '× FP32 [95 %] / run 2', f'× {BAR} [95 %] / run 2'], rows)}\n")
     out_flag = "" if args.out.resolve() == ROOT / "docs" / "OV_FLOAT_PARTS.md" else f" --out {shown_path(args.out)}"

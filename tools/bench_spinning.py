@@ -35,13 +35,13 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, table  # noqa: E402
+from _bench import cpu_name, ratio_cell, table  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.data import timing_feed  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
-from simq.targets import interleave, median_interval, round_ratios  # noqa: E402
+from simq.targets import interleave, round_ratios  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,18 +107,13 @@ def deployed(models: Mapping[str, Path], feed: dict, rounds: int, warmup: int = 
     return _ratios(times), times["the recipe"]
 
 
-def _cell(ratios: list[float]) -> str:
-    low, high = median_interval(ratios)
-    return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
-
-
 def _section(seq: int, runs: dict[str, list[tuple[dict, list[float]]]], names: list[str]) -> tuple[str, dict[str, float]]:
     """One sequence length's tables, and per setting the largest difference of its ratios from the
     deployment's (both runs)."""
     rows = []
     for name in names:
         for setting, pair in runs.items():
-            rows.append([name, setting] + [_cell(ratios[name]) for ratios, _ in pair])
+            rows.append([name, setting] + [ratio_cell(ratios[name]) for ratios, _ in pair])
     tails = []
     for setting, pair in runs.items():
         for run, (_, recipe_ms) in enumerate(pair, 1):

@@ -27,13 +27,13 @@ from pathlib import Path
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, shown_path, table, timing_text  # noqa: E402
+from _bench import cpu_name, ratio_cell, shown_path, table, timing_text  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.data import timing_feed  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
-from simq.targets import Artifact, TargetRegistry, interleave, median_interval, round_ratios  # noqa: E402
+from simq.targets import Artifact, TargetRegistry, interleave, round_ratios  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,11 +67,6 @@ def _at_threads(artifact: Artifact, threads: int) -> Artifact:
     return replace(artifact, settings={k: str(threads) if k in keys else v for k, v in artifact.settings.items()})
 
 
-def _cell(ratios: list[float]) -> str:
-    low, high = median_interval(ratios)
-    return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
-
-
 def _section(target_name: str, seq: int, zoo: Zoo, rounds: int) -> tuple[str, dict[str, float]]:
     job = prepare_job(JobSpec("zoo:minilm-tweets", target=target_name, seq_len=seq), zoo).job
     pipeline, signature, bar = job.pipeline, dict(job.structure.signature), BARS[target_name]
@@ -97,10 +92,10 @@ def _section(target_name: str, seq: int, zoo: Zoo, rounds: int) -> tuple[str, di
         for t in THREADS:
             first, second = (round_ratios(times[(label, t)], times[(UNPRUNED, t)], PER_ROUND) for times in runs)
             ms = statistics.median(runs[0][(label, t)])
-            cells += [f"{ms:.2f}", f"{_cell(first)} / {statistics.median(second):.3f}"]
+            cells += [f"{ms:.2f}", f"{ratio_cell(first)} / {statistics.median(second):.3f}"]
             shares[(label, t)] = statistics.median(first)
         first, second = (round_ratios(times[(label, 1)], times[(label, 2)], PER_ROUND) for times in runs)
-        cells.append(f"{_cell(first)} / {statistics.median(second):.3f}")
+        cells.append(f"{ratio_cell(first)} / {statistics.median(second):.3f}")
         rows.append(cells)
     headers = ["model", "MACs × unpruned"]
     for t in THREADS:
