@@ -94,7 +94,7 @@ def test_a_kind_of_pruning_is_its_pass_and_one_entry(zoo, monkeypatch):
     assert ort.InferenceSession(ir.to_proto(built).SerializeToString()).run(None, batches[0])[0].shape[0] == 16
     # The size estimate comes from the pass's own narrowing.
     assert sir.analyze(built, dict(zoo.entry("bert-tiny").signature)).params == predicted_params(structure, config)
-    assert "tail 50%" in describe(config, pipeline.knobs)
+    assert "tail 50%" in describe(config, pipeline)
     # Its knob means nothing once its layer is dropped: the pass says so, the pipeline resets it.
     depth = next(depth_knob(b.index) for b in structure.removable_blocks if b.layer == last.index)
     assert pipeline.repair({**config, depth: True})[knob] == last.ffn.width

@@ -69,7 +69,7 @@ def test_a_config_is_described_without_what_a_dropped_layer_makes_moot(bert):
     moot = pipeline.moot(repaired)
     assert {f"heads.{dropped.index}", f"ffn.{dropped.index}", f"quant.{dropped.attention.out.node}"} <= moot
     assert not moot & {f"heads.{kept.index}", f"ffn.{kept.index}", f"depth.{block.index}"}
-    text = describe(repaired, pipeline.knobs, moot)
+    text = describe(repaired, pipeline)
     # What the model keeps: half the heads and FFN of the layer left, every unit in it quantized.
     assert "blocks dropped 1/" in text and "heads 50%" in text and "FFN 50%" in text and "fp32" not in text, text
 

@@ -70,7 +70,7 @@ class CompileProgress(Progressive):
             status = f"failed: {detail.error}" if detail.error else f"score {score} · latency {ratio} · {size}"
             if detail.worker:
                 status += f" · on {detail.worker}"
-            self.line(f"#{detail.id} ({done}/{total}) {describe(detail.config, self.pipeline.knobs, self.pipeline.moot(detail.config))} · {status} · {detail.seconds:.1f} s")
+            self.line(f"#{detail.id} ({done}/{total}) {describe(detail.config, self.pipeline)} · {status} · {detail.seconds:.1f} s")
         elif phase == "final" and isinstance(detail, str):  # what the final pass just did: lowered, timed, scored
             self.line(f"final pass: {detail}")
         if phase != "search" and done == total:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,18 @@ DEFAULT_DROP_SPAN = 5.0
 _LABELS = {"ffn": "FFN"}
 
 
-def describe(config: Mapping[str, Hashable], knobs: Sequence[Knob], moot: Collection[str] = ()) -> str:
-    """A one-line summary of a config: what was pruned and how nodes run.
+def describe(config: Mapping[str, Hashable], pipeline: Pipeline) -> str:
+    """A one-line summary of a config of `pipeline`: what was pruned and how nodes run.
 
-    `moot`: knobs of the blocks the config drops (`Pipeline.moot`), left out of the width
-    shares and the precision counts: what a dropped block would have kept or run is not in the
-    model (three of six layers dropped, the rest at half width, reads "heads 50%", not 75 %).
+    The knobs of the blocks the config drops (`Pipeline.moot`) are left out of the width shares
+    and the precision counts: what a dropped block would have kept or run is not in the model
+    (three of six layers dropped, the rest at half width, reads "heads 50%", not 75 %).
     """
     if "baseline" in config:
         return str(config["baseline"])
+    moot = pipeline.moot(config)
     by_kind: dict[str, list[Knob]] = {}
-    for knob in knobs:
+    for knob in pipeline.knobs:
         if knob.name not in moot or knob_kind(knob.name) == "depth":
             by_kind.setdefault(knob_kind(knob.name), []).append(knob)
     parts = []
@@ -135,7 +136,7 @@ def _row(record: Record, references: References, pipeline: Pipeline, allowed: fl
         "speedup_over_bar_high": rounded(over[2], 3),
         "size_mb": round(record.metrics["size_bytes"] / 1e6, 3),
         "size_ratio": round(OBJECTIVES["size"].value(record, references), 4),
-        "config": describe(record.config, pipeline.knobs, pipeline.moot(record.config)),
+        "config": describe(record.config, pipeline),
         "artifact": record.artifact or "",
     }
 

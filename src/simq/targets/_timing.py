@@ -159,13 +159,11 @@ def timed_ratio(
     ratios: list[float] = []
     reference_ms: list[float] = []
     blocks = itertools.cycle(zip(references, candidates))
-    deadline = None if time_limit is None else time.monotonic() + time_limit
+    spent = _clock(time_limit)
     while True:
         _block(*next(blocks), ratios, reference_ms)
         result = _summary(ratios, reference_ms)
-        if len(ratios) >= max_rounds or len(ratios) >= min_rounds and (
-            result.half_width <= tolerance or deadline is not None and time.monotonic() >= deadline
-        ):
+        if len(ratios) >= max_rounds or len(ratios) >= min_rounds and (result.half_width <= tolerance or spent()):
             return result
 
 
@@ -201,10 +199,10 @@ def timed_ratios(
         n = len(ratios[k])
         return n >= max_rounds or (n >= min_rounds and _summary(ratios[k], reference_ms[k]).half_width <= tolerance)
 
-    deadline = None if time_limit is None else time.monotonic() + time_limit
+    spent = _clock(time_limit)
 
     def out_of_time() -> bool:
-        return deadline is not None and time.monotonic() >= deadline and all(len(r) >= min_rounds for r in ratios.values())
+        return spent() and all(len(r) >= min_rounds for r in ratios.values())
 
     while not all(done(k) for k in candidates) and not out_of_time():
         for k, candidate in candidates.items():
@@ -213,6 +211,14 @@ def timed_ratios(
         if progress is not None:
             progress(sum(done(k) for k in candidates), len(candidates))
     return {k: _summary(ratios[k], reference_ms[k]) for k in candidates}
+
+
+def _clock(time_limit: float | None) -> Callable[[], bool]:
+    """Whether `time_limit` seconds from now are spent (never, without a limit)."""
+    if time_limit is None:
+        return lambda: False
+    deadline = time.monotonic() + time_limit
+    return lambda: time.monotonic() >= deadline
 
 
 def _block(reference: Call, candidate: Call, ratios: list[float], reference_ms: list[float]) -> None:
