@@ -8,6 +8,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -104,6 +105,15 @@ def interleaved_calls(
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def feed_for(artifact: Artifact, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of `feed` an artifact's graph takes: a TorchScript export drops inputs a model
+    ignores; an OpenVINO model NNCF made has no ONNX, and its IR takes the whole feed."""
+    if artifact.onnx.suffix != ".onnx":
+        return dict(feed)
+    names = {i.name for i in onnx.load(str(artifact.onnx), load_external_data=False).graph.input}
+    return {k: v for k, v in feed.items() if k in names}
 
 
 def ratio_cell(ratios: Sequence[float]) -> str:

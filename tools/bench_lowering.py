@@ -37,7 +37,7 @@ import onnx
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, session_options, table, timing_text  # noqa: E402
+from _bench import cpu_name, feed_for, session_options, table, timing_text  # noqa: E402
 
 import simq.ir as sir  # noqa: E402
 from simq.passes import Pipeline  # noqa: E402
@@ -135,11 +135,7 @@ def bootstrap(ratios: Sequence[float], seed: int = 0) -> tuple[float, float, flo
 def time_all(case: Case, entries: list[Entry], against: Sequence[str], rounds: int) -> None:
     """Interleave every entry, each fed the inputs its graph takes (a TorchScript export drops
     inputs a model ignores); per-round paired ratios against each label in `against`."""
-    calls = {}
-    for e in entries:
-        source = e.artifact.onnx  # an OpenVINO baseline NNCF made has no ONNX: its IR takes the whole feed
-        names = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input} if source.suffix == ".onnx" else set(case.feed)
-        calls[e.label] = case.target.runner(e.artifact, {k: v for k, v in case.feed.items() if k in names})
+    calls = {e.label: case.target.runner(e.artifact, feed_for(e.artifact, case.feed)) for e in entries}
     console.print(f"  timing {len(calls)} models x {rounds} rounds")
     times = interleave(calls, rounds=rounds, per_round=PER_ROUND, rewarm=REWARM)
     round_medians = {k: [statistics.median(v[i : i + PER_ROUND]) for i in range(0, len(v), PER_ROUND)] for k, v in times.items()}

@@ -24,10 +24,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, ratio_cell, shown_path, table, timing_text  # noqa: E402
+from _bench import cpu_name, feed_for, ratio_cell, shown_path, table, timing_text  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -49,15 +48,6 @@ GRID = (
     ("SimQ INT8, 4 of 6 layers", 1.0, 1.0, 2),
     ("SimQ INT8, heads = FFN 50 %, 4 of 6 layers", 0.5, 0.5, 2),
 )
-
-
-def _inputs(artifact: Artifact, feed: dict) -> dict:
-    """The part of `feed` an artifact's graph takes (a TorchScript export drops inputs a model ignores)."""
-    source = artifact.onnx
-    if source.suffix != ".onnx":
-        return feed
-    names = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
-    return {k: v for k, v in feed.items() if k in names}
 
 
 def _at_threads(artifact: Artifact, threads: int) -> Artifact:
@@ -83,7 +73,7 @@ def _section(target_name: str, seq: int, zoo: Zoo, rounds: int) -> tuple[str, di
         runs = []
         for run in range(2):
             print(f"{target_name}, {seq} tokens: run {run + 1}", file=sys.stderr, flush=True)
-            calls = {(label, t): targets[t].runner(_at_threads(artifact, t), _inputs(artifact, feed)) for label, artifact in models.items() for t in THREADS}
+            calls = {(label, t): targets[t].runner(_at_threads(artifact, t), feed_for(artifact, feed)) for label, artifact in models.items() for t in THREADS}
             times = interleave(calls, rounds=rounds, per_round=PER_ROUND, rewarm=3)
             runs.append(times)
     rows, shares = [], {}
