@@ -279,7 +279,7 @@ def test_the_published_front_is_bounded_and_never_slower_than_fp32(zoo, tmp_path
     assert main(_args(zoo, out, "--budget", "6", "--final-models", "2", "--no-baselines", "--final-time-limit", "0.01")) == 0
     manifests = [json.loads(p.read_text()) for p in (out / "pareto").glob("*/manifest.json")]
     assert 1 <= len(manifests) <= 2
-    assert all(m["metrics"].get("latency_ratio", 1.0) <= 1.0 for m in manifests)
+    assert all(m["final"]["latency_ratio"] <= 1.0 for m in manifests)  # as the final pass timed them, which chose them
     assert all(m["final"]["rounds"] >= 10 for m in manifests if m["kind"] == "candidate")  # the minimum, however short the limit
     assert all(m["timing"]["time_limit_s"] == 0.6 and m["timing"]["min_rounds"] == 10 for m in manifests)
 

@@ -3,8 +3,9 @@
 Order of work: the FP32 reference and the off-the-shelf baselines are evaluated once; the
 search algorithm then asks for candidates, each built, lowered, scored, timed (by an
 `Executor`, in this process by default) and committed to the store as it finishes; finally the
-feasible front is published (`simq.search._final`) and written up (``pareto.csv``,
-``report.html``, ``summary.json``).
+models at or near the feasible front are re-timed, and the front chosen on those timings is
+published (`simq.search._final`) and written up (``pareto.csv``, ``report.html``,
+``summary.json``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from simq.ir import model_digest
 from simq.passes import defaults
 from simq.search._algorithms import Goal, make_algorithm
 from simq.search._evaluate import Executor, InProcessExecutor, ModelEvaluator
-from simq.search._final import publish, select_front
+from simq.search._final import contenders, publish, select_front
 from simq.search._loop import SearchLoop
 from simq.search._objectives import LIMITED, References, accuracy_drop
 from simq.search._options import CompileOptions, CompileResult, Job
@@ -152,9 +153,13 @@ class _Compiler:
     def _finish(self, references: References, goal: Goal, stopped_early: str | None) -> CompileResult:
         o = self.options
         candidates = [r for r in self.store.records() if r.kind in ("candidate", "reference") and r.status == "ok"]
-        front = select_front(candidates, references, goal, o.objective_table, o.final_models, o.keep_slower)
         baselines = [r for r in self.store.records("baseline") if r.status == "ok"]
-        publish(self.evaluator, self.executor, self.out, front, references.fp32, baselines, self.progress)
+
+        def choose(timed: list[Record]) -> list[Record]:
+            return select_front(timed, references, goal, o.objective_table, o.final_models, o.keep_slower)
+
+        pool = contenders(candidates, references, goal, o.objective_table, o.final_models, o.keep_slower)
+        front = publish(self.evaluator, self.executor, self.out, pool, choose, references.fp32, baselines, self.progress)
         self.evaluator.close()
         front = [self.store.get(r.id) for r in front]
         baselines = [self.store.get(r.id) for r in baselines]
@@ -162,7 +167,7 @@ class _Compiler:
         references = References(reference, self.store.get(references.accuracy.id), o.confidence)
         if o.withhold_unconfirmed and o.max_accuracy_drop is not None:
             front = self._withhold(front, references, o.max_accuracy_drop)
-        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal, self.reference_note)
+        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal, self.reference_note, len(pool))
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
         return CompileResult(
