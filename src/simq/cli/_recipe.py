@@ -47,11 +47,17 @@ def _explicit(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
     return set(vars(given))
 
 
+# Flags that set a boolean (``--keep-slower``, ``--no-early-rejection``, ``--[no-]early-acceptance``).
+_SWITCHES = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)
+
+
 def _convert(key: str, value: Any, action: argparse.Action, where: Path) -> Any:
     flag = key.replace("_", "-")
     if value is None:  # an option left unset, as written recipes record it
-        return [] if isinstance(action, argparse._AppendAction) else False if isinstance(action, argparse._StoreTrueAction) else None
-    if isinstance(action, argparse._StoreTrueAction):
+        if isinstance(action, argparse._AppendAction):
+            return []
+        return action.default if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)) else None
+    if isinstance(action, _SWITCHES):
         if not isinstance(value, bool):
             raise InvalidArgumentError(f"{where}: {flag} is true or false, not {value!r}.")
         return value
