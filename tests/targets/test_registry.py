@@ -155,3 +155,17 @@ def test_an_openvino_artifact_with_quantized_weights_stores_its_float_weights_fp
     want = ov.Core().compile_model(str(artifact.onnx), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({"x": x})[0]
     got = target.load(artifact)({"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())  # FP16 rounding of w only
+
+
+@pytest.mark.parametrize("name", ["ort-cpu", pytest.param("openvino-cpu", marks=pytest.mark.openvino)])
+def test_an_artifact_runs_at_the_threads_it_was_lowered_and_timed_at(name, tiny, tmp_path):
+    """An artifact's settings are what it was measured under: lowered by a one-thread target and
+    loaded by a two-thread one, it runs at one thread on either runtime."""
+    model, feed = tiny
+    artifact = TargetRegistry().get(name, threads=1).lower(model, tmp_path)
+    target = TargetRegistry().get(name, threads=2)
+    if name == "ort-cpu":
+        assert target.session(artifact).get_session_options().intra_op_num_threads == 1
+    else:
+        assert target.compiled(artifact).get_property("INFERENCE_NUM_THREADS") == 1
+    assert np.allclose(target.load(artifact)(feed)[0], TargetRegistry().get(name, threads=1).load(artifact)(feed)[0])

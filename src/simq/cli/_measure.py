@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         shapes = ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in inputs.items())
         Console().print(
             f"{args.artifact} on {target.name} ({fingerprint.runtime} {fingerprint.runtime_version.split('-')[0]}, "
-            f"{args.threads} threads), {shapes}: median {stats.median:.3f} ms, spread (IQR/median) "
+            f"{fingerprint.threads} threads), {shapes}: median {stats.median:.3f} ms, spread (IQR/median) "
             f"{stats.spread:.1%}, {stats.repeats} repeats after {args.warmup} warm-up"
         )
     return 0

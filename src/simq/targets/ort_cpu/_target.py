@@ -126,10 +126,11 @@ class OrtCpuTarget:
         return dict(_TIMING)
 
     def session(self, artifact: Artifact, *, deployment: bool = False) -> ort.InferenceSession:
-        """An ONNX Runtime session of `artifact` with its settings; with SimQ's timing settings
-        (`timing_settings`) unless `deployment` asks for the settings alone, as a user runs it."""
+        """An ONNX Runtime session of `artifact` with its settings (its threads, as it was lowered
+        and timed, whatever this target's); with SimQ's timing settings (`timing_settings`) unless
+        `deployment` asks for the settings alone, as a user runs it."""
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = int(artifact.settings.get("intra_op_num_threads", self.threads))
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
