@@ -36,8 +36,8 @@ __all__ = ["CONFIRM_MARGIN", "CONTENDERS_PER_MODEL", "contenders", "publish", "s
 #: published front is chosen. Search labels come from `simq.targets.ROUNDS` rounds, and the
 #: front is made of the luckiest of them: over the stored runs, labels read 0.81 to 1.08 of the
 #: final pass's ratio of the same model. On the AMX Xeon's openvino-cpu run of docs/RESULTS.md,
-#: the label of #13 (0.328x FP32) put its 9 % slower-labelled twin #14 off the front; #13 read
-#: 0.402x in the final pass, where #14 runs about 10 % faster than #13 (docs/OV_FLOAT_PARTS.md).
+#: the label of #13 (0.328x FP32) put its twin #14 (0.357x) off the front; re-timed in the same
+#: rotations, #14 ran 10-14 % faster than #13 (docs/CONFIRM.md).
 CONFIRM_MARGIN = 0.15
 #: At most this many contenders per published model (`CompileOptions.final_models`) are
 #: re-timed: each one adds its turn to every rotation of the final pass's timing.
@@ -87,7 +87,7 @@ def contenders(
     least as good as it on every other objective (itself included, so the front's is 0)."""
     front = select_front(records, references, goal, table, limit, keep_slower)
     # FP32 is timed anyway (the unit): what is published if every other model turns out slower.
-    front += [r for r in records if r.kind == "reference" and r not in front]
+    front += [r for r in records if r.kind == "reference" and r.id not in {f.id for f in front}]
     if "latency" not in [goal.metrics[i] for i in goal.objectives]:
         return front
     values = _values(records, references, goal, table)
