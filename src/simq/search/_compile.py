@@ -167,7 +167,7 @@ class _Compiler:
         references = References(reference, self.store.get(references.accuracy.id), o.confidence)
         if o.withhold_unconfirmed and o.max_accuracy_drop is not None:
             front = self._withhold(front, references, o.max_accuracy_drop)
-        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal, self.reference_note, len(pool))
+        report, summary = write_report(self.out, self.store, o, self.job, references, baselines, front, goal, self.reference_note, sum(r.kind != "reference" for r in pool))
         shutil.rmtree(self.work, ignore_errors=True)
         evaluated = len([r for r in self.store.records() if r.kind == "candidate"])
         return CompileResult(

@@ -86,8 +86,9 @@ def contenders(
     A model's distance is its latency gap: ``1 - fastest / its own`` over the feasible models at
     least as good as it on every other objective (itself included, so the front's is 0)."""
     front = select_front(records, references, goal, table, limit, keep_slower)
+    chosen = {r.id for r in front}
     # FP32 is timed anyway (the unit): what is published if every other model turns out slower.
-    front += [r for r in records if r.kind == "reference" and r.id not in {f.id for f in front}]
+    front += [r for r in records if r.kind == "reference" and r.id not in chosen]
     if "latency" not in [goal.metrics[i] for i in goal.objectives]:
         return front
     values = _values(records, references, goal, table)
@@ -101,7 +102,6 @@ def contenders(
     for i in rows:
         ahead = rows[np.all(points[rows][:, others] <= points[i, others], axis=1)]
         gaps.append((1.0 - points[ahead, latency].min() / points[i, latency], int(i)))
-    chosen = {r.id for r in front}
     near = [records[i] for gap, i in sorted(gaps) if gap <= margin and records[i].id not in chosen and records[i].kind != "reference"]
     timed = sum(r.kind != "reference" for r in front)  # FP32 is the unit: never re-timed
     return front + near[: max(0, CONTENDERS_PER_MODEL * limit - timed)]

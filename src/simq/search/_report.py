@@ -276,7 +276,7 @@ def write_report(
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``pareto.csv``, ``summary.json`` and ``report.html``; returns the report's path and
     the summary (what `simq show` reads, and `display_table` lays out). `timed`: how many models
-    the final pass re-timed to choose the front among."""
+    (FP32 aside) the final pass re-timed to choose the front among."""
     pipeline = job.pipeline
     reference, anchor = references.fp32, references.accuracy
     allowed = options.max_accuracy_drop
@@ -319,8 +319,9 @@ def write_report(
             settings.append(f"{accepted} candidates accepted early (their scoring stopped once inside the limit at {EarlyStopping.confidence:.1%} confidence)")
     if options.max_latency_ms is not None:
         settings.append(f"at most {options.max_latency_ms} ms")
-    if timed > len(front):
-        settings.append(f"{timed} models at or near the search's front re-timed in the final pass, the published {len(front)} chosen among them on those timings")
+    published = sum(r.kind != "reference" for r in front)
+    if timed > published:
+        settings.append(f"{timed} models at or near the search's front re-timed in the final pass, the {published} published chosen among them on those timings")
     summary = headline(references, baselines, front, options.max_accuracy_drop, records)
     notes = [*job.notes, *([reference_note] if reference_note else [])]
     run = {
