@@ -19,20 +19,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from collections import Counter
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import shown_path, table  # noqa: E402
 
 from simq.errors import SimqError  # noqa: E402
-from simq.search import OBJECTIVES, Goal, Record, References, Store, accuracy_drop  # noqa: E402
+from simq.search import OBJECTIVES, Goal, Record, References, Store  # noqa: E402
 from simq.search._final import CONFIRM_MARGIN, select_front  # noqa: E402
 from simq.search._objectives import LIMITED  # noqa: E402
-from simq.search._report import speedup  # noqa: E402
+from simq.search._report import _within, speedup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +73,7 @@ def _versus(bar: Record, model: Record) -> str:
 def analyse(copy: Path, bar_name: str | None) -> dict:
     """What the re-finished run in `copy` timed and chose, and what its labels would have chosen."""
     summary = json.loads((copy / "summary.json").read_text())
-    recipe = (copy / "recipe.yaml").read_text()
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text())
     store = Store(copy / Store.FILENAME)
     try:
         settings, records = store.settings(), store.records()
@@ -81,18 +83,18 @@ def analyse(copy: Path, bar_name: str | None) -> dict:
     fp32 = next(r for r in records if r.kind == "reference")
     references = References(fp32, by_id[summary["accuracy_reference"]["id"]], settings["confidence"])
     limit = settings["max_accuracy_drop"]
-    metrics = [*settings["objectives"], *(["accuracy" + LIMITED] if limit is not None else [])]
-    goal = Goal(tuple(metrics), tuple(range(len(settings["objectives"]))), {len(metrics) - 1: limit} if limit is not None else {})
-    final_models = int(next(line.split(":")[1] for line in recipe.splitlines() if line.startswith("final-models:")))
-    keep_slower = "keep-slower: true" in recipe
+    # The run's goal, as `simq compile` made it: its objectives, then its limits.
+    metrics, limits = list(settings["objectives"]), {}
+    for name, bound in (("accuracy", limit), ("latency", settings["max_latency_ms"] and settings["max_latency_ms"] / fp32.metrics["latency_ms"])):
+        if bound is not None:
+            metrics.append(name + LIMITED)
+            limits[len(metrics) - 1] = bound
+    goal = Goal(tuple(metrics), tuple(range(len(settings["objectives"]))), limits)
     searched = [r for r in records if r.kind in ("candidate", "reference") and r.status == "ok"]
-    label_front = select_front(searched, references, goal, OBJECTIVES, final_models, keep_slower)
+    label_front = select_front(searched, references, goal, OBJECTIVES, recipe["final-models"], recipe["keep-slower"])
 
     def fastest(front: list[Record]) -> Record | None:
-        within = [
-            r for r in front if r.kind == "candidate" and "latency_ratio" in r.final
-            and (limit is None or accuracy_drop(r, references).within(limit))
-        ]  # fmt: skip
+        within = [r for r in front if r.kind == "candidate" and "latency_ratio" in r.final and _within(r, references, limit)]
         return min(within, key=_ratio) if within else None
 
     baselines = {r.config["baseline"]: r for r in records if r.kind == "baseline" and "latency_ratio" in r.final}

@@ -178,13 +178,11 @@ def publish(
         progress("final", done, steps, what)
 
     artifacts: dict[int, Artifact] = {}
-    folders: dict[int, Path] = {}
+    lowered = lambda record_id: work / f"final-{record_id}"  # noqa: E731
     for record_id, build in builders.items():
-        folder = work / f"final-{record_id}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        artifacts[record_id] = build(folder)
-        folders[record_id] = folder
+        shutil.rmtree(lowered(record_id), ignore_errors=True)
+        lowered(record_id).mkdir(parents=True)
+        artifacts[record_id] = build(lowered(record_id))
         step(f"lowered #{record_id}")
     final: dict[int, dict[str, float]] = {i: {} for i in artifacts}
     if timed:
@@ -211,9 +209,9 @@ def publish(
     staging.mkdir()
     dropped = set(as_searched) - published - {reference.id}
     for i in published:
-        artifacts[i] = _moved(artifacts[i], folders[i], staging / str(i))
+        artifacts[i] = _moved(artifacts[i], lowered(i), staging / str(i))
     for i in dropped:  # their timings are stored (no artifact): what the choice was made on
-        shutil.rmtree(folders[i], ignore_errors=True)
+        shutil.rmtree(lowered(i), ignore_errors=True)
         del artifacts[i]
     steps -= len(dropped) * scored
     if dropped:
