@@ -13,6 +13,7 @@ import onnx_ir as ir
 from simq.errors import ArtifactError, first_line
 from simq.ir import Structure, ToolsExport, save
 from simq.passes import Lowering
+from simq.passes.fuse import MhaFormPass
 from simq.passes.quant import WHOLE_MODEL, inference_precision
 from simq.targets._api import Artifact, Fingerprint, LatencyStats, time_calls
 from simq.targets._fingerprint import cpu_description, has_bf16
@@ -132,7 +133,8 @@ class OpenVinoCpuTarget:
         return precision in _PRECISIONS.get(op_type, ("fp32",))
 
     def lowering(self, signature: Mapping[str, tuple[int, ...]]) -> Lowering:
-        """No fusions: the CPU plugin fuses the ONNX graph itself when it compiles. Attention's
+        """One rewrite, `MhaFormPass`: the CPU plugin fuses the ONNX graph itself when it compiles,
+        and the exporter's attention, written as it fuses it, becomes one MHA kernel. Attention's
         MatMuls of two activations read symmetric int8 operands, the only form its INT8 MatMul
         takes for a signed second operand. The search seeds its width and depth lattice in INT8
         where INT8 dense layers were timed clearly faster than FP32 on this CPU, elsewhere in
@@ -148,7 +150,8 @@ class OpenVinoCpuTarget:
             f"INT8 dense layers ran {self._int8_dense_ratio:.2f}x FP32's time on this CPU: the search seeds its width "
             f"and depth lattice in {seed.upper()}"
         )
-        return Lowering(signed_operands=True, seed_precision=seed, choices=(choice,))
+        mha = "attention written as OpenVINO's CPU plugin fuses it into one MHA kernel (the exporter's NaN guard and Kᵀ chain rewritten)"
+        return Lowering(fusions=(MhaFormPass(),), signed_operands=True, seed_precision=seed, notes={0: mha}, choices=(choice,))
 
     def baselines(
         self,
