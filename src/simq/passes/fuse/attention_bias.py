@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
-import onnxruntime as ort
 from onnxscript.rewriter import pattern
+
+from simq.passes.fuse._subgraph import subgraph_session
 
 __all__ = ["AttentionMaskIndex", "AttentionZeroBias", "attention_bias_rules"]
 
@@ -59,15 +60,8 @@ def _inputs_read(value: ir.Value) -> dict[ir.Value, bool]:
 
 def _evaluate(bias: ir.Value, sources: list[ir.Value], feeds: dict[str, np.ndarray]) -> np.ndarray | None:
     """The bias computed by ONNX Runtime from `feeds`, or None if its subgraph cannot run."""
-    graph = bias.graph
     try:
-        sub = ir.convenience.extract(graph, sources, [bias])
-        model = ir.Model(sub, ir_version=10)
-        for domain, version in graph.opset_imports.items():
-            sub.opset_imports.setdefault(domain, version)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = subgraph_session(sources, bias)
         return session.run(None, feeds)[0]
     except Exception:  # any failure means the bias is not the simple mask this rule understands
         return None

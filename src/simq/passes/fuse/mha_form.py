@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common as common
-import onnxruntime as ort
 from onnxscript.rewriter import pattern
 
 from simq.passes._contracts import require_unquantized
+from simq.passes.fuse._subgraph import subgraph_session
 
 __all__ = ["KeyTransposeChain", "MhaFormPass", "SoftmaxNanGuard", "mha_form_rules"]
 
@@ -94,15 +94,8 @@ class SoftmaxNanGuard(pattern.RewriteRuleClassBase):
 def _swaps_last_two(source: ir.Value, result: ir.Value) -> bool:
     """Whether the subgraph from `source` (rank 4) to `result` is ``Transpose(source, [0, 1, 3, 2])``,
     run by ONNX Runtime on probe tensors of distinct sizes."""
-    graph = source.graph
     try:
-        sub = ir.convenience.extract(graph, [source], [result])
-        model = ir.Model(sub, ir_version=10)
-        for domain, version in graph.opset_imports.items():
-            sub.opset_imports.setdefault(domain, version)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(ir.to_proto(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = subgraph_session([source], result)
         for sizes in _PROBE_SHAPES:
             shape = [d if isinstance(d, int) else size for d, size in zip(source.shape, sizes)]  # the known sizes stay
             probe = np.arange(np.prod(shape), dtype=source.dtype.numpy()).reshape(shape)
