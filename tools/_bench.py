@@ -122,6 +122,21 @@ def ratio_cell(ratios: Sequence[float]) -> str:
     return f"{statistics.median(ratios):.3f} [{low:.3f}, {high:.3f}]"
 
 
+def two_run_rows(labels: Iterable[str], runs: Sequence[Mapping[str, Sequence[float]]], bases: Sequence[str], per_round: int) -> list[list[str]]:
+    """Table rows of two interleaved runs (`interleave`'s times by label): each model's median ms
+    in the first, then per base its paired ratio with interval in the first run / median in the second."""
+    from simq.targets import round_ratios
+
+    rows = []
+    for label in labels:
+        cells = [label, f"{statistics.median(runs[0][label]):.2f}"]
+        for base in bases:
+            first, second = (round_ratios(times[label], times[base], per_round) for times in runs[:2])
+            cells.append(f"{ratio_cell(first)} / {statistics.median(second):.3f}")
+        rows.append(cells)
+    return rows
+
+
 def spread(values: Sequence[float]) -> float:
     """Interquartile range relative to the median."""
     q1, _, q3 = statistics.quantiles(values, n=4)

@@ -14,20 +14,19 @@ Usage: python tools/bench_ov_float_parts.py [--rounds N] [--out docs/OV_FLOAT_PA
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, ratio_cell, shown_path, table  # noqa: E402
+from _bench import cpu_name, shown_path, table, two_run_rows  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
 from simq.data import timing_feed  # noqa: E402
 from simq.passes.quant import INFERENCE_PRECISION  # noqa: E402
 from simq.search import JobSpec, prepare_job  # noqa: E402
-from simq.targets import interleave, round_ratios  # noqa: E402
+from simq.targets import interleave  # noqa: E402
 from simq.zoo import Zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,13 +63,7 @@ def main() -> None:
                 print(f"{name}: run {run + 1}", file=sys.stderr, flush=True)
                 calls = {label: job.target.runner(artifact, feed) for label, artifact in models.items()}
                 runs.append(interleave(calls, rounds=args.rounds, per_round=PER_ROUND, rewarm=3))
-            rows = []
-            for label in models:
-                cells = [label, f"{statistics.median(runs[0][label]):.2f}"]
-                for base in ("FP32", BAR):
-                    first, second = (round_ratios(times[label], times[base], PER_ROUND) for times in runs)
-                    cells.append(f"{ratio_cell(first)} / {statistics.median(second):.3f}")
-                rows.append(cells)
+            rows = two_run_rows(models, runs, ("FP32", BAR), PER_ROUND)
             sections.append(f"## {name}\n\n{table(['model', 'ms', '× FP32 [95 %] / run 2', f'× {BAR} [95 %] / run 2'], rows)}\n")
     out_flag = "" if args.out.resolve() == ROOT / "docs" / "OV_FLOAT_PARTS.md" else f" --out {shown_path(args.out)}"
     doc = f"""# OpenVINO: the float parts of an INT8 model at f32 and at BF16

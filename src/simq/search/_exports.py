@@ -108,7 +108,7 @@ def tools_exports(
             export = get_source().export_for_tools(example, folder / "model.onnx", label)
             if not _same_outputs(export.path, reference, example):
                 export.path.unlink()
-                notes.append(f"the PyTorch source of {what} computes other outputs than its ONNX; the ORT optimizer recipe is left out.")
+                notes.append(f"the PyTorch source of {what} computes other outputs than its ONNX; the baselines of users' tools start from SimQ's model instead.")
                 continue
             fields = {"model_type": export.model_type, "num_heads": export.num_heads, "hidden_size": export.hidden_size, "label": label}
             (folder / "export.json.partial").write_text(json.dumps(fields))

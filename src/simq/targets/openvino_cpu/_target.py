@@ -161,8 +161,9 @@ class OpenVinoCpuTarget:
         exports: Sequence[ToolsExport] = (),
     ) -> dict[str, Callable[[Path], Artifact]]:
         """OpenVINO at its default precision, NNCF INT8 (transformer preset where it applies),
-        NNCF INT8 weight compression, and ORT's static INT8 QDQ model run by OpenVINO."""
-        return openvino_baselines(self, model, structure, batches)
+        NNCF INT8 weight compression, on the model as users' tools export it where there is that
+        export (`exports`), and ORT's static INT8 QDQ model run by OpenVINO."""
+        return openvino_baselines(self, model, structure, batches, exports)
 
     def default_precision(self) -> str:
         """The precision OpenVINO picks for float parts when not told: BF16 where the CPU has it."""
