@@ -72,6 +72,26 @@ def test_a_guard_that_can_fire_is_kept(fill, kept):
     np.testing.assert_array_equal(_run(rewritten, feed)[0], want)
 
 
+SCALED_BY_INPUT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 2, 4, 8] q, float[1, 2, 8, 4] k, float[1] s) => (float[1, 2, 4, 4] y) {
+    scores = MatMul(q, k)
+    scaled = Mul(scores, s)
+    p = Softmax<axis = -1>(scaled)
+    nan = IsNaN(p)
+    y = Where(nan, zero, p)
+}
+"""
+
+
+def test_a_guard_behind_scores_scaled_by_an_input_is_kept():
+    """An input may scale the scores to -inf (or NaN): nothing proves the guard idle."""
+    proto = onnx.parser.parse_model(SCALED_BY_INPUT)
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    rewritten = MhaFormPass()(ir.from_proto(proto)).model
+    assert _ops(rewritten, "IsNaN") == 1
+
+
 CHAIN = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[2, 3, 5, 4] k) => (float[2, 3, 4, 5] y) {

@@ -59,8 +59,15 @@ def _finite_row(scores: ir.Value) -> bool:
         if len(masks) != 1:
             return False
         node = next(v for v in node.inputs if v is not masks[0]).producer()
-    while node is not None and node.op_type in ("Mul", "Div") and any(_finite_mask(v) for v in node.inputs):
-        node = next(v for v in node.inputs if not _finite_mask(v)).producer()
+    while node is not None and node.op_type in ("Mul", "Div"):
+        left, right = node.inputs[:2]
+        divisor = _constant(right) if node.op_type == "Div" else None
+        if node.op_type == "Div" and divisor is not None and np.all(np.isfinite(divisor)) and np.all(divisor != 0):
+            node = left.producer()
+        elif node.op_type == "Mul" and (_finite_mask(right) or _finite_mask(left)):  # scaled by finite values
+            node = (left if _finite_mask(right) else right).producer()
+        else:
+            return False
     return node is not None and node.op_type == "MatMul"
 
 

@@ -5,7 +5,7 @@ They start from the model as users' own tools export it where SimQ could make th
 (`simq.ir.ToolsExport`: the TorchScript exporter with eager attention, as Optimum exports). That
 graph's attention is already the one OpenVINO fuses into its MHA kernel, where the dynamo export
 SimQ reads is not until `simq.passes.fuse.MhaFormPass` rewrites it: NNCF INT8 on the dynamo
-export ran 1.28x the time of NNCF INT8 on Optimum's export, and OpenVINO's own PyTorch conversion
+export ran 1.26x the time of NNCF INT8 on Optimum's export, and OpenVINO's own PyTorch conversion
 (optimum-intel's route) as fast as the latter (minilm-tweets, AMX Xeon; docs/MHA_FORM.md).
 """
 
