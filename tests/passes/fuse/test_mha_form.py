@@ -45,6 +45,19 @@ def test_guards_and_key_chains_go_and_the_outputs_stay(bert):
         np.testing.assert_array_equal(_run(rewritten, inputs)[0], _run(model, inputs)[0])
 
 
+def test_a_vit_loses_the_zero_bias_it_adds_to_its_scores(zoo):
+    """transformers adds a bias built from an all-true mask to a ViT's scores: zero whatever the
+    input, it goes, with its Where; the outputs stay."""
+    model = sir.load("zoo:digits-vit", zoo=zoo)
+    feed = {k: v[:4] for k, v in zoo.data("digits-vit", "test").inputs.items()}
+    softmaxes = _ops(model, "Softmax")
+    assert _ops(model, "Where") > softmaxes  # a guard per Softmax and the bias
+    rewritten = MhaFormPass()(model.clone()).model
+    assert _ops(rewritten, "Where") == 0 and _ops(rewritten, "IsNaN") == 0
+    assert not any(n.op_type == "Add" and n.outputs[0].uses()[0].node.op_type == "Softmax" for n in rewritten.graph)
+    np.testing.assert_allclose(_run(rewritten, feed)[0], _run(model, feed)[0], rtol=1e-5, atol=1e-6)
+
+
 GUARDED = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (float[1, 2, 4, 8] q, float[1, 2, 8, 4] k, bool[1, 1, 1, 4] m) => (float[1, 2, 4, 4] y) {

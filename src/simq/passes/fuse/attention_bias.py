@@ -152,7 +152,7 @@ class AttentionMaskIndex(_AttentionBiasRule):
         return op.Attention(input, weight, bias, op.Cast(padding, to=ir.DataType.INT32), _domain="com.microsoft", **attributes)
 
 
-def _always_zero(bias: ir.Value) -> bool:
+def always_zero(bias: ir.Value) -> bool:
     """Whether `bias` is zero whatever the model's inputs: it reads their shapes only, and is
     all zeros computed for two sizes of every symbolic axis."""
     read = _inputs_read(bias)
@@ -178,7 +178,7 @@ class AttentionZeroBias(_AttentionBiasRule):
     def check(self, op, attention_bias, **_) -> pattern.MatchResult:
         result = pattern.MatchResult()
         if id(attention_bias) not in self._zero:
-            self._zero[id(attention_bias)] = _always_zero(attention_bias)
+            self._zero[id(attention_bias)] = always_zero(attention_bias)
         if not self._zero[id(attention_bias)]:
             return result.fail("the attention bias reads the inputs' values or is not zero.", attention_bias)
         return result

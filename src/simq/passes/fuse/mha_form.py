@@ -7,6 +7,8 @@ exporter writes transformers' SDPA attention with two things in the way:
 - `SoftmaxNanGuard`: ``Where(IsNaN(p), 0, p)`` behind the Softmax, which only ever fires when a
   row's scores are all -inf. Where the scores' only addend is a finite mask (transformers fills
   masked positions with the dtype's lowest finite value), no row can be, and ``p`` is the same.
+- `ZeroScoreBias`: a model without a padding mask (ViT's) still adds a bias to its scores that
+  transformers builds from an all-true mask: zero for every input, computed on every call.
 - `KeyTransposeChain`: Kᵀ written as ``Reshape(Transpose(Reshape(K, [-1, S, D]), [0, 2, 1]),
   [B, H, D, S])``, which is ``Transpose(K, [0, 1, 3, 2])``; where ``K`` is itself a Transpose,
   one Transpose of its input.
@@ -25,8 +27,9 @@ from onnxscript.rewriter import pattern
 
 from simq.passes._contracts import require_unquantized
 from simq.passes.fuse._subgraph import subgraph_session
+from simq.passes.fuse.attention_bias import always_zero
 
-__all__ = ["KeyTransposeChain", "MhaFormPass", "SoftmaxNanGuard", "mha_form_rules"]
+__all__ = ["KeyTransposeChain", "MhaFormPass", "SoftmaxNanGuard", "ZeroScoreBias", "mha_form_rules"]
 
 # Sizes (batch, heads, sequence, head size) the Kᵀ chain is checked on where the keys' own are
 # symbolic: distinct, so a chain that swapped other axes, or read a size from the wrong one, fails.
@@ -54,6 +57,8 @@ def _finite_row(scores: ir.Value) -> bool:
     """Whether no Softmax row of `scores` can be all -inf: they are a MatMul's, scaled or not, plus
     at most finite masks."""
     node = scores.producer()
+    while node is not None and node.op_type == "Identity":  # a bias `ZeroScoreBias` just removed
+        node = node.inputs[0].producer()
     while node is not None and node.op_type == "Add":
         masks = [v for v in node.inputs if _finite_mask(v)]
         if len(masks) != 1:
@@ -146,15 +151,45 @@ class KeyTransposeChain(pattern.RewriteRuleClassBase):
         return op.Transpose(k, perm=list(_SWAP_LAST))
 
 
+class ZeroScoreBias(pattern.RewriteRuleClassBase):
+    """``Softmax(Add(scores, bias))`` → ``Softmax(scores)``, where `bias` reads no model input's
+    values, only shapes, and is zero for every shape (`always_zero`)."""
+
+    def __init__(self) -> None:
+        super().__init__("zero_score_bias")
+        self._zero: dict[int, bool] = {}
+
+    def pattern(self, op, scores, bias):
+        return op.Add(scores, bias, _outputs=["biased"])
+
+    def check(self, op, scores, bias, biased, **_) -> pattern.MatchResult:
+        result = pattern.MatchResult()
+        readers = biased.uses()
+        if len(readers) != 1 or readers[0].node.op_type != "Softmax" or biased.is_graph_output():
+            return result.fail("the sum is not only a Softmax's input.")
+        if bias.const_value is not None or scores.shape is None or bias.shape is None or bias.shape.rank() != scores.shape.rank():
+            return result.fail("the bias is a constant, or its rank is not the scores'.")
+        if any(b != 1 and b != s for b, s in zip(bias.shape, scores.shape)):
+            return result.fail("the bias may broadcast the scores to another shape.")
+        if id(bias) not in self._zero:
+            self._zero[id(bias)] = always_zero(bias)
+        if not self._zero[id(bias)]:
+            return result.fail("the bias reads the inputs' values or is not zero.", bias)
+        return result
+
+    def rewrite(self, op, scores, **_):
+        return op.Identity(scores)
+
+
 def mha_form_rules() -> pattern.RewriteRuleSet:
-    return pattern.RewriteRuleSet([SoftmaxNanGuard.rule(), KeyTransposeChain.rule()])
+    return pattern.RewriteRuleSet([ZeroScoreBias.rule(), SoftmaxNanGuard.rule(), KeyTransposeChain.rule()])
 
 
 class MhaFormPass(ir.passes.InPlacePass):
     """Rewrites every exported attention into the form OpenVINO's CPU plugin fuses into its MHA
-    kernel (`SoftmaxNanGuard`, `KeyTransposeChain`), then removes what they left unread.
+    kernel (`ZeroScoreBias`, `SoftmaxNanGuard`, `KeyTransposeChain`), then removes what they left unread.
 
-    Changes: removes the NaN guards and Kᵀ chains those rules match; the model computes the same
+    Changes: removes the zero biases, NaN guards and Kᵀ chains those rules match; the model computes the same
     outputs for every input without a row of -inf scores (which a finite mask cannot make).
     """
 
