@@ -444,8 +444,10 @@ with its 95 % interval. The best baseline is the fastest of FP32
 and the target's baselines within the limit by the same rule (ort-cpu: plain `quantize_dynamic` /
 `quantize_static`, and for transformers with a PyTorch source ORT's transformers optimizer on an
 Optimum-style export, FP32 and with per-tensor `quantize_dynamic`: the recipe users run;
-openvino-cpu: OpenVINO's default precision, NNCF INT8, NNCF INT8 weights, ORT's static QDQ
-model). The last column compares with the INT8 model of the tool users run ({" / ".join(TOOLS)})
+openvino-cpu: OpenVINO's default precision, NNCF INT8, NNCF INT8 weights — for transformers with
+a PyTorch source on that Optimum-style export, whose attention OpenVINO fuses into its MHA kernel
+(runs before commit 60e019d built them on SimQ's dynamo export, a slower bar: docs/MHA_FORM.md) —
+and ORT's static QDQ model). The last column compares with the INT8 model of the tool users run ({" / ".join(TOOLS)})
 whether or not its bound is within the limit, as each run's headline does.
 
 ## Summary
