@@ -2,7 +2,7 @@
 
 The CPU plugin fuses ``MatMul(Q, Kᵀ) → [Add mask] → Softmax → MatMul(·, V)`` with its Transposes
 (and the FakeQuantize of an INT8 model) into one MHA kernel when it compiles. The PyTorch dynamo
-exporter writes transformers' SDPA attention with two things in the way:
+exporter writes transformers' SDPA attention with three things in the way:
 
 - `SoftmaxNanGuard`: ``Where(IsNaN(p), 0, p)`` behind the Softmax, which only ever fires when a
   row's scores are all -inf. Where the scores' only addend is a finite mask (transformers fills
@@ -14,7 +14,7 @@ exporter writes transformers' SDPA attention with two things in the way:
   one Transpose of its input.
 
 minilm-tweets INT8 on an AMX Xeon (docs/MHA_FORM.md): the six attentions fused into one kernel
-each once both are rewritten. ONNX Runtime is not given these rules: its own fusion turns the same
+each once the guard and the chain are rewritten, 0.88x NNCF INT8's time at heads = FFN 75 %. ONNX Runtime is not given these rules: its own fusion turns the same
 graph into its Attention kernel.
 """
 
