@@ -113,7 +113,7 @@ def test_a_bias_that_is_zero_whatever_the_inputs_is_dropped_and_the_attention_qu
 def test_a_bias_that_reads_an_input_or_is_not_zero_stays(bert):
     """A mask-like bias built from the batch size but not zero (every key masked), or one that
     reads a model input's values, is no zero bias."""
-    from simq.passes.fuse.attention_bias import _always_zero
+    from simq.passes.fuse.attention_bias import always_zero
 
     graph = bert[0].clone().graph
     ids = next(v for v in graph.inputs if v.name == "input_ids")
@@ -123,8 +123,8 @@ def test_a_bias_that_reads_an_input_or_is_not_zero_stays(bert):
     for node in (shape, full, zeros):
         graph.append(node)
     graph.register_initializer(zeros.inputs[1])
-    assert not _always_zero(full.outputs[0])  # reads only shapes, but is not zero
-    assert not _always_zero(zeros.outputs[0])  # zero, but reads the input's values
+    assert not always_zero(full.outputs[0])  # reads only shapes, but is not zero
+    assert not always_zero(zeros.outputs[0])  # zero, but reads the input's values
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
