@@ -14,8 +14,8 @@ exporter writes transformers' SDPA attention with three things in the way:
   one Transpose of its input.
 
 minilm-tweets INT8 on an AMX Xeon (docs/MHA_FORM.md): the six attentions fused into one kernel
-each once the guard and the chain are rewritten, 0.88x NNCF INT8's time at heads = FFN 75 %. ONNX Runtime is not given these rules: its own fusion turns the same
-graph into its Attention kernel.
+each once the guard and the chain are rewritten, 0.88x NNCF INT8's time at heads = FFN 75 %.
+ONNX Runtime is not given these rules: its own fusion turns the same graph into its Attention kernel.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def _finite_row(scores: ir.Value) -> bool:
         divisor = _constant(right) if node.op_type == "Div" else None
         if node.op_type == "Div" and divisor is not None and np.all(np.isfinite(divisor)) and np.all(divisor != 0):
             node = left.producer()
-        elif node.op_type == "Mul" and (_finite_mask(right) or _finite_mask(left)):  # scaled by finite values
-            node = (left if _finite_mask(right) else right).producer()
+        elif node.op_type == "Mul" and (scaled := left if _finite_mask(right) else right if _finite_mask(left) else None) is not None:
+            node = scaled.producer()  # scaled by finite values
         else:
             return False
     return node is not None and node.op_type == "MatMul"

@@ -150,7 +150,7 @@ class OpenVinoCpuTarget:
             f"INT8 dense layers ran {self._int8_dense_ratio:.2f}x FP32's time on this CPU: the search seeds its width "
             f"and depth lattice in {seed.upper()}"
         )
-        mha = "attention written as OpenVINO's CPU plugin fuses it into one MHA kernel (the exporter's NaN guard and Kᵀ chain rewritten)"
+        mha = "attention written as OpenVINO's CPU plugin fuses it into one MHA kernel (the exporter's NaN guard, zero score bias and Kᵀ chain rewritten)"
         return Lowering(fusions=(MhaFormPass(),), signed_operands=True, seed_precision=seed, notes={0: mha}, choices=(choice,))
 
     def baselines(
