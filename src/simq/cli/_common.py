@@ -16,7 +16,7 @@ from rich.table import Table
 from simq import ir as simq_ir
 from simq.data import DataOptions, Examples
 from simq.errors import InvalidArgumentError
-from simq.search import JobSpec, display_table, examples_for
+from simq.search import SPEEDUP_HEADER, JobSpec, display_table, examples_for
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -198,7 +198,7 @@ def render_table(summary, title: str) -> Table:
     for column in columns:
         # The speed-up's header names the bar ("× faster than ORT optimizer + dynamic INT8"): wrapped
         # over lines at its cells' width, not widening the table at the configurations' cost.
-        table.add_column(column, overflow="fold", max_width=18 if column.startswith("× faster than") else None)
+        table.add_column(column, overflow="fold", max_width=18 if column.startswith(SPEEDUP_HEADER) else None)
     for row in rows:
         table.add_row(*row)
     return table

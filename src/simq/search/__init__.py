@@ -13,7 +13,7 @@ from simq.search._options import CompileOptions, CompileResult, Job, JobSpec
 from simq.search._out import check_out, make_out
 from simq.search._pareto import hypervolume, pareto_front
 from simq.search._published import Predictor, Published, load_published
-from simq.search._report import SUMMARY_FILE, describe, display_table, headline, hypervolume_curve
+from simq.search._report import SPEEDUP_HEADER, SUMMARY_FILE, describe, display_table, headline, hypervolume_curve
 from simq.search._scoring import resolution_note
 from simq.search._space import SearchSpace
 from simq.search._store import Record, Store, config_key
@@ -22,6 +22,7 @@ __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "OBJECTIVES",
+    "SPEEDUP_HEADER",
     "SUMMARY_FILE",
     "CompileOptions",
     "CompileResult",

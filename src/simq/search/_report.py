@@ -231,6 +231,10 @@ def _versus(base: Record, best: Record, with_interval: bool) -> str:
     return verdict
 
 
+#: The speed-up column's header, before the bar's name (`display_table`).
+SPEEDUP_HEADER = "× faster than "
+
+
 def display_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The run's table as people read it (columns, rows of text): score with its paired drop and
     95 % interval, latency with its interval, the speed-up over the run's bar with its interval
@@ -238,7 +242,7 @@ def display_table(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]
     prints it at the end of a run and `simq show` from ``summary.json``."""
     score = summary["score"]
     over = summary.get("bar") and any(row.get("speedup_over_bar") is not None for row in summary["rows"])
-    columns = ["id", score, "Δ (95 % CI)", "ms", "× FP32 (95 % CI)", *([f"× faster than {summary['bar']}"] if over else []), "MB", "× size", "model"]
+    columns = ["id", score, "Δ (95 % CI)", "ms", "× FP32 (95 % CI)", *([SPEEDUP_HEADER + summary["bar"]] if over else []), "MB", "× size", "model"]
     rows = []
     for row in summary["rows"]:
         drop, low, high = row.get("accuracy_drop"), row.get("accuracy_drop_low"), row.get("accuracy_drop_high")
