@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -101,6 +102,31 @@ def interleaved_calls(
 ) -> dict[str, list[float]]:
     """`simq.targets.interleave` with the benchmarks' longer defaults."""
     return interleave(calls, rounds, per_round, rewarm)
+
+
+def one_live_session(
+    models: Mapping[object, tuple[Path, Mapping[str, np.ndarray], int]], rounds: int, per_round: int, warmup: int = 10
+) -> dict[object, list[float]]:
+    """Per-call latencies (ms) of each model (its file, feed and intra-op threads), timed as a
+    deployment runs it: one live session at a time with ONNX Runtime's defaults (its workers spin
+    between calls). Per round each model's session is opened, warmed, timed for `per_round` calls
+    and closed, in an order that rotates between rounds."""
+    keys = list(models)
+    times: dict[object, list[float]] = {k: [] for k in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            path, feed, threads = models[key]
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for _ in range(warmup):
+                session.run(None, feed)
+            for _ in range(per_round):
+                start = time.perf_counter()
+                session.run(None, feed)
+                times[key].append((time.perf_counter() - start) * 1e3)
+            del session
+    return times
 
 
 def median(values: Sequence[float]) -> float:

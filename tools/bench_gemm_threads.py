@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, ratio_cell, shown_path, table, timing_text  # noqa: E402
+from _bench import cpu_name, one_live_session, ratio_cell, shown_path, table, timing_text  # noqa: E402
 from bench_lowering import _grid_config, _profile  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -68,26 +68,6 @@ def _dense(k: int, n: int, seq: int, folder: Path) -> dict[str, Path]:
     return {"FP32": fp32, "INT8": int8}
 
 
-def _deployed(models: dict[tuple, Path], feeds: dict[tuple, dict], rounds: int) -> dict[tuple, list[float]]:
-    """Per-call µs of every (model, threads), one live session at a time with ORT's defaults."""
-    keys = [(key, t) for key in models for t in THREADS]
-    times: dict[tuple, list[float]] = {k: [] for k in keys}
-    for r in range(rounds):
-        for key, t in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = t, 1, 3
-            session = ort.InferenceSession(str(models[key]), options, providers=["CPUExecutionProvider"])
-            feed = feeds[key]
-            for _ in range(WARMUP):
-                session.run(None, feed)
-            for _ in range(PER_ROUND):
-                start = time.perf_counter()
-                session.run(None, feed)
-                times[(key, t)].append((time.perf_counter() - start) * 1e6)
-            del session
-    return times
-
-
 def part_layers(seqs: list[int], rounds: int, work: Path) -> tuple[str, dict]:
     models, feeds, rows_of = {}, {}, []
     rng = np.random.default_rng(0)
@@ -99,7 +79,9 @@ def part_layers(seqs: list[int], rounds: int, work: Path) -> tuple[str, dict]:
                     models[key], feeds[key] = path, {"X": rng.standard_normal((1, seq, k)).astype(np.float32)}
                     rows_of.append(key)
     print(f"{len(models)} layers x {len(THREADS)} thread counts, {rounds} rounds", file=sys.stderr, flush=True)
-    times = _deployed(models, feeds, rounds)
+    # µs per call of every (layer, threads), one live session at a time with ORT's defaults
+    ms = one_live_session({(key, t): (models[key], feeds[key], t) for key in models for t in THREADS}, rounds, PER_ROUND, WARMUP)
+    times = {key: [v * 1e3 for v in values] for key, values in ms.items()}
     rows, gains = [], {}
     for key in rows_of:
         seq, layer, width, k, n, precision = key

@@ -35,7 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import cpu_name, ratio_cell, table  # noqa: E402
+from _bench import cpu_name, one_live_session, ratio_cell, table  # noqa: E402
 from bench_lowering import _grid_config  # noqa: E402
 
 from simq import ir as sir  # noqa: E402
@@ -89,21 +89,10 @@ def interleaved(models: Mapping[str, Path], feed: dict, config: Mapping[str, str
     return _ratios(times), times["the recipe"]
 
 
-def deployed(models: Mapping[str, Path], feed: dict, rounds: int, warmup: int = 10) -> tuple[dict, list[float]]:
-    """One live session at a time with ORT's defaults: per round, each model's session is opened,
-    warmed, timed for `PER_ROUND` calls and closed, in an order that rotates between rounds."""
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            session = _session(models[name], {})
-            for _ in range(warmup):
-                session.run(None, feed)
-            for _ in range(PER_ROUND):
-                start = time.perf_counter()
-                session.run(None, feed)
-                times[name].append((time.perf_counter() - start) * 1e3)
-            del session
+def deployed(models: Mapping[str, Path], feed: dict, rounds: int) -> tuple[dict, list[float]]:
+    """One live session at a time with ORT's defaults (`one_live_session`, 2 threads): ratios to
+    FP32 per round, and the recipe's per-call latencies."""
+    times = one_live_session({name: (path, feed, 2) for name, path in models.items()}, rounds, PER_ROUND)
     return _ratios(times), times["the recipe"]
 
 
