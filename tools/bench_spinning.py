@@ -52,12 +52,14 @@ SETTINGS: dict[str, dict[str, str]] = {
     "on, stopped after each run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
 }
 DEPLOYMENT = "deployment (one live session, defaults)"
+#: Intra-op threads of every session timed here, interleaved or deployed alike.
+THREADS = 2
 GRID = {"SimQ unpruned": (1.0, 1.0, 0), "SimQ heads = FFN 50 %": (0.5, 0.5, 0), "SimQ 4 of 6 layers": (1.0, 1.0, 2)}
 
 
 def _session(path: Path, config: Mapping[str, str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 2, 1, 3
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = THREADS, 1, 3
     for key, value in config.items():
         options.add_session_config_entry(key, value)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -90,9 +92,9 @@ def interleaved(models: Mapping[str, Path], feed: dict, config: Mapping[str, str
 
 
 def deployed(models: Mapping[str, Path], feed: dict, rounds: int) -> tuple[dict, list[float]]:
-    """One live session at a time with ORT's defaults (`one_live_session`, 2 threads): ratios to
+    """One live session at a time with ORT's defaults (`one_live_session`, `THREADS` threads): ratios to
     FP32 per round, and the recipe's per-call latencies."""
-    times = one_live_session({name: (path, feed, 2) for name, path in models.items()}, rounds, PER_ROUND)
+    times = one_live_session({name: (path, feed, THREADS) for name, path in models.items()}, rounds, PER_ROUND)
     return _ratios(times), times["the recipe"]
 
 
